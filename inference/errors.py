@@ -23,6 +23,12 @@ class ImageSourceError(ValueError):
         return {"code": self.code, "status": self.status, "message": self.message}
 
 
+class ImageNotFoundError(ImageSourceError):
+    code = "image_not_found"
+    status = 404
+    message = "The image file does not exist or cannot be read."
+
+
 class EmptyImageError(ImageSourceError):
     code = "image_empty"
     message = "The image is empty (0 bytes)."

@@ -256,6 +256,7 @@ def _request(
     except OSError as exc:
         raise _failure(target, exc, deadline) from exc
     watchdog: _Watchdog | None = None
+    resp: http.client.HTTPResponse | None = None
     try:
         watchdog = _Watchdog(sock, deadline.remaining())
         policy.check(target.host, sock.getpeername()[0])  # the address actually connected to
@@ -288,6 +289,8 @@ def _request(
     finally:
         if watchdog is not None:
             watchdog.cancel()
+        if resp is not None:
+            resp.close()  # its file object holds the socket open past sock.close()
         sock.close()
 
 
@@ -334,13 +337,15 @@ def load_source(
     resolver: Resolver | None = None,
     allowed_networks: Sequence[str] = (),
     ssl_context: ssl.SSLContext | None = None,
+    draft_size: tuple[int, int] | None = None,
 ) -> Image.Image:
     """Decode raw bytes, an http(s) URL or a local path into an upright RGB image.
 
     Local paths are read as given: only pass trusted strings, never a client's "url" field
     that might not be a URL at all.
     """
-    caps = {"max_bytes": max_bytes, "max_pixels": max_pixels, "max_side": max_side}
+    caps = {"max_bytes": max_bytes, "max_pixels": max_pixels, "max_side": max_side,
+            "draft_size": draft_size}
     if isinstance(source, bytes | bytearray | memoryview):
         return decode_image(source, **caps)
     if isinstance(source, str) and _URL_SCHEME.match(source):

@@ -18,6 +18,7 @@ from inference.errors import (
     DecompressionBombError,
     EmptyImageError,
     ImageDimensionsError,
+    ImageNotFoundError,
     ImageSourceError,
     ImageTooLargeError,
     UnsupportedImageFormatError,
@@ -93,8 +94,13 @@ def decode_image(
     max_bytes: int = DEFAULT_MAX_BYTES,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     max_side: int = DEFAULT_MAX_SIDE,
+    draft_size: tuple[int, int] | None = None,
 ) -> Image.Image:
-    """Decode JPEG, PNG or WebP bytes into an upright RGB image, refusing anything unsafe."""
+    """Decode JPEG, PNG or WebP bytes into an upright RGB image, refusing anything unsafe.
+
+    ``draft_size`` lets a JPEG decode at 1/2, 1/4 or 1/8 scale when the caller only needs
+    at least that many pixels (e.g. a model's input size): far cheaper for camera frames.
+    """
     data = bytes(data)
     if not data:
         raise EmptyImageError()
@@ -112,9 +118,19 @@ def decode_image(
         try:
             img = Image.open(io.BytesIO(data), formats=[fmt])
             check_dimensions(*img.size, max_pixels=max_pixels, max_side=max_side)
+            full_width = img.width
+            if draft_size is not None and fmt == "JPEG":
+                # Square request: EXIF rotation may still swap the two sides.
+                side = max(draft_size)
+                img.draft("RGB", (side, side))
             img.load()
-            upright = ImageOps.exif_transpose(img)
-            return upright.convert("RGB")
+            reduction = full_width / img.width
+            upright = ImageOps.exif_transpose(img).convert("RGB")
+            # Detections are reported in the source's pixels, even from a reduced decode.
+            upright.info["source_size"] = (
+                round(upright.width * reduction), round(upright.height * reduction)
+            )
+            return upright
         except ImageSourceError:
             raise
         except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
@@ -131,12 +147,18 @@ def read_image_file(
     max_bytes: int = DEFAULT_MAX_BYTES,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     max_side: int = DEFAULT_MAX_SIDE,
+    draft_size: tuple[int, int] | None = None,
 ) -> Image.Image:
     """Read at most ``max_bytes + 1`` bytes from ``path`` and decode them."""
-    with open(path, "rb") as fh:
-        # One byte past the cap is enough to know the file is too large without reading it all.
-        data = fh.read(max_bytes + 1)
-    return decode_image(data, max_bytes=max_bytes, max_pixels=max_pixels, max_side=max_side)
+    try:
+        with open(path, "rb") as fh:
+            # One byte past the cap tells the file is too large without reading it all.
+            data = fh.read(max_bytes + 1)
+    except OSError as exc:
+        raise ImageNotFoundError(f"Cannot read image file {os.fspath(path)!r}: "
+                                 f"{exc.strerror}.") from exc
+    return decode_image(data, max_bytes=max_bytes, max_pixels=max_pixels, max_side=max_side,
+                        draft_size=draft_size)
 
 
 def encode_jpeg(img: Image.Image, quality: int = 90) -> bytes:

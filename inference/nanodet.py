@@ -45,18 +45,14 @@ class Letterboxed:
 def letterbox(image: Image.Image, size: tuple[int, int]) -> Letterboxed:
     """Scale ``image`` to fit ``size`` (width, height) keeping its aspect ratio."""
     width, height = size
-    src_w, src_h = image.size
-    scale = min(width / src_w, height / src_h)
-    new_w, new_h = max(1, round(src_w * scale)), max(1, round(src_h * scale))
-    if image.mode != "RGB":
-        image = image.convert("RGB")
-    # JPEG can decode at 1/2, 1/4 or 1/8 scale for free; Pillow picks the largest that
-    # still covers the target, which makes large camera frames far cheaper to resize.
-    image.draft("RGB", (new_w, new_h))
-    resized = image.resize((new_w, new_h), Image.BILINEAR)
+    scale = min(width / image.width, height / image.height)
+    new_w, new_h = max(1, round(image.width * scale)), max(1, round(image.height * scale))
+    resized = image.convert("RGB").resize((new_w, new_h), Image.BILINEAR)
     canvas = np.zeros((height, width, 3), dtype=np.uint8)
     canvas[:new_h, :new_w] = np.asarray(resized)
-    return Letterboxed(canvas, scale, (src_w, src_h))
+    # A JPEG decoded at reduced scale remembers its full size: boxes map back to that.
+    src_w, src_h = image.info.get("source_size", image.size)
+    return Letterboxed(canvas, new_w / src_w, (src_w, src_h))
 
 
 class NanoDet(Model):
@@ -90,14 +86,15 @@ class NanoDet(Model):
         self.device = resolve_device(device)
         if self.graph is None:
             self.graph = load_tfjs_graph(self.model_json).eval()
-        self.graph.to(self.device)
+        # Channels-last convolutions run ~20% faster on CPU (oneDNN) and suit tensor cores.
+        self.graph.to(self.device, memory_format=torch.channels_last)
         if self.device.type == "cuda":
             bf16 = torch.cuda.is_bf16_supported()
             self.autocast_dtype = torch.bfloat16 if bf16 else torch.float16
             torch.backends.cudnn.benchmark = True
         self._mean = torch.tensor(MEAN_BGR, device=self.device).view(1, 3, 1, 1)
         self._std = torch.tensor(STD_BGR, device=self.device).view(1, 3, 1, 1)
-        self._centres = self._make_centres()
+        self._grids: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = {}
         # The first calls pay for kernel selection and allocator growth; pay it now.
         blank = Letterboxed(np.zeros((*self.input_size[::-1], 3), np.uint8), 1.0, self.input_size)
         for _ in range(2):
@@ -114,7 +111,7 @@ class NanoDet(Model):
         if self.device.type == "cuda":
             pixels = pixels.pin_memory()
         x = pixels.to(self.device, non_blocking=True).permute(0, 3, 1, 2).flip(1)  # BGR
-        x = (x.float() - self._mean) / self._std
+        x = ((x.float() - self._mean) / self._std).contiguous(memory_format=torch.channels_last)
         with torch.inference_mode(), torch.autocast(
             self.device.type, dtype=self.autocast_dtype or torch.bfloat16,
             enabled=self.autocast_dtype is not None,
@@ -123,8 +120,8 @@ class NanoDet(Model):
         n = len(STRIDES)
         scores = torch.cat(outputs[:n], dim=1).float()
         distances = gfl_distances(torch.cat(outputs[n:], dim=1), REG_MAX)
-        distances = distances * self._strides[:, None]
-        return scores, distance_to_box(self._centres, distances)
+        centres, strides = self._grid(x.shape[-1], x.shape[-2])
+        return scores, distance_to_box(centres, distances * strides[:, None])
 
     def postprocess(
         self, raw: tuple[torch.Tensor, torch.Tensor], items: Sequence[Letterboxed]
@@ -134,15 +131,16 @@ class NanoDet(Model):
 
     # -- helpers ---------------------------------------------------------------------
 
-    def _make_centres(self) -> torch.Tensor:
-        width, height = self.input_size
-        centres, strides = [], []
-        for stride in STRIDES:
-            grid = anchor_centres(height // stride, width // stride, stride, self.device)
-            centres.append(grid)
-            strides.append(torch.full((len(grid),), float(stride), device=self.device))
-        self._strides = torch.cat(strides)
-        return torch.cat(centres)
+    def _grid(self, width: int, height: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Anchor centres and strides for one input size, built once per size."""
+        if (width, height) not in self._grids:
+            centres, strides = [], []
+            for stride in STRIDES:
+                grid = anchor_centres(height // stride, width // stride, stride, self.device)
+                centres.append(grid)
+                strides.append(torch.full((len(grid),), float(stride), device=self.device))
+            self._grids[(width, height)] = (torch.cat(centres), torch.cat(strides))
+        return self._grids[(width, height)]
 
     def _detections(
         self, scores: torch.Tensor, boxes: torch.Tensor, item: Letterboxed

@@ -16,6 +16,7 @@ import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -423,7 +424,7 @@ def _build_reshape(m: TfjsGraphModule, node, inputs):
     for start in range(1, len(src)):
         if list(src[:start]) == target[:start] and len(target) == start + 1 and \
                 target[start] == int(np.prod(src[start:])):
-            return (lambda t: t.flatten(start)), [x], [target]
+            return partial(torch.flatten, start_dim=start), [x], [target]
     raise UnsupportedGraphError(f"Reshape {node['name']!r}: {src} -> {target}")
 
 
