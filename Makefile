@@ -18,7 +18,8 @@ test: setup
 	$(BIN)/python -m pytest -q
 
 demo: setup
-	$(BIN)/python -m inference detect tests/data/photos/*.jpg
+	$(BIN)/python -m inference detect tests/data/photos/*.jpg --annotate var/demo
+	@echo "annotated copies: var/demo/"
 
 bench: setup
 	$(BIN)/python bench/inference.py
