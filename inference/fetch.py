@@ -22,8 +22,8 @@ from urllib.parse import quote, urljoin, urlsplit
 
 from PIL import Image
 
+from inference.addresses import AddressPolicy
 from inference.errors import (
-    BlockedAddressError,
     FetchError,
     FetchTimeoutError,
     ImageTooLargeError,
@@ -43,7 +43,6 @@ DEFAULT_TIMEOUT_S = 5.0
 DEFAULT_MAX_REDIRECTS = 3
 
 Resolver = Callable[[str, int], list[str]]
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 _SCHEMES = {"http": 80, "https": 443}
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
@@ -59,62 +58,6 @@ _HEADERS = {
 _URL_SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.\-]+:")
 # DNS names and IP literals only; anything else would end up raw in the Host header.
 _HOST_CHARS = re.compile(r"[a-z0-9.\-_:%]+")
-
-# The ipaddress tables differ between Python releases; these ranges are refused on every one.
-_EXTRA_BLOCKED = tuple(
-    ipaddress.ip_network(net)
-    for net in (
-        *("0.0.0.0/8", "100.64.0.0/10", "192.0.0.0/24", "198.18.0.0/15", "240.0.0.0/4"),
-        *("fc00::/7", "fe80::/10", "fec0::/10"),  # unique local, link-local, old site-local
-        *("169.254.169.254/32", "fd00:ec2::254/128"),  # cloud metadata, IPv4 and IPv6
-        *("64:ff9b::/96", "64:ff9b:1::/48"),  # NAT64 reaches IPv4 hosts, private ones too
-    )
-)
-
-
-def is_blocked_address(addr: IPAddress) -> bool:
-    """True for any address that is not plainly public unicast."""
-    if isinstance(addr, ipaddress.IPv6Address):
-        if addr.ipv4_mapped is not None:
-            return is_blocked_address(addr.ipv4_mapped)
-        if addr.sixtofour is not None and is_blocked_address(addr.sixtofour):
-            return True
-    return (
-        not addr.is_global
-        or addr.is_private
-        or addr.is_loopback
-        or addr.is_link_local
-        or addr.is_multicast
-        or addr.is_reserved
-        or addr.is_unspecified
-        or (isinstance(addr, ipaddress.IPv6Address) and addr.is_site_local)
-        or any(addr in net for net in _EXTRA_BLOCKED)
-    )
-
-
-@dataclass(frozen=True)
-class AddressPolicy:
-    """Which peer addresses a fetch may connect to."""
-
-    allowed: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
-
-    @classmethod
-    def from_strings(cls, networks: Sequence[str]) -> AddressPolicy:
-        return cls(tuple(ipaddress.ip_network(net, strict=False) for net in networks))
-
-    def check(self, host: str, address: str) -> None:
-        """Raise BlockedAddressError unless ``address`` is public or explicitly allowed."""
-        try:
-            addr = ipaddress.ip_address(address)
-        except ValueError as exc:
-            raise BlockedAddressError(f"{host} resolved to a non-IP answer {address!r}.") from exc
-        plain = addr.ipv4_mapped if isinstance(addr, ipaddress.IPv6Address) else None
-        plain = plain or addr
-        if any(plain in net for net in self.allowed):
-            return
-        if is_blocked_address(plain):
-            raise BlockedAddressError(f"{host} resolves to the blocked address {address}.")
-
 
 @dataclass(frozen=True)
 class _Target:
