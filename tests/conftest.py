@@ -1,0 +1,111 @@
+"""Shared fixtures: a real Redis and a real PostgreSQL, started once per test session.
+
+The embedded servers (devservers) keep their data in a temporary directory of the
+session, never var/. If REDIS_URL / DATABASE_URL are set, those servers are used
+instead; they are flushed/truncated before every test, so never point them at data you
+care about.
+
+Servers start lazily: a test session that uses none of these fixtures starts nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+import redis
+from psycopg import sql
+from psycopg_pool import ConnectionPool
+
+from devservers import DATABASE_URL, REDIS_URL, DevServers
+from store.db import create_pool
+from store.migrate import migrate
+
+# Truncated before each test: every table but the migrations ledger.
+_USER_TABLES = """
+SELECT schemaname, tablename FROM pg_tables
+WHERE schemaname = 'public' AND tablename <> 'schema_migrations'
+ORDER BY tablename
+"""
+
+
+@pytest.fixture(scope="session")
+def servers_root() -> Iterator[Path]:
+    """A directory for server data dirs, removed at the end of the session.
+
+    Not pytest's tmp_path: as root, PostgreSQL runs as an unprivileged account that
+    cannot enter /tmp/pytest-of-root, which every starting pytest session resets to
+    0700 (so granting access there races with other sessions).
+    """
+    root = Path(tempfile.mkdtemp(prefix="vigil-test-servers-"))
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def servers(servers_root: Path) -> Iterator[dict[str, str]]:
+    """{"REDIS_URL": ..., "DATABASE_URL": ...} for the whole session."""
+    # durable=False: fsync off, nothing here needs to survive an OS crash.
+    with DevServers(servers_root / "session", environ=os.environ, durable=False) as running:
+        yield dict(running.urls)
+
+
+@pytest.fixture(scope="session")
+def redis_url(servers: dict[str, str]) -> str:
+    return servers[REDIS_URL]
+
+
+@pytest.fixture(scope="session")
+def database_url(servers: dict[str, str]) -> str:
+    """URL of the test database, migrated to the latest schema once per session."""
+    url = servers[DATABASE_URL]
+    migrate(url)
+    return url
+
+
+@pytest.fixture
+def redis_client(redis_url: str) -> Iterator[redis.Redis]:
+    """A client (str responses) on an empty database 0."""
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    client.flushdb()
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def db_pool(database_url: str) -> Iterator[ConnectionPool]:
+    pool = create_pool(database_url, min_size=1, max_size=4, wait=True)
+    yield pool
+    pool.close()
+
+
+@pytest.fixture
+def db(db_pool: ConnectionPool) -> ConnectionPool:
+    """The session pool (dict rows), after emptying every table and resetting ids."""
+    truncate_all(db_pool)
+    return db_pool
+
+
+@pytest.fixture
+def db_conn(db: ConnectionPool) -> Iterator[psycopg.Connection]:
+    """One connection from `db`; committed at the end of the test unless it raised."""
+    with db.connection() as conn:
+        yield conn
+
+
+def truncate_all(pool: ConnectionPool) -> None:
+    with pool.connection() as conn, conn.transaction():
+        rows = conn.execute(_USER_TABLES).fetchall()
+        tables = [sql.Identifier(row["schemaname"], row["tablename"]) for row in rows]
+        if not tables:
+            return
+        # A test that leaked an open transaction would make TRUNCATE wait forever.
+        conn.execute("SET LOCAL lock_timeout = '5s'")
+        conn.execute(
+            sql.SQL("TRUNCATE {} RESTART IDENTITY CASCADE").format(sql.SQL(", ").join(tables))
+        )
