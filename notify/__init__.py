@@ -1,0 +1,1 @@
+"""Digest policy, notification outbox and push providers."""

@@ -1,0 +1,124 @@
+"""The digest step: alert at once or hold for a summary; fold held events into summaries.
+
+Summaries follow the source's batching windows: a home's held events are folded once the
+oldest has waited ``window_s`` (90 s) or nothing new arrived for ``idle_s`` (30 s).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+from psycopg_pool import ConnectionPool
+
+from notify.outbox import record_alert, record_summary
+from notify.policy import ALERT_SCORE, decide
+from store.db import transaction
+
+SUMMARY_WINDOW_S = 90.0
+SUMMARY_IDLE_S = 30.0
+
+
+@dataclass
+class DigestReport:
+    alerts: list[int] = field(default_factory=list)  # event ids alerted
+    held: list[int] = field(default_factory=list)  # event ids waiting for a summary
+    pushes: int = 0
+
+
+def digest_events(pool: ConnectionPool, event_ids: Sequence[int]) -> DigestReport:
+    """Decide each analysed, not yet digested event; record alert pushes at once."""
+    report = DigestReport()
+    for event_id in event_ids:
+        with transaction(pool) as conn:
+            event = conn.execute(
+                """
+                SELECT e.id, e.home_id, e.location, h.arm_mode
+                FROM events e JOIN homes h ON h.id = e.home_id
+                WHERE e.id = %s AND e.status = 'analyzed' AND e.digest IS NULL
+                FOR UPDATE OF e
+                """,
+                (event_id,),
+            ).fetchone()
+            if event is None:  # not analysed, or a redelivery: already digested
+                continue
+            labels = conn.execute(
+                "SELECT label, score FROM detections WHERE event_id = %s", (event_id,)
+            ).fetchall()
+            decision = decide(
+                [(r["label"], r["score"]) for r in labels], event["arm_mode"], event["location"]
+            )
+            conn.execute("UPDATE events SET digest = %s WHERE id = %s", (decision.kind, event_id))
+            if decision.kind == "alert":
+                report.pushes += record_alert(conn, event["home_id"], event_id, decision)
+                report.alerts.append(event_id)
+            else:
+                report.held.append(event_id)
+    return report
+
+
+def _plural(label: str, n: int) -> str:
+    if label == "person":
+        return "a person" if n == 1 else f"{n} people"
+    return f"a {label}" if n == 1 else f"{n} {label}s"
+
+
+def summary_text(counts: Counter, place: str, start: datetime, end: datetime) -> str:
+    """E.g. "3 people and a car at the front door, 14:00–14:10"."""
+    parts = [_plural(label, n) for label, n in counts.most_common()] or ["motion"]
+    what = parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
+    return f"{what[0].upper()}{what[1:]} at the {place}, {start:%H:%M}–{end:%H:%M}"
+
+
+def flush_summaries(
+    pool: ConnectionPool, window_s: float = SUMMARY_WINDOW_S, idle_s: float = SUMMARY_IDLE_S
+) -> int:
+    """Fold each home's held events into one summary when its window closes."""
+    with pool.connection() as conn:
+        homes = conn.execute(
+            """
+            SELECT home_id FROM events WHERE digest = 'summary' AND summary_id IS NULL
+            GROUP BY home_id
+            HAVING min(analyzed_at) <= now() - make_interval(secs => %s)
+                OR max(analyzed_at) <= now() - make_interval(secs => %s)
+            """,
+            (window_s, idle_s),
+        ).fetchall()
+    return sum(_fold_home(pool, row["home_id"]) for row in homes)
+
+
+def _fold_home(pool: ConnectionPool, home_id: int) -> int:
+    with transaction(pool) as conn:
+        events = conn.execute(
+            """
+            SELECT e.id, e.location, e.analyzed_at, h.timezone
+            FROM events e JOIN homes h ON h.id = e.home_id
+            WHERE e.home_id = %s AND e.digest = 'summary' AND e.summary_id IS NULL
+            ORDER BY e.id FOR UPDATE OF e SKIP LOCKED
+            """,
+            (home_id,),
+        ).fetchall()
+        if not events:
+            return 0
+        ids = [e["id"] for e in events]
+        counts: Counter = Counter()
+        for row in conn.execute(
+            """
+            SELECT event_id, label, count(*) AS n FROM detections
+            WHERE event_id = ANY(%s) AND score >= %s GROUP BY event_id, label
+            """,
+            (ids, ALERT_SCORE),
+        ).fetchall():
+            counts[row["label"]] += row["n"]
+        tz = ZoneInfo(events[0]["timezone"])
+        places = Counter(e["location"] for e in events)
+        place = places.most_common(1)[0][0].replace("_", " ")
+        times = [e["analyzed_at"].astimezone(tz) for e in events]
+        title = f"Summary: {len(ids)} event{'s' if len(ids) > 1 else ''}"
+        body = summary_text(counts, place, min(times), max(times))
+        summary_id = record_summary(conn, home_id, f"summary:{home_id}:{ids[0]}", title, body)
+        conn.execute("UPDATE events SET summary_id = %s WHERE id = ANY(%s)", (summary_id, ids))
+    return 1

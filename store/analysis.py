@@ -1,0 +1,135 @@
+"""Queries of the deep and lite workers: claim events, save detections, settle statuses."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from psycopg.types.json import Jsonb
+from psycopg_pool import ConnectionPool
+
+from inference.contract import Detection
+from store.db import transaction
+
+
+@dataclass(frozen=True)
+class EventToAnalyse:
+    id: int
+    home_id: int
+    image_url: str | None
+    image: bytes | None
+
+    @property
+    def source(self) -> bytes | str | None:
+        """What the pipeline decodes: the uploaded frame, else the URL."""
+        return bytes(self.image) if self.image is not None else self.image_url
+
+
+def claim_for_analysis(pool: ConnectionPool, event_ids: Sequence[int]) -> list[EventToAnalyse]:
+    """Mark still-pending events ``processing`` (one more attempt) and return them.
+
+    Events already settled (analysed, skipped, failed) are left alone, so a redelivered
+    batch never analyses an event twice.
+    """
+    with transaction(pool) as conn:
+        rows = conn.execute(
+            """
+            UPDATE events SET status = 'processing', attempts = attempts + 1
+            WHERE id = ANY(%s) AND status IN ('queued', 'processing')
+            RETURNING id, home_id, image_url, image
+            """,
+            (list(event_ids),),
+        ).fetchall()
+    by_id = {
+        r["id"]: EventToAnalyse(r["id"], r["home_id"], r["image_url"], r["image"]) for r in rows
+    }
+    return [by_id[i] for i in event_ids if i in by_id]
+
+
+def save_detections(
+    pool: ConnectionPool, results: Iterable[tuple[int, Sequence[Detection]]], model: str
+) -> list[int]:
+    """Store each event's detections and mark it analysed, all in one transaction.
+
+    Only events still ``processing`` are written: a late duplicate delivery of a batch that
+    another worker already finished writes nothing. Returns the ids written.
+    """
+    written: list[int] = []
+    with transaction(pool) as conn:
+        for event_id, detections in results:
+            row = conn.execute(
+                """
+                UPDATE events SET status = 'analyzed', analyzed_at = now(), error = NULL
+                WHERE id = %s AND status = 'processing' RETURNING id
+                """,
+                (event_id,),
+            ).fetchone()
+            if row is None:
+                continue
+            with conn.cursor() as cur:
+                cur.executemany(
+                    """
+                    INSERT INTO detections (event_id, label, score, x1, y1, x2, y2, model)
+                    VALUES (%s, %s, %s, %s, %s, %s, %s, %s)
+                    """,
+                    [(event_id, d.label, d.score, *d.box, model) for d in detections],
+                )
+            written.append(event_id)
+    return written
+
+
+def mark_failed(pool: ConnectionPool, event_id: int, error: str) -> bool:
+    """Settle an event as failed (e.g. its image was refused) unless already settled."""
+    with transaction(pool) as conn:
+        row = conn.execute(
+            """
+            UPDATE events SET status = 'failed', error = %s
+            WHERE id = %s AND status IN ('queued', 'processing') RETURNING id
+            """,
+            (error, event_id),
+        ).fetchone()
+    return row is not None
+
+
+def mark_skipped(pool: ConnectionPool, event_ids: Sequence[int], reason: str) -> list[int]:
+    """Settle pending events as skipped (e.g. expired before analysis)."""
+    with transaction(pool) as conn:
+        rows = conn.execute(
+            """
+            UPDATE events SET status = 'skipped', error = %s
+            WHERE id = ANY(%s) AND status IN ('queued', 'processing') RETURNING id
+            """,
+            (reason, list(event_ids)),
+        ).fetchall()
+    return [r["id"] for r in rows]
+
+
+def load_for_lite(pool: ConnectionPool, event_id: int) -> dict[str, Any] | None:
+    """A queued event with its frame and what its priority depends on, or None."""
+    with pool.connection() as conn:
+        return conn.execute(
+            """
+            SELECT e.id, e.home_id, e.image_url, e.image, e.location, e.motion_score,
+                   e.lite_results, e.created_at, h.tier, h.arm_mode,
+                   extract(epoch FROM now() - e.created_at) AS age_s
+            FROM events e JOIN homes h ON h.id = e.home_id
+            WHERE e.id = %s AND e.status = 'queued'
+            """,
+            (event_id,),
+        ).fetchone()
+
+
+def save_lite_results(
+    pool: ConnectionPool, event_id: int, scores: dict[str, float], priority: float
+) -> bool:
+    """Record the lite scorer's presence scores and the new priority of a queued event."""
+    with transaction(pool) as conn:
+        row = conn.execute(
+            """
+            UPDATE events SET lite_results = %s, priority = %s
+            WHERE id = %s AND status = 'queued' RETURNING id
+            """,
+            (Jsonb({"source": "server_lite", **scores}), priority, event_id),
+        ).fetchone()
+    return row is not None

@@ -1,0 +1,76 @@
+"""Worker queries: claims, saved detections and settled statuses, redeliveries harmless."""
+
+from __future__ import annotations
+
+from inference.contract import Detection
+from store.analysis import (
+    claim_for_analysis,
+    load_for_lite,
+    mark_failed,
+    mark_skipped,
+    save_detections,
+    save_lite_results,
+)
+from tests.factories import make_home
+
+
+def new_event(db, home, camera, image=b"\xff\xd8jpeg") -> int:
+    with db.connection() as conn:
+        return conn.execute(
+            "INSERT INTO events (home_id, device_id, location, mode, motion_score, image)"
+            " VALUES (%s, %s, 'front_door', 'security', 0.5, %s) RETURNING id",
+            (home, camera, image),
+        ).fetchone()["id"]
+
+
+def status(db, event_id) -> tuple[str, int]:
+    with db.connection() as conn:
+        row = conn.execute(
+            "SELECT status, attempts FROM events WHERE id = %s", (event_id,)
+        ).fetchone()
+    return row["status"], row["attempts"]
+
+
+def test_claim_marks_processing_counts_attempts_and_returns_the_frame(db):
+    with db.connection() as conn:
+        home, camera = make_home(conn)
+    event = new_event(db, home, camera)
+    (claimed,) = claim_for_analysis(db, [event, 999])
+    assert claimed.id == event and claimed.source == b"\xff\xd8jpeg"
+    assert status(db, event) == ("processing", 1)
+
+
+def test_a_redelivered_batch_does_not_analyse_a_settled_event_again(db):
+    with db.connection() as conn:
+        home, camera = make_home(conn)
+    event = new_event(db, home, camera)
+    claim_for_analysis(db, [event])
+    dets = [Detection("person", 0.9, (1.0, 2.0, 3.0, 4.0))]
+    assert save_detections(db, [(event, dets)], "m") == [event]
+    assert claim_for_analysis(db, [event]) == []
+    assert save_detections(db, [(event, dets)], "m") == []
+    with db.connection() as conn:
+        n = conn.execute("SELECT count(*) AS n FROM detections").fetchone()["n"]
+    assert n == 1 and status(db, event) == ("analyzed", 1)
+
+
+def test_failed_and_skipped_settle_only_pending_events(db):
+    with db.connection() as conn:
+        home, camera = make_home(conn)
+    a, b = new_event(db, home, camera), new_event(db, home, camera)
+    assert mark_failed(db, a, "image_corrupt")
+    assert not mark_failed(db, a, "again")
+    assert mark_skipped(db, [a, b], "expired") == [b]
+    assert status(db, a)[0] == "failed" and status(db, b)[0] == "skipped"
+
+
+def test_lite_results_update_only_queued_events(db):
+    with db.connection() as conn:
+        home, camera = make_home(conn, arm_mode="night")
+    event = new_event(db, home, camera)
+    loaded = load_for_lite(db, event)
+    assert loaded["arm_mode"] == "night" and loaded["tier"] == "premium"
+    assert save_lite_results(db, event, {"person": 0.7, "vehicle": 0.0, "animal": 0.0}, 42.0)
+    claim_for_analysis(db, [event])
+    assert load_for_lite(db, event) is None
+    assert not save_lite_results(db, event, {"person": 0.1}, 1.0)
