@@ -1,0 +1,247 @@
+"""The candidate store: events waiting for deep analysis, ranked per home and indexed per tier.
+
+Every write is one Lua step that also keeps the per-tier index exact (``cand:index:<tier>``
+holds each home's best score; homes without candidates are absent), the per-tier pending
+count, and the expiry index. A home's candidates are all indexed under the tier of its
+latest ``add`` (a plan change moves them at once).
+
+Redis is derived state: Postgres decides whether an event still needs analysis, so
+re-adding an event that was already analysed is the caller's to avoid.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import redis
+
+from .config import SchedulerConfig
+from .scripts import (
+    EXPIRY,
+    HOME_TIERS,
+    LUA_COMMON,
+    ORPHAN_GRACE_MS,
+    PENDING,
+    cand_key,
+    check_id,
+    ev_key,
+    pairs,
+    processing_key,
+    script,
+    text,
+)
+
+RESERVED_FIELDS = frozenset({"tier", "created_at", "expires_at", "attempts"})
+
+# KEYS[1] cand:{home}  KEYS[2] ev:{home}:<event>  KEYS[3] cand:tiers  KEYS[4] cand:pending
+# KEYS[5] cand:expiry  KEYS[6] processing:<event>
+# ARGV[1] home  ARGV[2] event  ARGV[3] tier  ARGV[4] score  ARGV[5] ttl ms
+# ARGV[6] orphan grace ms  ARGV[7] time offset ms  ARGV[8..] field, value, ...
+# Returns 1 (new candidate), 0 (already a candidate: score and fields updated),
+# -1 (in flight: the lease owns the event, nothing changed).
+ADD = (
+    LUA_COMMON
+    + r"""
+local home, event, tier = ARGV[1], ARGV[2], ARGV[3]
+if redis.call('EXISTS', KEYS[6]) == 1 then return -1 end
+local now = now_ms(ARGV[7])
+local ttl = tonumber(ARGV[5])
+local old_tier = redis.call('HGET', KEYS[3], home)
+if old_tier and old_tier ~= tier then
+  local card = redis.call('ZCARD', KEYS[1])
+  redis.call('ZREM', 'cand:index:' .. old_tier, home)
+  redis.call('HINCRBY', KEYS[4], old_tier, -card)
+  redis.call('HINCRBY', KEYS[4], tier, card)
+end
+redis.call('HSET', KEYS[3], home, tier)
+local created = redis.call('ZADD', KEYS[1], ARGV[4], event)
+if created == 1 then
+  redis.call('DEL', KEYS[2])
+  redis.call('HSET', KEYS[2], 'created_at', fmt(now), 'expires_at', fmt(now + ttl),
+             'attempts', '0')
+  redis.call('PEXPIRE', KEYS[2], math.ceil(ttl) + tonumber(ARGV[6]))
+  redis.call('ZADD', KEYS[5], now + ttl, home .. ':' .. event)
+  redis.call('HINCRBY', KEYS[4], tier, 1)
+end
+redis.call('HSET', KEYS[2], 'tier', tier)
+for i = 8, #ARGV, 2 do redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1]) end
+repair_index(home, tier)
+return created
+"""
+)
+
+# KEYS[1] cand:{home}  KEYS[2] cand:tiers
+# ARGV[1] home  ARGV[2] event  ARGV[3] score
+# Returns 1 if the event was a candidate (score updated), else 0.
+UPDATE_SCORE = (
+    LUA_COMMON
+    + r"""
+if not redis.call('ZSCORE', KEYS[1], ARGV[2]) then return 0 end
+redis.call('ZADD', KEYS[1], 'XX', ARGV[3], ARGV[2])
+repair_index(ARGV[1], redis.call('HGET', KEYS[2], ARGV[1]))
+return 1
+"""
+)
+
+# KEYS[1] cand:{home}  KEYS[2] ev:{home}:<event>  KEYS[3] cand:tiers  KEYS[4] cand:pending
+# KEYS[5] cand:expiry
+# ARGV[1] home  ARGV[2] event
+# Returns 1 if the event was a candidate (now removed), else 0.
+REMOVE = (
+    LUA_COMMON
+    + r"""
+local home, event = ARGV[1], ARGV[2]
+if redis.call('ZREM', KEYS[1], event) == 0 then return 0 end
+redis.call('DEL', KEYS[2])
+redis.call('ZREM', KEYS[5], home .. ':' .. event)
+local tier = redis.call('HGET', KEYS[3], home)
+redis.call('HINCRBY', KEYS[4], tier, -1)
+repair_index(home, tier)
+return 1
+"""
+)
+
+# KEYS[1] cand:expiry  KEYS[2] cand:tiers  KEYS[3] cand:pending
+# ARGV[1] limit  ARGV[2] time offset ms
+# Returns {{home, event, {field, value, ...}}, ...} for candidates past their TTL, removed.
+EXPIRE_DUE = (
+    LUA_COMMON
+    + r"""
+local now = now_ms(ARGV[2])
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))
+local out = {}
+for _, member in ipairs(due) do
+  redis.call('ZREM', KEYS[1], member)
+  local sep = string.find(member, ':', 1, true)
+  local home, event = string.sub(member, 1, sep - 1), string.sub(member, sep + 1)
+  if redis.call('ZREM', cand_key(home), event) == 1 then
+    local ev = ev_key(home, event)
+    local fields = redis.call('HGETALL', ev)
+    redis.call('DEL', ev)
+    local tier = redis.call('HGET', KEYS[2], home)
+    redis.call('HINCRBY', KEYS[3], tier, -1)
+    repair_index(home, tier)
+    out[#out + 1] = {home, event, fields}
+  end
+end
+return out
+"""
+)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    home_id: str
+    event_id: str
+    score: float
+    fields: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Expired:
+    """A candidate dropped for age; the caller marks it skipped in Postgres."""
+
+    home_id: str
+    event_id: str
+    fields: dict[str, str]
+
+
+class CandidateStore:
+    """Candidates in Redis. ``config`` supplies tiers and the default TTL."""
+
+    def __init__(self, redis_client: redis.Redis, config: SchedulerConfig | None = None) -> None:
+        self.redis = redis_client
+        self.config = config or SchedulerConfig()
+        self._add = script(redis_client, ADD)
+        self._update = script(redis_client, UPDATE_SCORE)
+        self._remove = script(redis_client, REMOVE)
+        self._expire = script(redis_client, EXPIRE_DUE)
+
+    def add(
+        self,
+        home_id: str,
+        event_id: str,
+        tier: str,
+        score: float,
+        fields: Mapping[str, str] | None = None,
+        ttl_s: float | None = None,
+        *,
+        time_offset_ms: float = 0.0,
+    ) -> bool:
+        """Add (or refresh) a candidate; True if it is new.
+
+        Idempotent: adding the same event again keeps one candidate, updates its score and
+        fields, and keeps its created_at and expiry. An event in flight is left alone.
+        """
+        check_id("home_id", home_id)
+        check_id("event_id", event_id)
+        self.config.tier(tier)
+        _check_score(score)
+        ttl_s = self.config.candidate_ttl_s if ttl_s is None else ttl_s
+        if not (math.isfinite(ttl_s) and ttl_s > 0):
+            raise ValueError(f"ttl_s must be > 0, got {ttl_s!r}")
+        flat: list[str] = []
+        for name, value in (fields or {}).items():
+            if name in RESERVED_FIELDS or not isinstance(value, str):
+                raise ValueError(f"field {name!r} is reserved or not a str")
+            flat += [name, value]
+        keys = [
+            cand_key(home_id),
+            ev_key(home_id, event_id),
+            HOME_TIERS,
+            PENDING,
+            EXPIRY,
+            processing_key(event_id),
+        ]
+        argv = [home_id, event_id, tier, repr(float(score)), ttl_s * 1000.0, ORPHAN_GRACE_MS]
+        return int(self._add(keys=keys, args=[*argv, time_offset_ms, *flat])) == 1
+
+    def update_score(self, home_id: str, event_id: str, score: float) -> bool:
+        """Set a candidate's score (e.g. after the lite scorer ran); False if not a candidate."""
+        check_id("home_id", home_id)
+        check_id("event_id", event_id)
+        _check_score(score)
+        keys = [cand_key(home_id), HOME_TIERS]
+        return int(self._update(keys=keys, args=[home_id, event_id, repr(float(score))])) == 1
+
+    def remove(self, home_id: str, event_id: str) -> bool:
+        """Drop a candidate; False if it was not one."""
+        check_id("home_id", home_id)
+        check_id("event_id", event_id)
+        keys = [cand_key(home_id), ev_key(home_id, event_id), HOME_TIERS, PENDING, EXPIRY]
+        return int(self._remove(keys=keys, args=[home_id, event_id])) == 1
+
+    def get(self, home_id: str, event_id: str) -> Candidate | None:
+        check_id("home_id", home_id)
+        check_id("event_id", event_id)
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.zscore(cand_key(home_id), event_id)
+        pipe.hgetall(ev_key(home_id, event_id))
+        score, fields = pipe.execute()
+        if score is None:
+            return None
+        return Candidate(
+            home_id, event_id, float(score), {text(k): text(v) for k, v in fields.items()}
+        )
+
+    def count(self, home_id: str) -> int:
+        return int(self.redis.zcard(cand_key(check_id("home_id", home_id))))
+
+    def pending_total(self, tier: str) -> int:
+        self.config.tier(tier)
+        return int(self.redis.hget(PENDING, tier) or 0)
+
+    def expire_due(self, limit: int | None = None, *, time_offset_ms: float = 0.0) -> list[Expired]:
+        """Drop up to ``limit`` candidates past their TTL and return them (caller: skipped)."""
+        limit = self.config.expire_limit if limit is None else limit
+        if limit < 1:
+            raise ValueError("limit must be >= 1")
+        rows = self._expire(keys=[EXPIRY, HOME_TIERS, PENDING], args=[limit, time_offset_ms])
+        return [Expired(text(h), text(e), pairs(f)) for h, e, f in rows]
+
+
+def _check_score(score: float) -> None:
+    if isinstance(score, bool) or not isinstance(score, int | float) or not math.isfinite(score):
+        raise ValueError(f"score must be a finite number, got {score!r}")

@@ -1,0 +1,139 @@
+"""Key names, the Lua helpers every scheduler script shares, and per-client registration.
+
+Key layout (see DESIGN.md; braces around a home id are literal Redis Cluster hash tags,
+so one home's keys share a slot):
+
+    cand:{<home>}             ZSET  event → priority
+    ev:{<home>}:<event>       HASH  candidate fields + tier, created_at, expires_at, attempts
+    bucket:home:{<home>}      HASH  tokens, ts (ms) — the home's own cap
+    cand:index:<tier>         ZSET  home → best priority among that home's candidates
+    cand:tiers                HASH  home → tier its candidates are indexed under
+    cand:pending              HASH  tier → number of candidates
+    cand:expiry               ZSET  "<home>:<event>" → expiry time (ms)
+    bucket:tier:<tier>        HASH  tokens, ts (ms)
+    inflight                  ZSET  event → lease deadline (ms)
+    processing:<event>        HASH  home, tier, score, attempts, deadline
+    tick:lock                 STRING  holder token (SET NX PX)
+
+Times are milliseconds from Redis ``TIME``. Every time-reading script takes a
+``time offset`` ARGV that shifts ``TIME``; it is always 0 in production and exists only so
+tests can simulate minutes of traffic without sleeping.
+"""
+
+from __future__ import annotations
+
+import re
+import weakref
+from collections.abc import Iterable
+
+import redis
+from redis.commands.core import Script
+
+ID_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
+
+INDEX = "cand:index:{}"
+HOME_TIERS = "cand:tiers"
+PENDING = "cand:pending"
+EXPIRY = "cand:expiry"
+INFLIGHT = "inflight"
+TICK_LOCK = "tick:lock"
+
+# An ev:/processing: key outlives its lease or TTL by this much, so a crashed reaper or
+# expiry task still finds the fields; it only guards against orphans never cleaned up.
+ORPHAN_GRACE_MS = 3_600_000
+
+
+def check_id(kind: str, value: str) -> str:
+    """Ids go into key names and ``home:event`` members: no braces, colons or spaces."""
+    if not isinstance(value, str) or not ID_PATTERN.match(value):
+        raise ValueError(f"{kind} must match {ID_PATTERN.pattern}, got {value!r}")
+    return value
+
+
+def cand_key(home_id: str) -> str:
+    return f"cand:{{{home_id}}}"
+
+
+def ev_key(home_id: str, event_id: str) -> str:
+    return f"ev:{{{home_id}}}:{event_id}"
+
+
+def home_bucket_key(home_id: str) -> str:
+    return f"bucket:home:{{{home_id}}}"
+
+
+def tier_bucket_key(tier: str) -> str:
+    return f"bucket:tier:{tier}"
+
+
+def index_key(tier: str) -> str:
+    return INDEX.format(tier)
+
+
+def processing_key(event_id: str) -> str:
+    return f"processing:{event_id}"
+
+
+LUA_COMMON = r"""
+local function cand_key(home) return 'cand:{' .. home .. '}' end
+local function ev_key(home, event) return 'ev:{' .. home .. '}:' .. event end
+local function home_bucket_key(home) return 'bucket:home:{' .. home .. '}' end
+local function fmt(x) return string.format('%.17g', x) end
+
+local function now_ms(offset)
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000 + tonumber(offset)
+end
+
+-- The index holds each home's best score; a home without candidates is absent.
+local function repair_index(home, tier)
+  local top = redis.call('ZREVRANGE', cand_key(home), 0, 0, 'WITHSCORES')
+  if #top == 0 then
+    redis.call('ZREM', 'cand:index:' .. tier, home)
+    redis.call('HDEL', 'cand:tiers', home)
+  else
+    redis.call('ZADD', 'cand:index:' .. tier, top[2], home)
+  end
+end
+
+-- Token bucket: HASH {tokens, ts}; a missing bucket is full. Refill is linear and capped;
+-- a clock that goes backwards refills nothing and never moves ts back.
+local function bucket_read(key, capacity, per_ms, now)
+  local s = redis.call('HMGET', key, 'tokens', 'ts')
+  local tokens, ts = tonumber(s[1]), tonumber(s[2])
+  if tokens == nil or ts == nil then return capacity, now end
+  if now > ts then
+    tokens = tokens + (now - ts) * per_ms
+    ts = now
+  end
+  return math.min(capacity, tokens), ts
+end
+
+local function bucket_write(key, tokens, ts, capacity, per_ms)
+  redis.call('HSET', key, 'tokens', fmt(tokens), 'ts', fmt(ts))
+  -- once full again the state carries no information: let it go
+  redis.call('PEXPIRE', key, math.ceil((capacity - tokens) / per_ms) + 1000)
+end
+"""
+
+_registry: weakref.WeakKeyDictionary[redis.Redis, dict[str, Script]] = weakref.WeakKeyDictionary()
+
+
+def script(client: redis.Redis, source: str) -> Script:
+    """``client.register_script(source)``, once per client (Script objects cache the SHA)."""
+    per_client = _registry.setdefault(client, {})
+    found = per_client.get(source)
+    if found is None:
+        found = per_client[source] = client.register_script(source)
+    return found
+
+
+def text(value: str | bytes) -> str:
+    """A reply as str, whether or not the client decodes responses."""
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def pairs(flat: Iterable[str | bytes]) -> dict[str, str]:
+    """A flat HGETALL reply [k1, v1, k2, v2, ...] as a dict."""
+    items = [text(v) for v in flat]
+    return dict(zip(items[0::2], items[1::2], strict=True))
