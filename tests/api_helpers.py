@@ -1,0 +1,136 @@
+"""Shared pieces of the API tests: an app on the test servers, users with homes, tokens.
+
+Each test module declares its own small ``app``/``client`` fixtures from ``api_app`` (the
+shared conftest stays as it is); ``db`` and ``redis_client`` empty both stores first.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from flask import Flask
+from flask.testing import FlaskClient
+from psycopg_pool import ConnectionPool
+
+from tests.photos import photo
+from webapp import create_app
+from webapp.cli import create_user
+from webapp.clients import clients
+
+PASSWORD = "correct horse battery staple"
+# The source's POST /events body, exactly as its integration guide sends it.
+SOURCE_EVENT = {
+    "image_url": "https://example.com/test.jpg",
+    "device_id": "test_device_001",
+    "location": "front_door",
+    "mode": "security",
+    "motion_score": 0.8,
+}
+
+
+def api_app(database_url: str, redis_url: str, **config: Any) -> Iterator[Flask]:
+    """A testing app on the session's servers; its clients are closed afterwards."""
+    app = create_app(
+        {"TESTING": True, "DATABASE_URL": database_url, "REDIS_URL": redis_url, **config}
+    )
+    yield app
+    clients(app).close()
+
+
+@dataclass
+class Owner:
+    """A user with one home and one camera named like the source's device, logged in."""
+
+    email: str
+    user_id: int
+    home_id: int
+    device_id: int
+    access: str
+    refresh: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return bearer(self.access)
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def make_owner(
+    app: Flask,
+    client: FlaskClient,
+    email: str = "ana@example.com",
+    *,
+    tier: str = "premium",
+    arm_mode: str = "away",
+    device_name: str = "test_device_001",
+) -> Owner:
+    with app.app_context():
+        user_id, home_id = create_user(email, PASSWORD, "Home", tier, "Europe/Paris")
+        pool = clients(app).pool
+    with pool.connection() as conn:
+        conn.execute("UPDATE homes SET arm_mode = %s WHERE id = %s", (arm_mode, home_id))
+        device_id = add_device(pool, home_id, device_name)
+    tokens = login(client, email)
+    return Owner(
+        email, user_id, home_id, device_id, tokens["access_token"], tokens["refresh_token"]
+    )
+
+
+def add_device(pool: ConnectionPool, home_id: int, name: str, kind: str = "camera") -> int:
+    platform = "camera" if kind == "camera" else "android"
+    with pool.connection() as conn:
+        return conn.execute(
+            "INSERT INTO devices (home_id, kind, platform, name) VALUES (%s, %s, %s, %s) "
+            "RETURNING id",
+            (home_id, kind, platform, name),
+        ).fetchone()["id"]
+
+
+def login(client: FlaskClient, email: str, password: str = PASSWORD) -> dict[str, str]:
+    response = client.post("/auth/login", json={"email": email, "password": password})
+    assert response.status_code == 200, response.get_data(as_text=True)
+    return response.get_json()
+
+
+def error_code(response: Any) -> str:
+    """The JSON error code of a response, asserting the error shape on the way."""
+    assert response.is_json, response.get_data(as_text=True)[:200]
+    body = response.get_json()
+    assert set(body) == {"error"}, body
+    assert body["error"]["message"], body
+    return body["error"]["code"]
+
+
+def count(pool: ConnectionPool, table: str) -> int:
+    with pool.connection() as conn:
+        return conn.execute(f"SELECT count(*) AS n FROM {table}").fetchone()["n"]
+
+
+def candidates(redis_client: Any, home_id: int) -> dict[str, float]:
+    """The home's candidate ZSET (``cand:{home_id}``), read straight from Redis."""
+    return dict(redis_client.zrange(f"cand:{{{home_id}}}", 0, -1, withscores=True))
+
+
+def post_event(client: FlaskClient, owner: Owner, **changes: Any) -> Any:
+    body = {**SOURCE_EVENT, **changes}
+    return client.post("/events", json=body, headers=owner.headers)
+
+
+def photo_upload(name: str = "person", data: bytes | None = None, **fields: Any) -> dict:
+    """Multipart form data: an ``image`` part (a real photo by default) and the event fields."""
+    if data is None:
+        data = photo(name).read_bytes()
+    form: dict[str, Any] = {
+        "device_id": "test_device_001",
+        "location": "front_door",
+        "mode": "security",
+        "motion_score": "0.8",
+        **fields,
+    }
+    form["image"] = (io.BytesIO(data), f"{name}.jpg", "image/jpeg")
+    return form

@@ -1,0 +1,119 @@
+"""Reading events: one with its detections, pages by cursor, filters, the uploaded image."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from tests.api_helpers import api_app, error_code, make_owner, post_event
+
+
+@pytest.fixture
+def app(database_url, redis_url, db, redis_client):
+    yield from api_app(database_url, redis_url)
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def owner(app, client):
+    return make_owner(app, client)
+
+
+def _insert_tied_events(db, owner, n, created_at, status="queued"):
+    """Rows sharing one created_at, so the cursor must break ties by id."""
+    with db.connection() as conn:
+        for _ in range(n):
+            conn.execute(
+                "INSERT INTO events (home_id, device_id, location, mode, motion_score,"
+                " image_url, status, created_at)"
+                " VALUES (%s, %s, 'yard', 'security', 0.5, 'https://e.x/i.jpg', %s, %s)",
+                (owner.home_id, owner.device_id, status, created_at),
+            )
+
+
+def _all_pages(client, owner, query=""):
+    ids, cursor, pages = [], None, 0
+    while True:
+        url = f"/events?limit=4{query}" + (f"&cursor={cursor}" if cursor else "")
+        response = client.get(url, headers=owner.headers)
+        assert response.status_code == 200, response.get_json()
+        body = response.get_json()
+        ids += [event["id"] for event in body["events"]]
+        pages += 1
+        cursor = body["next_cursor"]
+        if cursor is None:
+            return ids, pages
+
+
+def test_get_event_shows_its_fields_and_detections(client, owner, db):
+    event_id = post_event(client, owner).get_json()["event_id"]
+    with db.connection() as conn:
+        conn.execute(
+            "INSERT INTO detections (event_id, label, score, x1, y1, x2, y2, model)"
+            " VALUES (%s, 'person', 0.9, 1, 2, 30, 40, 'nanodet-416')",
+            (event_id,),
+        )
+    event = client.get(f"/events/{event_id}", headers=owner.headers).get_json()
+    assert event["id"] == event_id and event["status"] == "queued"
+    assert event["has_image"] is False and event["image_url"] == "https://example.com/test.jpg"
+    assert dt.datetime.fromisoformat(event["created_at"]).tzinfo is not None
+    assert [d["label"] for d in event["detections"]] == ["person"]
+
+
+def test_pages_return_every_event_exactly_once_newest_first(client, owner, db):
+    posted = [post_event(client, owner).get_json()["event_id"] for _ in range(5)]
+    _insert_tied_events(db, owner, 10, dt.datetime(2024, 5, 1, 12, tzinfo=dt.UTC))
+    ids, pages = _all_pages(client, owner)
+    assert len(ids) == len(set(ids)) == 15 and pages == 4
+    assert ids[:5] == posted[::-1]  # newest first
+    with db.connection() as conn:
+        every = {row["id"] for row in conn.execute("SELECT id FROM events").fetchall()}
+    assert set(ids) == every
+
+
+def test_list_filters_by_status_and_time(client, owner, db):
+    old = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
+    _insert_tied_events(db, owner, 3, old, status="analyzed")
+    post_event(client, owner)
+    analyzed, _ = _all_pages(client, owner, "&status=analyzed")
+    assert len(analyzed) == 3
+    recent, _ = _all_pages(client, owner, "&since=2024-06-01T00:00:00Z")
+    assert len(recent) == 1
+    before, _ = _all_pages(client, owner, "&until=2024-01-01T00:00:01%2B00:00")
+    assert len(before) == 3
+    home, _ = _all_pages(client, owner, f"&home_id={owner.home_id}")
+    assert len(home) == 4
+
+
+@pytest.mark.parametrize(
+    "query, code",
+    [
+        ("limit=101", "validation_failed"),
+        ("limit=0", "validation_failed"),
+        ("status=lost", "validation_failed"),
+        ("since=yesterday", "validation_failed"),
+        ("cursor=not-a-cursor", "invalid_cursor"),
+        ("limit=5&limit=6", "invalid_query"),
+        ("colour=blue", "validation_failed"),
+    ],
+)
+def test_bad_list_queries_are_4xx_json(client, owner, query, code):
+    response = client.get(f"/events?{query}", headers=owner.headers)
+    assert 400 <= response.status_code < 500
+    assert error_code(response) == code
+
+
+def test_ids_beyond_bigint_are_a_plain_404(client, owner):
+    response = client.get("/events/99999999999999999999", headers=owner.headers)
+    assert response.status_code == 404 and error_code(response) == "event_not_found"
+
+
+def test_url_only_event_has_no_image(client, owner):
+    event_id = post_event(client, owner).get_json()["event_id"]
+    response = client.get(f"/events/{event_id}/image", headers=owner.headers)
+    assert response.status_code == 404 and error_code(response) == "no_image"

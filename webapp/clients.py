@@ -1,0 +1,92 @@
+"""The app's Postgres pool and Redis client, made from its config on first use.
+
+Created lazily and per process: gunicorn (even with --preload) and Celery fork after the
+app is built, and neither a pool's threads nor a socket survive fork(). Nothing here
+connects at import time or while ``create_app`` runs.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+
+import redis
+from flask import Flask, current_app
+from psycopg_pool import ConnectionPool
+
+from store.db import create_pool
+
+EXTENSION = "vigil.clients"
+REDIS_CONNECT_TIMEOUT_S = 2.0
+REDIS_SOCKET_TIMEOUT_S = 5.0
+
+
+class Clients:
+    """Holds the clients of one app; rebuilds them after a fork."""
+
+    def __init__(self, database_url: str | None, redis_url: str | None, pool_max: int) -> None:
+        self.database_url = database_url
+        self.redis_url = redis_url
+        self.pool_max = pool_max
+        self._lock = threading.Lock()
+        self._pid = os.getpid()
+        self._pool: ConnectionPool | None = None
+        self._redis: redis.Redis | None = None
+
+    def _check_fork(self) -> None:
+        if self._pid != os.getpid():  # inherited from a parent: drop, never close
+            self._pool, self._redis, self._pid = None, None, os.getpid()
+
+    @property
+    def pool(self) -> ConnectionPool:
+        with self._lock:
+            self._check_fork()
+            if self._pool is None:
+                if not self.database_url:
+                    raise RuntimeError("DATABASE_URL is not configured")
+                self._pool = create_pool(self.database_url, max_size=self.pool_max, name="web")
+            return self._pool
+
+    @property
+    def redis(self) -> redis.Redis:
+        with self._lock:
+            self._check_fork()
+            if self._redis is None:
+                if not self.redis_url:
+                    raise RuntimeError("REDIS_URL is not configured")
+                # Bounded waits: a hung Redis must fail a request, not hang a web worker.
+                self._redis = redis.Redis.from_url(
+                    self.redis_url,
+                    decode_responses=True,
+                    socket_connect_timeout=REDIS_CONNECT_TIMEOUT_S,
+                    socket_timeout=REDIS_SOCKET_TIMEOUT_S,
+                )
+            return self._redis
+
+    def close(self) -> None:
+        with self._lock:
+            if self._pool is not None:
+                self._pool.close()
+            if self._redis is not None:
+                self._redis.close()
+            self._pool = self._redis = None
+
+
+def init_app(app: Flask) -> None:
+    app.extensions[EXTENSION] = Clients(
+        app.config.get("DATABASE_URL"),
+        app.config.get("REDIS_URL"),
+        int(app.config["DB_POOL_MAX_SIZE"]),
+    )
+
+
+def clients(app: Flask | None = None) -> Clients:
+    return (app or current_app).extensions[EXTENSION]
+
+
+def get_pool() -> ConnectionPool:
+    return clients().pool
+
+
+def get_redis() -> redis.Redis:
+    return clients().redis

@@ -1,0 +1,119 @@
+"""Events: create (JSON or upload, idempotent), read, list by cursor, fetch the image.
+
+Creating writes the Postgres row first (the source of truth), then the Redis candidate.
+If Redis fails after the commit the event is still accepted: the reconcile task rebuilds
+candidates from queued rows, so an accepted event is never lost.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import redis
+from flask import Blueprint, Response, jsonify, url_for
+from flask_jwt_extended import jwt_required
+
+from schedules.candidates import CandidateStore
+from schedules.score import priority
+from store.db import transaction
+from webapp.access import owned_device, owned_event, owned_home
+from webapp.clients import get_pool, get_redis
+from webapp.errors import ApiError
+from webapp.event_input import image_content_type, read_new_event
+from webapp.event_store import EVENT_COLUMNS, event_detections, insert_event, list_events
+from webapp.requests import query_args
+from webapp.schemas import EventCreate, EventQuery
+from webapp.tokens import current_user_id
+
+bp = Blueprint("events", __name__, url_prefix="/events")
+logger = logging.getLogger(__name__)
+
+
+@bp.post("")
+@jwt_required()
+def create_event():
+    new = read_new_event()
+    fields = new.fields
+    with transaction(get_pool()) as conn:
+        device = owned_device(conn, current_user_id(), fields.device_id)
+        score = priority(
+            fields.motion_score, fields.lite_results, device["arm_mode"], fields.location, 0.0
+        )
+        row, created = insert_event(
+            conn,
+            {
+                "home_id": device["home_id"],
+                "device_id": device["id"],
+                "idempotency_key": new.idempotency_key,
+                "location": fields.location,
+                "mode": fields.mode,
+                "motion_score": fields.motion_score,
+                "image_url": fields.image_url,
+                "image": new.image,
+                "lite_results": fields.lite_results,
+                "priority": score,
+            },
+        )
+    if created:
+        _add_candidate(device, row, fields)
+    body = {"event_id": row["id"], "status": row["status"], "priority": row["priority"]}
+    response = jsonify(body)
+    response.status_code = 202 if created else 200
+    response.headers["Location"] = url_for("events.get_event", event_id=row["id"])
+    if not created:
+        response.headers["Idempotent-Replayed"] = "true"
+    return response
+
+
+def _add_candidate(device: dict, row: dict, fields: EventCreate) -> None:
+    extra = {
+        "location": fields.location,
+        "mode": fields.mode,
+        "device_id": str(device["id"]),
+        "motion_score": repr(fields.motion_score),
+    }
+    if fields.lite_results is not None:
+        extra["lite"] = json.dumps(fields.lite_results, sort_keys=True)
+    try:
+        CandidateStore(get_redis()).add(
+            str(device["home_id"]), str(row["id"]), device["tier"], float(row["priority"]), extra
+        )
+    except (redis.RedisError, ValueError):
+        # The row is committed and queued: answering an error now would only make the
+        # client retry an event we already hold.
+        logger.exception("event %s stored but not added to Redis; reconcile adds it", row["id"])
+
+
+@bp.get("/<int:event_id>")
+@jwt_required()
+def get_event(event_id: int):
+    with get_pool().connection() as conn:
+        event = owned_event(conn, current_user_id(), event_id, EVENT_COLUMNS)
+        event["detections"] = event_detections(conn, event_id)
+    return jsonify(event)
+
+
+@bp.get("")
+@jwt_required()
+def list_events_route():
+    query = EventQuery.model_validate(query_args())
+    with get_pool().connection() as conn:
+        if query.home_id is not None:
+            owned_home(conn, current_user_id(), query.home_id)
+        rows, next_cursor = list_events(conn, current_user_id(), query)
+    return jsonify(events=rows, next_cursor=next_cursor)
+
+
+@bp.get("/<int:event_id>/image")
+@jwt_required()
+def get_event_image(event_id: int):
+    with get_pool().connection() as conn:
+        row = owned_event(conn, current_user_id(), event_id, "e.image")
+    if row["image"] is None:
+        raise ApiError("no_image", 404, "This event has no uploaded image (it was sent by URL).")
+    data = bytes(row["image"])
+    response = Response(data, mimetype=image_content_type(data))
+    response.headers["Cache-Control"] = "private, max-age=3600"
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    return response

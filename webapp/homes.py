@@ -1,0 +1,80 @@
+"""Homes: list, read, and change the settings an owner controls (arm mode, quiet hours, zone)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, jsonify
+from flask_jwt_extended import jwt_required
+
+from store.db import transaction
+from webapp.access import HOME_COLUMNS, owned_home
+from webapp.clients import get_pool
+from webapp.errors import ApiError
+from webapp.requests import json_body
+from webapp.schemas import HomePatch
+from webapp.tokens import current_user_id
+
+bp = Blueprint("homes", __name__, url_prefix="/homes")
+
+# Set by the subscription (`flask users create --tier`, billing), never by the client.
+READ_ONLY_FIELDS = ("id", "tier", "created_at", "owner_id")
+
+
+def home_json(row: dict[str, Any]) -> dict[str, Any]:
+    home = dict(row)
+    for key in ("quiet_hours_start", "quiet_hours_end"):
+        if home[key] is not None:
+            home[key] = home[key].strftime("%H:%M")
+    return home
+
+
+@bp.get("")
+@jwt_required()
+def list_homes():
+    with get_pool().connection() as conn:
+        rows = conn.execute(
+            f"SELECT {HOME_COLUMNS} FROM homes WHERE owner_id = %s ORDER BY id",
+            (current_user_id(),),
+        ).fetchall()
+    return jsonify(homes=[home_json(row) for row in rows])
+
+
+@bp.get("/<int:home_id>")
+@jwt_required()
+def get_home(home_id: int):
+    with get_pool().connection() as conn:
+        return jsonify(home_json(owned_home(conn, current_user_id(), home_id)))
+
+
+@bp.patch("/<int:home_id>")
+@jwt_required()
+def patch_home(home_id: int):
+    body = json_body()
+    refused = [name for name in READ_ONLY_FIELDS if name in body]
+    if refused:
+        raise ApiError(
+            "field_read_only",
+            422,
+            f"{', '.join(refused)} cannot be changed here; the tier comes from the subscription.",
+            details=[{"field": name, "message": "read-only"} for name in refused],
+        )
+    changes = HomePatch.model_validate(body).model_dump(exclude_unset=True)
+    if any(value is None for key, value in changes.items() if key in ("arm_mode", "timezone")):
+        raise ApiError("validation_failed", 422, "arm_mode and timezone cannot be null.")
+    with transaction(get_pool()) as conn:
+        home = owned_home(conn, current_user_id(), home_id, lock=True)
+        merged = {**home, **changes}
+        if (merged["quiet_hours_start"] is None) != (merged["quiet_hours_end"] is None):
+            raise ApiError(
+                "validation_failed",
+                422,
+                "quiet_hours_start and quiet_hours_end must be set (or cleared) together.",
+            )
+        if changes:
+            assignments = ", ".join(f"{key} = %({key})s" for key in changes)
+            conn.execute(
+                f"UPDATE homes SET {assignments} WHERE id = %(id)s", {**changes, "id": home_id}
+            )
+        home = owned_home(conn, current_user_id(), home_id)
+    return jsonify(home_json(home))
