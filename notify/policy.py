@@ -36,7 +36,7 @@ def decide(labels: Sequence[tuple[str, float]], arm_mode: str, location: str) ->
     alert = ("person" in groups and arm_mode in ("away", "night")) or (
         arm_mode in ARMED and location in DOOR_LOCATIONS and groups & {"person", "vehicle"}
     )
-    seen = sorted(groups) or ["motion"]
+    seen = [g for g in ("person", "vehicle", "animal") if g in groups] or ["motion"]
     what = " and ".join(g.capitalize() if i == 0 else g for i, g in enumerate(seen))
     if alert:
         return Decision("alert", f"{what} at the {place}", f"Seen while armed {arm_mode}.")

@@ -175,8 +175,8 @@ class CandidateStore:
         Idempotent: adding the same event again keeps one candidate, updates its score and
         fields, and keeps its created_at and expiry. An event in flight is left alone.
         """
-        check_id("home_id", home_id)
-        check_id("event_id", event_id)
+        home_id = check_id("home_id", home_id)
+        event_id = check_id("event_id", event_id)
         self.config.tier(tier)
         _check_score(score)
         ttl_s = self.config.candidate_ttl_s if ttl_s is None else ttl_s
@@ -200,22 +200,22 @@ class CandidateStore:
 
     def update_score(self, home_id: str, event_id: str, score: float) -> bool:
         """Set a candidate's score (e.g. after the lite scorer ran); False if not a candidate."""
-        check_id("home_id", home_id)
-        check_id("event_id", event_id)
+        home_id = check_id("home_id", home_id)
+        event_id = check_id("event_id", event_id)
         _check_score(score)
         keys = [cand_key(home_id), HOME_TIERS]
         return int(self._update(keys=keys, args=[home_id, event_id, repr(float(score))])) == 1
 
     def remove(self, home_id: str, event_id: str) -> bool:
         """Drop a candidate; False if it was not one."""
-        check_id("home_id", home_id)
-        check_id("event_id", event_id)
+        home_id = check_id("home_id", home_id)
+        event_id = check_id("event_id", event_id)
         keys = [cand_key(home_id), ev_key(home_id, event_id), HOME_TIERS, PENDING, EXPIRY]
         return int(self._remove(keys=keys, args=[home_id, event_id])) == 1
 
     def get(self, home_id: str, event_id: str) -> Candidate | None:
-        check_id("home_id", home_id)
-        check_id("event_id", event_id)
+        home_id = check_id("home_id", home_id)
+        event_id = check_id("event_id", event_id)
         pipe = self.redis.pipeline(transaction=True)
         pipe.zscore(cand_key(home_id), event_id)
         pipe.hgetall(ev_key(home_id, event_id))

@@ -43,8 +43,13 @@ TICK_LOCK = "tick:lock"
 ORPHAN_GRACE_MS = 3_600_000
 
 
-def check_id(kind: str, value: str) -> str:
-    """Ids go into key names and ``home:event`` members: no braces, colons or spaces."""
+def check_id(kind: str, value: str | int) -> str:
+    """Ids go into key names and ``home:event`` members: no braces, colons or spaces.
+
+    Database ids (non-negative ints) are accepted and returned as their decimal text.
+    """
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        value = str(value)
     if not isinstance(value, str) or not ID_PATTERN.match(value):
         raise ValueError(f"{kind} must match {ID_PATTERN.pattern}, got {value!r}")
     return value

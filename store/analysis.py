@@ -92,6 +92,19 @@ def mark_failed(pool: ConnectionPool, event_id: int, error: str) -> bool:
     return row is not None
 
 
+def requeue(pool: ConnectionPool, event_ids: Sequence[int]) -> list[int]:
+    """Back to ``queued`` after a lease expired and the event returned to the candidates."""
+    with transaction(pool) as conn:
+        rows = conn.execute(
+            """
+            UPDATE events SET status = 'queued'
+            WHERE id = ANY(%s) AND status = 'processing' RETURNING id
+            """,
+            (list(event_ids),),
+        ).fetchall()
+    return [r["id"] for r in rows]
+
+
 def mark_skipped(pool: ConnectionPool, event_ids: Sequence[int], reason: str) -> list[int]:
     """Settle pending events as skipped (e.g. expired before analysis)."""
     with transaction(pool) as conn:

@@ -1,0 +1,67 @@
+"""Celery settings (lowercase Celery 5 names), queues and routes. Config comes from env only.
+
+Queues: one per tier for deep analysis (``deep_processing_{tier}``, consumed by the GPU
+workers), ``lite`` for the CPU lite scorer, ``digest`` for notifications and ``scheduler``
+for the beat-driven triage tasks.
+"""
+
+from __future__ import annotations
+
+import os
+
+from kombu import Queue
+
+from schedules.beat import beat_schedule as scheduler_beat
+from schedules.config import SchedulerConfig
+
+TIERS = ("standard", "premium", "enterprise")
+DEEP_QUEUES = tuple(f"deep_processing_{tier}" for tier in TIERS)
+LITE_QUEUE = "lite"
+DIGEST_QUEUE = "digest"
+SCHEDULER_QUEUE = "scheduler"
+
+# The broker may live on its own Redis database (CELERY_BROKER_URL); by default it shares
+# REDIS_URL with the candidate store.
+broker_url = os.environ.get("CELERY_BROKER_URL") or os.environ.get(
+    "REDIS_URL", "redis://127.0.0.1:6379/0"
+)
+# Results are not read back: chains pass them worker to worker, Postgres holds outcomes.
+result_backend = None
+task_ignore_result = True
+
+task_queues = [Queue(name) for name in (*DEEP_QUEUES, LITE_QUEUE, DIGEST_QUEUE, SCHEDULER_QUEUE)]
+task_default_queue = SCHEDULER_QUEUE
+task_routes = {
+    "inference.lite_score": {"queue": LITE_QUEUE},
+    "notify.*": {"queue": DIGEST_QUEUE},
+    "schedules.*": {"queue": SCHEDULER_QUEUE},
+    # inference.deep_batch is sent to its tier's queue by the tick.
+}
+
+# A message is acknowledged only after its task ran, and one whose worker died is
+# redelivered; each worker process reserves one message at a time, so priority stays in
+# the candidate ZSETs rather than in messages a busy worker holds.
+task_acks_late = True
+task_reject_on_worker_lost = True
+worker_prefetch_multiplier = 1
+# Longer than any task may run (deep batches are limited to 240 s), so a slow batch is
+# never redelivered while still running.
+broker_transport_options = {"visibility_timeout": 3600}
+
+task_serializer = "json"
+accept_content = ["json"]
+timezone = "UTC"
+enable_utc = True
+worker_send_task_events = True  # Flower
+task_send_sent_event = True
+broker_connection_retry_on_startup = True
+
+# Schedules as data: the triage ticks, plus the summary sweep of the digest.
+beat_schedule = {
+    **scheduler_beat(SchedulerConfig.from_mapping(os.environ)),
+    "notify.flush_summaries": {
+        "task": "notify.flush_summaries",
+        "schedule": 10.0,
+        "options": {"expires": 9.0},
+    },
+}

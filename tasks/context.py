@@ -1,0 +1,86 @@
+"""Per-process resources of a worker: database pool, Redis client, models.
+
+Everything is created on first use inside the worker process, never in the Celery parent
+and never at import, so no socket or CUDA context is shared across fork().
+``worker_process_init`` loads the deep model up front on deep workers so the first batch
+does not pay for it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from functools import cached_property
+
+import redis
+from celery.signals import worker_process_init
+from psycopg_pool import ConnectionPool
+
+from store.db import create_pool
+
+log = logging.getLogger(__name__)
+
+# "deep" workers load the detector at start; other roles load what they need lazily.
+ROLE_ENV = "VIGIL_WORKER_ROLE"
+
+
+class WorkerContext:
+    """Lazily built clients and models of this process."""
+
+    def __init__(self, environ: dict[str, str] | None = None):
+        self.environ = dict(os.environ if environ is None else environ)
+
+    @cached_property
+    def pool(self) -> ConnectionPool:
+        return create_pool(self.environ["DATABASE_URL"], min_size=1, max_size=4)
+
+    @cached_property
+    def redis(self) -> redis.Redis:
+        return redis.Redis.from_url(self.environ["REDIS_URL"], decode_responses=True)
+
+    @cached_property
+    def broker_redis(self) -> redis.Redis:
+        """The broker's Redis, where Celery keeps each queue as a list."""
+        url = self.environ.get("CELERY_BROKER_URL") or self.environ["REDIS_URL"]
+        return redis.Redis.from_url(url, decode_responses=True)
+
+    @cached_property
+    def detector(self):
+        from inference.nanodet import NanoDet  # torch is imported only where it is used
+
+        model = NanoDet()
+        model.setup(self.environ.get("VIGIL_DEVICE") or None, warmup_batch=4)
+        log.info("deep model %s ready on %s", model.name, model.device)
+        return model
+
+    @cached_property
+    def lite(self):
+        from inference.lite import LiteScorer
+
+        scorer = LiteScorer()
+        scorer.setup()
+        return scorer
+
+    @property
+    def allowed_networks(self) -> tuple[str, ...]:
+        """Private networks image URLs may point to (none unless an operator says so)."""
+        raw = self.environ.get("VIGIL_FETCH_ALLOWED_NETWORKS", "")
+        return tuple(n.strip() for n in raw.split(",") if n.strip())
+
+
+_context: WorkerContext | None = None
+
+
+def context() -> WorkerContext:
+    global _context
+    if _context is None:
+        _context = WorkerContext()
+    return _context
+
+
+@worker_process_init.connect
+def _init_process(**_kwargs) -> None:
+    global _context
+    _context = WorkerContext()  # a fresh one in every forked child
+    if _context.environ.get(ROLE_ENV) == "deep":
+        _ = _context.detector

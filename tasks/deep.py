@@ -1,0 +1,61 @@
+"""Deep analysis of one dispatched batch on a GPU (or CPU) worker."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+
+from celery import shared_task
+
+from inference.pipeline import BatchPipeline
+from schedules.leases import complete
+from store.analysis import claim_for_analysis, mark_failed, save_detections
+from tasks.context import WorkerContext, context
+
+log = logging.getLogger(__name__)
+
+EVENTS_CHANNEL = "events:{home_id}"
+
+
+def publish(ctx: WorkerContext, home_id: int, event_id: int, status: str, **extra) -> None:
+    """Tell live listeners (SSE stream, dashboards) an event changed."""
+    message = json.dumps({"event_id": event_id, "status": status, **extra})
+    ctx.redis.publish(EVENTS_CHANNEL.format(home_id=home_id), message)
+
+
+def analyse_batch(ctx: WorkerContext, event_ids: Sequence[int]) -> list[int]:
+    """Run the detector over a batch; returns the ids analysed (for the digest)."""
+    events = claim_for_analysis(ctx.pool, event_ids)
+    model = ctx.detector
+    pipeline = BatchPipeline(
+        model, batch_size=max(1, len(events)), allowed_networks=ctx.allowed_networks
+    )
+    found, refused = [], []
+    for event, result in zip(events, pipeline.run([e.source for e in events]), strict=True):
+        if result.ok:
+            found.append((event.id, result.detections))
+        else:
+            refused.append((event, result.error))
+    analysed = save_detections(ctx.pool, found, model.name)
+    for event, error in refused:
+        mark_failed(ctx.pool, event.id, f"{error.code}: {error}")
+    # Leases end only once Postgres holds the outcome: a crash before this line leaves the
+    # lease to expire and the reaper to hand the events out again.
+    for event_id in event_ids:  # settled by another delivery or not: the lease is done
+        complete(ctx.redis, str(event_id))
+    homes = {e.id: e.home_id for e in events}
+    for event_id, dets in found:
+        if event_id in analysed:
+            labels = sorted({d.label for d in dets})
+            publish(ctx, homes[event_id], event_id, "analyzed", labels=labels)
+    for event, error in refused:
+        publish(ctx, event.home_id, event.id, "failed", error=error.code)
+    return analysed
+
+
+@shared_task(name="inference.deep_batch", acks_late=True, soft_time_limit=240, time_limit=270)
+def deep_batch(tier: str, event_ids: list[int]) -> list[int]:
+    analysed = analyse_batch(context(), event_ids)
+    log.info("tier %s: analysed %d of %d events", tier, len(analysed), len(event_ids))
+    return analysed

@@ -1,0 +1,75 @@
+"""Beat-driven triage: the tick fans batches out; reaper and expiry settle stragglers."""
+
+from __future__ import annotations
+
+import logging
+import os
+from functools import cache
+
+from celery import chain, shared_task
+
+from schedules.candidates import CandidateStore
+from schedules.config import SchedulerConfig
+from schedules.dispatch import Dispatched
+from schedules.leases import reap
+from schedules.tick import run_tick
+from store.analysis import mark_failed, mark_skipped, requeue
+from tasks.context import WorkerContext, context
+from tasks.deep import deep_batch
+from tasks.digest import digest
+
+log = logging.getLogger(__name__)
+
+# Late binding: a tier's queue holds at most this many batches waiting for a worker, so
+# priority is decided in the candidate sets until a worker can start soon.
+QUEUED_BATCHES_PER_TIER = int(os.environ.get("VIGIL_QUEUED_BATCHES_PER_TIER", "2"))
+
+
+@cache
+def scheduler_config() -> SchedulerConfig:
+    return SchedulerConfig.from_mapping(os.environ)
+
+
+def free_capacity(ctx: WorkerContext, config: SchedulerConfig, tier: str) -> int:
+    """Events a tier may dispatch now: room left in its bounded Celery queue."""
+    waiting = ctx.broker_redis.llen(f"deep_processing_{tier}")
+    return max(0, QUEUED_BATCHES_PER_TIER - waiting) * config.max_batch_size
+
+
+def send_batch(tier: str, batch: list[Dispatched]) -> None:
+    """One Celery message per batch, on its tier's queue, chained to the digest."""
+    ids = [int(d.event_id) for d in batch]
+    chain(
+        deep_batch.si(tier, ids).set(queue=f"deep_processing_{tier}"),
+        digest.s(),
+    ).apply_async()
+
+
+def tick(ctx: WorkerContext, config: SchedulerConfig):
+    return run_tick(ctx.redis, config, lambda tier: free_capacity(ctx, config, tier), send_batch)
+
+
+@shared_task(name="schedules.tick", acks_late=False, soft_time_limit=5, time_limit=10)
+def tick_task() -> dict:
+    report = tick(context(), scheduler_config())
+    return {"dispatched": report.dispatched, "batches": report.batches}
+
+
+@shared_task(name="schedules.reap", soft_time_limit=20, time_limit=30)
+def reap_task() -> dict:
+    ctx, config = context(), scheduler_config()
+    report = reap(ctx.redis, config)
+    requeue(ctx.pool, [int(r.event_id) for r in report.returned])
+    failed = [int(r.event_id) for r in report.failed]
+    for event_id in failed:
+        mark_failed(ctx.pool, event_id, "analysis did not finish after repeated attempts")
+    if failed:
+        log.warning("events failed after %d attempts: %s", config.max_attempts, failed)
+    return {"returned": len(report.returned), "failed": failed}
+
+
+@shared_task(name="schedules.expire", soft_time_limit=20, time_limit=30)
+def expire_task() -> list[int]:
+    ctx = context()
+    expired = CandidateStore(ctx.redis, scheduler_config()).expire_due()
+    return mark_skipped(ctx.pool, [int(e.event_id) for e in expired], "expired before analysis")
