@@ -21,16 +21,31 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     detect = commands.add_parser("detect", help="find objects in images (paths or URLs)")
     detect.add_argument("images", nargs="+", metavar="IMAGE_OR_URL")
-    detect.add_argument("--lite", action="store_true",
-                        help="use the one-core lite scorer instead of the deep detector")
+    detect.add_argument(
+        "--lite",
+        action="store_true",
+        help="use the one-core lite scorer instead of the deep detector",
+    )
     detect.add_argument("--json", action="store_true", help="one JSON object per line")
-    detect.add_argument("--device", choices=("cpu", "cuda"), default=None,
-                        help="default: cuda when available, else cpu")
+    detect.add_argument(
+        "--device",
+        choices=("cpu", "cuda"),
+        default=None,
+        help="default: cuda when available, else cpu",
+    )
     detect.add_argument("--batch", type=int, default=16, metavar="N", help="batch size")
-    detect.add_argument("--threshold", type=float, default=DEFAULT_SCORE_THRESHOLD,
-                        help="minimum score of a detection (deep detector)")
-    detect.add_argument("--annotate", type=Path, metavar="DIR",
-                        help="write a copy of each image with boxes and labels drawn")
+    detect.add_argument(
+        "--threshold",
+        type=float,
+        default=DEFAULT_SCORE_THRESHOLD,
+        help="minimum score of a detection (deep detector)",
+    )
+    detect.add_argument(
+        "--annotate",
+        type=Path,
+        metavar="DIR",
+        help="write a copy of each image with boxes and labels drawn",
+    )
     return parser
 
 

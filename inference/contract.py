@@ -74,9 +74,7 @@ class Model(ABC):
             return []
         results = self.postprocess(self.predict(items), items)
         if len(results) != len(items):
-            raise ModelContractError(
-                f"{self.name}: {len(results)} results for {len(items)} images"
-            )
+            raise ModelContractError(f"{self.name}: {len(results)} results for {len(items)} images")
         return results
 
     def detect(self, images: Sequence[Image.Image]) -> list[list[Detection]]:

@@ -59,6 +59,7 @@ _URL_SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.\-]+:")
 # DNS names and IP literals only; anything else would end up raw in the Host header.
 _HOST_CHARS = re.compile(r"[a-z0-9.\-_:%]+")
 
+
 @dataclass(frozen=True)
 class _Target:
     url: str
@@ -287,8 +288,12 @@ def load_source(
     Local paths are read as given: only pass trusted strings, never a client's "url" field
     that might not be a URL at all.
     """
-    caps = {"max_bytes": max_bytes, "max_pixels": max_pixels, "max_side": max_side,
-            "draft_size": draft_size}
+    caps = {
+        "max_bytes": max_bytes,
+        "max_pixels": max_pixels,
+        "max_side": max_side,
+        "draft_size": draft_size,
+    }
     if isinstance(source, bytes | bytearray | memoryview):
         return decode_image(source, **caps)
     if isinstance(source, str) and _URL_SCHEME.match(source):

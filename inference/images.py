@@ -128,7 +128,8 @@ def decode_image(
             upright = ImageOps.exif_transpose(img).convert("RGB")
             # Detections are reported in the source's pixels, even from a reduced decode.
             upright.info["source_size"] = (
-                round(upright.width * reduction), round(upright.height * reduction)
+                round(upright.width * reduction),
+                round(upright.height * reduction),
             )
             return upright
         except ImageSourceError:
@@ -155,10 +156,12 @@ def read_image_file(
             # One byte past the cap tells the file is too large without reading it all.
             data = fh.read(max_bytes + 1)
     except OSError as exc:
-        raise ImageNotFoundError(f"Cannot read image file {os.fspath(path)!r}: "
-                                 f"{exc.strerror}.") from exc
-    return decode_image(data, max_bytes=max_bytes, max_pixels=max_pixels, max_side=max_side,
-                        draft_size=draft_size)
+        raise ImageNotFoundError(
+            f"Cannot read image file {os.fspath(path)!r}: {exc.strerror}."
+        ) from exc
+    return decode_image(
+        data, max_bytes=max_bytes, max_pixels=max_pixels, max_side=max_side, draft_size=draft_size
+    )
 
 
 def encode_jpeg(img: Image.Image, quality: int = 90) -> bytes:

@@ -112,9 +112,13 @@ class NanoDet(Model):
             pixels = pixels.pin_memory()
         x = pixels.to(self.device, non_blocking=True).permute(0, 3, 1, 2).flip(1)  # BGR
         x = ((x.float() - self._mean) / self._std).contiguous(memory_format=torch.channels_last)
-        with torch.inference_mode(), torch.autocast(
-            self.device.type, dtype=self.autocast_dtype or torch.bfloat16,
-            enabled=self.autocast_dtype is not None,
+        with (
+            torch.inference_mode(),
+            torch.autocast(
+                self.device.type,
+                dtype=self.autocast_dtype or torch.bfloat16,
+                enabled=self.autocast_dtype is not None,
+            ),
         ):
             outputs = self.graph(x)
         n = len(STRIDES)

@@ -77,6 +77,7 @@ class BatchPipeline:
         """Yield one result per source, in input order."""
         chunks = _chunked(iter(sources), self.batch_size)
         with ThreadPoolExecutor(self.workers, thread_name_prefix="decode") as pool:
+
             def submit(chunk: list[Any]) -> list[tuple[Any, Future]]:
                 return [(src, pool.submit(self._prepare, src)) for src in chunk]
 
@@ -88,16 +89,18 @@ class BatchPipeline:
 
     def _infer(self, prepared: list[tuple[Any, Any]]) -> Iterator[ImageResult]:
         good = [i for i, (_, ready) in enumerate(prepared) if not isinstance(ready, Exception)]
-        detections = dict(zip(good, self.model.run_batch([prepared[i][1][0] for i in good]),
-                              strict=True))
+        detections = dict(
+            zip(good, self.model.run_batch([prepared[i][1][0] for i in good]), strict=True)
+        )
         for i, (source, ready) in enumerate(prepared):
             if i not in detections:
                 yield ImageResult(source, error=ready)
                 continue
             image = ready[1]
             size = image.info.get("source_size", image.size)
-            yield ImageResult(source, detections[i], image_size=size,
-                              image=image if self.keep_images else None)
+            yield ImageResult(
+                source, detections[i], image_size=size, image=image if self.keep_images else None
+            )
 
 
 def _chunked(items: Iterator[Any], size: int) -> Iterator[list[Any]]:

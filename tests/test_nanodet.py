@@ -49,7 +49,8 @@ def test_finds_animals_in_other_photos(detector, name, label):
 
 
 @pytest.mark.parametrize(
-    "frame", [blank_frame(), blank_frame(value=128), noise_frame(), noise_frame(seed=7)],
+    "frame",
+    [blank_frame(), blank_frame(value=128), noise_frame(), noise_frame(seed=7)],
     ids=["black", "grey", "noise", "noise7"],
 )
 def test_nothing_above_threshold_in_blank_or_noise_frames(detector, frame):

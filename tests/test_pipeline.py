@@ -58,7 +58,12 @@ def test_results_come_back_in_input_order_with_sources(detector):
     results = list(BatchPipeline(detector, batch_size=4).run(sources))
     assert [r.source for r in results] == sources
     assert [any(d.label == "dog" for d in r.detections) for r in results] == [
-        True, True, False, True, True, False
+        True,
+        True,
+        False,
+        True,
+        True,
+        False,
     ]
 
 
@@ -79,7 +84,10 @@ def test_a_bad_image_fails_alone_and_the_rest_of_its_batch_is_analysed(detector)
     results = list(BatchPipeline(detector, batch_size=8).run(sources))
     assert [r.ok for r in results] == [True, False, False, False, False, True]
     assert [r.error.code for r in results if not r.ok] == [
-        "image_corrupt", "image_empty", "image_format_unsupported", "url_scheme_unsupported"
+        "image_corrupt",
+        "image_empty",
+        "image_format_unsupported",
+        "url_scheme_unsupported",
     ]
     assert results[0].detections == results[-1].detections
 

@@ -31,8 +31,9 @@ def graph() -> TfjsGraphModule:
 def test_torch_port_matches_tfjs_reference_within_1e_4(graph, case):
     with torch.inference_mode():
         outputs = graph(torch.from_numpy(case.input))
-    by_name = {f"{name}:0": out.numpy() for name, out in zip(graph.output_names, outputs,
-                                                            strict=True)}
+    by_name = {
+        f"{name}:0": out.numpy() for name, out in zip(graph.output_names, outputs, strict=True)
+    }
     assert set(by_name) == set(case.outputs)
     for name, ref in case.outputs.items():
         got = by_name[name]

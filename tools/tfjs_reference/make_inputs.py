@@ -43,7 +43,10 @@ def main() -> None:
         img = letterbox(src)
         # optimize=False and no metadata: plain 8-bit RGB, deterministic bytes.
         img.save(dst, format="PNG")
-        print(f"{src.relative_to(ROOT)} -> {dst.relative_to(ROOT)} ({img.size[0]}x{img.size[1]} {img.mode})")
+        print(
+            f"{src.relative_to(ROOT)} -> {dst.relative_to(ROOT)}",
+            f"({img.size[0]}x{img.size[1]} {img.mode})",
+        )
 
 
 if __name__ == "__main__":
