@@ -59,6 +59,11 @@ broker_connection_retry_on_startup = True
 # Schedules as data: the triage ticks, plus the summary sweep of the digest.
 beat_schedule = {
     **scheduler_beat(SchedulerConfig.from_mapping(os.environ)),
+    "schedules.reconcile": {
+        "task": "schedules.reconcile",
+        "schedule": 30.0,
+        "options": {"expires": 25.0},
+    },
     "notify.flush_summaries": {
         "task": "notify.flush_summaries",
         "schedule": 10.0,

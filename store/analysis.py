@@ -146,3 +146,19 @@ def save_lite_results(
             (Jsonb({"source": "server_lite", **scores}), priority, event_id),
         ).fetchone()
     return row is not None
+
+
+def pending_events(pool: ConnectionPool, older_than_s: float, limit: int) -> list[dict[str, Any]]:
+    """Oldest queued or processing events, for rebuilding Redis after it lost data."""
+    with pool.connection() as conn:
+        return conn.execute(
+            """
+            SELECT e.id, e.home_id, e.status, h.tier, e.priority, e.location, e.mode,
+                   e.motion_score
+            FROM events e JOIN homes h ON h.id = e.home_id
+            WHERE e.status IN ('queued', 'processing')
+              AND e.created_at < now() - make_interval(secs => %s)
+            ORDER BY e.created_at LIMIT %s
+            """,
+            (older_than_s, limit),
+        ).fetchall()

@@ -12,8 +12,9 @@ from schedules.candidates import CandidateStore
 from schedules.config import SchedulerConfig
 from schedules.dispatch import Dispatched
 from schedules.leases import reap
+from schedules.reconcile import missing_from_redis, restore
 from schedules.tick import run_tick
-from store.analysis import mark_failed, mark_skipped, requeue
+from store.analysis import mark_failed, mark_skipped, pending_events, requeue
 from tasks.context import WorkerContext, context
 from tasks.deep import deep_batch
 from tasks.digest import digest
@@ -23,6 +24,9 @@ log = logging.getLogger(__name__)
 # Late binding: a tier's queue holds at most this many batches waiting for a worker, so
 # priority is decided in the candidate sets until a worker can start soon.
 QUEUED_BATCHES_PER_TIER = int(os.environ.get("VIGIL_QUEUED_BATCHES_PER_TIER", "2"))
+# Events younger than this may be between their row commit and their candidate write.
+RECONCILE_MIN_AGE_S = 30.0
+RECONCILE_LIMIT = 1000
 
 
 @cache
@@ -73,3 +77,19 @@ def expire_task() -> list[int]:
     ctx = context()
     expired = CandidateStore(ctx.redis, scheduler_config()).expire_due()
     return mark_skipped(ctx.pool, [int(e.event_id) for e in expired], "expired before analysis")
+
+
+def reconcile(ctx: WorkerContext, config: SchedulerConfig) -> list[int]:
+    """Add back every pending event Redis has lost; returns the ids restored."""
+    events = pending_events(ctx.pool, RECONCILE_MIN_AGE_S, RECONCILE_LIMIT)
+    lost = missing_from_redis(ctx.redis, events)
+    requeue(ctx.pool, [e["id"] for e in lost if e.get("status") == "processing"])
+    return restore(CandidateStore(ctx.redis, config), lost)
+
+
+@shared_task(name="schedules.reconcile", soft_time_limit=50, time_limit=60)
+def reconcile_task() -> list[int]:
+    restored = reconcile(context(), scheduler_config())
+    if restored:
+        log.warning("restored %d candidates missing from Redis", len(restored))
+    return restored

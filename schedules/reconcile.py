@@ -1,0 +1,48 @@
+"""Rebuild the candidate store from PostgreSQL after Redis lost data.
+
+Postgres is the source of truth: an event still queued or processing there must be either
+a candidate or under a lease in Redis. Any that is neither (Redis restarted without its
+data, or a crash between the row commit and the candidate write) is added back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import redis
+
+from .candidates import CandidateStore
+from .scripts import cand_key, processing_key
+
+
+def missing_from_redis(
+    redis_client: redis.Redis, events: list[Mapping[str, Any]]
+) -> list[Mapping[str, Any]]:
+    """The events that are neither a candidate nor under a lease (two reads per event)."""
+    pipe = redis_client.pipeline(transaction=False)
+    for event in events:
+        pipe.zscore(cand_key(str(event["home_id"])), str(event["id"]))
+        pipe.exists(processing_key(str(event["id"])))
+    answers = pipe.execute()
+    return [
+        event
+        for event, score, leased in zip(events, answers[::2], answers[1::2], strict=True)
+        if score is None and not leased
+    ]
+
+
+def restore(store: CandidateStore, events: Iterable[Mapping[str, Any]]) -> list[int]:
+    """Add each event back as a candidate with its last priority; returns the ids added."""
+    restored = []
+    for event in events:
+        fields = {
+            "location": event["location"],
+            "mode": event["mode"],
+            "motion_score": repr(float(event["motion_score"])),
+        }
+        if store.add(
+            event["home_id"], event["id"], event["tier"], float(event["priority"]), fields
+        ):
+            restored.append(event["id"])
+    return restored

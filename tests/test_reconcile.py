@@ -1,0 +1,59 @@
+"""Redis loses its data; the reconcile step restores every pending event from Postgres."""
+
+from __future__ import annotations
+
+from schedules.candidates import CandidateStore
+from schedules.config import SchedulerConfig
+from schedules.dispatch import dispatch
+from tasks.context import WorkerContext
+from tasks.scheduling import reconcile
+from tests.factories import make_home
+
+
+def queued_event(db, home, camera, age_s=60, status="queued") -> int:
+    with db.connection() as conn:
+        return conn.execute(
+            "INSERT INTO events (home_id, device_id, location, mode, motion_score, priority,"
+            " status, created_at) VALUES (%s, %s, 'front_door', 'security', 0.7, 0.6, %s,"
+            " now() - make_interval(secs => %s)) RETURNING id",
+            (home, camera, status, age_s),
+        ).fetchone()["id"]
+
+
+def context(redis_url, database_url) -> WorkerContext:
+    return WorkerContext({"REDIS_URL": redis_url, "DATABASE_URL": database_url})
+
+
+def test_pending_events_lost_by_redis_are_restored_once(db, redis_client, redis_url, database_url):
+    with db.connection() as conn:
+        home, camera = make_home(conn)
+    events = [queued_event(db, home, camera) for _ in range(3)]
+    ctx = context(redis_url, database_url)
+    assert sorted(reconcile(ctx, SchedulerConfig())) == events
+    store = CandidateStore(redis_client)
+    assert store.count(home) == 3 and store.pending_total("premium") == 3
+    assert reconcile(ctx, SchedulerConfig()) == []  # nothing missing any more
+
+
+def test_leased_and_fresh_events_are_left_alone(db, redis_client, redis_url, database_url):
+    with db.connection() as conn:
+        home, camera = make_home(conn)
+    leased = queued_event(db, home, camera)
+    CandidateStore(redis_client).add(home, leased, "premium", 0.6)
+    config = SchedulerConfig()
+    assert len(dispatch(redis_client, config.tier("premium"), config, 10).events) == 1
+    fresh = queued_event(db, home, camera, age_s=0)  # its candidate may be on its way
+    assert reconcile(context(redis_url, database_url), SchedulerConfig()) == []
+    assert CandidateStore(redis_client).get(home, fresh) is None
+
+
+def test_processing_events_without_a_lease_go_back_to_queued(
+    db, redis_client, redis_url, database_url
+):
+    with db.connection() as conn:
+        home, camera = make_home(conn)
+    event = queued_event(db, home, camera, status="processing")
+    assert reconcile(context(redis_url, database_url), SchedulerConfig()) == [event]
+    with db.connection() as conn:
+        status = conn.execute("SELECT status FROM events WHERE id = %s", (event,)).fetchone()
+    assert status["status"] == "queued"
