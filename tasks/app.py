@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from celery import Celery
 
-TASK_MODULES = ["tasks.deep", "tasks.lite", "tasks.digest", "tasks.scheduling"]
+TASK_MODULES = [
+    "tasks.deep",
+    "tasks.lite",
+    "tasks.digest",
+    "tasks.scheduling",
+    "tasks.heartbeat",
+]
 
 
 def create_celery(overrides: dict | None = None) -> Celery:

@@ -6,9 +6,19 @@ shared conftest stays as it is); ``db`` and ``redis_client`` empty both stores f
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import io
-from collections.abc import Iterator
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from flask import Flask
@@ -20,6 +30,7 @@ from webapp import create_app
 from webapp.cli import create_user
 from webapp.clients import clients
 
+ROOT = Path(__file__).resolve().parents[1]
 PASSWORD = "correct horse battery staple"
 # The source's POST /events body, exactly as its integration guide sends it.
 SOURCE_EVENT = {
@@ -134,3 +145,81 @@ def photo_upload(name: str = "person", data: bytes | None = None, **fields: Any)
     }
     form["image"] = (io.BytesIO(data), f"{name}.jpg", "image/jpeg")
     return form
+
+
+def broker_url(redis_url: str) -> str:
+    """The broker on Redis DB 1: the ``redis_client`` fixture flushes only DB 0."""
+    return redis_url.rsplit("/", 1)[0] + "/1"
+
+
+def queued_tasks(broker: Any, queue: str) -> list[tuple[str, list]]:
+    """(task name, args) of each message in a Celery queue's list, oldest first."""
+    found = []
+    for raw in reversed(broker.lrange(queue, 0, -1)):
+        message = json.loads(raw)
+        args, _kwargs, _embed = json.loads(base64.b64decode(message["body"]))
+        found.append((message["headers"]["task"], args))
+    return found
+
+
+def wait_for(fn: Callable[[], Any], timeout: float = 30.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = fn()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout} s")
+
+
+@contextlib.contextmanager
+def celery_worker(env: dict[str, str], queues: str, name: str) -> Iterator[subprocess.Popen]:
+    """A real ``celery worker`` process (one pool process), stopped with SIGTERM after.
+
+    Its log goes to a file, printed at the end (pytest shows it when a test fails).
+    """
+    log = tempfile.TemporaryFile("w+")
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "tasks.app",
+            "worker",
+            "-Q",
+            queues,
+            "-c",
+            "1",
+            "-n",
+            f"{name}@%h",
+            "--loglevel=INFO",
+            "--without-gossip",
+            "--without-mingle",
+        ],
+        cwd=ROOT,
+        env={**env, "PYTHONUNBUFFERED": "1"},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        yield proc
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.seek(0)
+        print(log.read()[-4000:])
+        log.close()
+
+
+def worker_env(redis_url: str, database_url: str) -> dict[str, str]:
+    """Environment of a test worker: the session's servers, broker on DB 1, no model role."""
+    env = {k: v for k, v in os.environ.items() if k != "VIGIL_WORKER_ROLE"}
+    env.update(
+        REDIS_URL=redis_url, DATABASE_URL=database_url, CELERY_BROKER_URL=broker_url(redis_url)
+    )
+    return env

@@ -21,6 +21,11 @@ DEFAULT_REFRESH_TOKEN_EXPIRES = dt.timedelta(days=30)
 DEFAULT_UPLOAD_MAX_BYTES = 10 * 1024 * 1024
 # Room for the form fields and multipart framing around the largest allowed image.
 UPLOAD_OVERHEAD_BYTES = 64 * 1024
+# A worker is live while its heartbeat is younger than this (workers beat every ~10 s).
+DEFAULT_HEALTH_WORKER_FRESH_S = 60
+# A queue is stalled when its oldest message waited this long and nothing was consumed from
+# it for as long. Above the deep batch time limit (240 s), so one slow batch is not a stall.
+DEFAULT_HEALTH_QUEUE_STALL_S = 300
 _TESTING_SECRET = "vigil-testing-only-secret-key-0123456789abcdef"
 
 
@@ -38,7 +43,8 @@ class ApiJSONProvider(DefaultJSONProvider):
 
 def _from_environment(environ: Mapping[str, str]) -> dict[str, Any]:
     config: dict[str, Any] = {}
-    for name in ("DATABASE_URL", "REDIS_URL", "JWT_SECRET_KEY"):
+    urls = ("DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL")
+    for name in (*urls, "JWT_SECRET_KEY", "METRICS_TOKEN"):
         if environ.get(name):
             config[name] = environ[name]
     seconds = {
@@ -48,7 +54,12 @@ def _from_environment(environ: Mapping[str, str]) -> dict[str, Any]:
     for key, env_name in seconds.items():
         if environ.get(env_name):
             config[key] = dt.timedelta(seconds=int(environ[env_name]))
-    for key in ("UPLOAD_MAX_BYTES", "DB_POOL_MAX_SIZE"):
+    for key in (
+        "UPLOAD_MAX_BYTES",
+        "DB_POOL_MAX_SIZE",
+        "HEALTH_WORKER_FRESH_S",
+        "HEALTH_QUEUE_STALL_S",
+    ):
         if environ.get(key):
             config[key] = int(environ[key])
     return config
@@ -61,12 +72,16 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     app.config.from_mapping(
         DATABASE_URL=None,
         REDIS_URL=None,
+        CELERY_BROKER_URL=None,  # defaults to REDIS_URL, as in celery_config
         JWT_SECRET_KEY=None,
+        METRICS_TOKEN=None,  # when set, GET /metrics wants "Authorization: Bearer <it>"
         JWT_TOKEN_LOCATION=["headers"],
         JWT_ACCESS_TOKEN_EXPIRES=DEFAULT_ACCESS_TOKEN_EXPIRES,
         JWT_REFRESH_TOKEN_EXPIRES=DEFAULT_REFRESH_TOKEN_EXPIRES,
         UPLOAD_MAX_BYTES=DEFAULT_UPLOAD_MAX_BYTES,
         DB_POOL_MAX_SIZE=10,
+        HEALTH_WORKER_FRESH_S=DEFAULT_HEALTH_WORKER_FRESH_S,
+        HEALTH_QUEUE_STALL_S=DEFAULT_HEALTH_QUEUE_STALL_S,
     )
     app.config.update(_from_environment(os.environ))
     if test_config is not None:
@@ -80,12 +95,25 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
             raise RuntimeError("JWT_SECRET_KEY must be set (environment) outside testing")
         app.config["JWT_SECRET_KEY"] = _TESTING_SECRET
 
-    from webapp import auth, cli, clients, devices, errors, events, health, homes, openapi
+    from webapp import (
+        auth,
+        cli,
+        clients,
+        devices,
+        errors,
+        events,
+        health,
+        homes,
+        metrics,
+        notifications,
+        openapi,
+    )
 
     errors.init_app(app)  # first: the JWT extension's handlers then override by class
     clients.init_app(app)
+    metrics.init_app(app)
     auth.init_app(app)
-    for module in (homes, devices, events, health, openapi):
+    for module in (homes, devices, events, notifications, health, openapi):
         app.register_blueprint(module.bp)
     cli.init_app(app)
     return app

@@ -13,7 +13,14 @@ from flask import Blueprint, jsonify
 from pydantic import BaseModel
 
 from webapp.event_input import IDEMPOTENCY_HEADER
-from webapp.schemas import DeviceCreate, EventCreate, EventQuery, HomePatch, LoginRequest
+from webapp.schemas import (
+    DeviceCreate,
+    EventCreate,
+    EventQuery,
+    HomePatch,
+    LoginRequest,
+    NotificationQuery,
+)
 
 bp = Blueprint("openapi", __name__)
 
@@ -72,17 +79,21 @@ def _event_upload_schema() -> dict[str, Any]:
     return schema
 
 
+def _query_params(model: type[BaseModel]) -> list[dict[str, Any]]:
+    query = model.model_json_schema(ref_template=_REF)
+    return [
+        {"name": name, "in": "query", "required": False, "schema": prop}
+        for name, prop in query["properties"].items()
+    ]
+
+
 def build_document() -> dict[str, Any]:
     schemas: dict[str, Any] = {"Error": _ERROR}
     for model in _MODELS:
         schema = model.model_json_schema(ref_template=_REF)
         schemas.update(schema.pop("$defs", {}))
         schemas[model.__name__] = schema
-    query = EventQuery.model_json_schema(ref_template=_REF)
-    list_params = [
-        {"name": name, "in": "query", "required": False, "schema": prop}
-        for name, prop in query["properties"].items()
-    ]
+    list_params = _query_params(EventQuery)
     idem = {
         "name": IDEMPOTENCY_HEADER,
         "in": "header",
@@ -130,7 +141,27 @@ def build_document() -> dict[str, Any]:
         "/events/{event_id}/image": {
             "get": _op("The uploaded image bytes", parameters=[_id("event_id")])
         },
-        "/health": {"get": _op("Redis and Postgres status (503 if one fails)", public=True)},
+        "/notifications": {
+            "get": _op(
+                "Your notifications (alerts, summaries), newest first, by cursor",
+                parameters=_query_params(NotificationQuery),
+            )
+        },
+        "/notifications/{notification_id}/read": {
+            "post": _op("Mark a notification read", parameters=[_id("notification_id")])
+        },
+        "/health": {
+            "get": _op(
+                "Redis, Postgres and queue consumption: ok, degraded (200) or down (503)",
+                public=True,
+            )
+        },
+        "/metrics": {
+            "get": _op(
+                "Prometheus text format (Bearer METRICS_TOKEN when the server sets one)",
+                public=True,
+            )
+        },
         "/openapi.json": {"get": _op("This document", public=True)},
     }
     return {

@@ -16,6 +16,7 @@ from schedules.score import LABELS
 EVENT_MODES = ("security", "monitoring", "test")
 ARM_MODES = ("disarmed", "home", "away", "night")
 EVENT_STATUSES = ("queued", "processing", "analyzed", "skipped", "failed")
+NOTIFICATION_KINDS = ("alert", "summary")
 
 
 def _http_url(value: str) -> str:
@@ -97,6 +98,13 @@ class DeviceCreate(Strict):
     push_token: Annotated[str, Field(min_length=1, max_length=4096)] | None = None
 
 
+def _utc_if_naive(value: dt.datetime | None) -> dt.datetime | None:
+    # A time without an offset is read as UTC rather than the server's local zone.
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=dt.UTC)
+    return value
+
+
 class EventQuery(Strict):
     home_id: Id | None = None
     status: Literal[EVENT_STATUSES] | None = None  # type: ignore[valid-type]
@@ -108,7 +116,17 @@ class EventQuery(Strict):
     @field_validator("since", "until")
     @classmethod
     def _aware(cls, value: dt.datetime | None) -> dt.datetime | None:
-        # A time without an offset is read as UTC rather than the server's local zone.
-        if value is not None and value.tzinfo is None:
-            return value.replace(tzinfo=dt.UTC)
-        return value
+        return _utc_if_naive(value)
+
+
+class NotificationQuery(Strict):
+    home_id: Id | None = None
+    kind: Literal[NOTIFICATION_KINDS] | None = None  # type: ignore[valid-type]
+    since: dt.datetime | None = None
+    limit: Annotated[int, Field(ge=1, le=100)] = 50
+    cursor: Annotated[str, Field(max_length=200)] | None = None
+
+    @field_validator("since")
+    @classmethod
+    def _aware(cls, value: dt.datetime | None) -> dt.datetime | None:
+        return _utc_if_naive(value)

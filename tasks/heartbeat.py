@@ -1,0 +1,162 @@
+"""Worker heartbeats: proof that a worker is alive *and* consuming, for ``GET /health``.
+
+Every worker writes ``worker:heartbeat:{hostname}`` (JSON, TTL ``HEARTBEAT_TTL_S``) into the
+app's Redis (``REDIS_URL``, not the broker database):
+
+    {"at": 1712345678.9, "queues": ["lite"], "last_task": "inference.lite_score",
+     "last_task_at": 1712345670.1, "tasks_done": 12}
+
+and registers itself in ``worker:heartbeats`` (ZSET hostname → at) so a reader finds the
+live workers without scanning keys. After each task it also stamps
+``worker:consumed`` (HASH queue → at), which tells a stalled queue from a merely busy one.
+
+Writers: ``worker_ready`` and Celery's ``heartbeat_sent`` (the main process, every event
+heartbeat, throttled here) and ``task_postrun`` (the pool process that ran the task). One
+Lua step merges the record, so a main-process beat never erases a child's task count.
+Times come from Redis ``TIME``: one clock for every writer and for the health check.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from typing import Any
+
+import redis
+from celery.signals import heartbeat_sent, task_postrun, worker_ready
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT_KEY = "worker:heartbeat:{hostname}"
+HEARTBEATS = "worker:heartbeats"
+CONSUMED = "worker:consumed"
+HEARTBEAT_TTL_S = 120
+# Celery's event heartbeat fires every 2 s; a beat this often is plenty for a 120 s TTL.
+BEAT_EVERY_S = 10.0
+REDIS_TIMEOUT_S = 1.0
+
+# KEYS[1] worker:heartbeat:<hostname>  KEYS[2] worker:heartbeats  KEYS[3] worker:consumed
+# ARGV[1] hostname  ARGV[2] queues (JSON list)  ARGV[3] ttl s  ARGV[4] task name or ''
+# ARGV[5] queue the task came from or ''
+# Returns the record as written (JSON).
+RECORD = r"""
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local ttl = tonumber(ARGV[3])
+local rec = {tasks_done = 0}
+local old = redis.call('GET', KEYS[1])
+if old then
+  local ok, decoded = pcall(cjson.decode, old)
+  if ok and type(decoded) == 'table' then rec = decoded end
+end
+rec.at = now
+local queues = cjson.decode(ARGV[2])
+if #queues > 0 then rec.queues = queues end
+if ARGV[4] ~= '' then
+  rec.last_task = ARGV[4]
+  rec.last_task_at = now
+  rec.tasks_done = (tonumber(rec.tasks_done) or 0) + 1
+  if ARGV[5] ~= '' then redis.call('HSET', KEYS[3], ARGV[5], string.format('%.6f', now)) end
+end
+local out = cjson.encode(rec)
+redis.call('SET', KEYS[1], out, 'EX', ttl)
+redis.call('ZADD', KEYS[2], now, ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - ttl)
+return out
+"""
+
+
+def record_heartbeat(
+    client: redis.Redis,
+    hostname: str,
+    queues: list[str],
+    *,
+    task: str | None = None,
+    queue: str | None = None,
+    ttl_s: int = HEARTBEAT_TTL_S,
+) -> dict[str, Any]:
+    """Refresh ``hostname``'s record; with ``task``, count one task consumed from ``queue``."""
+    raw = client.eval(
+        RECORD,
+        3,
+        HEARTBEAT_KEY.format(hostname=hostname),
+        HEARTBEATS,
+        CONSUMED,
+        hostname,
+        json.dumps(sorted(queues)),
+        str(ttl_s),
+        task or "",
+        queue or "",
+    )
+    return json.loads(raw)
+
+
+class _Writer:
+    """This process's Redis client (rebuilt after fork) and the beat throttle."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pid: int | None = None
+        self._client: redis.Redis | None = None
+        self.last_beat = 0.0
+
+    def client(self) -> redis.Redis | None:
+        with self._lock:
+            if self._pid != os.getpid():
+                self._pid, self._client, self.last_beat = os.getpid(), None, 0.0
+            url = os.environ.get("REDIS_URL")
+            if self._client is None and url:
+                # Short timeouts: the main-process beat runs on the consumer's event loop.
+                self._client = redis.Redis.from_url(
+                    url,
+                    decode_responses=True,
+                    socket_connect_timeout=REDIS_TIMEOUT_S,
+                    socket_timeout=REDIS_TIMEOUT_S,
+                )
+            return self._client
+
+    def write(self, hostname: str | None, queues: list[str], **task: str | None) -> None:
+        client = self.client()
+        if client is None or not hostname:
+            return
+        try:
+            record_heartbeat(client, hostname, queues, **task)
+        except Exception as exc:  # a heartbeat must never fail a task or stall the loop
+            log.warning("worker heartbeat not written: %r", exc)
+
+
+_writer = _Writer()
+
+
+def consumed_queues(app: Any) -> list[str]:
+    """Queues this worker consumes (``-Q``), as selected by the worker at start."""
+    try:
+        return sorted(app.amqp.queues.consume_from)
+    except Exception:  # not a worker, or queues not selected yet
+        return []
+
+
+@worker_ready.connect
+def _on_ready(sender: Any = None, **_kwargs: Any) -> None:
+    _writer.last_beat = time.monotonic()
+    _writer.write(getattr(sender, "hostname", None), consumed_queues(sender.app))
+
+
+@heartbeat_sent.connect
+def _on_heartbeat(sender: Any = None, **_kwargs: Any) -> None:
+    now = time.monotonic()
+    if now - _writer.last_beat < BEAT_EVERY_S:
+        return
+    _writer.last_beat = now
+    eventer = getattr(sender, "eventer", None)
+    _writer.write(getattr(eventer, "hostname", None), consumed_queues(eventer.app))
+
+
+@task_postrun.connect
+def _on_task_done(sender: Any = None, **_kwargs: Any) -> None:
+    request = sender.request
+    queue = (request.delivery_info or {}).get("routing_key")
+    _writer.write(request.hostname, consumed_queues(sender.app), task=sender.name, queue=queue)

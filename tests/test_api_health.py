@@ -1,0 +1,134 @@
+"""GET /health: stores answer, and queues are consumed by live workers (real worker process)."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+import redis
+
+from tasks.heartbeat import HEARTBEAT_KEY, HEARTBEATS, record_heartbeat
+from tests.api_helpers import (
+    api_app,
+    broker_url,
+    celery_worker,
+    make_owner,
+    photo_upload,
+    wait_for,
+    worker_env,
+)
+
+
+@pytest.fixture
+def broker(redis_url):
+    client = redis.Redis.from_url(broker_url(redis_url), decode_responses=True)
+    client.flushdb()
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def app(database_url, redis_url, db, redis_client, broker):
+    yield from api_app(database_url, redis_url, CELERY_BROKER_URL=broker_url(redis_url))
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+def _health(client):
+    response = client.get("/health")
+    body = response.get_json()
+    return response.status_code, body
+
+
+def test_idle_queues_without_workers_are_ok(client):
+    status, body = _health(client)
+    assert status == 200 and body["status"] == "ok", body
+    assert body["checks"] == {"redis": "ok", "postgres": "ok", "workers": "ok"}
+    assert body["reasons"] == [] and body["workers"]["live"] == []
+    assert body["workers"]["queues"]["lite"] == {
+        "length": 0,
+        "workers": 0,
+        "oldest_wait_s": None,
+        "last_consumed_s_ago": None,
+    }
+
+
+def test_redis_or_postgres_down_is_503_down(database_url, redis_url, db):
+    for app in api_app(database_url, "redis://127.0.0.1:1/0"):
+        status, body = _health(app.test_client())
+        assert status == 503 and body["status"] == "down"
+        assert body["checks"]["postgres"] == "ok" and body["checks"]["redis"].startswith("error")
+    for app in api_app("postgresql://nobody@127.0.0.1:1/none", redis_url):
+        status, body = _health(app.test_client())
+        assert status == 503 and body["checks"]["postgres"].startswith("error")
+
+
+def test_a_queued_lite_task_is_degraded_until_a_real_worker_consumes_it(
+    app, client, db, redis_client, broker, redis_url, database_url
+):
+    owner = make_owner(app, client)
+    posted = client.post("/events", data=photo_upload("person"), headers=owner.headers)
+    assert posted.status_code == 202
+    event_id = posted.get_json()["event_id"]
+    assert broker.llen("lite") == 1
+
+    status, body = _health(client)
+    assert status == 200 and body["status"] == "degraded"
+    assert body["reasons"] == ["lite: 1 waiting and no live worker consumes it"]
+
+    with celery_worker(worker_env(redis_url, database_url), "lite", "health"):
+        wait_for(lambda: broker.llen("lite") == 0 and redis_client.hget("worker:consumed", "lite"))
+        status, body = _health(client)
+        assert status == 200 and body["status"] == "ok", body
+        (hostname,) = body["workers"]["live"]
+        assert hostname.startswith("health@")
+        record = json.loads(redis_client.get(HEARTBEAT_KEY.format(hostname=hostname)))
+        assert record["queues"] == ["lite"] and record["tasks_done"] == 1
+        assert record["last_task"] == "inference.lite_score"
+        assert abs(record["at"] - time.time()) < 30
+        assert 0 < redis_client.ttl(HEARTBEAT_KEY.format(hostname=hostname)) <= 120
+        lite = body["workers"]["queues"]["lite"]
+        assert lite["length"] == 0 and lite["workers"] == 1
+        assert lite["last_consumed_s_ago"] < 30
+    with db.connection() as conn:
+        row = conn.execute("SELECT lite_results FROM events WHERE id = %s", (event_id,)).fetchone()
+    assert row["lite_results"]["person"] > 0.5  # the worker really scored the photo
+
+
+def test_a_live_worker_that_stops_consuming_is_degraded(
+    database_url, redis_url, db, redis_client, broker
+):
+    for app in api_app(
+        database_url,
+        redis_url,
+        CELERY_BROKER_URL=broker_url(redis_url),
+        HEALTH_QUEUE_STALL_S=0.5,
+    ):
+        client = app.test_client()
+        record_heartbeat(redis_client, "stuck@host", ["digest", "lite"])
+        owner = make_owner(app, client)
+        assert client.post("/events", data=photo_upload("person"), headers=owner.headers)
+        status, body = _health(client)
+        assert body["status"] == "ok", body  # just queued: waiting is not stalling
+        time.sleep(0.6)
+        status, body = _health(client)
+        assert status == 200 and body["status"] == "degraded"
+        (reason,) = body["reasons"]
+        assert reason.startswith("lite: oldest message waiting") and "never consumed" in reason
+
+
+def test_heartbeats_count_tasks_and_expire_from_the_live_set(redis_client):
+    record_heartbeat(redis_client, "w1@host", ["lite"], task="inference.lite_score", queue="lite")
+    beat = record_heartbeat(redis_client, "w1@host", ["lite"])  # a beat keeps the task count
+    assert beat["tasks_done"] == 1 and beat["last_task"] == "inference.lite_score"
+    done = record_heartbeat(redis_client, "w1@host", ["lite"], task="x", queue="lite")
+    assert done["tasks_done"] == 2 and done["at"] >= beat["at"]
+    assert redis_client.zrange(HEARTBEATS, 0, -1) == ["w1@host"]
+    assert redis_client.hget("worker:consumed", "lite") is not None
+    redis_client.zadd(HEARTBEATS, {"gone@host": 1.0})  # a worker silent since 1970
+    record_heartbeat(redis_client, "w2@host", ["digest"])  # every write trims past the TTL
+    assert redis_client.zrange(HEARTBEATS, 0, -1) == ["w1@host", "w2@host"]

@@ -1,0 +1,170 @@
+"""``GET /metrics``: Prometheus text from a registry of this app (never the global one).
+
+Counters are counted by this process as requests happen. Gauges are read from the stores
+at scrape time by ``StoreCollector``: pending candidates per tier, Celery queue lengths on
+the broker, in-flight leases, and events by status. With several gunicorn workers each
+process has its own counters; Prometheus sums them per instance only if every process is
+scraped, so run the web with one worker per scrape target or use multiprocess mode.
+
+``METRICS_TOKEN`` (env) set: the scrape must send ``Authorization: Bearer <token>``.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from collections.abc import Iterator
+
+from flask import Blueprint, Flask, Response, current_app, request
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+
+from celery_config import DEEP_QUEUES, DIGEST_QUEUE, LITE_QUEUE, SCHEDULER_QUEUE, TIERS
+from schedules.candidates import CandidateStore
+from schedules.scripts import INFLIGHT
+from webapp.clients import Clients, clients
+from webapp.errors import error_response
+from webapp.schemas import EVENT_STATUSES
+
+bp = Blueprint("metrics", __name__)
+logger = logging.getLogger(__name__)
+
+EXTENSION = "vigil.metrics"
+QUEUES = (*DEEP_QUEUES, LITE_QUEUE, DIGEST_QUEUE, SCHEDULER_QUEUE)
+CREATE_EVENT_ENDPOINT = "events.create_event"
+
+
+class StoreCollector:
+    """Gauges read when scraped; a store that fails is reported as down, not as a 500."""
+
+    def __init__(self, app_clients: Clients) -> None:
+        self.clients = app_clients
+
+    def collect(self) -> Iterator[Metric]:
+        up = GaugeMetricFamily(
+            "vigil_metrics_source_up", "1 if the last scrape read this store", labels=["source"]
+        )
+        for source, read in (
+            ("redis", self._redis),
+            ("broker", self._broker),
+            ("postgres", self._postgres),
+        ):
+            try:
+                metrics = list(read())
+            except Exception as exc:  # a scrape reports the outage rather than failing
+                logger.warning("metrics: %s unreadable: %r", source, exc)
+                up.add_metric([source], 0)
+                continue
+            up.add_metric([source], 1)
+            yield from metrics
+        yield up
+
+    def _redis(self) -> Iterator[Metric]:
+        client = self.clients.redis
+        store = CandidateStore(client)
+        pending = GaugeMetricFamily(
+            "vigil_candidates_pending", "Events waiting for deep analysis", labels=["tier"]
+        )
+        for tier in TIERS:
+            pending.add_metric([tier], store.pending_total(tier))
+        yield pending
+        inflight = client.zcard(INFLIGHT)
+        yield GaugeMetricFamily(
+            "vigil_leases_inflight", "Events dispatched to a deep worker", value=inflight
+        )
+
+    def _broker(self) -> Iterator[Metric]:
+        pipe = self.clients.broker_redis.pipeline(transaction=False)
+        for queue in QUEUES:
+            pipe.llen(queue)
+        lengths = GaugeMetricFamily(
+            "vigil_celery_queue_length", "Messages waiting in a Celery queue", labels=["queue"]
+        )
+        for queue, length in zip(QUEUES, pipe.execute(), strict=True):
+            lengths.add_metric([queue], length)
+        yield lengths
+
+    def _postgres(self) -> Iterator[Metric]:
+        # A full count: cheap at today's scale. At millions of rows, count only the
+        # pending statuses (events_pending_idx) or read pg_stat estimates instead.
+        with self.clients.pool.connection() as conn:
+            rows = conn.execute("SELECT status, count(*) AS n FROM events GROUP BY status")
+            counts = {row["status"]: row["n"] for row in rows.fetchall()}
+        events = GaugeMetricFamily("vigil_events", "Events by status", labels=["status"])
+        for status in EVENT_STATUSES:
+            events.add_metric([status], counts.get(status, 0))
+        yield events
+
+
+class ApiMetrics:
+    """The registry of one app and the counters its requests update."""
+
+    def __init__(self, app_clients: Clients) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.events_accepted = Counter(
+            "vigil_events_accepted", "Events accepted (new, 202)", registry=r
+        )
+        self.events_replayed = Counter(
+            "vigil_events_replayed", "Idempotent retries answered with the first event", registry=r
+        )
+        self.events_rejected = Counter(
+            "vigil_events_rejected", "POST /events refused, by error code", ["code"], registry=r
+        )
+        self.lite_enqueued = Counter(
+            "vigil_lite_enqueued", "Lite scoring tasks sent (no on-device results)", registry=r
+        )
+        self.lite_enqueue_failures = Counter(
+            "vigil_lite_enqueue_failures", "Lite scoring tasks the broker refused", registry=r
+        )
+        r.register(StoreCollector(app_clients))
+
+
+def metrics(app: Flask | None = None) -> ApiMetrics:
+    return (app or current_app).extensions[EXTENSION]
+
+
+def _error_code(response: Response) -> str:
+    body = response.get_json(silent=True) if response.is_json else None
+    try:
+        return str(body["error"]["code"])
+    except (TypeError, KeyError):
+        return f"http_{response.status_code}"
+
+
+def _count_event_response(response: Response) -> Response:
+    if request.endpoint == CREATE_EVENT_ENDPOINT:
+        counters = metrics()
+        if response.status_code == 202:
+            counters.events_accepted.inc()
+        elif response.status_code == 200:
+            counters.events_replayed.inc()
+        elif response.status_code >= 400:
+            counters.events_rejected.labels(code=_error_code(response)).inc()
+    return response
+
+
+def _authorized() -> bool:
+    token = current_app.config.get("METRICS_TOKEN")
+    if not token:
+        return True
+    scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(presented.encode(), token.encode())
+
+
+@bp.get("/metrics")
+def metrics_route():
+    if not _authorized():
+        return error_response(
+            "metrics_unauthorized",
+            401,
+            "Send Authorization: Bearer <METRICS_TOKEN>.",
+            headers=(("WWW-Authenticate", "Bearer"),),
+        )
+    return Response(generate_latest(metrics().registry), content_type=CONTENT_TYPE_LATEST)
+
+
+def init_app(app: Flask) -> None:
+    app.extensions[EXTENSION] = ApiMetrics(clients(app))
+    app.after_request(_count_event_response)
+    app.register_blueprint(bp)
