@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,7 +48,10 @@ def claim_for_analysis(pool: ConnectionPool, event_ids: Sequence[int]) -> list[E
 
 
 def save_detections(
-    pool: ConnectionPool, results: Iterable[tuple[int, Sequence[Detection]]], model: str
+    pool: ConnectionPool,
+    results: Iterable[tuple[int, Sequence[Detection]]],
+    model: str,
+    snapshots: Mapping[int, bytes] | None = None,
 ) -> list[int]:
     """Store each event's detections and mark it analysed, all in one transaction.
 
@@ -60,10 +63,11 @@ def save_detections(
         for event_id, detections in results:
             row = conn.execute(
                 """
-                UPDATE events SET status = 'analyzed', analyzed_at = now(), error = NULL
+                UPDATE events SET status = 'analyzed', analyzed_at = now(), error = NULL,
+                                  snapshot = %s
                 WHERE id = %s AND status = 'processing' RETURNING id
                 """,
-                (event_id,),
+                ((snapshots or {}).get(event_id), event_id),
             ).fetchone()
             if row is None:
                 continue

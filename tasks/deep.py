@@ -8,6 +8,8 @@ from collections.abc import Sequence
 
 from celery import shared_task
 
+from inference.annotate import annotate
+from inference.images import encode_jpeg
 from inference.pipeline import BatchPipeline
 from schedules.leases import complete
 from store.analysis import claim_for_analysis, mark_failed, save_detections
@@ -16,6 +18,7 @@ from tasks.context import WorkerContext, context
 log = logging.getLogger(__name__)
 
 EVENTS_CHANNEL = "events:{home_id}"
+SNAPSHOT_SIDE = 960
 
 
 def publish(ctx: WorkerContext, home_id: int, event_id: int, status: str, **extra) -> None:
@@ -24,20 +27,31 @@ def publish(ctx: WorkerContext, home_id: int, event_id: int, status: str, **extr
     ctx.redis.publish(EVENTS_CHANNEL.format(home_id=home_id), message)
 
 
+def snapshot_jpeg(image, detections) -> bytes:
+    """The frame with boxes and labels drawn, at most SNAPSHOT_SIDE pixels a side."""
+    annotated = annotate(image, detections)
+    annotated.thumbnail((SNAPSHOT_SIDE, SNAPSHOT_SIDE))
+    return encode_jpeg(annotated, quality=85)
+
+
 def analyse_batch(ctx: WorkerContext, event_ids: Sequence[int]) -> list[int]:
     """Run the detector over a batch; returns the ids analysed (for the digest)."""
     events = claim_for_analysis(ctx.pool, event_ids)
     model = ctx.detector
     pipeline = BatchPipeline(
-        model, batch_size=max(1, len(events)), allowed_networks=ctx.allowed_networks
+        model,
+        batch_size=max(1, len(events)),
+        keep_images=True,  # for the annotated snapshot
+        allowed_networks=ctx.allowed_networks,
     )
-    found, refused = [], []
+    found, refused, snapshots = [], [], {}
     for event, result in zip(events, pipeline.run([e.source for e in events]), strict=True):
         if result.ok:
             found.append((event.id, result.detections))
+            snapshots[event.id] = snapshot_jpeg(result.image, result.detections)
         else:
             refused.append((event, result.error))
-    analysed = save_detections(ctx.pool, found, model.name)
+    analysed = save_detections(ctx.pool, found, model.name, snapshots)
     for event, error in refused:
         mark_failed(ctx.pool, event.id, f"{error.code}: {error}")
     # Leases end only once Postgres holds the outcome: a crash before this line leaves the

@@ -117,3 +117,14 @@ def test_url_only_event_has_no_image(client, owner):
     event_id = post_event(client, owner).get_json()["event_id"]
     response = client.get(f"/events/{event_id}/image", headers=owner.headers)
     assert response.status_code == 404 and error_code(response) == "no_image"
+
+
+def test_snapshot_is_served_once_the_event_is_analysed(client, owner, db):
+    event_id = post_event(client, owner).get_json()["event_id"]
+    response = client.get(f"/events/{event_id}/snapshot", headers=owner.headers)
+    assert response.status_code == 404 and error_code(response) == "no_snapshot"
+    with db.connection() as conn:
+        conn.execute("UPDATE events SET snapshot = %s WHERE id = %s", (b"\xff\xd8jpeg", event_id))
+    response = client.get(f"/events/{event_id}/snapshot", headers=owner.headers)
+    assert response.status_code == 200 and response.mimetype == "image/jpeg"
+    assert response.data == b"\xff\xd8jpeg"

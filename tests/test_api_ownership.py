@@ -100,5 +100,7 @@ def test_another_users_event_and_image_are_404_like_missing_ones(client, ana, bo
     image = f"/events/{ana_event}/image"
     missing_image = "/events/999999/image"
     assert _same_as_missing(client, bob, "GET", image, missing_image) == "event_not_found"
+    snapshot, missing_snapshot = f"/events/{ana_event}/snapshot", "/events/999999/snapshot"
+    assert _same_as_missing(client, bob, "GET", snapshot, missing_snapshot) == "event_not_found"
     assert client.get("/events", headers=bob.headers).get_json()["events"] == []
     assert client.get(image, headers=ana.headers).status_code == 200

@@ -7,90 +7,32 @@ which records the alert.
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-import time
-from pathlib import Path
+import io
 
 import pytest
+from PIL import Image
 
 from schedules.candidates import CandidateStore
 from schedules.config import SchedulerConfig
 from tasks.app import app as celery_app
 from tasks.context import WorkerContext
 from tasks.scheduling import tick
+from tests.api_helpers import celery_worker, wait_for, worker_env
 from tests.factories import make_home
 from tests.photos import photo
 
-ROOT = Path(__file__).resolve().parents[1]
 ALL_QUEUES = (
     "deep_processing_enterprise,deep_processing_premium,deep_processing_standard,"
     "lite,digest,scheduler"
 )
 
 
-def broker_url(redis_url: str) -> str:
-    return redis_url.rsplit("/", 1)[0] + "/1"  # DB 1: test fixtures flush only DB 0
-
-
 @pytest.fixture(scope="module")
 def worker(redis_url, database_url):
-    env = dict(
-        os.environ,
-        REDIS_URL=redis_url,
-        DATABASE_URL=database_url,
-        CELERY_BROKER_URL=broker_url(redis_url),
-        VIGIL_WORKER_ROLE="deep",
-        VIGIL_DEVICE="cpu",
-        PYTHONUNBUFFERED="1",
-    )
+    env = dict(worker_env(redis_url, database_url), VIGIL_WORKER_ROLE="deep", VIGIL_DEVICE="cpu")
     celery_app.conf.broker_url = env["CELERY_BROKER_URL"]  # this process sends the batches
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "tasks.app",
-            "worker",
-            "-Q",
-            ALL_QUEUES,
-            "-c",
-            "1",
-            "-n",
-            "e2e@%h",
-            "--loglevel=INFO",
-            "--without-gossip",
-            "--without-mingle",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    deadline = time.monotonic() + 60
-    for line in proc.stdout:  # wait until it is consuming
-        if "ready." in line or time.monotonic() > deadline:
-            break
-    yield env
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-
-
-def wait_for(fn, timeout=60.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = fn()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError("timed out")
+    with celery_worker(env, ALL_QUEUES, "e2e"):
+        yield env
 
 
 def add_event(db, redis_client, home, camera, image: bytes, location="front_door") -> int:
@@ -119,7 +61,7 @@ def test_a_dispatched_photo_is_analysed_and_the_person_alerted(worker, db, redis
             ).fetchone()
         return row if row["digest"] else None
 
-    row = wait_for(settled)
+    row = wait_for(settled, timeout=90)
     assert row["status"] == "analyzed" and row["digest"] == "alert"
     with db.connection() as conn:
         labels = {
@@ -134,6 +76,12 @@ def test_a_dispatched_photo_is_analysed_and_the_person_alerted(worker, db, redis
     assert {"person", "dog"} <= labels
     assert alert["kind"] == "alert" and alert["title"].startswith("Person")
     assert redis_client.zcard("inflight") == 0  # the lease was cleared
+    with db.connection() as conn:
+        snapshot = conn.execute("SELECT snapshot FROM events WHERE id = %s", (event,)).fetchone()[
+            "snapshot"
+        ]
+    with Image.open(io.BytesIO(snapshot)) as drawn:  # the annotated frame
+        assert drawn.format == "JPEG" and drawn.size == (640, 424)
 
 
 def test_a_refused_image_fails_visibly_and_the_rest_of_the_batch_is_analysed(
@@ -153,6 +101,6 @@ def test_a_refused_image_fails_visibly_and_the_rest_of_the_batch_is_analysed(
         by_id = {r["id"]: r for r in rows}
         return by_id if all(r["status"] in ("analyzed", "failed") for r in rows) else None
 
-    by_id = wait_for(statuses)
+    by_id = wait_for(statuses, timeout=90)
     assert by_id[good]["status"] == "analyzed"
     assert by_id[bad]["status"] == "failed" and by_id[bad]["error"].startswith("image_corrupt")

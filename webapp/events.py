@@ -135,3 +135,17 @@ def get_event_image(event_id: int):
     response.headers["Cache-Control"] = "private, max-age=3600"
     response.headers["X-Content-Type-Options"] = "nosniff"
     return response
+
+
+@bp.get("/<int:event_id>/snapshot")
+@jwt_required()
+def get_event_snapshot(event_id: int):
+    """The analysed frame with boxes and labels drawn (JPEG)."""
+    with get_pool().connection() as conn:
+        row = owned_event(conn, current_user_id(), event_id, "e.snapshot")
+    if row["snapshot"] is None:
+        raise ApiError("no_snapshot", 404, "This event has not been analysed yet.")
+    response = Response(bytes(row["snapshot"]), mimetype="image/jpeg")
+    response.headers["Cache-Control"] = "private, max-age=3600"
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    return response

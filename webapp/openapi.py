@@ -141,6 +141,9 @@ def build_document() -> dict[str, Any]:
         "/events/{event_id}/image": {
             "get": _op("The uploaded image bytes", parameters=[_id("event_id")])
         },
+        "/events/{event_id}/snapshot": {
+            "get": _op("The analysed frame with boxes drawn (JPEG)", parameters=[_id("event_id")])
+        },
         "/notifications": {
             "get": _op(
                 "Your notifications (alerts, summaries), newest first, by cursor",
