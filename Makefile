@@ -3,7 +3,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test demo bench clean
+.PHONY: setup test demo run bench clean
 
 # One shared step for every target: a virtualenv with the pinned requirements.
 setup: $(STAMP)
@@ -17,9 +17,13 @@ $(STAMP): requirements.txt
 test: setup
 	$(BIN)/python -m pytest -q
 
+# The whole system on this machine: servers, web, workers, beat, a stream of real photos.
 demo: setup
-	$(BIN)/python -m inference detect tests/data/photos/*.jpg --annotate var/demo
-	@echo "annotated copies: var/demo/"
+	$(BIN)/python -m demo
+
+# Everything in the Procfile on the embedded servers, in the foreground; Ctrl-C stops all.
+run: setup
+	$(BIN)/python -m demo.run
 
 bench: setup
 	$(BIN)/python bench/inference.py

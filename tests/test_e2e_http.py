@@ -1,0 +1,182 @@
+"""End to end over real HTTP: gunicorn on a free port, a real Celery worker (deep, lite and
+digest queues, on CPU), the tick run by the test, the real broker and databases.
+
+A phone app logs in, registers its devices and posts events — a multipart upload and the
+source's JSON body with an ``image_url`` on a local static server (the worker is allowed
+127.0.0.1/32, which it refuses by default) — then polls ``GET /events/<id>`` until the
+detector's labels are there, and the owner's notification is recorded.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import sys
+import time
+
+import pytest
+import redis
+
+from demo.client import ApiClient
+from demo.processes import Child, stop_all, venv_env
+from demo.stack import start_web
+from demo.static import LOOPBACK_NETWORK, StaticServer
+from notify.digest import flush_summaries
+from schedules.config import SchedulerConfig
+from tasks.app import app as celery_app
+from tasks.context import WorkerContext
+from tasks.scheduling import tick
+from tests.api_helpers import PASSWORD, api_app
+from tests.photos import PHOTOS, photo
+from webapp.cli import create_user
+
+QUEUES = "deep_processing_enterprise,deep_processing_premium,deep_processing_standard,lite,digest"
+SETTLED = ("analyzed", "skipped", "failed")
+
+
+def broker_url(redis_url: str) -> str:
+    return redis_url.rsplit("/", 1)[0] + "/1"  # DB 1: test fixtures flush only DB 0
+
+
+@pytest.fixture(scope="module")
+def stack(redis_url, database_url, tmp_path_factory):
+    """gunicorn + one Celery worker as real processes, and a static image server."""
+    broker = broker_url(redis_url)
+    redis.Redis.from_url(broker).flushdb()  # no batches left over from another module
+    env = venv_env(os.environ)
+    env.update(
+        REDIS_URL=redis_url,
+        DATABASE_URL=database_url,
+        CELERY_BROKER_URL=broker,
+        JWT_SECRET_KEY=secrets.token_urlsafe(32),
+        VIGIL_WORKER_ROLE="deep",
+        VIGIL_DEVICE="cpu",
+        VIGIL_FETCH_ALLOWED_NETWORKS=LOOPBACK_NETWORK,
+    )
+    celery_app.conf.broker_url = broker  # this process sends the tick's batches
+    log_dir = tmp_path_factory.mktemp("e2e-http-logs")
+    children: list[Child] = []
+    try:
+        worker_cmd = [
+            sys.executable, "-m", "celery", "-A", "tasks.app", "worker", "-Q", QUEUES, "-c", "1",
+            "-n", "e2e-http@%h", "--loglevel=INFO", "--without-gossip", "--without-mingle",
+        ]  # fmt: skip
+        worker = Child("worker", worker_cmd, env=env, log_dir=log_dir)
+        children.append(worker)
+        web, base_url = start_web(env, log_dir, workers=1, threads=4)
+        children.append(web)
+        worker.wait_for_log("ready.", 90)
+        worker.wait_for_log("deep model", 90)
+        with StaticServer(PHOTOS) as static:
+            yield {"base_url": base_url, "env": env, "static": static}
+    finally:
+        stop_all(children)
+
+
+@pytest.fixture
+def phone_app(stack, db, redis_client):
+    """A premium user's phone app, logged in over HTTP, with a camera and a phone."""
+    for app in api_app(stack["env"]["DATABASE_URL"], stack["env"]["REDIS_URL"]):
+        with app.app_context():
+            _, home_id = create_user("ana@example.com", PASSWORD, "Home", "premium", "UTC")
+    api = ApiClient(stack["base_url"])
+    api.login("ana@example.com", PASSWORD)
+    api.call(
+        "POST",
+        "/devices",
+        {"home_id": home_id, "kind": "camera", "platform": "camera", "name": "test_device_001"},
+        expect=(201,),
+    )
+    api.call(
+        "POST",
+        "/devices",
+        {"home_id": home_id, "kind": "phone", "platform": "ios", "name": "ana", "push_token": "t"},
+        expect=(201,),
+    )
+    api.home_id = home_id
+    yield api
+    api.close()
+
+
+def arm(api: ApiClient, mode: str) -> None:
+    api.call("PATCH", f"/homes/{api.home_id}", {"arm_mode": mode})
+
+
+def poll_until_settled(api: ApiClient, stack, event_id: int, timeout: float = 30.0) -> dict:
+    """Run the tick (beat's job) and read the event back over HTTP until it is settled."""
+    ctx, config = WorkerContext(stack["env"]), SchedulerConfig()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        tick(ctx, config)
+        event = api.call("GET", f"/events/{event_id}")
+        if event["status"] in SETTLED:
+            return event
+        time.sleep(0.25)
+    raise AssertionError(f"event {event_id} not settled after {timeout}s: {event['status']}")
+
+
+def wait_for(fn, timeout: float = 20.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = fn()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError("timed out")
+
+
+def digest_of(db, event_id: int) -> str | None:
+    with db.connection() as conn:
+        return conn.execute("SELECT digest FROM events WHERE id = %s", (event_id,)).fetchone()[
+            "digest"
+        ]
+
+
+def test_an_uploaded_photo_is_analysed_over_http_and_the_owner_alerted(stack, phone_app, db):
+    arm(phone_app, "away")
+    fields = {
+        "device_id": "test_device_001",
+        "location": "front_door",
+        "mode": "security",
+        "motion_score": 0.9,
+    }
+    status, body = phone_app.post_event_upload(fields, photo("person").read_bytes())
+    assert status == 202, body
+
+    event = poll_until_settled(phone_app, stack, body["event_id"])
+
+    assert event["status"] == "analyzed" and event["has_image"]
+    assert {"person", "dog"} <= {d["label"] for d in event["detections"]}
+    assert wait_for(lambda: digest_of(db, event["id"])) == "alert"
+    with db.connection() as conn:
+        alert = conn.execute(
+            "SELECT kind, title, device_id FROM notifications WHERE event_id = %s", (event["id"],)
+        ).fetchone()
+    assert alert["kind"] == "alert" and alert["title"].startswith("Person")
+    assert alert["device_id"] is not None  # pushed to the registered phone
+
+
+def test_the_source_json_body_with_an_image_url_is_analysed_and_summarised(stack, phone_app, db):
+    arm(phone_app, "home")
+    source_body = {
+        "image_url": stack["static"].url("dog.jpg"),
+        "device_id": "test_device_001",
+        "location": "backyard",
+        "mode": "security",
+        "motion_score": 0.8,
+    }
+    status, body = phone_app.post_event_json(source_body)
+    assert status == 202, body
+
+    event = poll_until_settled(phone_app, stack, body["event_id"])
+
+    assert event["status"] == "analyzed", event["error"]
+    assert event["image_url"] == source_body["image_url"] and not event["has_image"]
+    assert {"dog", "bicycle"} <= {d["label"] for d in event["detections"]}
+    assert wait_for(lambda: digest_of(db, event["id"])) == "summary"
+    assert flush_summaries(db, window_s=0, idle_s=0) == 1  # the beat's sweep, without waiting
+    with db.connection() as conn:
+        summary = conn.execute(
+            "SELECT kind, body FROM notifications WHERE home_id = %s", (phone_app.home_id,)
+        ).fetchone()
+    assert summary["kind"] == "summary" and "dog" in summary["body"]
