@@ -14,12 +14,15 @@ from zoneinfo import ZoneInfo
 
 from psycopg_pool import ConnectionPool
 
+from inference.labels import PRESENCE_GROUPS
 from notify.outbox import record_alert, record_summary
 from notify.policy import ALERT_SCORE, decide
 from store.db import transaction
 
 SUMMARY_WINDOW_S = 90.0
 SUMMARY_IDLE_S = 30.0
+# Summaries speak of people, vehicles and animals, not of benches and potted plants.
+SUMMARY_LABELS = sorted(set().union(*PRESENCE_GROUPS.values()))
 
 
 @dataclass
@@ -63,7 +66,9 @@ def digest_events(pool: ConnectionPool, event_ids: Sequence[int]) -> DigestRepor
 def _plural(label: str, n: int) -> str:
     if label == "person":
         return "a person" if n == 1 else f"{n} people"
-    return f"a {label}" if n == 1 else f"{n} {label}s"
+    if n == 1:
+        return f"an {label}" if label[0] in "aeiou" else f"a {label}"
+    return f"{n} {label}es" if label.endswith(("s", "sh", "ch", "x", "z")) else f"{n} {label}s"
 
 
 def summary_text(counts: Counter, place: str, start: datetime, end: datetime) -> str:
@@ -104,15 +109,18 @@ def _fold_home(pool: ConnectionPool, home_id: int) -> int:
         if not events:
             return 0
         ids = [e["id"] for e in events]
+        # The same camera sees the same car in frame after frame: count each kind by the
+        # most seen at once, not by detections summed over the window.
         counts: Counter = Counter()
         for row in conn.execute(
             """
             SELECT event_id, label, count(*) AS n FROM detections
-            WHERE event_id = ANY(%s) AND score >= %s GROUP BY event_id, label
+            WHERE event_id = ANY(%s) AND score >= %s AND label = ANY(%s)
+            GROUP BY event_id, label
             """,
-            (ids, ALERT_SCORE),
+            (ids, ALERT_SCORE, SUMMARY_LABELS),
         ).fetchall():
-            counts[row["label"]] += row["n"]
+            counts[row["label"]] = max(counts[row["label"]], row["n"])
         tz = ZoneInfo(events[0]["timezone"])
         places = Counter(e["location"] for e in events)
         place = places.most_common(1)[0][0].replace("_", " ")

@@ -60,7 +60,8 @@ def test_routine_events_are_held_then_folded_into_one_summary(db):
             "SELECT count(*) AS n FROM events WHERE summary_id IS NULL"
         ).fetchone()["n"]
     assert row["kind"] == "summary" and row["title"] == "Summary: 3 events"
-    assert row["body"].startswith("2 people and a car at the backyard, ")
+    # At most one person at once: the summary does not add frames up.
+    assert row["body"].startswith("A person and a car at the backyard, ")
     assert pending == 0
 
 
@@ -96,3 +97,5 @@ def test_summary_text_reads_as_a_sentence():
     start, end = datetime(2026, 5, 1, 14, 0), datetime(2026, 5, 1, 14, 10)
     text = summary_text(Counter({"person": 3, "car": 1}), "front door", start, end)
     assert text == "3 people and a car at the front door, 14:00–14:10"
+    text = summary_text(Counter({"bus": 2, "elephant": 1, "dog": 2}), "driveway", start, end)
+    assert text == "2 buses, 2 dogs and an elephant at the driveway, 14:00–14:10"
