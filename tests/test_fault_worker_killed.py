@@ -1,0 +1,178 @@
+"""A deep worker SIGKILLed mid-batch loses nothing: the lease expires, the reaper returns
+the events to the candidates, and a new worker analyses them."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from schedules.candidates import CandidateStore
+from schedules.config import SchedulerConfig
+from schedules.leases import reap
+from store.analysis import requeue
+from tasks.app import app as celery_app
+from tasks.context import WorkerContext
+from tasks.scheduling import tick
+from tests.api_helpers import wait_for, worker_env
+from tests.factories import make_home
+from tests.photos import photo
+
+ROOT = Path(__file__).resolve().parents[1]
+DEEP_QUEUES = "deep_processing_enterprise,deep_processing_premium,deep_processing_standard"
+
+
+class FrameServer:
+    """Serves a photo; while ``hold`` is set, requests hang (a worker stuck mid-batch)."""
+
+    def __init__(self):
+        self.hold = threading.Event()
+        self.requests = 0
+        server = self
+        body = photo("person").read_bytes()
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):
+                server.requests += 1
+                while server.hold.is_set():
+                    if server.hold.wait(0.05) and not server.hold.is_set():
+                        break
+                try:
+                    self.send_response(200)
+                    self.send_header("Content-Type", "image/jpeg")
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+                except OSError:  # the killed worker's connection is gone
+                    pass
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/frame.jpg"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.hold.clear()
+        self.httpd.shutdown()
+
+
+def start_worker(env: dict[str, str], name: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "tasks.app",
+            "worker",
+            "-Q",
+            DEEP_QUEUES,
+            "-c",
+            "1",
+            "-n",
+            f"{name}@%h",
+            "--without-gossip",
+            "--without-mingle",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,  # its own process group: SIGKILL takes the pool child too
+    )
+
+
+def kill_group(proc: subprocess.Popen, sig: int) -> None:
+    try:
+        os.killpg(proc.pid, sig)
+    except ProcessLookupError:
+        pass
+    proc.wait(timeout=30)
+
+
+@pytest.fixture
+def frames():
+    server = FrameServer()
+    yield server
+    server.close()
+
+
+def test_events_of_a_killed_worker_are_reaped_and_analysed_by_another(
+    db, redis_client, redis_url, database_url, frames
+):
+    env = dict(
+        worker_env(redis_url, database_url),
+        VIGIL_WORKER_ROLE="deep",
+        VIGIL_DEVICE="cpu",
+        VIGIL_FETCH_ALLOWED_NETWORKS="127.0.0.1/32",
+    )
+    celery_app.conf.broker_url = env["CELERY_BROKER_URL"]
+    with db.connection() as conn:
+        home, camera = make_home(conn)
+        events = [
+            conn.execute(
+                "INSERT INTO events (home_id, device_id, location, mode, motion_score,"
+                " image_url, priority) VALUES (%s, %s, 'front_door', 'security', 0.9, %s, 0.9)"
+                " RETURNING id",
+                (home, camera, frames.url),
+            ).fetchone()["id"]
+            for _ in range(2)  # within the home's cap for both dispatches
+        ]
+    for event in events:
+        CandidateStore(redis_client).add(home, event, "premium", 0.9)
+    config = SchedulerConfig()
+    ctx = WorkerContext(env)
+
+    frames.hold.set()  # the first worker will hang fetching its batch
+    first = start_worker(env, "doomed")
+    try:
+        assert sum(tick(ctx, config).dispatched.values()) == 2
+        wait_for(lambda: frames.requests > 0, timeout=90)  # mid-batch now
+    finally:
+        kill_group(first, signal.SIGKILL)
+    with db.connection() as conn:
+        statuses = {
+            r["status"]
+            for r in conn.execute(
+                "SELECT status FROM events WHERE id = ANY(%s)", (events,)
+            ).fetchall()
+        }
+    assert statuses == {"processing"}  # claimed, never finished
+
+    # Past the lease deadline the reaper hands them back (one attempt counted).
+    expired = config.processing_timeout_s * 1000 + 1000
+    report = reap(redis_client, config, time_offset_ms=expired)
+    assert sorted(int(r.event_id) for r in report.returned) == events and not report.failed
+    requeue(ctx.pool, events)
+
+    frames.hold.clear()
+    second = start_worker(env, "rescuer")
+    try:
+        assert sum(tick(ctx, config).dispatched.values()) == 2
+
+        def analysed():
+            with db.connection() as conn:
+                rows = conn.execute(
+                    "SELECT status, attempts FROM events WHERE id = ANY(%s)", (events,)
+                ).fetchall()
+            return rows if all(r["status"] == "analyzed" for r in rows) else None
+
+        rows = wait_for(analysed, timeout=90)
+    finally:
+        kill_group(second, signal.SIGTERM)
+    assert [r["attempts"] for r in rows] == [2, 2]
+    with db.connection() as conn:
+        labels = conn.execute(
+            "SELECT count(DISTINCT event_id) AS n FROM detections WHERE label = 'person'"
+        ).fetchone()["n"]
+    assert labels == 2
+    assert redis_client.zcard("inflight") == 0
