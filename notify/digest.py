@@ -16,7 +16,8 @@ from psycopg_pool import ConnectionPool
 
 from inference.labels import PRESENCE_GROUPS
 from notify.outbox import record_alert, record_summary
-from notify.policy import ALERT_SCORE, decide
+from notify.policy import ALERT_SCORE, Decision, decide
+from schedules.score import is_critical
 from store.db import transaction
 
 SUMMARY_WINDOW_S = 90.0
@@ -130,3 +131,43 @@ def _fold_home(pool: ConnectionPool, home_id: int) -> int:
         summary_id = record_summary(conn, home_id, f"summary:{home_id}:{ids[0]}", title, body)
         conn.execute("UPDATE events SET summary_id = %s WHERE id = ANY(%s)", (summary_id, ids))
     return 1
+
+
+def provisional_alerts(pool: ConnectionPool, event_ids: Sequence[int]) -> list[int]:
+    """Alert on skipped events whose lite result was alarming; returns the ids alerted.
+
+    An event that expired before deep analysis is not silently dropped when the phone's
+    (or the server's lite) model saw a person where it matters: the user still hears of it,
+    marked as not verified.
+    """
+    alerted = []
+    for event_id in event_ids:
+        with transaction(pool) as conn:
+            event = conn.execute(
+                """
+                SELECT e.id, e.home_id, e.location, e.lite_results, h.arm_mode
+                FROM events e JOIN homes h ON h.id = e.home_id
+                WHERE e.id = %s AND e.status = 'skipped' AND e.digest IS NULL
+                FOR UPDATE OF e
+                """,
+                (event_id,),
+            ).fetchone()
+            if event is None or not event["lite_results"]:
+                continue
+            lite = {
+                k: float(v)
+                for k, v in event["lite_results"].items()
+                if k in ("person", "vehicle", "animal")
+            }
+            if not is_critical(lite, event["arm_mode"], event["location"]):
+                continue
+            place = event["location"].replace("_", " ")
+            decision = Decision(
+                "alert",
+                f"Possible person at the {place}",
+                "Not verified: seen by the quick check only, before full analysis.",
+            )
+            conn.execute("UPDATE events SET digest = 'alert' WHERE id = %s", (event_id,))
+            record_alert(conn, event["home_id"], event_id, decision)
+            alerted.append(event_id)
+    return alerted

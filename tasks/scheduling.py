@@ -8,6 +8,7 @@ from functools import cache
 
 from celery import chain, shared_task
 
+from notify.digest import provisional_alerts
 from schedules.candidates import CandidateStore
 from schedules.config import SchedulerConfig
 from schedules.dispatch import Dispatched
@@ -76,7 +77,9 @@ def reap_task() -> dict:
 def expire_task() -> list[int]:
     ctx = context()
     expired = CandidateStore(ctx.redis, scheduler_config()).expire_due()
-    return mark_skipped(ctx.pool, [int(e.event_id) for e in expired], "expired before analysis")
+    skipped = mark_skipped(ctx.pool, [int(e.event_id) for e in expired], "expired before analysis")
+    provisional_alerts(ctx.pool, skipped)
+    return skipped
 
 
 def reconcile(ctx: WorkerContext, config: SchedulerConfig) -> list[int]:

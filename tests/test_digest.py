@@ -6,9 +6,10 @@ from collections import Counter
 from datetime import datetime
 
 import pytest
+from psycopg.types.json import Jsonb
 
 from inference.contract import Detection
-from notify.digest import digest_events, flush_summaries, summary_text
+from notify.digest import digest_events, flush_summaries, provisional_alerts, summary_text
 from notify.policy import decide
 from store.analysis import claim_for_analysis, save_detections
 from tests.factories import make_home
@@ -99,3 +100,33 @@ def test_summary_text_reads_as_a_sentence():
     assert text == "3 people and a car at the front door, 14:00–14:10"
     text = summary_text(Counter({"bus": 2, "elephant": 1, "dog": 2}), "driveway", start, end)
     assert text == "2 buses, 2 dogs and an elephant at the driveway, 14:00–14:10"
+
+
+def skipped_event(db, home, camera, location, lite) -> int:
+    with db.connection() as conn:
+        return conn.execute(
+            "INSERT INTO events (home_id, device_id, location, mode, motion_score, status,"
+            " lite_results) VALUES (%s, %s, %s, 'security', 0.8, 'skipped', %s) RETURNING id",
+            (home, camera, location, Jsonb(lite) if lite else None),
+        ).fetchone()["id"]
+
+
+def test_an_expired_event_with_an_alarming_lite_result_still_alerts_once(db):
+    with db.connection() as conn:
+        home, camera = make_home(conn, arm_mode="away")
+    alarming = skipped_event(
+        db,
+        home,
+        camera,
+        "front_door",
+        {"person": 0.9, "vehicle": 0.0, "animal": 0.0, "source": "phone"},
+    )
+    calm = skipped_event(db, home, camera, "front_door", {"person": 0.1})
+    unknown = skipped_event(db, home, camera, "front_door", None)
+    assert provisional_alerts(db, [alarming, calm, unknown]) == [alarming]
+    assert provisional_alerts(db, [alarming]) == []  # once only
+    with db.connection() as conn:
+        (row,) = conn.execute("SELECT event_id, kind, title, body FROM notifications").fetchall()
+    assert row["event_id"] == alarming and row["kind"] == "alert"
+    assert row["title"] == "Possible person at the front door"
+    assert row["body"].startswith("Not verified")
