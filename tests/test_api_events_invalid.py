@@ -38,7 +38,7 @@ def nothing_written(db, redis_client, owner):
     yield
     assert count(db, "events") == 0
     assert candidates(redis_client, owner.home_id) == {}
-    assert redis_client.keys("ev:*") == []
+    assert list(redis_client.scan_iter("ev:*")) == []
 
 
 def _without(name):

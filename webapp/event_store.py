@@ -6,15 +6,12 @@ so inserts during paging neither repeat nor skip an older event.
 
 from __future__ import annotations
 
-import base64
-import datetime as dt
-import json
 from typing import Any
 
 import psycopg
 from psycopg.types.json import Jsonb
 
-from webapp.errors import ApiError
+from webapp.paging import owned_page
 from webapp.schemas import EventQuery
 
 EVENT_COLUMNS = (
@@ -59,50 +56,20 @@ def event_detections(conn: psycopg.Connection, event_id: int) -> list[dict]:
     ).fetchall()
 
 
-def encode_cursor(created_at: dt.datetime, event_id: int) -> str:
-    raw = json.dumps([created_at.isoformat(), event_id]).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> tuple[dt.datetime, int]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        created_at, event_id = json.loads(raw)
-        when = dt.datetime.fromisoformat(created_at)
-        if when.tzinfo is None or not isinstance(event_id, int):
-            raise ValueError("bad cursor fields")
-        return when, event_id
-    except (ValueError, TypeError, UnicodeDecodeError):
-        raise ApiError(
-            "invalid_cursor", 400, "The cursor is invalid; use next_cursor as given."
-        ) from None
-
-
 def list_events(
     conn: psycopg.Connection, user_id: int, query: EventQuery
 ) -> tuple[list[dict], str | None]:
     """One page of the user's events matching ``query``, and the cursor of the next page."""
-    where = ["h.owner_id = %(user_id)s"]
-    params: dict[str, Any] = {"user_id": user_id, "limit": query.limit + 1}
-    for name, clause in (
-        ("home_id", "e.home_id = %(home_id)s"),
-        ("status", "e.status = %(status)s"),
-        ("since", "e.created_at >= %(since)s"),
-        ("until", "e.created_at < %(until)s"),
-    ):
-        value = getattr(query, name)
-        if value is not None:
-            where.append(clause)
-            params[name] = value
-    if query.cursor is not None:
-        params["after_at"], params["after_id"] = decode_cursor(query.cursor)
-        where.append("(e.created_at, e.id) < (%(after_at)s, %(after_id)s)")
-    rows = conn.execute(
-        f"SELECT {EVENT_COLUMNS} FROM events e JOIN homes h ON h.id = e.home_id "
-        f"WHERE {' AND '.join(where)} ORDER BY e.created_at DESC, e.id DESC LIMIT %(limit)s",
-        params,
-    ).fetchall()
-    if len(rows) <= query.limit:
-        return rows, None
-    rows = rows[: query.limit]
-    return rows, encode_cursor(rows[-1]["created_at"], rows[-1]["id"])
+    return owned_page(
+        conn,
+        user_id,
+        query,
+        select=f"SELECT {EVENT_COLUMNS} FROM events e JOIN homes h ON h.id = e.home_id",
+        alias="e",
+        filters=(
+            ("home_id", "e.home_id = %(home_id)s"),
+            ("status", "e.status = %(status)s"),
+            ("since", "e.created_at >= %(since)s"),
+            ("until", "e.created_at < %(until)s"),
+        ),
+    )

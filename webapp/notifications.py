@@ -6,8 +6,6 @@ one push to one device, so a home with two phones lists an alert twice (one per 
 
 from __future__ import annotations
 
-from typing import Any
-
 import psycopg
 from flask import Blueprint, jsonify
 from flask_jwt_extended import jwt_required
@@ -16,7 +14,7 @@ from store.db import transaction
 from webapp.access import owned_home
 from webapp.clients import get_pool
 from webapp.errors import not_found
-from webapp.event_store import decode_cursor, encode_cursor
+from webapp.paging import owned_page
 from webapp.requests import query_args
 from webapp.schemas import NotificationQuery
 from webapp.tokens import current_user_id
@@ -33,29 +31,19 @@ def list_notifications(
     conn: psycopg.Connection, user_id: int, query: NotificationQuery
 ) -> tuple[list[dict], str | None]:
     """One page of the user's notifications matching ``query``, and the next page's cursor."""
-    where = ["h.owner_id = %(user_id)s"]
-    params: dict[str, Any] = {"user_id": user_id, "limit": query.limit + 1}
-    for name, clause in (
-        ("home_id", "n.home_id = %(home_id)s"),
-        ("kind", "n.kind = %(kind)s"),
-        ("since", "n.created_at >= %(since)s"),
-    ):
-        value = getattr(query, name)
-        if value is not None:
-            where.append(clause)
-            params[name] = value
-    if query.cursor is not None:
-        params["after_at"], params["after_id"] = decode_cursor(query.cursor)
-        where.append("(n.created_at, n.id) < (%(after_at)s, %(after_id)s)")
-    rows = conn.execute(
-        f"SELECT {NOTIFICATION_COLUMNS} FROM notifications n JOIN homes h ON h.id = n.home_id "
-        f"WHERE {' AND '.join(where)} ORDER BY n.created_at DESC, n.id DESC LIMIT %(limit)s",
-        params,
-    ).fetchall()
-    if len(rows) <= query.limit:
-        return rows, None
-    rows = rows[: query.limit]
-    return rows, encode_cursor(rows[-1]["created_at"], rows[-1]["id"])
+    return owned_page(
+        conn,
+        user_id,
+        query,
+        select=f"SELECT {NOTIFICATION_COLUMNS} FROM notifications n "
+        "JOIN homes h ON h.id = n.home_id",
+        alias="n",
+        filters=(
+            ("home_id", "n.home_id = %(home_id)s"),
+            ("kind", "n.kind = %(kind)s"),
+            ("since", "n.created_at >= %(since)s"),
+        ),
+    )
 
 
 @bp.get("")

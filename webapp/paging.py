@@ -1,0 +1,70 @@
+"""Cursor pagination over a user's rows, newest first: one helper for every list route.
+
+The cursor is the (created_at, id) of the last row of a page, so pages stay stable while
+new rows arrive.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import psycopg
+
+from webapp.errors import ApiError
+
+
+def encode_cursor(created_at: dt.datetime, event_id: int) -> str:
+    raw = json.dumps([created_at.isoformat(), event_id]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[dt.datetime, int]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        created_at, event_id = json.loads(raw)
+        when = dt.datetime.fromisoformat(created_at)
+        if when.tzinfo is None or not isinstance(event_id, int):
+            raise ValueError("bad cursor fields")
+        return when, event_id
+    except (ValueError, TypeError, UnicodeDecodeError):
+        raise ApiError(
+            "invalid_cursor", 400, "The cursor is invalid; use next_cursor as given."
+        ) from None
+
+
+def owned_page(
+    conn: psycopg.Connection,
+    user_id: int,
+    query: Any,
+    *,
+    select: str,
+    alias: str,
+    filters: Sequence[tuple[str, str]],
+) -> tuple[list[dict], str | None]:
+    """One page of ``select`` (joined to ``homes h``) owned by ``user_id``, and the next cursor.
+
+    ``filters`` pairs a ``query`` attribute with its SQL clause, applied when it is set.
+    """
+    where = ["h.owner_id = %(user_id)s"]
+    params: dict[str, Any] = {"user_id": user_id, "limit": query.limit + 1}
+    for name, clause in filters:
+        value = getattr(query, name)
+        if value is not None:
+            where.append(clause)
+            params[name] = value
+    if query.cursor is not None:
+        params["after_at"], params["after_id"] = decode_cursor(query.cursor)
+        where.append(f"({alias}.created_at, {alias}.id) < (%(after_at)s, %(after_id)s)")
+    rows = conn.execute(
+        f"{select} WHERE {' AND '.join(where)} "
+        f"ORDER BY {alias}.created_at DESC, {alias}.id DESC LIMIT %(limit)s",
+        params,
+    ).fetchall()
+    if len(rows) <= query.limit:
+        return rows, None
+    rows = rows[: query.limit]
+    return rows, encode_cursor(rows[-1]["created_at"], rows[-1]["id"])
