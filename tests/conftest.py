@@ -26,6 +26,9 @@ from devservers import DATABASE_URL, REDIS_URL, DevServers
 from store.db import create_pool
 from store.migrate import migrate
 
+# The API tests' app, client and owners.
+pytest_plugins = ["tests.api_fixtures"]
+
 # Truncated before each test: every table but the migrations ledger.
 _USER_TABLES = """
 SELECT schemaname, tablename FROM pg_tables

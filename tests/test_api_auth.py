@@ -4,25 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 
-import pytest
-
 from tests.api_helpers import PASSWORD, api_app, bearer, error_code, make_owner
 from webapp.tokens import REVOKED_KEY
-
-
-@pytest.fixture
-def app(database_url, redis_url, db, redis_client):
-    yield from api_app(database_url, redis_url)
-
-
-@pytest.fixture
-def client(app):
-    return app.test_client()
-
-
-@pytest.fixture
-def owner(app, client):
-    return make_owner(app, client)
 
 
 def test_login_returns_an_access_and_a_refresh_token_that_work(client, owner):

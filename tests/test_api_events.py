@@ -12,26 +12,10 @@ from tests.api_helpers import (
     api_app,
     candidates,
     count,
-    make_owner,
     photo_upload,
     post_event,
 )
 from tests.photos import photo
-
-
-@pytest.fixture
-def app(database_url, redis_url, db, redis_client):
-    yield from api_app(database_url, redis_url)
-
-
-@pytest.fixture
-def client(app):
-    return app.test_client()
-
-
-@pytest.fixture
-def owner(app, client):
-    return make_owner(app, client, tier="premium", arm_mode="away")
 
 
 def _event_row(db, event_id):

@@ -6,11 +6,9 @@ import pytest
 
 from tests.api_helpers import (
     SOURCE_EVENT,
-    api_app,
     candidates,
     count,
     error_code,
-    make_owner,
     photo_upload,
 )
 from tests.photos import photo
@@ -19,18 +17,8 @@ SMALL_CAP = 120_000  # person.jpg (113,880 bytes) fits; giraffe.jpg (382,965) do
 
 
 @pytest.fixture
-def app(database_url, redis_url, db, redis_client):
-    yield from api_app(database_url, redis_url, UPLOAD_MAX_BYTES=SMALL_CAP)
-
-
-@pytest.fixture
-def client(app):
-    return app.test_client()
-
-
-@pytest.fixture
-def owner(app, client):
-    return make_owner(app, client)
+def app_config():
+    return {"UPLOAD_MAX_BYTES": SMALL_CAP}
 
 
 @pytest.fixture

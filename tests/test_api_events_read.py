@@ -6,22 +6,7 @@ import datetime as dt
 
 import pytest
 
-from tests.api_helpers import api_app, error_code, make_owner, post_event
-
-
-@pytest.fixture
-def app(database_url, redis_url, db, redis_client):
-    yield from api_app(database_url, redis_url)
-
-
-@pytest.fixture
-def client(app):
-    return app.test_client()
-
-
-@pytest.fixture
-def owner(app, client):
-    return make_owner(app, client)
+from tests.api_helpers import error_code, post_event
 
 
 def _insert_tied_events(db, owner, n, created_at, status="queued"):

@@ -5,9 +5,6 @@ from __future__ import annotations
 import json
 import time
 
-import pytest
-import redis
-
 from tasks.heartbeat import HEARTBEAT_KEY, HEARTBEATS, record_heartbeat
 from tests.api_helpers import (
     api_app,
@@ -18,24 +15,6 @@ from tests.api_helpers import (
     wait_for,
     worker_env,
 )
-
-
-@pytest.fixture
-def broker(redis_url):
-    client = redis.Redis.from_url(broker_url(redis_url), decode_responses=True)
-    client.flushdb()
-    yield client
-    client.close()
-
-
-@pytest.fixture
-def app(database_url, redis_url, db, redis_client, broker):
-    yield from api_app(database_url, redis_url, CELERY_BROKER_URL=broker_url(redis_url))
-
-
-@pytest.fixture
-def client(app):
-    return app.test_client()
 
 
 def _health(client):

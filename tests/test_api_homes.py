@@ -4,17 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.api_helpers import api_app, count, error_code, make_owner
-
-
-@pytest.fixture
-def app(database_url, redis_url, db, redis_client):
-    yield from api_app(database_url, redis_url)
-
-
-@pytest.fixture
-def client(app):
-    return app.test_client()
+from tests.api_helpers import count, error_code, make_owner
 
 
 @pytest.fixture

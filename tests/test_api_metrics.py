@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
-import redis
 from prometheus_client.parser import text_string_to_metric_families
 
 from schedules.candidates import CandidateStore
@@ -17,29 +15,6 @@ from tests.api_helpers import (
     post_event,
     queued_tasks,
 )
-
-
-@pytest.fixture
-def broker(redis_url):
-    client = redis.Redis.from_url(broker_url(redis_url), decode_responses=True)
-    client.flushdb()
-    yield client
-    client.close()
-
-
-@pytest.fixture
-def app(database_url, redis_url, db, redis_client, broker):
-    yield from api_app(database_url, redis_url, CELERY_BROKER_URL=broker_url(redis_url))
-
-
-@pytest.fixture
-def client(app):
-    return app.test_client()
-
-
-@pytest.fixture
-def owner(app, client):
-    return make_owner(app, client, tier="premium", arm_mode="away")
 
 
 def scrape(client, **kwargs) -> dict[tuple[str, tuple], float]:

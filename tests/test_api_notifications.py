@@ -4,33 +4,11 @@ from __future__ import annotations
 
 import datetime as dt
 
-import pytest
-
 from notify.outbox import record_alert, record_summary
 from notify.policy import Decision
-from tests.api_helpers import add_device, api_app, error_code, make_owner
+from tests.api_helpers import add_device, error_code
 
 T0 = dt.datetime(2024, 5, 1, 12, 0, tzinfo=dt.UTC)
-
-
-@pytest.fixture
-def app(database_url, redis_url, db, redis_client):
-    yield from api_app(database_url, redis_url)
-
-
-@pytest.fixture
-def client(app):
-    return app.test_client()
-
-
-@pytest.fixture
-def ana(app, client):
-    return make_owner(app, client, "ana@example.com")
-
-
-@pytest.fixture
-def bob(app, client):
-    return make_owner(app, client, "bob@example.com")
 
 
 def _event(conn, owner) -> int:

@@ -5,27 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.api_helpers import api_app, count, error_code, make_owner, photo_upload
-
-
-@pytest.fixture
-def app(database_url, redis_url, db, redis_client):
-    yield from api_app(database_url, redis_url)
-
-
-@pytest.fixture
-def client(app):
-    return app.test_client()
-
-
-@pytest.fixture
-def ana(app, client):
-    return make_owner(app, client, "ana@example.com")
-
-
-@pytest.fixture
-def bob(app, client):
-    return make_owner(app, client, "bob@example.com")
+from tests.api_helpers import count, error_code, photo_upload
 
 
 @pytest.fixture

@@ -11,16 +11,6 @@ from tests.api_helpers import api_app, count, error_code, login
 from webapp import create_app
 
 
-@pytest.fixture
-def app(database_url, redis_url, db, redis_client):
-    yield from api_app(database_url, redis_url)
-
-
-@pytest.fixture
-def client(app):
-    return app.test_client()
-
-
 def test_health_reports_redis_and_postgres(client):
     response = client.get("/health")
     assert response.status_code == 200
