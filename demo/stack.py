@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from demo.processes import Child, ProcessError
+from tasks.app import worker_argv
 
 CPU_QUEUES = "lite,digest,scheduler"
 WEB_WORKERS = 2
@@ -83,10 +84,7 @@ def start_deep_worker(env: Mapping[str, str], log_dir: Path) -> Child:
 def start_cpu_worker(
     env: Mapping[str, str], log_dir: Path, *, queues: str = CPU_QUEUES, concurrency: int = 2
 ) -> Child:
-    cmd = [
-        sys.executable, "-m", "celery", "-A", "tasks.app", "worker",
-        "-Q", queues, "-c", str(concurrency), "-n", "cpu@%h", "--loglevel=INFO",
-    ]  # fmt: skip
+    cmd = worker_argv(queues, "cpu", concurrency)
     return Child("worker_cpu", cmd, env=env, log_dir=log_dir)
 
 

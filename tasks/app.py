@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Sequence
+
 from celery import Celery
 
 TASK_MODULES = [
@@ -19,6 +22,17 @@ def create_celery(overrides: dict | None = None) -> Celery:
     if overrides:
         celery.conf.update(overrides)
     return celery
+
+
+def worker_argv(
+    queues: str | Sequence[str], name: str, concurrency: int = 1, *extra: str
+) -> list[str]:
+    """The command line of one worker of this app: the Procfile launcher, demo and tests."""
+    queues = queues if isinstance(queues, str) else ",".join(queues)
+    return [
+        sys.executable, "-m", "celery", "-A", "tasks.app", "worker", "-Q", queues,
+        "-c", str(concurrency), "-n", f"{name}@%h", "--loglevel=INFO", *extra,
+    ]  # fmt: skip
 
 
 app = create_celery()

@@ -12,10 +12,10 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 
 from celery_config import DEEP_QUEUES
+from tasks.app import worker_argv
 
 
 def visible_gpus(environ: dict[str, str]) -> list[str]:
@@ -31,23 +31,9 @@ def visible_gpus(environ: dict[str, str]) -> list[str]:
 
 
 def worker_command(name: str) -> list[str]:
-    # Highest tier first: a worker drains enterprise before premium before standard.
-    queues = ",".join(reversed(DEEP_QUEUES))
-    return [
-        sys.executable,
-        "-m",
-        "celery",
-        "-A",
-        "tasks.app",
-        "worker",
-        "-Q",
-        queues,
-        "-c",
-        "1",
-        "-n",
-        f"{name}@%h",
-        "--loglevel=INFO",
-    ]
+    # Kombu serves the queues in turn; what each tier gets is decided by the tick, which
+    # keeps every tier's queue short (late binding), not by the order here.
+    return worker_argv(DEEP_QUEUES, name)
 
 
 def main() -> int:

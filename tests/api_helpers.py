@@ -13,7 +13,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -25,6 +24,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from psycopg_pool import ConnectionPool
 
+from tasks.app import worker_argv
 from tests.photos import photo
 from webapp import create_app
 from webapp.cli import create_user
@@ -180,23 +180,7 @@ def celery_worker(env: dict[str, str], queues: str, name: str) -> Iterator[subpr
     """
     log = tempfile.TemporaryFile("w+")
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "tasks.app",
-            "worker",
-            "-Q",
-            queues,
-            "-c",
-            "1",
-            "-n",
-            f"{name}@%h",
-            "--loglevel=INFO",
-            "--without-gossip",
-            "--without-mingle",
-        ],
+        worker_argv(queues, name, 1, *TEST_WORKER_FLAGS),
         cwd=ROOT,
         env={**env, "PYTHONUNBUFFERED": "1"},
         stdout=log,
@@ -214,6 +198,10 @@ def celery_worker(env: dict[str, str], queues: str, name: str) -> Iterator[subpr
         log.seek(0)
         print(log.read()[-4000:])
         log.close()
+
+
+# Test workers skip the cluster handshakes: nothing else is there to meet.
+TEST_WORKER_FLAGS = ("--without-gossip", "--without-mingle")
 
 
 def worker_env(redis_url: str, database_url: str) -> dict[str, str]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import sys
 import time
 
 import pytest
@@ -24,18 +23,15 @@ from demo.static import LOOPBACK_NETWORK, StaticServer
 from notify.digest import flush_summaries
 from schedules.config import SchedulerConfig
 from tasks.app import app as celery_app
+from tasks.app import worker_argv
 from tasks.context import WorkerContext
 from tasks.scheduling import tick
-from tests.api_helpers import PASSWORD, api_app
+from tests.api_helpers import PASSWORD, TEST_WORKER_FLAGS, api_app, broker_url
 from tests.photos import PHOTOS, photo
 from webapp.cli import create_user
 
 QUEUES = "deep_processing_enterprise,deep_processing_premium,deep_processing_standard,lite,digest"
 SETTLED = ("analyzed", "skipped", "failed")
-
-
-def broker_url(redis_url: str) -> str:
-    return redis_url.rsplit("/", 1)[0] + "/1"  # DB 1: test fixtures flush only DB 0
 
 
 @pytest.fixture(scope="module")
@@ -57,10 +53,7 @@ def stack(redis_url, database_url, tmp_path_factory):
     log_dir = tmp_path_factory.mktemp("e2e-http-logs")
     children: list[Child] = []
     try:
-        worker_cmd = [
-            sys.executable, "-m", "celery", "-A", "tasks.app", "worker", "-Q", QUEUES, "-c", "1",
-            "-n", "e2e-http@%h", "--loglevel=INFO", "--without-gossip", "--without-mingle",
-        ]  # fmt: skip
+        worker_cmd = worker_argv(QUEUES, "e2e-http", 1, *TEST_WORKER_FLAGS)
         worker = Child("worker", worker_cmd, env=env, log_dir=log_dir)
         children.append(worker)
         web, base_url = start_web(env, log_dir, workers=1, threads=4)

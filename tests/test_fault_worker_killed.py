@@ -6,26 +6,26 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
+from celery_config import DEEP_QUEUES
 from schedules.candidates import CandidateStore
 from schedules.config import SchedulerConfig
 from schedules.leases import reap
 from store.analysis import requeue
 from tasks.app import app as celery_app
+from tasks.app import worker_argv
 from tasks.context import WorkerContext
 from tasks.scheduling import tick
-from tests.api_helpers import wait_for, worker_env
+from tests.api_helpers import TEST_WORKER_FLAGS, wait_for, worker_env
 from tests.factories import make_home
 from tests.photos import photo
 
 ROOT = Path(__file__).resolve().parents[1]
-DEEP_QUEUES = "deep_processing_enterprise,deep_processing_premium,deep_processing_standard"
 
 
 class FrameServer:
@@ -67,22 +67,7 @@ class FrameServer:
 
 def start_worker(env: dict[str, str], name: str) -> subprocess.Popen:
     return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "tasks.app",
-            "worker",
-            "-Q",
-            DEEP_QUEUES,
-            "-c",
-            "1",
-            "-n",
-            f"{name}@%h",
-            "--without-gossip",
-            "--without-mingle",
-        ],
+        worker_argv(DEEP_QUEUES, name, 1, *TEST_WORKER_FLAGS),
         cwd=ROOT,
         env=env,
         stdout=subprocess.DEVNULL,
