@@ -154,11 +154,7 @@ def provisional_alerts(pool: ConnectionPool, event_ids: Sequence[int]) -> list[i
             ).fetchone()
             if event is None or not event["lite_results"]:
                 continue
-            lite = {
-                k: float(v)
-                for k, v in event["lite_results"].items()
-                if k in ("person", "vehicle", "animal")
-            }
+            lite = {k: float(v) for k, v in event["lite_results"].items() if k in PRESENCE_GROUPS}
             if not is_critical(lite, event["arm_mode"], event["location"]):
                 continue
             place = event["location"].replace("_", " ")

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from inference.labels import group_of
+from inference.labels import PRESENCE_GROUPS, group_of
 
 ALERT_SCORE = 0.45
 DOOR_LOCATIONS = frozenset({"front_door", "back_door", "side_door", "garage_door", "door"})
@@ -36,7 +36,7 @@ def decide(labels: Sequence[tuple[str, float]], arm_mode: str, location: str) ->
     alert = ("person" in groups and arm_mode in ("away", "night")) or (
         arm_mode in ARMED and location in DOOR_LOCATIONS and groups & {"person", "vehicle"}
     )
-    seen = [g for g in ("person", "vehicle", "animal") if g in groups] or ["motion"]
+    seen = [g for g in PRESENCE_GROUPS if g in groups] or ["motion"]
     what = " and ".join(g.capitalize() if i == 0 else g for i, g in enumerate(seen))
     if alert:
         return Decision("alert", f"{what} at the {place}", f"Seen while armed {arm_mode}.")

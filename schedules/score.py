@@ -25,7 +25,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-LABELS = ("person", "vehicle", "animal")
+from inference.labels import PRESENCE_GROUPS
+
+LABELS = tuple(PRESENCE_GROUPS)  # person, vehicle, animal: what lite models report
 ARM_MODES = ("away", "night", "home", "disarmed")
 ARMED_MODES = frozenset({"away", "night", "home"})
 
