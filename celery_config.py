@@ -12,7 +12,7 @@ import os
 from kombu import Queue
 
 from schedules.beat import beat_schedule as scheduler_beat
-from schedules.config import SchedulerConfig
+from schedules.config import configured
 
 TIERS = ("standard", "premium", "enterprise")
 DEEP_QUEUES = tuple(f"deep_processing_{tier}" for tier in TIERS)
@@ -60,7 +60,7 @@ broker_connection_retry_on_startup = True
 
 # Schedules as data: the triage ticks, plus the summary sweep of the digest.
 beat_schedule = {
-    **scheduler_beat(SchedulerConfig.from_mapping(os.environ)),
+    **scheduler_beat(configured()),
     "schedules.reconcile": {
         "task": "schedules.reconcile",
         "schedule": 30.0,

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import redis
 
-from .config import SchedulerConfig
+from .config import SchedulerConfig, configured
 from .scripts import (
     EXPIRY,
     HOME_TIERS,
@@ -149,11 +149,11 @@ class Expired:
 
 
 class CandidateStore:
-    """Candidates in Redis. ``config`` supplies tiers and the default TTL."""
+    """Candidates in Redis. ``config`` (default: the environment's) supplies the TTL."""
 
     def __init__(self, redis_client: redis.Redis, config: SchedulerConfig | None = None) -> None:
         self.redis = redis_client
-        self.config = config or SchedulerConfig()
+        self.config = config or configured()
         self._add = script(redis_client, ADD)
         self._update = script(redis_client, UPDATE_SCORE)
         self._remove = script(redis_client, REMOVE)

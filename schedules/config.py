@@ -16,7 +16,9 @@ Built from code (``SchedulerConfig()``), a dict, or the environment
 
 from __future__ import annotations
 
+import functools
 import math
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -148,3 +150,13 @@ def _parse(key: str, raw: object, kind: type) -> int | float:
         return float(raw)  # type: ignore[arg-type]
     except (TypeError, ValueError):
         raise ValueError(f"{key} must be {kind.__name__}, got {raw!r}") from None
+
+
+@functools.cache
+def configured() -> SchedulerConfig:
+    """This process's settings: ``SCHEDULER_*`` environment variables over the defaults.
+
+    Read once; every component of a process (web, tick, lite scorer) then agrees on tiers
+    and candidate TTL.
+    """
+    return SchedulerConfig.from_mapping(os.environ)

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import logging
 import os
-from functools import cache
 
 from celery import chain, shared_task
 
 from notify.digest import provisional_alerts
 from schedules.candidates import CandidateStore
-from schedules.config import SchedulerConfig
+from schedules.config import SchedulerConfig, configured
 from schedules.dispatch import Dispatched
 from schedules.leases import reap
 from schedules.reconcile import missing_from_redis, restore
@@ -28,11 +27,6 @@ QUEUED_BATCHES_PER_TIER = int(os.environ.get("VIGIL_QUEUED_BATCHES_PER_TIER", "2
 # Events younger than this may be between their row commit and their candidate write.
 RECONCILE_MIN_AGE_S = 30.0
 RECONCILE_LIMIT = 1000
-
-
-@cache
-def scheduler_config() -> SchedulerConfig:
-    return SchedulerConfig.from_mapping(os.environ)
 
 
 def free_capacity(ctx: WorkerContext, config: SchedulerConfig, tier: str) -> int:
@@ -56,13 +50,13 @@ def tick(ctx: WorkerContext, config: SchedulerConfig):
 
 @shared_task(name="schedules.tick", acks_late=False, soft_time_limit=5, time_limit=10)
 def tick_task() -> dict:
-    report = tick(context(), scheduler_config())
+    report = tick(context(), configured())
     return {"dispatched": report.dispatched, "batches": report.batches}
 
 
 @shared_task(name="schedules.reap", soft_time_limit=20, time_limit=30)
 def reap_task() -> dict:
-    ctx, config = context(), scheduler_config()
+    ctx, config = context(), configured()
     report = reap(ctx.redis, config)
     requeue(ctx.pool, [int(r.event_id) for r in report.returned])
     failed = [int(r.event_id) for r in report.failed]
@@ -76,7 +70,7 @@ def reap_task() -> dict:
 @shared_task(name="schedules.expire", soft_time_limit=20, time_limit=30)
 def expire_task() -> list[int]:
     ctx = context()
-    expired = CandidateStore(ctx.redis, scheduler_config()).expire_due()
+    expired = CandidateStore(ctx.redis, configured()).expire_due()
     skipped = mark_skipped(ctx.pool, [int(e.event_id) for e in expired], "expired before analysis")
     provisional_alerts(ctx.pool, skipped)
     return skipped
@@ -92,7 +86,7 @@ def reconcile(ctx: WorkerContext, config: SchedulerConfig) -> list[int]:
 
 @shared_task(name="schedules.reconcile", soft_time_limit=50, time_limit=60)
 def reconcile_task() -> list[int]:
-    restored = reconcile(context(), scheduler_config())
+    restored = reconcile(context(), configured())
     if restored:
         log.warning("restored %d candidates missing from Redis", len(restored))
     return restored

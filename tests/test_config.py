@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from schedules.config import DEFAULT_TIERS, SchedulerConfig, TierConfig
+from schedules.config import DEFAULT_TIERS, SchedulerConfig, TierConfig, configured
 
 
 def test_default_tiers_follow_the_source_rates():
@@ -69,3 +69,14 @@ def test_bad_tiers_and_unknown_tier_lookups_raise():
         SchedulerConfig(tiers={"a": TierConfig("b", 30, 10, 0.2)})
     with pytest.raises(ValueError):
         SchedulerConfig().tier("gold")
+
+
+def test_the_process_settings_come_from_the_environment_once(monkeypatch):
+    configured.cache_clear()
+    monkeypatch.setenv("SCHEDULER_CANDIDATE_TTL_S", "45")
+    try:
+        assert configured().candidate_ttl_s == 45
+        monkeypatch.setenv("SCHEDULER_CANDIDATE_TTL_S", "90")
+        assert configured().candidate_ttl_s == 45  # read once per process
+    finally:
+        configured.cache_clear()
