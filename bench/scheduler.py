@@ -9,7 +9,8 @@ would otherwise write ~1 GB of AOF and fork a rewrite in the middle of the timin
 stops it at the end.
 
 1. Scale. For each home count H: H homes x 10 candidates (tiers assigned round robin,
-   scores uniform in [0, 1) plus 5 % critical in [1, 2)), loaded by pipelining the
+   scores uniform in [0, 1) plus 5 % critical lifted by the
+   critical boost), loaded by pipelining the
    candidate store's own ADD script (evalsha, 10k per pipeline). Tier buckets are made
    huge (rate 10^6/s, burst 10^6) so they never bind, with ``home_share`` = 1e-6 so every
    home's cap is 1 event per second: each tier's 50 events come from 50 distinct homes (the
@@ -56,7 +57,7 @@ from devservers.redis import RedisServer  # noqa: E402
 from schedules.candidates import ADD, CandidateStore  # noqa: E402
 from schedules.config import DEFAULT_TIERS, SchedulerConfig, TierConfig  # noqa: E402
 from schedules.leases import COMPLETE  # noqa: E402
-from schedules.score import is_critical, priority  # noqa: E402
+from schedules.score import DEFAULT_WEIGHTS, is_critical, priority  # noqa: E402
 from schedules.scripts import (  # noqa: E402
     EXPIRY,
     HOME_TIERS,
@@ -146,7 +147,7 @@ def bench_scale(r: redis.Redis, homes: int, ticks: int, rng: random.Random) -> d
     seq = 0
 
     def score() -> float:
-        return rng.random() + (1.0 if rng.random() < 0.05 else 0.0)
+        return rng.random() + (DEFAULT_WEIGHTS.critical_boost if rng.random() < 0.05 else 0.0)
 
     t0 = time.perf_counter()
     for h in range(homes):

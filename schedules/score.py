@@ -14,8 +14,9 @@
 * **age decay**: exponential with ``half_life_s``; the age is the event's age when it is
   scored (the score is stored in Redis and not re-decayed as it waits).
 
-Every weight is in (0, 1], so a routine event scores in [0, 1]; ``critical_boost`` (≥ 1
-by default) puts every critical event above every routine one, whatever its age.
+Every weight is in (0, 1], so a routine event scores in [0, 1]; ``critical_boost`` (2 by
+default, any value > 1 does) puts every critical event strictly above every routine one,
+whatever its age: a routine event can reach exactly 1 (full motion, armed away, at a door).
 """
 
 from __future__ import annotations
@@ -94,7 +95,7 @@ class ScoreWeights:
     default_location_weight: float = 0.6
     motion_share: float = 0.2
     half_life_s: float = 120.0
-    critical_boost: float = 1.0
+    critical_boost: float = 2.0
     critical_person_confidence: float = 0.5
 
     def __post_init__(self) -> None:

@@ -43,7 +43,13 @@ def test_a_vehicle_counts_less_than_a_person_and_an_animal_least():
 
 
 def test_a_critical_event_gets_the_boost_on_top():
-    assert priority(0.5, {"person": 0.9}, "away", "front_door", 0) == pytest.approx(1.82)
+    assert priority(0.5, {"person": 0.9}, "away", "front_door", 0) == pytest.approx(2.82)
+
+
+def test_a_routine_event_at_full_strength_still_ranks_below_a_stale_critical_one():
+    routine = priority(1.0, None, "away", "front_door", 0)
+    stale_critical = priority(0.0, {"person": 0.5}, "home", "front_door", 1e6)
+    assert routine == pytest.approx(1.0) and stale_critical > routine
 
 
 def test_age_halves_the_score_every_half_life():
@@ -149,6 +155,6 @@ def test_every_critical_event_outranks_every_routine_one(
 ):
     s1, s2 = priority(m1, lite1, mode1, place1, age1), priority(m2, lite2, mode2, place2, age2)
     c1, c2 = is_critical(lite1, mode1, place1), is_critical(lite2, mode2, place2)
-    assert (s1 >= 1.0) == c1 and 0.0 <= s1 <= 2.0
+    assert (s1 > 1.0) == c1 and 0.0 <= s1 <= 3.0
     if c1 and not c2:
         assert s1 > s2
