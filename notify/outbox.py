@@ -1,59 +1,70 @@
-"""Record pushes: one notifications row per (alert or summary, phone) — effectively once.
+"""The outbox: one notification per alert or summary, one delivery row per (it, phone).
 
-The unique keys of the notifications table make a redelivered digest write nothing new.
-With no push credentials configured, the embedded provider is the delivery: the row is
-the push, visible on ``GET /notifications``.
+Rows are written in the digest's transaction, so a decision and its pushes commit together
+or not at all. The unique keys (an event's alert, a summary's key, a notification's
+device) make a redelivered digest write nothing new: it finds the notification already
+there and queues no second delivery. Sending is ``notify.sender``'s job.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
 import psycopg
-
-from notify.policy import Decision
-
-EMBEDDED_PROVIDER = "embedded"
+from psycopg.types.json import Jsonb
 
 
-def phones(conn: psycopg.Connection, home_id: int) -> list[int | None]:
-    """Device ids to push to; [None] records one row for a home with no phone yet."""
-    rows = conn.execute(
-        "SELECT id FROM devices WHERE home_id = %s AND kind = 'phone' ORDER BY id", (home_id,)
-    ).fetchall()
-    return [r["id"] for r in rows] or [None]
+@dataclass(frozen=True)
+class Recorded:
+    notification_id: int
+    delivery_ids: list[int] = field(default_factory=list)  # new deliveries only
+    created: bool = True  # False: it was already there (a redelivery)
 
 
-def record_alert(conn: psycopg.Connection, home_id: int, event_id: int, decision: Decision) -> int:
-    """Insert the alert rows of one event; returns how many were new."""
-    new = 0
-    for device_id in phones(conn, home_id):
-        cur = conn.execute(
-            """
-            INSERT INTO notifications
-                (event_id, home_id, device_id, kind, title, body, provider, status, sent_at)
-            VALUES (%s, %s, %s, 'alert', %s, %s, %s, 'sent', now())
-            ON CONFLICT DO NOTHING
-            """,
-            (event_id, home_id, device_id, decision.title, decision.body, EMBEDDED_PROVIDER),
-        )
-        new += cur.rowcount
-    return new
-
-
-def record_summary(
-    conn: psycopg.Connection, home_id: int, summary_key: str, title: str, body: str
-) -> int:
-    """Insert the rows of one summary (no event); returns its first row's id."""
-    for device_id in phones(conn, home_id):
-        conn.execute(
-            """
-            INSERT INTO notifications (home_id, device_id, kind, title, body, provider,
-                                       status, sent_at, summary_key)
-            VALUES (%s, %s, 'summary', %s, %s, %s, 'sent', now(), %s)
-            ON CONFLICT DO NOTHING
-            """,
-            (home_id, device_id, title, body, EMBEDDED_PROVIDER, summary_key),
-        )
+def record_notification(
+    conn: psycopg.Connection,
+    home_id: int,
+    kind: str,
+    title: str,
+    body: str,
+    *,
+    event_id: int | None = None,
+    summary_key: str | None = None,
+    location: str | None = None,
+    labels: Sequence[str] = (),
+    reason: str | None = None,
+    life_safety: bool = False,
+    data: dict[str, str] | None = None,
+) -> Recorded:
+    """Insert the notification and a pending delivery per phone of the home, once."""
+    if (event_id is None) == (summary_key is None):
+        raise ValueError("a notification is either an event's alert or a summary")
     row = conn.execute(
-        "SELECT min(id) AS id FROM notifications WHERE summary_key = %s", (summary_key,)
-    ).fetchone()
-    return row["id"]
+        """
+        INSERT INTO notifications (home_id, event_id, summary_key, kind, title, body,
+                                   location, labels, reason, life_safety, data)
+        VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+        ON CONFLICT DO NOTHING
+        RETURNING id
+        """,
+        (home_id, event_id, summary_key, kind, title, body, location, list(labels), reason,
+         life_safety, Jsonb(data or {})),
+    ).fetchone()  # fmt: skip
+    if row is None:
+        existing = conn.execute(
+            "SELECT id FROM notifications WHERE (event_id = %s AND kind = %s) OR summary_key = %s",
+            (event_id, kind, summary_key),
+        ).fetchone()
+        return Recorded(existing["id"], created=False)
+    deliveries = conn.execute(
+        """
+        INSERT INTO deliveries (notification_id, home_id, device_id)
+        SELECT %s, home_id, id FROM devices WHERE home_id = %s AND kind = 'phone'
+        ORDER BY id
+        ON CONFLICT DO NOTHING
+        RETURNING id
+        """,
+        (row["id"], home_id),
+    ).fetchall()
+    return Recorded(row["id"], [d["id"] for d in deliveries])

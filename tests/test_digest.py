@@ -1,18 +1,20 @@
-"""Digest against the real PostgreSQL: alerts once, summaries folded by window."""
+"""Digest against the real PostgreSQL: decisions, the outbox rows, summaries by window."""
 
 from __future__ import annotations
 
 from collections import Counter
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
-import pytest
 from psycopg.types.json import Jsonb
 
 from inference.contract import Detection
-from notify.digest import digest_events, flush_summaries, provisional_alerts, summary_text
-from notify.policy import decide
+from notify.digest import digest_events, provisional_alerts
+from notify.policy_store import load_policy, save_policy
+from notify.summaries import flush_summaries, summary_due, summary_text
 from store.analysis import claim_for_analysis, save_detections
 from tests.factories import make_home
+
+LATER = datetime(2100, 1, 1, tzinfo=UTC)  # every summary window has closed by then
 
 
 def analysed_event(db, home, camera, location, detections) -> int:
@@ -28,19 +30,65 @@ def analysed_event(db, home, camera, location, detections) -> int:
     return event_id
 
 
-def test_a_person_while_armed_away_is_alerted_once_to_every_phone(db):
+def rows(db, sql, *args):
+    with db.connection() as conn:
+        return conn.execute(sql, args).fetchall()
+
+
+def test_an_alert_is_one_notification_with_one_pending_delivery_per_phone(db):
     with db.connection() as conn:
         home, camera = make_home(conn, phones=2)
     event = analysed_event(db, home, camera, "front_door", [("person", 0.8)])
     report = digest_events(db, [event])
-    assert report.alerts == [event] and report.pushes == 2
+    assert [a.event_id for a in report.alerts] == [event] and len(report.deliveries) == 2
     again = digest_events(db, [event])  # a redelivered digest
-    assert again.alerts == [] and again.pushes == 0
-    with db.connection() as conn:
-        rows = conn.execute("SELECT kind, title, provider FROM notifications").fetchall()
-    assert [(r["kind"], r["title"], r["provider"]) for r in rows] == [
-        ("alert", "Person at the front door", "embedded")
+    assert again.alerts == [] and again.deliveries == []
+    (n,) = rows(db, "SELECT id, kind, title, labels, reason, life_safety FROM notifications")
+    assert (n["kind"], n["title"], n["labels"], n["reason"], n["life_safety"]) == (
+        "alert", "Person at the front door", ["person"], "life_safety", True,
+    )  # fmt: skip
+    deliveries = rows(db, "SELECT notification_id, status, attempts FROM deliveries")
+    assert [(d["notification_id"], d["status"], d["attempts"]) for d in deliveries] == [
+        (n["id"], "pending", 0)
     ] * 2
+
+
+def test_the_second_person_at_the_same_door_is_folded_by_the_cooldown(db):
+    with db.connection() as conn:
+        home, camera = make_home(conn)
+    first = analysed_event(db, home, camera, "front_door", [("person", 0.8)])
+    second = analysed_event(db, home, camera, "front_door", [("person", 0.9)])
+    elsewhere = analysed_event(db, home, camera, "back_door", [("person", 0.9)])
+    report = digest_events(db, [first, second, elsewhere])
+    assert [a.event_id for a in report.alerts] == [first, elsewhere]
+    assert report.held == [second]
+    reasons = rows(db, "SELECT id, digest, digest_reason FROM events ORDER BY id")
+    assert [(r["digest"], r["digest_reason"]) for r in reasons] == [
+        ("alert", "life_safety"), ("summary", "cooldown"), ("alert", "life_safety"),
+    ]  # fmt: skip
+
+
+def test_the_hourly_budget_folds_routine_alerts_and_is_set_per_home(db):
+    with db.connection() as conn:
+        home, camera = make_home(conn, arm_mode="home")
+        save_policy(conn, home, {"hourly_budget": 2, "cooldown_s": 0})
+    cars = [analysed_event(db, home, camera, "front_door", [("car", 0.9)]) for _ in range(4)]
+    person = analysed_event(db, home, camera, "front_door", [("person", 0.9)])
+    report = digest_events(db, [*cars, person])
+    # two cars use the budget; the person at the door (life safety) bypasses it
+    assert [a.event_id for a in report.alerts] == [cars[0], cars[1], person]
+    assert report.held == cars[2:]
+    held = rows(db, "SELECT digest_reason FROM events WHERE digest = 'summary'")
+    assert {r["digest_reason"] for r in held} == {"budget"}
+
+
+def test_policy_is_stored_per_home_with_defaults(db):
+    with db.connection() as conn:
+        home, _ = make_home(conn)
+        assert load_policy(conn, home).cooldown_s == 300
+        policy = save_policy(conn, home, {"cooldown_s": 60, "alert_labels": ["animal"]})
+        assert policy.cooldown_s == 60 and policy.alert_labels == frozenset({"animal"})
+        assert policy.hourly_budget == 10 and policy.timezone == "Europe/Paris"
 
 
 def test_routine_events_are_held_then_folded_into_one_summary(db):
@@ -49,57 +97,42 @@ def test_routine_events_are_held_then_folded_into_one_summary(db):
     events = [
         analysed_event(db, home, camera, "backyard", [("person", 0.7)]),
         analysed_event(db, home, camera, "backyard", [("person", 0.6), ("car", 0.9)]),
-        analysed_event(db, home, camera, "backyard", [("cat", 0.2)]),
+        analysed_event(db, home, camera, "garden", [("cat", 0.2)]),
     ]
     assert digest_events(db, events).held == events
-    assert flush_summaries(db, window_s=3600, idle_s=3600) == 0  # window still open
-    assert flush_summaries(db, window_s=0, idle_s=0) == 1
-    assert flush_summaries(db, window_s=0, idle_s=0) == 0  # nothing left to fold
-    with db.connection() as conn:
-        (row,) = conn.execute("SELECT kind, title, body FROM notifications").fetchall()
-        pending = conn.execute(
-            "SELECT count(*) AS n FROM events WHERE summary_id IS NULL"
-        ).fetchone()["n"]
+    assert flush_summaries(db).summaries == []  # the window is still open
+    report = flush_summaries(db, now=LATER)
+    assert len(report.summaries) == 1 and len(report.deliveries) == 1
+    assert flush_summaries(db, now=LATER).summaries == []  # nothing left to fold
+    (row,) = rows(db, "SELECT kind, title, body, summary_key FROM notifications")
     assert row["kind"] == "summary" and row["title"] == "Summary: 3 events"
-    # At most one person at once: the summary does not add frames up.
-    assert row["body"].startswith("A person and a car at the backyard, ")
-    assert pending == 0
+    # At most one person at once: the summary does not add frames up; places are kept apart.
+    assert row["body"].startswith("A person and a car at the backyard; motion at the garden, ")
+    assert rows(db, "SELECT id FROM events WHERE summary_id IS NULL") == []
 
 
-def test_unanalysed_events_are_not_digested(db):
+def test_summaries_wait_for_the_window_the_idle_gap_or_the_period(db):
     with db.connection() as conn:
-        home, camera = make_home(conn)
-        event = conn.execute(
-            "INSERT INTO events (home_id, device_id, location, mode, motion_score)"
-            " VALUES (%s, %s, 'front_door', 'security', 0.5) RETURNING id",
-            (home, camera),
-        ).fetchone()["id"]
-    assert digest_events(db, [event]).alerts == []
-
-
-@pytest.mark.parametrize(
-    "labels,arm,location,kind",
-    [
-        ([("person", 0.9)], "away", "backyard", "alert"),
-        ([("person", 0.9)], "night", "living_room", "alert"),
-        ([("person", 0.9)], "home", "front_door", "alert"),
-        ([("car", 0.9)], "home", "front_door", "alert"),
-        ([("person", 0.9)], "home", "backyard", "summary"),
-        ([("person", 0.9)], "disarmed", "front_door", "summary"),
-        ([("person", 0.3)], "away", "front_door", "summary"),
-        ([("dog", 0.9)], "away", "front_door", "summary"),
-    ],
-)
-def test_policy_alerts_only_when_it_matters(labels, arm, location, kind):
-    assert decide(labels, arm, location).kind == kind
+        home, _ = make_home(conn, tz="UTC")
+        policy = load_policy(conn, home)
+        periodic = save_policy(conn, home, {"summary_interval_s": 600})
+    t = datetime(2026, 5, 1, 14, 3, tzinfo=UTC)
+    assert not summary_due(policy, t, t + timedelta(seconds=20), t + timedelta(seconds=40))
+    assert summary_due(policy, t, t + timedelta(seconds=5), t + timedelta(seconds=40))  # idle
+    busy = [t + timedelta(seconds=s) for s in (0, 25, 50, 75)]
+    assert summary_due(policy, busy[0], busy[-1], t + timedelta(seconds=90))  # window full
+    # periodic: 14:03 belongs to 14:00–14:10, folded once 14:10 has come
+    assert not summary_due(periodic, t, t, t.replace(minute=9, second=59))
+    assert summary_due(periodic, t, t, t.replace(minute=10))
 
 
 def test_summary_text_reads_as_a_sentence():
     start, end = datetime(2026, 5, 1, 14, 0), datetime(2026, 5, 1, 14, 10)
-    text = summary_text(Counter({"person": 3, "car": 1}), "front door", start, end)
+    text = summary_text({"front_door": Counter({"person": 3, "car": 1})}, start, end)
     assert text == "3 people and a car at the front door, 14:00–14:10"
-    text = summary_text(Counter({"bus": 2, "elephant": 1, "dog": 2}), "driveway", start, end)
-    assert text == "2 buses, 2 dogs and an elephant at the driveway, 14:00–14:10"
+    seen = {"driveway": Counter({"bus": 2, "elephant": 1, "dog": 2}), "yard": Counter({"cat": 1})}
+    text = summary_text(seen, start, end)
+    assert text == "2 buses, 2 dogs and an elephant at the driveway; a cat at the yard, 14:00–14:10"
 
 
 def skipped_event(db, home, camera, location, lite) -> int:
@@ -114,19 +147,14 @@ def skipped_event(db, home, camera, location, lite) -> int:
 def test_an_expired_event_with_an_alarming_lite_result_still_alerts_once(db):
     with db.connection() as conn:
         home, camera = make_home(conn, arm_mode="away")
-    alarming = skipped_event(
-        db,
-        home,
-        camera,
-        "front_door",
-        {"person": 0.9, "vehicle": 0.0, "animal": 0.0, "source": "phone"},
-    )
-    calm = skipped_event(db, home, camera, "front_door", {"person": 0.1})
+    lite = {"person": 0.9, "vehicle": 0.0, "animal": 0.0, "source": "phone"}
+    alarming = skipped_event(db, home, camera, "front_door", lite)
+    calm = skipped_event(db, home, camera, "garden", {"person": 0.1})
     unknown = skipped_event(db, home, camera, "front_door", None)
-    assert provisional_alerts(db, [alarming, calm, unknown]) == [alarming]
-    assert provisional_alerts(db, [alarming]) == []  # once only
-    with db.connection() as conn:
-        (row,) = conn.execute("SELECT event_id, kind, title, body FROM notifications").fetchall()
+    report = provisional_alerts(db, [alarming, calm, unknown])
+    assert [a.event_id for a in report.alerts] == [alarming] and report.held == [calm]
+    assert provisional_alerts(db, [alarming]).alerts == []  # once only
+    (row,) = rows(db, "SELECT event_id, kind, title, body, data FROM notifications")
     assert row["event_id"] == alarming and row["kind"] == "alert"
     assert row["title"] == "Possible person at the front door"
-    assert row["body"].startswith("Not verified")
+    assert row["body"].startswith("Not verified") and row["data"] == {"verified": "false"}

@@ -1,0 +1,70 @@
+"""Links a push carries: the app's deep link and a signed, expiring snapshot URL.
+
+A phone shows the annotated snapshot before the user opens the app: Android's FCM SDK
+fetches the notification image without our JWT, and an iOS notification extension would
+need the token in shared storage. So the snapshot URL carries its own proof instead: an
+HMAC over the event id and an expiry, checked by ``GET /events/<id>/snapshot``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from urllib.parse import urlencode
+
+DEFAULT_BASE_URL = "http://localhost:5000"
+DEFAULT_SNAPSHOT_TTL_S = 24 * 3600
+
+
+def deep_link(event_id: int | None, notification_id: int) -> str:
+    """Where the app opens: the event for an alert, the notification for a summary."""
+    if event_id is not None:
+        return f"vigil://events/{event_id}"
+    return f"vigil://notifications/{notification_id}"
+
+
+def _key(secret: str) -> bytes:
+    # A key of its own, derived from the shared secret, so a snapshot signature can never
+    # be replayed as anything else signed with the same secret.
+    return hmac.new(secret.encode(), b"vigil snapshot url v1", hashlib.sha256).digest()
+
+
+def snapshot_signature(secret: str, event_id: int, expires: int) -> str:
+    message = f"{event_id}:{expires}".encode()
+    return hmac.new(_key(secret), message, hashlib.sha256).hexdigest()
+
+
+def snapshot_signature_valid(
+    secret: str, event_id: int, expires: int, signature: str, now: float | None = None
+) -> bool:
+    if expires < (time.time() if now is None else now):
+        return False
+    return hmac.compare_digest(snapshot_signature(secret, event_id, expires), signature)
+
+
+@dataclass(frozen=True)
+class Links:
+    base_url: str = DEFAULT_BASE_URL
+    secret: str | None = None  # without it, pushes carry no snapshot URL
+    snapshot_ttl_s: int = DEFAULT_SNAPSHOT_TTL_S
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] = os.environ) -> Links:
+        """PUBLIC_BASE_URL, and SNAPSHOT_URL_SECRET (else JWT_SECRET_KEY) to sign with."""
+        return cls(
+            base_url=environ.get("PUBLIC_BASE_URL", DEFAULT_BASE_URL).rstrip("/"),
+            secret=environ.get("SNAPSHOT_URL_SECRET") or environ.get("JWT_SECRET_KEY") or None,
+        )
+
+    def snapshot_url(self, event_id: int, now: float | None = None) -> str | None:
+        if not self.secret:
+            return None
+        expires = int((time.time() if now is None else now) + self.snapshot_ttl_s)
+        query = urlencode(
+            {"expires": expires, "sig": snapshot_signature(self.secret, event_id, expires)}
+        )
+        return f"{self.base_url}/events/{event_id}/snapshot?{query}"
