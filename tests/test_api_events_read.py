@@ -113,3 +113,29 @@ def test_snapshot_is_served_once_the_event_is_analysed(client, owner, db):
     response = client.get(f"/events/{event_id}/snapshot", headers=owner.headers)
     assert response.status_code == 200 and response.mimetype == "image/jpeg"
     assert response.data == b"\xff\xd8jpeg"
+
+
+def test_an_alerts_signed_snapshot_link_works_without_a_token_until_it_expires(
+    app, client, owner, db
+):
+    from urllib.parse import urlsplit
+
+    from notify.links import Links
+
+    event_id = post_event(client, owner).get_json()["event_id"]
+    with db.connection() as conn:
+        conn.execute("UPDATE events SET snapshot = %s WHERE id = %s", (b"\xff\xd8jpeg", event_id))
+    links = Links(base_url="https://vigil.example", secret=app.config["JWT_SECRET_KEY"])
+    url = links.snapshot_url(event_id)
+    assert url.startswith(f"https://vigil.example/events/{event_id}/snapshot?expires=")
+    path = urlsplit(url)
+    signed = client.get(f"{path.path}?{path.query}")  # no Authorization header
+    assert signed.status_code == 200 and signed.data == b"\xff\xd8jpeg"
+    other = client.get(f"/events/{event_id + 1}/snapshot?{path.query}")  # not this event's
+    assert other.status_code == 403 and error_code(other) == "invalid_signature"
+    expired = urlsplit(links.snapshot_url(event_id, now=0))
+    response = client.get(f"{expired.path}?{expired.query}")
+    assert response.status_code == 403 and error_code(response) == "invalid_signature"
+    wrong_key = urlsplit(Links(secret="another-secret").snapshot_url(event_id))
+    assert client.get(f"{wrong_key.path}?{wrong_key.query}").status_code == 403
+    assert client.get(f"/events/{event_id}/snapshot").status_code == 401

@@ -107,3 +107,42 @@ def test_register_device_refuses_bad_kinds_and_platforms(client, owner, db):
         response = client.post("/devices", json={**body, **change}, headers=owner.headers)
         assert response.status_code == 422, change
     assert count(db, "devices") == 1
+
+
+def test_each_home_sets_its_own_notification_policy(client, ana, bob):
+    url = f"/homes/{ana.home_id}/policy"
+    default = client.get(url, headers=ana.headers).get_json()
+    assert default == {
+        "cooldown_s": 300, "hourly_budget": 10, "alert_labels": ["person", "vehicle"],
+        "min_score": 0.45, "summary_window_s": 90, "summary_idle_s": 30, "summary_interval_s": 0,
+    }  # fmt: skip
+    changed = client.put(
+        url, json={"cooldown_s": 60, "alert_labels": ["animal", "person"]}, headers=ana.headers
+    )
+    assert changed.status_code == 200, changed.get_json()
+    assert changed.get_json() == {**default, "cooldown_s": 60, "alert_labels": ["animal", "person"]}
+    assert client.get(url, headers=ana.headers).get_json() == changed.get_json()
+    # bob's home keeps the defaults, and bob cannot see or change ana's
+    assert client.get(f"/homes/{bob.home_id}/policy", headers=bob.headers).get_json() == default
+    assert client.get(url, headers=bob.headers).status_code == 404
+    assert client.put(url, json={"cooldown_s": 1}, headers=bob.headers).status_code == 404
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"cooldown_s": -1},
+        {"hourly_budget": 5000},
+        {"alert_labels": ["ghost"]},
+        {"min_score": 0},
+        {"summary_window_s": "soon"},
+        {"tier": "enterprise"},
+        {"cooldown_s": True},
+    ],
+)
+def test_a_bad_policy_is_a_4xx_and_changes_nothing(client, ana, body):
+    url = f"/homes/{ana.home_id}/policy"
+    before = client.get(url, headers=ana.headers).get_json()
+    response = client.put(url, json=body, headers=ana.headers)
+    assert 400 <= response.status_code < 500 and "error" in response.get_json()
+    assert client.get(url, headers=ana.headers).get_json() == before

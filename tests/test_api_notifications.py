@@ -1,11 +1,11 @@
-"""GET /notifications and POST /notifications/<id>/read: your homes' pushes only."""
+"""GET /notifications, GET /notifications/<id>, POST .../read: your homes' only, with the
+per-phone delivery state of each push."""
 
 from __future__ import annotations
 
 import datetime as dt
 
-from notify.outbox import record_alert, record_summary
-from notify.policy import Decision
+from notify.outbox import record_notification
 from tests.api_helpers import add_device, error_code
 
 T0 = dt.datetime(2024, 5, 1, 12, 0, tzinfo=dt.UTC)
@@ -21,17 +21,9 @@ def _event(conn, owner) -> int:
 
 def _notification(conn, owner, kind="alert", minutes=0, event_id=None) -> int:
     return conn.execute(
-        "INSERT INTO notifications (event_id, home_id, kind, title, body, provider, status,"
-        " created_at, sent_at) VALUES (%s, %s, %s, %s, 'body', 'embedded', 'sent', %s, %s)"
-        " RETURNING id",
-        (
-            event_id,
-            owner.home_id,
-            kind,
-            f"{kind} +{minutes}",
-            T0 + dt.timedelta(minutes=minutes),
-            T0 + dt.timedelta(minutes=minutes, seconds=1),
-        ),
+        "INSERT INTO notifications (event_id, home_id, kind, title, body, created_at)"
+        " VALUES (%s, %s, %s, %s, 'body', %s) RETURNING id",
+        (event_id, owner.home_id, kind, f"{kind} +{minutes}", T0 + dt.timedelta(minutes=minutes)),
     ).fetchone()["id"]
 
 
@@ -42,33 +34,66 @@ def _list(client, owner, **params):
 
 
 def test_alerts_and_summaries_of_your_homes_newest_first(client, ana, bob, db):
+    phone = add_device(db, ana.home_id, "ana-phone", kind="phone")
     with db.connection() as conn:
-        phone = add_device(db, ana.home_id, "ana-phone", kind="phone")
         event = _event(conn, ana)
-        record_alert(conn, ana.home_id, event, Decision("alert", "Person at front door", "b"))
-        record_summary(conn, ana.home_id, "sum-1", "2 people", "14:00-14:10")
+        alert = record_notification(
+            conn, ana.home_id, "alert", "Person at the front door", "b", event_id=event,
+            location="front_door", labels=["person"], reason="life_safety", life_safety=True,
+        )  # fmt: skip
+        record_notification(conn, ana.home_id, "summary", "2 people", "14:00", summary_key="s1")
         _notification(conn, bob, minutes=5)
+        conn.execute(
+            "UPDATE deliveries SET status = 'sent', provider = 'fcm', attempts = 2,"
+            " last_status = 200, sent_at = now() WHERE notification_id = %s",
+            (alert.notification_id,),
+        )
     body = _list(client, ana)
     assert body["next_cursor"] is None
-    summary, alert = body["notifications"]
-    assert set(alert) == {
-        "id",
-        "kind",
-        "title",
-        "body",
-        "event_id",
-        "home_id",
-        "device_id",
-        "provider",
-        "status",
-        "created_at",
-        "sent_at",
-        "read_at",
-    }
-    assert (alert["kind"], alert["event_id"], alert["device_id"]) == ("alert", event, phone)
-    assert alert["title"] == "Person at front door" and alert["read_at"] is None
+    summary, alert_json = body["notifications"]
+    assert set(alert_json) == {
+        "id", "kind", "title", "body", "event_id", "home_id", "location", "labels", "reason",
+        "life_safety", "created_at", "read_at", "deliveries",
+    }  # fmt: skip
+    assert (alert_json["kind"], alert_json["event_id"]) == ("alert", event)
+    assert alert_json["labels"] == ["person"] and alert_json["life_safety"] is True
+    (delivery,) = alert_json["deliveries"]
+    assert delivery["device_id"] == phone and delivery["device_name"] == "ana-phone"
+    assert (delivery["provider"], delivery["status"], delivery["attempts"]) == ("fcm", "sent", 2)
+    assert dt.datetime.fromisoformat(delivery["sent_at"]).tzinfo is not None
+    assert "next_attempt_at" not in delivery  # only while it is still to be sent
     assert (summary["kind"], summary["event_id"], summary["title"]) == ("summary", None, "2 people")
-    assert dt.datetime.fromisoformat(alert["sent_at"]).tzinfo is not None
+    assert summary["deliveries"][0]["status"] == "pending"
+    one = client.get(f"/notifications/{alert_json['id']}", headers=ana.headers)
+    assert one.status_code == 200 and one.get_json() == alert_json
+    theirs = client.get(f"/notifications/{alert_json['id']}", headers=bob.headers)
+    assert theirs.status_code == 404 and error_code(theirs) == "notification_not_found"
+
+
+def test_filters_by_unread_event_and_delivery_state(client, ana, db):
+    add_device(db, ana.home_id, "ana-phone", kind="phone")
+    with db.connection() as conn:
+        event = _event(conn, ana)
+        failed = record_notification(conn, ana.home_id, "alert", "a", "b", event_id=event)
+        ok = record_notification(conn, ana.home_id, "summary", "s", "b", summary_key="k")
+        conn.execute(
+            "UPDATE deliveries SET status = 'failed' WHERE notification_id = %s",
+            (failed.notification_id,),
+        )
+        conn.execute("UPDATE notifications SET read_at = now() WHERE id = %s",
+                     (ok.notification_id,))  # fmt: skip
+
+    def ids(**params):
+        return [n["id"] for n in _list(client, ana, **params)["notifications"]]
+
+    assert ids(delivery="failed") == [failed.notification_id]
+    assert ids(delivery="pending") == [ok.notification_id]
+    assert ids(event_id=event) == [failed.notification_id]
+    assert ids(unread="true") == [failed.notification_id]
+    assert ids(unread="false") == [ok.notification_id]
+    assert error_code(client.get("/notifications?delivery=lost", headers=ana.headers)) == (
+        "validation_failed"
+    )
 
 
 def test_filters_by_home_kind_and_since(client, ana, db):
@@ -78,8 +103,8 @@ def test_filters_by_home_kind_and_since(client, ana, db):
         _notification(conn, ana, "summary", 10)
         _notification(conn, ana, "alert", 20)
         conn.execute(
-            "INSERT INTO notifications (home_id, kind, title, body, provider)"
-            " VALUES (%s, 'alert', 'other home', 'b', 'embedded')",
+            "INSERT INTO notifications (home_id, kind, title, body)"
+            " VALUES (%s, 'alert', 'other home', 'b')",
             (second_home,),
         )
     assert len(_list(client, ana)["notifications"]) == 4

@@ -220,18 +220,26 @@ def test_removing_a_device_keeps_its_events(
     assert row.fetchone() == {"home_id": home_id, "device_id": None}
 
 
-def test_a_notification_is_recorded_once_per_event_device_and_kind(
+def test_a_notification_is_recorded_once_per_event_and_a_delivery_once_per_device(
     db_conn: psycopg.Connection, home: tuple[int, int]
 ) -> None:
     home_id, device_id = home
     event_id = add_event(db_conn, home_id, device_id)
     insert = (
-        "INSERT INTO notifications (event_id, home_id, device_id, kind, title, body, provider)"
-        " VALUES (%s, %s, %s, 'alert', 'Person', 'At the front door', 'embedded')"
-        " ON CONFLICT (event_id, device_id, kind) DO NOTHING RETURNING id"
+        "INSERT INTO notifications (event_id, home_id, kind, title, body)"
+        " VALUES (%s, %s, 'alert', 'Person', 'At the front door')"
+        " ON CONFLICT DO NOTHING RETURNING id"
     )
-    assert db_conn.execute(insert, (event_id, home_id, device_id)).fetchone() is not None
-    assert db_conn.execute(insert, (event_id, home_id, device_id)).fetchone() is None
+    notification = db_conn.execute(insert, (event_id, home_id)).fetchone()
+    assert notification is not None
+    assert db_conn.execute(insert, (event_id, home_id)).fetchone() is None
+    deliver = (
+        "INSERT INTO deliveries (notification_id, home_id, device_id) VALUES (%s, %s, %s)"
+        " ON CONFLICT DO NOTHING RETURNING id"
+    )
+    args = (notification["id"], home_id, device_id)
+    assert db_conn.execute(deliver, args).fetchone() is not None
+    assert db_conn.execute(deliver, args).fetchone() is None
 
 
 def test_updating_an_event_moves_updated_at(db: ConnectionPool) -> None:

@@ -13,16 +13,17 @@ import json
 import logging
 
 import redis
-from flask import Blueprint, Response, jsonify, url_for
-from flask_jwt_extended import jwt_required
+from flask import Blueprint, Response, current_app, jsonify, url_for
+from flask_jwt_extended import jwt_required, verify_jwt_in_request
 
 from celery_config import LITE_QUEUE
+from notify.links import snapshot_signature_valid
 from schedules.candidates import CandidateStore
 from schedules.score import priority
 from store.db import transaction
 from webapp.access import owned_device, owned_event, owned_home
 from webapp.clients import clients, get_pool, get_redis
-from webapp.errors import ApiError
+from webapp.errors import ApiError, not_found
 from webapp.event_input import image_content_type, read_new_event
 from webapp.event_store import EVENT_COLUMNS, event_detections, insert_event, list_events
 from webapp.metrics import metrics
@@ -137,12 +138,36 @@ def get_event_image(event_id: int):
     return response
 
 
+def _snapshot_secret() -> str:
+    return current_app.config.get("SNAPSHOT_URL_SECRET") or current_app.config["JWT_SECRET_KEY"]
+
+
+def _signed_snapshot_event(event_id: int) -> bool:
+    """True for a valid signed link (as pushed with an alert); 403 for a bad or old one."""
+    args = query_args()
+    if "sig" not in args and "expires" not in args:
+        return False
+    try:
+        expires = int(args.get("expires", ""))
+    except ValueError:
+        expires = 0
+    if not snapshot_signature_valid(_snapshot_secret(), event_id, expires, args.get("sig", "")):
+        raise ApiError("invalid_signature", 403, "This snapshot link is invalid or expired.")
+    return True
+
+
 @bp.get("/<int:event_id>/snapshot")
-@jwt_required()
 def get_event_snapshot(event_id: int):
-    """The analysed frame with boxes and labels drawn (JPEG)."""
+    """The analysed frame with boxes and labels drawn (JPEG): with a JWT, or through the
+    signed, expiring link an alert carries (the phone fetches it without a token)."""
     with get_pool().connection() as conn:
-        row = owned_event(conn, current_user_id(), event_id, "e.snapshot")
+        if _signed_snapshot_event(event_id):
+            row = conn.execute("SELECT snapshot FROM events WHERE id = %s", (event_id,)).fetchone()
+            if row is None:
+                raise not_found("event")
+        else:
+            verify_jwt_in_request()
+            row = owned_event(conn, current_user_id(), event_id, "e.snapshot")
     if row["snapshot"] is None:
         raise ApiError("no_snapshot", 404, "This event has not been analysed yet.")
     response = Response(bytes(row["snapshot"]), mimetype="image/jpeg")

@@ -7,12 +7,13 @@ from typing import Any
 from flask import Blueprint, jsonify
 from flask_jwt_extended import jwt_required
 
+from notify.policy_store import load_policy, policy_json, save_policy
 from store.db import transaction
 from webapp.access import HOME_COLUMNS, owned_home
 from webapp.clients import get_pool
 from webapp.errors import ApiError
 from webapp.requests import json_body
-from webapp.schemas import HomePatch
+from webapp.schemas import HomePatch, PolicyUpdate
 from webapp.tokens import current_user_id
 
 bp = Blueprint("homes", __name__, url_prefix="/homes")
@@ -78,3 +79,24 @@ def patch_home(home_id: int):
             )
         home = owned_home(conn, current_user_id(), home_id)
     return jsonify(home_json(home))
+
+
+@bp.get("/<int:home_id>/policy")
+@jwt_required()
+def get_policy(home_id: int):
+    """The home's notification policy (cooldown, hourly budget, labels, summary timing)."""
+    with get_pool().connection() as conn:
+        owned_home(conn, current_user_id(), home_id)
+        return jsonify(policy_json(load_policy(conn, home_id)))
+
+
+@bp.route("/<int:home_id>/policy", methods=["PUT", "PATCH"])
+@jwt_required()
+def update_policy(home_id: int):
+    """Change the policy; fields left out keep their value. Quiet hours and the time zone
+    belong to the home itself (``PATCH /homes/<id>``)."""
+    changes = PolicyUpdate.model_validate(json_body()).model_dump(exclude_none=True)
+    with transaction(get_pool()) as conn:
+        owned_home(conn, current_user_id(), home_id, lock=True)
+        policy = save_policy(conn, home_id, changes)
+    return jsonify(policy_json(policy))

@@ -1,10 +1,14 @@
-"""Notifications: the pushes recorded for your homes (alerts and summaries), read marks.
+"""Notifications: the alerts and summaries of your homes, their pushes, read marks.
 
-Listed newest first by (created_at, id) with the same cursor as ``GET /events``. One row is
-one push to one device, so a home with two phones lists an alert twice (one per phone).
+One notification is one alert or summary, listed newest first by (created_at, id) with the
+same cursor as ``GET /events``; ``deliveries`` says, per phone, where its push stands
+(pending, sending, sent, failed, invalid_token), through which provider, after how many
+attempts, and the provider's last answer.
 """
 
 from __future__ import annotations
+
+from collections import defaultdict
 
 import psycopg
 from flask import Blueprint, jsonify
@@ -22,16 +26,39 @@ from webapp.tokens import current_user_id
 bp = Blueprint("notifications", __name__, url_prefix="/notifications")
 
 NOTIFICATION_COLUMNS = (
-    "n.id, n.kind, n.title, n.body, n.event_id, n.home_id, n.device_id, n.provider, "
-    "n.status, n.created_at, n.sent_at, n.read_at"
+    "n.id, n.kind, n.title, n.body, n.event_id, n.home_id, n.location, n.labels, n.reason, "
+    "n.life_safety, n.created_at, n.read_at"
 )
+DELIVERY_COLUMNS = (
+    "d.id, d.notification_id, d.device_id, dev.name AS device_name, dev.platform, d.provider, "
+    "d.status, d.attempts, d.next_attempt_at, d.sent_at, d.last_status, d.last_error"
+)
+
+
+def with_deliveries(conn: psycopg.Connection, rows: list[dict]) -> list[dict]:
+    """Attach each notification's deliveries (one query for the page)."""
+    by_notification: dict[int, list[dict]] = defaultdict(list)
+    if rows:
+        for d in conn.execute(
+            f"""
+            SELECT {DELIVERY_COLUMNS} FROM deliveries d
+            LEFT JOIN devices dev ON dev.id = d.device_id
+            WHERE d.notification_id = ANY(%s) ORDER BY d.id
+            """,
+            ([r["id"] for r in rows],),
+        ).fetchall():
+            notification_id = d.pop("notification_id")
+            if d["status"] not in ("pending", "sending"):
+                d.pop("next_attempt_at")
+            by_notification[notification_id].append(d)
+    return [{**row, "deliveries": by_notification[row["id"]]} for row in rows]
 
 
 def list_notifications(
     conn: psycopg.Connection, user_id: int, query: NotificationQuery
 ) -> tuple[list[dict], str | None]:
     """One page of the user's notifications matching ``query``, and the next page's cursor."""
-    return owned_page(
+    rows, cursor = owned_page(
         conn,
         user_id,
         query,
@@ -41,9 +68,18 @@ def list_notifications(
         filters=(
             ("home_id", "n.home_id = %(home_id)s"),
             ("kind", "n.kind = %(kind)s"),
+            ("event_id", "n.event_id = %(event_id)s"),
+            ("unread", "(n.read_at IS NULL) = %(unread)s"),
+            (
+                "delivery",
+                "EXISTS (SELECT 1 FROM deliveries d WHERE d.notification_id = n.id"
+                " AND d.status = %(delivery)s)",
+            ),
             ("since", "n.created_at >= %(since)s"),
+            ("until", "n.created_at < %(until)s"),
         ),
     )
+    return with_deliveries(conn, rows), cursor
 
 
 @bp.get("")
@@ -55,6 +91,22 @@ def list_notifications_route():
             owned_home(conn, current_user_id(), query.home_id)
         rows, next_cursor = list_notifications(conn, current_user_id(), query)
     return jsonify(notifications=rows, next_cursor=next_cursor)
+
+
+@bp.get("/<int:notification_id>")
+@jwt_required()
+def get_notification(notification_id: int):
+    with get_pool().connection() as conn:
+        row = conn.execute(
+            f"""
+            SELECT {NOTIFICATION_COLUMNS} FROM notifications n JOIN homes h ON h.id = n.home_id
+            WHERE n.id = %s AND h.owner_id = %s
+            """,
+            (notification_id, current_user_id()),
+        ).fetchone()
+        if row is None:
+            raise not_found("notification")
+        return jsonify(with_deliveries(conn, [row])[0])
 
 
 @bp.post("/<int:notification_id>/read")
@@ -71,6 +123,6 @@ def mark_read(notification_id: int):
             """,
             (notification_id, current_user_id()),
         ).fetchone()
-    if row is None:
-        raise not_found("notification")
-    return jsonify(row)
+        if row is None:
+            raise not_found("notification")
+        return jsonify(with_deliveries(conn, [row])[0])

@@ -90,6 +90,27 @@ class HomePatch(Strict):
     quiet_hours_end: dt.time | None = None
 
 
+class PolicyUpdate(Strict):
+    """A home's notification policy; fields left out keep their current value."""
+
+    cooldown_s: Annotated[int, BeforeValidator(_not_bool), Field(ge=0, le=86400)] | None = None
+    hourly_budget: Annotated[int, BeforeValidator(_not_bool), Field(ge=0, le=1000)] | None = None
+    alert_labels: Annotated[list[Literal[LABELS]], Field(max_length=3)] | None = None  # type: ignore[valid-type]
+    min_score: (
+        Annotated[
+            float, BeforeValidator(_not_bool), Field(ge=0.05, le=1.0), AfterValidator(_finite)
+        ]
+        | None
+    ) = None
+    summary_window_s: Annotated[int, BeforeValidator(_not_bool), Field(ge=10, le=86400)] | None = (
+        None
+    )
+    summary_idle_s: Annotated[int, BeforeValidator(_not_bool), Field(ge=5, le=86400)] | None = None
+    summary_interval_s: Annotated[int, BeforeValidator(_not_bool), Field(ge=0, le=86400)] | None = (
+        None
+    )
+
+
 class DeviceCreate(Strict):
     home_id: Id
     kind: Literal["camera", "phone"]
@@ -119,14 +140,22 @@ class EventQuery(Strict):
         return _utc_if_naive(value)
 
 
+DELIVERY_STATES = ("pending", "sending", "sent", "failed", "invalid_token")
+
+
 class NotificationQuery(Strict):
     home_id: Id | None = None
     kind: Literal[NOTIFICATION_KINDS] | None = None  # type: ignore[valid-type]
+    event_id: Id | None = None
+    unread: bool | None = None  # true: only unread; false: only read
+    # Notifications with at least one delivery in this state (e.g. failed pushes).
+    delivery: Literal[DELIVERY_STATES] | None = None  # type: ignore[valid-type]
     since: dt.datetime | None = None
+    until: dt.datetime | None = None
     limit: Annotated[int, Field(ge=1, le=100)] = 50
     cursor: Annotated[str, Field(max_length=200)] | None = None
 
-    @field_validator("since")
+    @field_validator("since", "until")
     @classmethod
     def _aware(cls, value: dt.datetime | None) -> dt.datetime | None:
         return _utc_if_naive(value)
