@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Sequence
 
@@ -11,20 +10,14 @@ from celery import shared_task
 from inference.annotate import annotate
 from inference.images import encode_jpeg
 from inference.pipeline import BatchPipeline
+from notify import live
 from schedules.leases import complete
 from store.analysis import claim_for_analysis, mark_failed, save_detections
 from tasks.context import WorkerContext, context
 
 log = logging.getLogger(__name__)
 
-EVENTS_CHANNEL = "events:{home_id}"
 SNAPSHOT_SIDE = 960
-
-
-def publish(ctx: WorkerContext, home_id: int, event_id: int, status: str, **extra) -> None:
-    """Tell live listeners (SSE stream, dashboards) an event changed."""
-    message = json.dumps({"event_id": event_id, "status": status, **extra})
-    ctx.redis.publish(EVENTS_CHANNEL.format(home_id=home_id), message)
 
 
 def snapshot_jpeg(image, detections) -> bytes:
@@ -62,9 +55,16 @@ def analyse_batch(ctx: WorkerContext, event_ids: Sequence[int]) -> list[int]:
     for event_id, dets in found:
         if event_id in analysed:
             labels = sorted({d.label for d in dets})
-            publish(ctx, homes[event_id], event_id, "analyzed", labels=labels)
+            live.publish(
+                ctx.redis,
+                homes[event_id],
+                "event.analyzed",
+                {"event_id": event_id, "labels": labels},
+            )
     for event, error in refused:
-        publish(ctx, event.home_id, event.id, "failed", error=error.code)
+        live.publish(
+            ctx.redis, event.home_id, "event.failed", {"event_id": event.id, "error": error.code}
+        )
     return analysed
 
 

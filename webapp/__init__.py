@@ -26,6 +26,8 @@ DEFAULT_HEALTH_WORKER_FRESH_S = 60
 # A queue is stalled when its oldest message waited this long and nothing was consumed from
 # it for as long. Above the deep batch time limit (240 s), so one slow batch is not a stall.
 DEFAULT_HEALTH_QUEUE_STALL_S = 300
+# An SSE response ends after this long; the client reconnects with Last-Event-ID.
+DEFAULT_STREAM_MAX_S = 300
 _TESTING_SECRET = "vigil-testing-only-secret-key-0123456789abcdef"
 
 
@@ -44,7 +46,7 @@ class ApiJSONProvider(DefaultJSONProvider):
 def _from_environment(environ: Mapping[str, str]) -> dict[str, Any]:
     config: dict[str, Any] = {}
     urls = ("DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL")
-    for name in (*urls, "JWT_SECRET_KEY", "METRICS_TOKEN"):
+    for name in (*urls, "JWT_SECRET_KEY", "METRICS_TOKEN", "SNAPSHOT_URL_SECRET"):
         if environ.get(name):
             config[name] = environ[name]
     seconds = {
@@ -59,6 +61,7 @@ def _from_environment(environ: Mapping[str, str]) -> dict[str, Any]:
         "DB_POOL_MAX_SIZE",
         "HEALTH_WORKER_FRESH_S",
         "HEALTH_QUEUE_STALL_S",
+        "STREAM_MAX_S",
     ):
         if environ.get(key):
             config[key] = int(environ[key])
@@ -74,6 +77,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
         REDIS_URL=None,
         CELERY_BROKER_URL=None,  # defaults to REDIS_URL, as in celery_config
         JWT_SECRET_KEY=None,
+        SNAPSHOT_URL_SECRET=None,  # signs alerts' snapshot links; JWT_SECRET_KEY if unset
         METRICS_TOKEN=None,  # when set, GET /metrics wants "Authorization: Bearer <it>"
         JWT_TOKEN_LOCATION=["headers"],
         JWT_ACCESS_TOKEN_EXPIRES=DEFAULT_ACCESS_TOKEN_EXPIRES,
@@ -82,6 +86,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
         DB_POOL_MAX_SIZE=10,
         HEALTH_WORKER_FRESH_S=DEFAULT_HEALTH_WORKER_FRESH_S,
         HEALTH_QUEUE_STALL_S=DEFAULT_HEALTH_QUEUE_STALL_S,
+        STREAM_MAX_S=DEFAULT_STREAM_MAX_S,
     )
     app.config.update(_from_environment(os.environ))
     if test_config is not None:
@@ -107,13 +112,14 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
         metrics,
         notifications,
         openapi,
+        stream,
     )
 
     errors.init_app(app)  # first: the JWT extension's handlers then override by class
     clients.init_app(app)
     metrics.init_app(app)
     auth.init_app(app)
-    for module in (homes, devices, events, notifications, health, openapi):
+    for module in (homes, devices, events, notifications, stream, health, openapi):
         app.register_blueprint(module.bp)
     cli.init_app(app)
     return app

@@ -21,6 +21,7 @@ from webapp.schemas import (
     LoginRequest,
     NotificationQuery,
 )
+from webapp.stream import LAST_EVENT_ID_HEADER, StreamQuery
 
 bp = Blueprint("openapi", __name__)
 
@@ -110,6 +111,20 @@ def build_document() -> dict[str, Any]:
             "multipart/form-data": {"schema": _event_upload_schema()},
         },
     }
+    last_event_id = {
+        "name": LAST_EVENT_ID_HEADER,
+        "in": "header",
+        "required": False,
+        "schema": {"type": "string", "pattern": r"^\d+-\d+$"},
+    }
+    stream_params = _query_params(StreamQuery)
+    for param in stream_params:
+        param["required"] = param["name"] == "home_id"
+    stream = _op(
+        "Live events of one of your homes (server-sent events), resumable by Last-Event-ID",
+        parameters=[*stream_params, last_event_id],
+    )
+    stream["responses"]["200"]["content"] = {"text/event-stream": {"schema": {"type": "string"}}}
     paths = {
         "/auth/login": {
             "post": _op("Log in: access and refresh tokens", body="LoginRequest", public=True)
@@ -153,6 +168,7 @@ def build_document() -> dict[str, Any]:
         "/notifications/{notification_id}/read": {
             "post": _op("Mark a notification read", parameters=[_id("notification_id")])
         },
+        "/stream": {"get": stream},
         "/health": {
             "get": _op(
                 "Redis, Postgres and queue consumption: ok, degraded (200) or down (503)",
