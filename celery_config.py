@@ -58,7 +58,7 @@ worker_send_task_events = True  # Flower
 task_send_sent_event = False
 broker_connection_retry_on_startup = True
 
-# Schedules as data: the triage ticks, plus the summary sweep of the digest.
+# Schedules as data: the triage ticks, the summary sweep and the outbox sweep.
 beat_schedule = {
     **scheduler_beat(configured()),
     "schedules.reconcile": {
@@ -70,5 +70,11 @@ beat_schedule = {
         "task": "notify.flush_summaries",
         "schedule": 10.0,
         "options": {"expires": 9.0},
+    },
+    # Outbox retries and expired send leases; due times live in the rows, not in countdowns.
+    "notify.send_due": {
+        "task": "notify.send_due",
+        "schedule": 2.0,
+        "options": {"expires": 2.0},
     },
 }

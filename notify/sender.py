@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import random
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -43,6 +43,24 @@ class SenderConfig:
     backoff_base_s: float = 2.0
     backoff_max_s: float = 300.0
     threads: int = 8  # concurrent provider requests per sender
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> SenderConfig:
+        """PUSH_LEASE_S, PUSH_MAX_ATTEMPTS, PUSH_BACKOFF_BASE_S, PUSH_BACKOFF_MAX_S,
+        PUSH_THREADS; unset ones keep their defaults."""
+        names = {
+            "lease_s": ("PUSH_LEASE_S", float),
+            "max_attempts": ("PUSH_MAX_ATTEMPTS", int),
+            "backoff_base_s": ("PUSH_BACKOFF_BASE_S", float),
+            "backoff_max_s": ("PUSH_BACKOFF_MAX_S", float),
+            "threads": ("PUSH_THREADS", int),
+        }
+        values = {
+            field_name: kind(environ[env])
+            for field_name, (env, kind) in names.items()
+            if environ.get(env)
+        }
+        return cls(**values)
 
 
 @dataclass

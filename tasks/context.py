@@ -61,6 +61,25 @@ class WorkerContext:
         scorer.setup()
         return scorer
 
+    @cached_property
+    def providers(self):
+        """FCM / APNs from their credentials in the environment, else the embedded one."""
+        from notify.providers import providers_from_env
+
+        return providers_from_env(self.environ)
+
+    @cached_property
+    def sender_config(self):
+        from notify.sender import SenderConfig
+
+        return SenderConfig.from_env(self.environ)
+
+    @cached_property
+    def links(self):
+        from notify.links import Links
+
+        return Links.from_env(self.environ)
+
     @property
     def allowed_networks(self) -> tuple[str, ...]:
         """Private networks image URLs may point to (none unless an operator says so)."""

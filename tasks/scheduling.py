@@ -17,7 +17,7 @@ from schedules.tick import run_tick
 from store.analysis import mark_failed, mark_skipped, pending_events, requeue
 from tasks.context import WorkerContext, context
 from tasks.deep import deep_batch
-from tasks.digest import digest
+from tasks.digest import digest, send_task
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,9 @@ def expire_task() -> list[int]:
     ctx = context()
     expired = CandidateStore(ctx.redis, configured()).expire_due()
     skipped = mark_skipped(ctx.pool, [int(e.event_id) for e in expired], "expired before analysis")
-    provisional_alerts(ctx.pool, skipped)
+    report = provisional_alerts(ctx.pool, skipped)
+    if report.deliveries:
+        send_task.delay(report.deliveries)
     return skipped
 
 

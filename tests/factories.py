@@ -20,7 +20,7 @@ def make_home(conn, arm_mode="away", tz="Europe/Paris", phones=1) -> tuple[int, 
     for i in range(phones):
         conn.execute(
             "INSERT INTO devices (home_id, kind, platform, name, push_token)"
-            " VALUES (%s, 'phone', 'android', %s, 'tok')",
-            (home, f"phone{i}"),
+            " VALUES (%s, 'phone', 'android', %s, %s)",
+            (home, f"phone{i}", f"fcm-token-{i}-0123456789"),
         )
     return home, camera
