@@ -20,13 +20,20 @@ from webapp.schemas import (
     HomePatch,
     LoginRequest,
     NotificationQuery,
+    PolicyUpdate,
 )
 from webapp.stream import LAST_EVENT_ID_HEADER, StreamQuery
 
 bp = Blueprint("openapi", __name__)
 
 _REF = "#/components/schemas/{model}"
-_MODELS: tuple[type[BaseModel], ...] = (LoginRequest, EventCreate, HomePatch, DeviceCreate)
+_MODELS: tuple[type[BaseModel], ...] = (
+    LoginRequest,
+    EventCreate,
+    HomePatch,
+    PolicyUpdate,
+    DeviceCreate,
+)
 _ERROR = {
     "type": "object",
     "required": ["error"],
@@ -140,6 +147,17 @@ def build_document() -> dict[str, Any]:
                 parameters=[_id("home_id")],
             ),
         },
+        "/homes/{home_id}/policy": {
+            "get": _op("The home's notification policy", parameters=[_id("home_id")]),
+            **{
+                method: _op(
+                    "Change cooldown, hourly budget, alert labels or summary timing",
+                    body="PolicyUpdate",
+                    parameters=[_id("home_id")],
+                )
+                for method in ("put", "patch")
+            },
+        },
         "/devices": {
             "post": _op("Register a device in one of your homes", "201", body="DeviceCreate")
         },
@@ -157,12 +175,23 @@ def build_document() -> dict[str, Any]:
             "get": _op("The uploaded image bytes", parameters=[_id("event_id")])
         },
         "/events/{event_id}/snapshot": {
-            "get": _op("The analysed frame with boxes drawn (JPEG)", parameters=[_id("event_id")])
+            "get": _op(
+                "The analysed frame with boxes drawn (JPEG); a JWT, or the signed link an"
+                " alert carries (expires, sig)",
+                parameters=[_id("event_id")],
+                public=True,
+            )
         },
         "/notifications": {
             "get": _op(
                 "Your notifications (alerts, summaries), newest first, by cursor",
                 parameters=_query_params(NotificationQuery),
+            )
+        },
+        "/notifications/{notification_id}": {
+            "get": _op(
+                "One notification with the delivery state of its push to each phone",
+                parameters=[_id("notification_id")],
             )
         },
         "/notifications/{notification_id}/read": {
