@@ -4,7 +4,9 @@ digest queues, on CPU), the tick run by the test, the real broker and databases.
 A phone app logs in, registers its devices and posts events — a multipart upload and the
 source's JSON body with an ``image_url`` on a local static server (the worker is allowed
 127.0.0.1/32, which it refuses by default) — then polls ``GET /events/<id>`` until the
-detector's labels are there, and the owner's notification is recorded.
+detector's labels are there. The worker pushes the alert to the local APNs server (HTTP/2,
+token auth), whose payload carries a signed snapshot link the phone fetches without a token;
+the live stream saw it all.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from __future__ import annotations
 import os
 import secrets
 import time
+import urllib.request
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import redis
@@ -20,7 +24,9 @@ from demo.client import ApiClient
 from demo.processes import Child, stop_all, venv_env
 from demo.stack import start_web
 from demo.static import LOOPBACK_NETWORK, StaticServer
-from notify.digest import flush_summaries
+from devservers.apns_server import ApnsServer
+from notify import live
+from notify.summaries import flush_summaries
 from schedules.config import SchedulerConfig
 from tasks.app import app as celery_app
 from tasks.app import worker_argv
@@ -34,9 +40,18 @@ QUEUES = "deep_processing_enterprise,deep_processing_premium,deep_processing_sta
 SETTLED = ("analyzed", "skipped", "failed")
 
 
+IOS_TOKEN = "a1" * 32
+
+
 @pytest.fixture(scope="module")
-def stack(redis_url, database_url, tmp_path_factory):
-    """gunicorn + one Celery worker as real processes, and a static image server."""
+def apns():
+    with ApnsServer() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def stack(redis_url, database_url, tmp_path_factory, apns):
+    """gunicorn + one Celery worker as real processes, a static image server, local APNs."""
     broker = broker_url(redis_url)
     redis.Redis.from_url(broker).flushdb()  # no batches left over from another module
     env = venv_env(os.environ)
@@ -48,20 +63,29 @@ def stack(redis_url, database_url, tmp_path_factory):
         VIGIL_WORKER_ROLE="deep",
         VIGIL_DEVICE="cpu",
         VIGIL_FETCH_ALLOWED_NETWORKS=LOOPBACK_NETWORK,
+        APNS_KEY=apns.key_pem(),
+        APNS_KEY_ID=apns.key_id,
+        APNS_TEAM_ID=apns.team_id,
+        APNS_TOPIC=apns.topic,
+        APNS_ENDPOINT=apns.endpoint,
     )
     celery_app.conf.broker_url = broker  # this process sends the tick's batches
     log_dir = tmp_path_factory.mktemp("e2e-http-logs")
     children: list[Child] = []
     try:
+        web, base_url = start_web(env, log_dir, workers=1, threads=4)
+        children.append(web)
+        env["PUBLIC_BASE_URL"] = base_url  # the links pushes carry point at this server
         worker_cmd = worker_argv(QUEUES, "e2e-http", 1, *TEST_WORKER_FLAGS)
         worker = Child("worker", worker_cmd, env=env, log_dir=log_dir)
         children.append(worker)
-        web, base_url = start_web(env, log_dir, workers=1, threads=4)
-        children.append(web)
         worker.wait_for_log("ready.", 90)
         worker.wait_for_log("deep model", 90)
         with StaticServer(PHOTOS) as static:
-            yield {"base_url": base_url, "env": env, "static": static}
+            yield {
+                "base_url": base_url, "env": env, "static": static,
+                "redis": redis.Redis.from_url(redis_url, decode_responses=True),
+            }  # fmt: skip
     finally:
         stop_all(children)
 
@@ -83,7 +107,13 @@ def phone_app(stack, db, redis_client):
     api.call(
         "POST",
         "/devices",
-        {"home_id": home_id, "kind": "phone", "platform": "ios", "name": "ana", "push_token": "t"},
+        {
+            "home_id": home_id,
+            "kind": "phone",
+            "platform": "ios",
+            "name": "ana",
+            "push_token": IOS_TOKEN,
+        },
         expect=(201,),
     )
     api.home_id = home_id
@@ -125,7 +155,7 @@ def digest_of(db, event_id: int) -> str | None:
         ]
 
 
-def test_an_uploaded_photo_is_analysed_over_http_and_the_owner_alerted(stack, phone_app, db):
+def test_an_uploaded_photo_is_analysed_over_http_and_the_owner_alerted(stack, phone_app, db, apns):
     arm(phone_app, "away")
     fields = {
         "device_id": "test_device_001",
@@ -141,12 +171,21 @@ def test_an_uploaded_photo_is_analysed_over_http_and_the_owner_alerted(stack, ph
     assert event["status"] == "analyzed" and event["has_image"]
     assert {"person", "dog"} <= {d["label"] for d in event["detections"]}
     assert wait_for(lambda: digest_of(db, event["id"])) == "alert"
-    with db.connection() as conn:
-        alert = conn.execute(
-            "SELECT kind, title, device_id FROM notifications WHERE event_id = %s", (event["id"],)
-        ).fetchone()
+    (push,) = wait_for(lambda: [a for a in apns.accepted if a["token"] == IOS_TOKEN])
+    aps = push["payload"]["aps"]
+    assert aps["alert"]["title"] == "Person at the front door"
+    assert push["payload"]["event_id"] == str(event["id"])
+    # The phone fetches the annotated snapshot through the signed link, without a token.
+    with urllib.request.urlopen(push["payload"]["snapshot_url"], timeout=10) as response:
+        assert response.headers["Content-Type"] == "image/jpeg"
+        assert response.read(2) == b"\xff\xd8"
+    notes = phone_app.call("GET", f"/notifications?event_id={event['id']}")["notifications"]
+    (alert,) = notes
     assert alert["kind"] == "alert" and alert["title"].startswith("Person")
-    assert alert["device_id"] is not None  # pushed to the registered phone
+    (delivery,) = alert["deliveries"]  # pushed to the registered phone, through APNs
+    assert (delivery["provider"], delivery["status"], delivery["attempts"]) == ("apns", "sent", 1)
+    kinds = [kind for _, kind, _ in live.read(stack["redis"], phone_app.home_id, "0-0", None, 100)]
+    assert kinds[:3] == ["event.analyzed", "alert", "push.delivered"]
 
 
 def test_the_source_json_body_with_an_image_url_is_analysed_and_summarised(stack, phone_app, db):
@@ -167,7 +206,8 @@ def test_the_source_json_body_with_an_image_url_is_analysed_and_summarised(stack
     assert event["image_url"] == source_body["image_url"] and not event["has_image"]
     assert {"dog", "bicycle"} <= {d["label"] for d in event["detections"]}
     assert wait_for(lambda: digest_of(db, event["id"])) == "summary"
-    assert flush_summaries(db, window_s=0, idle_s=0) == 1  # the beat's sweep, without waiting
+    later = datetime.now(UTC) + timedelta(hours=1)
+    assert len(flush_summaries(db, now=later).summaries) == 1  # the beat's sweep, sooner
     with db.connection() as conn:
         summary = conn.execute(
             "SELECT kind, body FROM notifications WHERE home_id = %s", (phone_app.home_id,)
