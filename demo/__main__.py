@@ -6,8 +6,10 @@ users and homes of every tier with the CLI; logs in and registers cameras and ph
 the REST API; sends a paced stream of real photos as the phone app would (the source's JSON
 body with an image_url on a local static server, or a multipart upload; some with on-device
 results); waits until every accepted event is settled; folds the held summaries; prints a
-report and writes annotated snapshots. Everything it started is stopped on exit, Ctrl-C or
-error. Exit status: 0, or 1 if an accepted event was lost or left unsettled.
+report and writes annotated snapshots. Pushes go to local servers that speak FCM HTTP v1
+and APNs (HTTP/2, token auth), through the same providers production uses. Everything it
+started is stopped on exit, Ctrl-C or error. Exit status: 0, or 1 if an accepted event was
+lost or left unsettled.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from collections import Counter
 
 from tqdm import tqdm
 
-from demo import report
+from demo import push, report
 from demo.client import ApiClient
 from demo.processes import ROOT, Child, ProcessError, stop_all, venv_env
 from demo.provision import create_users, set_up_home
@@ -131,15 +133,18 @@ def run(args: argparse.Namespace, children: list[Child], servers: DevServers) ->
         CELERY_BROKER_URL=urls["REDIS_URL"],
         JWT_SECRET_KEY=secrets.token_urlsafe(48),
         VIGIL_FETCH_ALLOWED_NETWORKS=LOOPBACK_NETWORK,  # the static server below is loopback
+        **push.server_env(),
     )
     say(f"servers   redis {urls['REDIS_URL']}  postgres {urls['DATABASE_URL']}")
+    say(f"push      FCM HTTP v1 {push.fcm.endpoint}  APNs (h2c) {push.apns.endpoint}")
+    web, base_url = start_web(env, log_dir)
+    children.append(web)
+    env["PUBLIC_BASE_URL"] = base_url  # snapshot links in pushes (workers start later)
     deep = start_deep_worker(env, log_dir)
     children.append(deep)
     cpu = start_cpu_worker(env, log_dir)
     children.append(cpu)
     children.append(start_beat(env, log_dir, BASE_DIR / "celerybeat-schedule"))
-    web, base_url = start_web(env, log_dir)
-    children.append(web)
     say(f"web       {base_url} (gunicorn, pid {web.pid}); logs in {log_dir.relative_to(ROOT)}/")
     create_users(HOMES, env)
     homes = [set_up_home(base_url, spec) for spec in HOMES]
@@ -157,12 +162,11 @@ def run(args: argparse.Namespace, children: list[Child], servers: DevServers) ->
         still_open = wait_settled(create_pool_for(urls), ids, args.settle_timeout, children)
     pool = create_pool_for(urls)
     try:
-        from notify.digest import flush_summaries
-
         folded_by_beat = _summaries(pool)
         # The beat's sweep folds a home's held events after 30 s without news; rather than
-        # wait for it, close every window now.
-        folded_now = flush_summaries(pool, window_s=0, idle_s=0)
+        # wait for it, close every window now, push those summaries, and let the outbox drain.
+        folded_now = len(push.flush_and_send(pool, env).summaries)
+        undelivered = push.wait_outbox_drained(pool, timeout=30.0)
         snapshots = report.write_snapshots(pool, ids, BASE_DIR / "snapshots")
         elapsed = time.monotonic() - t0
         print()
@@ -176,15 +180,17 @@ def run(args: argparse.Namespace, children: list[Child], servers: DevServers) ->
         print(report.lite_line(pool, ids))
         for line in report.notification_lines(pool, [h.home_id for h in homes]):
             print(line)
+        for line in push.server_lines(undelivered):
+            print(line)
         seen = report.api_notification_count(base_url, [h.token for h in homes])
         print(
-            "  read from Postgres; GET /notifications is not served yet"
+            "  GET /notifications did not answer"
             if seen is None
             else f"  the phone apps see {seen} of them through GET /notifications"
         )
         print(
             f"summaries: {folded_by_beat} folded by the beat's sweep during the run, "
-            f"{folded_now} flushed at the end (flush_summaries(window_s=0, idle_s=0))"
+            f"{folded_now} flushed at the end (their windows closed early)"
         )
         where = (BASE_DIR / "snapshots").relative_to(ROOT)
         print(f"snapshots: {snapshots} annotated JPEGs in {where}/")
@@ -236,6 +242,7 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not skip cleanup
         stop_all(children)
         servers.stop()
+        push.stop()
         signal.signal(signal.SIGINT, signal.default_int_handler)
 
 

@@ -3,6 +3,7 @@ the ``flask users create`` CLI, then login, arm mode and devices through the RES
 
 from __future__ import annotations
 
+import secrets
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
@@ -66,7 +67,12 @@ def set_up_home(base_url: str, spec: HomeSpec) -> Home:
                 "kind": "phone",
                 "platform": platform,
                 "name": f"{spec.email.split('@')[0]}'s phone",
-                "push_token": f"demo-{platform}-token-{home.home_id}",
+                # APNs device tokens are 64 hex digits; FCM tokens are opaque strings.
+                "push_token": (
+                    secrets.token_hex(32)
+                    if platform == "ios"
+                    else f"demo-android-token-{home.home_id}"
+                ),
             },
             expect=(201,),
         )

@@ -89,25 +89,40 @@ def notification_lines(pool: ConnectionPool, home_ids: Sequence[int]) -> list[st
     with pool.connection() as conn:
         rows = conn.execute(
             """
-            SELECT n.kind, n.provider, n.status, h.tier, d.platform, n.title, n.body, h.name
+            SELECT n.id, n.kind, n.reason, h.tier, n.title, n.body, h.name
             FROM notifications n JOIN homes h ON h.id = n.home_id
-            LEFT JOIN devices d ON d.id = n.device_id
             WHERE n.home_id = ANY(%s) ORDER BY n.id
             """,
             (list(home_ids),),
         ).fetchall()
+        pushes = conn.execute(
+            """
+            SELECT coalesce(d.provider, '-') AS provider, dev.platform, d.status, count(*) AS n
+            FROM deliveries d LEFT JOIN devices dev ON dev.id = d.device_id
+            WHERE d.home_id = ANY(%s) GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
+            """,
+            (list(home_ids),),
+        ).fetchall()
+        folded = conn.execute(
+            """
+            SELECT digest_reason AS reason, count(*) AS n FROM events
+            WHERE home_id = ANY(%s) AND digest = 'summary' GROUP BY 1 ORDER BY 2 DESC
+            """,
+            (list(home_ids),),
+        ).fetchall()
     kinds = Counter(r["kind"] for r in rows)
-    providers = Counter((r["provider"], r["platform"] or "no device") for r in rows)
     per_tier = Counter((r["tier"], r["kind"]) for r in rows)
     lines = [
-        f"notifications: {len(rows)} ({kinds['alert']} alerts, {kinds['summary']} summaries)",
-        "  by provider: "
-        + ", ".join(f"{p} → {platform}: {n}" for (p, platform), n in sorted(providers.items())),
+        f"notifications: {kinds['alert']} alerts, {kinds['summary']} summaries",
+        "  events folded into summaries, by reason: "
+        + (", ".join(f"{r['reason']} {r['n']}" for r in folded) or "none"),
         "  by tier:     "
         + ", ".join(
             f"{t} {per_tier[(t, 'alert')]} alerts / {per_tier[(t, 'summary')]} summaries"
             for t in DEFAULT_TIERS
         ),
+        "  pushes by provider: "
+        + ", ".join(f"{p['provider']} → {p['platform']} {p['status']}: {p['n']}" for p in pushes),
     ]
     for kind in ("alert", "summary"):
         seen: set[str] = set()

@@ -19,6 +19,8 @@ from psycopg_pool import ConnectionPool
 from store.db import create_pool
 
 log = logging.getLogger(__name__)
+# httpx logs every request at INFO: one line per push. Each answer is in its outbox row.
+logging.getLogger("httpx").setLevel(logging.WARNING)
 
 # "deep" workers load the detector at start; other roles load what they need lazily.
 ROLE_ENV = "VIGIL_WORKER_ROLE"
