@@ -1,0 +1,268 @@
+"""FcmProvider against the local FCM server: real HTTP, real OAuth, real signatures."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from devservers.fcm_server import FcmServer
+from notify.fcm import FcmProvider, classify_response, retry_after_s
+from notify.providers import EmbeddedProvider, providers_from_env
+from notify.push import Outcome, PushMessage
+
+TOKEN = "dXk2c3R1YjE6APA91bF-test_token"
+
+
+def message(**overrides) -> PushMessage:
+    fields = dict(
+        delivery_id=7,
+        push_id="0b6d1f0e-5a7c-4b1e-9d3a-2f4c6e8a0b1c",
+        token=TOKEN,
+        platform="android",
+        kind="alert",
+        title="Person at the front door",
+        body="Front door, 21:04",
+        data={"event_id": "42", "home_id": "3", "kind": "alert", "deep_link": "vigil://e/42"},
+        collapse_key="event:42",
+        thread_id="home:3",
+        image_url="https://cdn.example/snap/42.jpg",
+        time_sensitive=True,
+        ttl_s=600,
+    )
+    return PushMessage(**{**fields, **overrides})
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[FcmServer]:
+    with FcmServer(project_id="vigil-test") as running:
+        yield running
+
+
+@pytest.fixture
+def fcm(server: FcmServer) -> Iterator[FcmProvider]:
+    server.reset()
+    provider = FcmProvider(server.service_account_info(), endpoint=server.endpoint, timeout_s=0.2)
+    yield provider
+    provider.close()
+
+
+def sends(server: FcmServer) -> list[dict]:
+    return [r for r in server.requests if r["path"].endswith("messages:send")]
+
+
+def test_alert_carries_title_body_data_priority_ttl_and_collapse_tag(fcm, server):
+    result = fcm.send(message())
+
+    assert result.outcome is Outcome.SENT and result.status == 200
+    (accepted,) = server.accepted
+    assert result.provider_id == accepted["name"]
+    sent = accepted["message"]
+    assert sent["token"] == TOKEN
+    assert sent["notification"] == {
+        "title": "Person at the front door",
+        "body": "Front door, 21:04",
+        "image": "https://cdn.example/snap/42.jpg",
+    }
+    assert sent["data"] == message().data
+    android = sent["android"]
+    assert (android["priority"], android["ttl"], android["collapse_key"]) == (
+        "high",
+        "600s",
+        "event:42",
+    )
+    assert android["notification"] == {"tag": "event:42", "channel_id": "alerts"}
+    apns = sent["apns"]
+    assert apns["headers"]["apns-priority"] == "10"
+    assert apns["headers"]["apns-collapse-id"] == "event:42"
+    assert apns["payload"]["aps"]["thread-id"] == "home:3"
+    assert apns["payload"]["aps"]["interruption-level"] == "time-sensitive"
+
+
+def test_summary_is_normal_priority_passive_on_the_summaries_channel(fcm, server):
+    summary = message(kind="summary", time_sensitive=False, collapse_key="summary:3", ttl_s=7200)
+
+    assert fcm.send(summary).outcome is Outcome.SENT
+    sent = server.accepted[0]["message"]
+    assert sent["android"]["priority"] == "normal" and sent["android"]["ttl"] == "7200s"
+    assert sent["android"]["notification"] == {"tag": "summary:3", "channel_id": "summaries"}
+    assert sent["apns"]["headers"]["apns-priority"] == "5"
+    assert sent["apns"]["payload"]["aps"]["interruption-level"] == "passive"
+    assert "sound" not in sent["apns"]["payload"]["aps"]
+
+
+def test_oauth_token_comes_from_token_uri_once_and_is_reused_across_threads(fcm, server):
+    threads = [threading.Thread(target=fcm.send, args=(message(),)) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    fcm.send(message())
+
+    assert len(server.accepted) == 7
+    assert server.token_requests == 1
+    assert len({r["authorization"] for r in sends(server)}) == 1
+
+
+def test_expired_access_token_is_fetched_again_and_the_send_repeated_once(fcm, server):
+    fcm.send(message())
+    server.expire_access_tokens()
+
+    assert fcm.send(message()).outcome is Outcome.SENT
+    assert server.token_requests == 2
+    assert [r["status"] for r in sends(server)] == [200, 401, 200]
+
+
+def test_unregistered_token_is_invalid(fcm, server):
+    server.unregister(TOKEN)
+
+    result = fcm.send(message())
+
+    assert (result.outcome, result.status, result.reason) == (
+        Outcome.INVALID_TOKEN,
+        404,
+        "UNREGISTERED",
+    )
+
+
+def test_malformed_token_is_invalid_not_failed(fcm, server):
+    result = fcm.send(message(token="not a token"))
+
+    assert result.outcome is Outcome.INVALID_TOKEN and result.status == 400
+    assert server.accepted == []
+
+
+def test_payload_google_rejects_is_failed(fcm, server):
+    result = fcm.send(message(data={"event_id": 42}))  # FCM data values must be strings
+
+    assert result.outcome is Outcome.FAILED and result.status == 400
+    assert "message.data" in result.reason or "strings" in result.reason
+
+
+@pytest.mark.parametrize("status", [500, 503, 429])
+def test_transient_answers_retry_after_exactly_one_request(fcm, server, status):
+    fcm.send(message())  # warm up: the token fetch and the connection
+    server.fail_next(1, status=status, retry_after=30)
+
+    started = time.monotonic()
+    result = fcm.send(message())
+
+    assert (result.outcome, result.status, result.retry_after_s) == (Outcome.RETRY, status, 30.0)
+    assert time.monotonic() - started < 1.0  # pyfcm would have slept 30 s and resent
+    assert [r["status"] for r in sends(server)] == [200, status]
+
+
+def test_503_without_retry_after_is_not_retried_by_the_adapter(fcm, server):
+    server.fail_next(3, status=503)
+
+    assert fcm.send(message()).outcome is Outcome.RETRY
+    assert len(sends(server)) == 1
+
+
+def test_hang_past_the_timeout_is_a_quick_retry_and_never_accepted(fcm, server):
+    fcm.send(message())
+    server.hang_next(1, seconds=0.6)
+
+    started = time.monotonic()
+    result = fcm.send(message())
+
+    assert result.outcome is Outcome.RETRY and "Timeout" in result.reason
+    assert time.monotonic() - started < 0.5
+    deadline = time.monotonic() + 3
+    while not any(r.get("hung") for r in server.requests) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert len(server.accepted) == 1  # only the warm-up
+    assert fcm.send(message()).outcome is Outcome.SENT  # the pool recovers
+
+
+def test_connection_refused_and_unreachable_token_uri_are_retries(server):
+    info = server.service_account_info() | {"token_uri": "http://127.0.0.1:9/token"}
+    provider = FcmProvider(info, endpoint=server.endpoint, timeout_s=0.3)
+    result = provider.send(message())
+    assert result.outcome is Outcome.RETRY and "oauth" in result.reason
+    provider.close()
+
+    provider = FcmProvider(
+        server.service_account_info(), endpoint="http://127.0.0.1:9/v1/projects", timeout_s=0.3
+    )
+    result = provider.send(message())
+    assert result.outcome is Outcome.RETRY and "ConnectionError" in result.reason
+    provider.close()
+
+
+def test_service_account_refused_by_the_token_endpoint_is_failed(server):
+    info = server.service_account_info() | {"client_email": "someone@else.example"}
+    provider = FcmProvider(info, endpoint=server.endpoint, timeout_s=0.3)
+
+    result = provider.send(message())
+
+    assert result.outcome is Outcome.FAILED and "invalid_grant" in result.reason
+    provider.close()
+
+
+def test_malformed_service_account_is_a_value_error(server):
+    info = server.service_account_info()
+    with pytest.raises(ValueError):
+        FcmProvider({k: v for k, v in info.items() if k != "private_key"})
+    with pytest.raises(ValueError, match="project"):
+        FcmProvider({k: v for k, v in info.items() if k != "project_id"})
+    with pytest.raises(ValueError):
+        providers_from_env({"FCM_CREDENTIALS_JSON": "{not json"})
+
+
+def test_env_with_fcm_only_sends_every_platform_through_fcm(server, tmp_path):
+    path = tmp_path / "sa.json"
+    path.write_text(json.dumps(server.service_account_info()))
+    providers = providers_from_env(
+        {"FCM_CREDENTIALS_FILE": str(path), "FCM_ENDPOINT": server.endpoint, "PUSH_TIMEOUT_S": "2"}
+    )
+    try:
+        assert {providers.for_platform(p).name for p in ("ios", "android", "web")} == {"fcm"}
+        assert providers.for_platform("android").timeout_s == 2.0
+        assert providers.for_platform("web").send(message(platform="web")).outcome is Outcome.SENT
+        assert server.accepted[-1]["message"]["webpush"]["headers"]["Urgency"] == "high"
+    finally:
+        providers.close()
+
+
+def test_empty_env_uses_the_embedded_provider():
+    providers = providers_from_env({})
+    provider = providers.for_platform("android")
+
+    assert isinstance(provider, EmbeddedProvider)
+    assert provider.send(message()).provider_id == "embedded:7"
+    with pytest.raises(ValueError):
+        providers.for_platform("blackberry")
+
+
+def test_retry_after_accepts_seconds_and_http_dates():
+    assert retry_after_s("12") == 12.0
+    assert retry_after_s("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0  # in the past
+    assert retry_after_s("soon") is None and retry_after_s(None) is None
+
+
+def google_error(status: int, code: str, field: str = "") -> bytes:
+    details = [{"@type": "type.googleapis.com/google.firebase.fcm.v1.FcmError", "errorCode": code}]
+    if field:
+        violation = {"field": field, "description": "bad"}
+        details.append(
+            {"@type": "type.googleapis.com/google.rpc.BadRequest", "fieldViolations": [violation]}
+        )
+    return json.dumps({"error": {"code": status, "message": "x", "details": details}}).encode()
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "outcome"),
+    [
+        (403, google_error(403, "SENDER_ID_MISMATCH"), Outcome.INVALID_TOKEN),
+        (400, google_error(400, "INVALID_ARGUMENT", "message.token"), Outcome.INVALID_TOKEN),
+        (400, google_error(400, "INVALID_ARGUMENT", "message.android.ttl"), Outcome.FAILED),
+        (401, google_error(401, "THIRD_PARTY_AUTH_ERROR"), Outcome.FAILED),
+        (502, b"<html>Bad Gateway</html>", Outcome.RETRY),
+    ],
+)
+def test_error_bodies_classify_like_the_fcm_docs_say(status, body, outcome):
+    assert classify_response(status, {}, body).outcome is outcome
