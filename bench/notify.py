@@ -45,6 +45,7 @@ from demo.processes import ROOT, Child, stop_all, venv_env  # noqa: E402
 from devservers import DevServers  # noqa: E402
 from devservers.apns_server import ApnsServer  # noqa: E402
 from devservers.fcm_server import FcmServer  # noqa: E402
+from devservers.push_env import push_env  # noqa: E402
 from notify.links import Links  # noqa: E402
 from notify.providers import providers_from_env  # noqa: E402
 from notify.push import Outcome, PushMessage  # noqa: E402
@@ -249,13 +250,7 @@ def run(args, env: dict[str, str], urls: dict[str, str], children: list[Child]) 
     pool = create_pool(urls["DATABASE_URL"], min_size=1, max_size=4)
     homes = provision(pool, args.homes)
     with FcmServer() as fcm, ApnsServer() as apns:
-        env.update(
-            FCM_CREDENTIALS_JSON=json.dumps(fcm.service_account_info()),
-            FCM_ENDPOINT=fcm.endpoint,
-            APNS_KEY=apns.key_pem(), APNS_KEY_ID=apns.key_id, APNS_TEAM_ID=apns.team_id,
-            APNS_TOPIC=apns.topic, APNS_ENDPOINT=apns.endpoint,
-            PUSH_BACKOFF_BASE_S="0.5", PUSH_BACKOFF_MAX_S="5",
-        )  # fmt: skip
+        env.update(push_env(fcm, apns), PUSH_BACKOFF_BASE_S="0.5", PUSH_BACKOFF_MAX_S="5")
         providers = providers_from_env(env)
         direct = direct_rate(providers, 400)
         fcm.reset()

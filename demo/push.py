@@ -3,7 +3,6 @@ each server received (so the report shows pushes per provider and that none came
 
 from __future__ import annotations
 
-import json
 import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
@@ -12,6 +11,7 @@ from psycopg_pool import ConnectionPool
 
 from devservers.apns_server import ApnsServer
 from devservers.fcm_server import FcmServer
+from devservers.push_env import push_env
 from notify.links import Links
 from notify.providers import providers_from_env
 from notify.sender import send_deliveries
@@ -25,15 +25,7 @@ def server_env() -> dict[str, str]:
     """Start both local servers; the environment that points the providers at them."""
     global fcm, apns
     fcm, apns = FcmServer().start(), ApnsServer().start()
-    return {
-        "FCM_CREDENTIALS_JSON": json.dumps(fcm.service_account_info()),
-        "FCM_ENDPOINT": fcm.endpoint,
-        "APNS_KEY": apns.key_pem(),
-        "APNS_KEY_ID": apns.key_id,
-        "APNS_TEAM_ID": apns.team_id,
-        "APNS_TOPIC": apns.topic,
-        "APNS_ENDPOINT": apns.endpoint,
-    }
+    return push_env(fcm, apns)
 
 
 def stop() -> None:

@@ -54,6 +54,14 @@ class Providers:
             return self.apns
         return self.fcm or self.embedded
 
+    def warm(self) -> None:
+        """Fetch the FCM OAuth token and sign the APNs provider token now, so the first
+        alert a fresh worker sends does not wait for them."""
+        if isinstance(self.fcm, FcmProvider):
+            self.fcm._get_access_token()
+        if isinstance(self.apns, ApnsProvider):
+            self.apns.provider_token()
+
     def close(self) -> None:
         for provider in {id(p): p for p in (self.fcm, self.apns, self.embedded) if p}.values():
             provider.close()

@@ -24,6 +24,7 @@ from store.db import transaction
 
 # Summaries speak of people, vehicles and animals, not of benches and potted plants.
 SUMMARY_LABELS = sorted(set().union(*PRESENCE_GROUPS.values()))
+MAX_PLACES = 3  # places named in one summary, busiest first
 
 
 @dataclass
@@ -49,10 +50,14 @@ def summary_text(
 ) -> str:
     """E.g. "3 people and a car at the front door, a cat in the garden, 14:00–14:10"."""
     places = []
-    for location in order or list(seen):
+    ordered = order or list(seen)
+    for location in ordered[:MAX_PLACES]:
         counts = seen[location]
         what = _listing([_plural(label, n) for label, n in counts.most_common()] or ["motion"])
         places.append(f"{what} at the {place_name(location)}")
+    if len(ordered) > MAX_PLACES:  # a push stays short; the app lists every event
+        more = len(ordered) - MAX_PLACES
+        places.append(f"activity at {more} more place{'s' if more > 1 else ''}")
     text = "; ".join(places)
     return f"{text[0].upper()}{text[1:]}, {start:%H:%M}–{end:%H:%M}"
 

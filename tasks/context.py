@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from functools import cached_property
 
 import redis
@@ -24,6 +25,7 @@ logging.getLogger("httpx").setLevel(logging.WARNING)
 
 # "deep" workers load the detector at start; other roles load what they need lazily.
 ROLE_ENV = "VIGIL_WORKER_ROLE"
+PUSH_CREDENTIALS = ("FCM_CREDENTIALS_JSON", "FCM_CREDENTIALS_FILE", "APNS_KEY_ID")
 
 
 class WorkerContext:
@@ -105,3 +107,17 @@ def _init_process(**_kwargs) -> None:
     _context = WorkerContext()  # a fresh one in every forked child
     if _context.environ.get(ROLE_ENV) == "deep":
         _ = _context.detector
+    elif any(_context.environ.get(name) for name in PUSH_CREDENTIALS):
+        # Ready before the first alert: the pool and providers are built here (no network),
+        # the tokens are fetched in the background so a provider that is down does not hold
+        # up the worker's start.
+        providers = _context.providers
+        _ = _context.pool
+        threading.Thread(target=_warm_push, args=(providers,), daemon=True).start()
+
+
+def _warm_push(providers) -> None:
+    try:
+        providers.warm()
+    except Exception:  # the first send retries, and records the error on its delivery
+        log.warning("push providers could not warm up", exc_info=True)

@@ -1,6 +1,9 @@
-"""Rows the storage tests build on: a user, a home, its camera and phones."""
+"""Rows the storage tests build on: a user, a home, its camera and phones, analysed events."""
 
 from __future__ import annotations
+
+from inference.contract import Detection
+from store.analysis import claim_for_analysis, save_detections
 
 
 def make_home(conn, arm_mode="away", tz="Europe/Paris", phones=1) -> tuple[int, int]:
@@ -24,3 +27,19 @@ def make_home(conn, arm_mode="away", tz="Europe/Paris", phones=1) -> tuple[int, 
             (home, f"phone{i}", f"fcm-token-{i}-0123456789"),
         )
     return home, camera
+
+
+def analysed_event(db, home, camera, location, detections, snapshot: bytes | None = None) -> int:
+    """An event written as the deep worker writes it: claimed, then its (label, score)
+    detections saved and the event marked analysed."""
+    with db.connection() as conn:
+        event_id = conn.execute(
+            "INSERT INTO events (home_id, device_id, location, mode, motion_score)"
+            " VALUES (%s, %s, %s, 'security', 0.8) RETURNING id",
+            (home, camera, location),
+        ).fetchone()["id"]
+    claim_for_analysis(db, [event_id])
+    dets = [Detection(label, score, (1.0, 2.0, 30.0, 40.0)) for label, score in detections]
+    snapshots = {event_id: snapshot} if snapshot is not None else None
+    assert save_detections(db, [(event_id, dets)], "nanodet-416", snapshots) == [event_id]
+    return event_id

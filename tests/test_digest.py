@@ -7,27 +7,12 @@ from datetime import UTC, datetime, timedelta
 
 from psycopg.types.json import Jsonb
 
-from inference.contract import Detection
 from notify.digest import digest_events, provisional_alerts
 from notify.policy_store import load_policy, save_policy
 from notify.summaries import flush_summaries, summary_due, summary_text
-from store.analysis import claim_for_analysis, save_detections
-from tests.factories import make_home
+from tests.factories import analysed_event, make_home
 
 LATER = datetime(2100, 1, 1, tzinfo=UTC)  # every summary window has closed by then
-
-
-def analysed_event(db, home, camera, location, detections) -> int:
-    with db.connection() as conn:
-        event_id = conn.execute(
-            "INSERT INTO events (home_id, device_id, location, mode, motion_score)"
-            " VALUES (%s, %s, %s, 'security', 0.8) RETURNING id",
-            (home, camera, location),
-        ).fetchone()["id"]
-    claim_for_analysis(db, [event_id])
-    dets = [Detection(label, score, (1.0, 2.0, 30.0, 40.0)) for label, score in detections]
-    assert save_detections(db, [(event_id, dets)], "nanodet-416") == [event_id]
-    return event_id
 
 
 def rows(db, sql, *args):
@@ -133,6 +118,8 @@ def test_summary_text_reads_as_a_sentence():
     seen = {"driveway": Counter({"bus": 2, "elephant": 1, "dog": 2}), "yard": Counter({"cat": 1})}
     text = summary_text(seen, start, end)
     assert text == "2 buses, 2 dogs and an elephant at the driveway; a cat at the yard, 14:00–14:10"
+    many = {f"place_{i}": Counter({"cat": 1}) for i in range(5)}
+    assert summary_text(many, start, end).endswith("; activity at 2 more places, 14:00–14:10")
 
 
 def skipped_event(db, home, camera, location, lite) -> int:

@@ -25,6 +25,7 @@ from demo.processes import Child, stop_all, venv_env
 from demo.stack import start_web
 from demo.static import LOOPBACK_NETWORK, StaticServer
 from devservers.apns_server import ApnsServer
+from devservers.push_env import push_env
 from notify import live
 from notify.summaries import flush_summaries
 from schedules.config import SchedulerConfig
@@ -63,11 +64,7 @@ def stack(redis_url, database_url, tmp_path_factory, apns):
         VIGIL_WORKER_ROLE="deep",
         VIGIL_DEVICE="cpu",
         VIGIL_FETCH_ALLOWED_NETWORKS=LOOPBACK_NETWORK,
-        APNS_KEY=apns.key_pem(),
-        APNS_KEY_ID=apns.key_id,
-        APNS_TEAM_ID=apns.team_id,
-        APNS_TOPIC=apns.topic,
-        APNS_ENDPOINT=apns.endpoint,
+        **push_env(None, apns),
     )
     celery_app.conf.broker_url = broker  # this process sends the tick's batches
     log_dir = tmp_path_factory.mktemp("e2e-http-logs")

@@ -5,7 +5,6 @@ showing a second — and records it sent. A redelivered digest adds nothing."""
 
 from __future__ import annotations
 
-import json
 import signal
 import subprocess
 import time
@@ -13,6 +12,7 @@ from pathlib import Path
 
 from celery_config import DIGEST_QUEUE
 from devservers.fcm_server import FcmServer
+from devservers.push_env import push_env
 from inference.contract import Detection
 from store.analysis import claim_for_analysis, save_detections
 from tasks.app import app as celery_app
@@ -47,8 +47,7 @@ def test_an_alert_whose_worker_died_after_the_send_is_replaced_not_doubled(
     fcm = FcmServer(latency_s=30).start()  # accepts at once, answers late: time to kill
     env = dict(
         worker_env(redis_url, database_url),
-        FCM_CREDENTIALS_JSON=json.dumps(fcm.service_account_info()),
-        FCM_ENDPOINT=fcm.endpoint,
+        **push_env(fcm, None),
         PUSH_LEASE_S=str(LEASE_S),
         PUSH_TIMEOUT_S="60",
     )

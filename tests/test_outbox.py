@@ -3,7 +3,6 @@ payloads, retries with backoff, token pruning, and no second push under faults."
 
 from __future__ import annotations
 
-import json
 import threading
 from datetime import timedelta
 
@@ -11,13 +10,12 @@ import pytest
 
 from devservers.apns_server import ApnsServer
 from devservers.fcm_server import FcmServer
-from inference.contract import Detection
+from devservers.push_env import push_env
 from notify.digest import digest_events
 from notify.links import Links
 from notify.providers import Providers, providers_from_env
 from notify.sender import SenderConfig, claim, send_deliveries, send_one
-from store.analysis import claim_for_analysis, save_detections
-from tests.factories import make_home
+from tests.factories import analysed_event, make_home
 
 IOS_TOKEN = "ab" * 32
 LINKS = Links(base_url="https://vigil.example", secret="s3cret")
@@ -40,22 +38,9 @@ def apns():
 def providers(fcm, apns):
     fcm.reset()
     apns.reset()
-    providers = providers_from_env(push_env(fcm, apns, PUSH_TIMEOUT_S="1"))
+    providers = providers_from_env({**push_env(fcm, apns), "PUSH_TIMEOUT_S": "1"})
     yield providers
     providers.close()
-
-
-def push_env(fcm, apns, **extra) -> dict[str, str]:
-    return {
-        "FCM_CREDENTIALS_JSON": json.dumps(fcm.service_account_info()),
-        "FCM_ENDPOINT": fcm.endpoint,
-        "APNS_KEY": apns.key_pem(),
-        "APNS_KEY_ID": apns.key_id,
-        "APNS_TEAM_ID": apns.team_id,
-        "APNS_TOPIC": apns.topic,
-        "APNS_ENDPOINT": apns.endpoint,
-        **extra,
-    }
 
 
 def home_with_phones(db, android=1, ios=0) -> tuple[int, int]:
@@ -72,16 +57,9 @@ def home_with_phones(db, android=1, ios=0) -> tuple[int, int]:
 
 def alert(db, home, camera, location="front_door", snapshot=True) -> list[int]:
     """An analysed event with a person while armed away; returns its new deliveries."""
-    with db.connection() as conn:
-        event = conn.execute(
-            "INSERT INTO events (home_id, device_id, location, mode, motion_score)"
-            " VALUES (%s, %s, %s, 'security', 0.9) RETURNING id",
-            (home, camera, location),
-        ).fetchone()["id"]
-    claim_for_analysis(db, [event])
-    snapshots = {event: b"\xff\xd8jpeg"} if snapshot else None
-    dets = [Detection("person", 0.9, (1.0, 2.0, 30.0, 40.0))]
-    save_detections(db, [(event, dets)], "nanodet-416", snapshots)
+    event = analysed_event(
+        db, home, camera, location, [("person", 0.9)], b"\xff\xd8jpeg" if snapshot else None
+    )
     return digest_events(db, [event]).deliveries
 
 
@@ -187,9 +165,7 @@ def test_dead_tokens_are_pruned_and_not_tried_again(db, providers, fcm, apns):
     ids = alert(db, home, camera)
     assert send_deliveries(db, providers, LINKS, ids, FAST).outcomes == {"invalid_token": 2}
     with db.connection() as conn:
-        tokens = conn.execute(
-            "SELECT push_token FROM devices WHERE kind = 'phone'"
-        ).fetchall()
+        tokens = conn.execute("SELECT push_token FROM devices WHERE kind = 'phone'").fetchall()
     assert [t["push_token"] for t in tokens] == [None, None]
     requests_before = len(sends(fcm)) + len(apns.requests)
     later = alert(db, home, camera, location="back_door")
