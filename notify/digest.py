@@ -43,8 +43,9 @@ def _decide_and_record(
     report: DigestReport,
     provisional: bool = False,
 ) -> Decision:
-    conn.execute("SELECT 1 FROM homes WHERE id = %s FOR NO KEY UPDATE", (event["home_id"],))
-    now = conn.execute("SELECT now() AS now").fetchone()["now"]
+    now = conn.execute(
+        "SELECT now() AS now FROM homes WHERE id = %s FOR NO KEY UPDATE", (event["home_id"],)
+    ).fetchone()["now"]
     policy = load_policy(conn, event["home_id"])
     history = alert_history(conn, event["home_id"], event["location"], now, policy)
     decision = decide(detections, event["arm_mode"], event["location"], policy, history, now)

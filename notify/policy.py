@@ -26,11 +26,8 @@ from datetime import datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from inference.labels import PRESENCE_GROUPS, group_of
+from schedules.score import ARMED_MODES, DOOR_LOCATIONS, normalise_location
 
-DOOR_LOCATIONS = frozenset(
-    {"front_door", "back_door", "side_door", "garage_door", "door", "entrance"}
-)
-ARMED = frozenset({"home", "away", "night"})
 FULLY_ARMED = frozenset({"away", "night"})
 GROUPS = tuple(PRESENCE_GROUPS)  # person, vehicle, animal
 
@@ -108,10 +105,15 @@ def seen_groups(detections: Iterable[tuple[str, float]], min_score: float) -> tu
     return tuple(g for g in GROUPS if g in found)
 
 
+def at_a_door(location: str) -> bool:
+    """``"Front Door"``, ``"front-door"`` and ``"front_door"`` all are (as in triage)."""
+    return normalise_location(location) in DOOR_LOCATIONS
+
+
 def is_life_safety(groups: Sequence[str], arm_mode: str, location: str) -> bool:
     if "person" not in groups:
         return False
-    return arm_mode in FULLY_ARMED or (arm_mode in ARMED and location in DOOR_LOCATIONS)
+    return arm_mode in FULLY_ARMED or (arm_mode in ARMED_MODES and at_a_door(location))
 
 
 def _what(groups: Sequence[str]) -> str:
@@ -143,9 +145,9 @@ def decide(
             f"{_what(groups)} seen at the {place} at {local:%H:%M}.",
         )  # fmt: skip
 
-    if arm_mode not in ARMED:
+    if arm_mode not in ARMED_MODES:
         return summary("not_armed")
-    if not alerting or not (life_safety or arm_mode in FULLY_ARMED or location in DOOR_LOCATIONS):
+    if not alerting or not (life_safety or arm_mode in FULLY_ARMED or at_a_door(location)):
         return summary("routine")
     cooldown = timedelta(seconds=policy.cooldown_s)
     fresh = tuple(

@@ -9,7 +9,7 @@ hours summaries wait, and the first one after covers the night.
 
 from __future__ import annotations
 
-from collections import Counter, defaultdict
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -93,18 +93,17 @@ def flush_summaries(pool: ConnectionPool, now: datetime | None = None) -> Summar
             GROUP BY home_id
             """
         ).fetchall()
-        due = [
-            row["home_id"]
-            for row in homes
-            if summary_due(load_policy(conn, row["home_id"]), row["first"], row["last"],
-                           now or row["now"])
-        ]  # fmt: skip
-    for home_id in due:
-        _fold_home(pool, home_id, report)
+        policies = {row["home_id"]: load_policy(conn, row["home_id"]) for row in homes}
+    for row in homes:
+        policy = policies[row["home_id"]]
+        if summary_due(policy, row["first"], row["last"], now or row["now"]):
+            _fold_home(pool, row["home_id"], policy, report)
     return report
 
 
-def _fold_home(pool: ConnectionPool, home_id: int, report: SummaryReport) -> None:
+def _fold_home(
+    pool: ConnectionPool, home_id: int, policy: HomePolicy, report: SummaryReport
+) -> None:
     with transaction(pool) as conn:
         events = conn.execute(
             """
@@ -117,14 +116,12 @@ def _fold_home(pool: ConnectionPool, home_id: int, report: SummaryReport) -> Non
         ).fetchall()
         if not events:
             return
-        policy = load_policy(conn, home_id)
         ids = [e["id"] for e in events]
         location_of = {e["id"]: e["location"] for e in events}
         # The same camera sees the same car in frame after frame: count each kind by the
         # most seen at once at a place, not by detections summed over the window.
-        seen: dict[str, Counter] = defaultdict(Counter)
-        for location in dict.fromkeys(location_of.values()):
-            seen[location]  # every place is named, even with motion only
+        # Every place is named, even one that saw motion only.
+        seen = {location: Counter() for location in location_of.values()}
         for row in conn.execute(
             """
             SELECT event_id, label, count(*) AS n FROM detections

@@ -49,6 +49,7 @@ _LOCATION = {
     "side_door": 1.0,
     "door": 1.0,
     "entrance": 1.0,
+    "garage_door": 1.0,
     "porch": 0.9,
     "garage": 0.8,
     "driveway": 0.8,
@@ -62,7 +63,10 @@ _LOCATION = {
     "bedroom": 0.4,
     "indoor": 0.5,
 }
-_DOORS = frozenset({"front_door", "back_door", "side_door", "door", "entrance"})
+# Entry points: what counts as "at a door" for triage and for the alert policy alike.
+DOOR_LOCATIONS = frozenset(
+    {"front_door", "back_door", "side_door", "garage_door", "door", "entrance"}
+)
 
 
 def _check_unit(name: str, value: float) -> None:
@@ -91,7 +95,7 @@ class ScoreWeights:
     arm: Mapping[str, float] = field(default_factory=_factory(_ARM))
     labels: Mapping[str, float] = field(default_factory=_factory(_LABEL))
     locations: Mapping[str, float] = field(default_factory=_factory(_LOCATION))
-    door_locations: frozenset[str] = _DOORS
+    door_locations: frozenset[str] = DOOR_LOCATIONS
     default_location_weight: float = 0.6
     motion_share: float = 0.2
     half_life_s: float = 120.0

@@ -161,3 +161,8 @@ def test_the_alert_shows_the_homes_local_time():
 def test_invalid_policies_are_refused(kwargs):
     with pytest.raises(Exception):  # noqa: B017 - ValueError or ZoneInfoNotFoundError
         HomePolicy(**kwargs)
+
+
+def test_a_door_is_a_door_however_the_camera_names_it_as_in_triage():
+    for location in ("Front Door", "front-door", "garage_door"):
+        assert decide(CAR, "home", location, HomePolicy(), NONE, NOW).kind == "alert"
