@@ -27,6 +27,12 @@ def deep_link(event_id: int | None, notification_id: int) -> str:
     return f"vigil://notifications/{notification_id}"
 
 
+def signing_secret(config: Mapping[str, str | None]) -> str | None:
+    """The secret snapshot links are signed with, from the environment or the app config:
+    SNAPSHOT_URL_SECRET, else JWT_SECRET_KEY (web and workers must agree on it)."""
+    return config.get("SNAPSHOT_URL_SECRET") or config.get("JWT_SECRET_KEY") or None
+
+
 def _key(secret: str) -> bytes:
     # A key of its own, derived from the shared secret, so a snapshot signature can never
     # be replayed as anything else signed with the same secret.
@@ -57,7 +63,7 @@ class Links:
         """PUBLIC_BASE_URL, and SNAPSHOT_URL_SECRET (else JWT_SECRET_KEY) to sign with."""
         return cls(
             base_url=environ.get("PUBLIC_BASE_URL", DEFAULT_BASE_URL).rstrip("/"),
-            secret=environ.get("SNAPSHOT_URL_SECRET") or environ.get("JWT_SECRET_KEY") or None,
+            secret=signing_secret(environ),
         )
 
     def snapshot_url(self, event_id: int, now: float | None = None) -> str | None:

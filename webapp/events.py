@@ -17,7 +17,7 @@ from flask import Blueprint, Response, current_app, jsonify, url_for
 from flask_jwt_extended import jwt_required, verify_jwt_in_request
 
 from celery_config import LITE_QUEUE
-from notify.links import snapshot_signature_valid
+from notify.links import signing_secret, snapshot_signature_valid
 from schedules.candidates import CandidateStore
 from schedules.score import priority
 from store.db import transaction
@@ -138,10 +138,6 @@ def get_event_image(event_id: int):
     return response
 
 
-def _snapshot_secret() -> str:
-    return current_app.config.get("SNAPSHOT_URL_SECRET") or current_app.config["JWT_SECRET_KEY"]
-
-
 def _signed_snapshot_event(event_id: int) -> bool:
     """True for a valid signed link (as pushed with an alert); 403 for a bad or old one."""
     args = query_args()
@@ -151,7 +147,8 @@ def _signed_snapshot_event(event_id: int) -> bool:
         expires = int(args.get("expires", ""))
     except ValueError:
         expires = 0
-    if not snapshot_signature_valid(_snapshot_secret(), event_id, expires, args.get("sig", "")):
+    secret = signing_secret(current_app.config)  # the app always has JWT_SECRET_KEY
+    if not snapshot_signature_valid(secret, event_id, expires, args.get("sig", "")):
         raise ApiError("invalid_signature", 403, "This snapshot link is invalid or expired.")
     return True
 
