@@ -90,11 +90,14 @@ class HomePatch(Strict):
     quiet_hours_end: dt.time | None = None
 
 
+Count = Annotated[int, BeforeValidator(_not_bool)]  # JSON true is not 1 here
+
+
 class PolicyUpdate(Strict):
     """A home's notification policy; fields left out keep their current value."""
 
-    cooldown_s: Annotated[int, BeforeValidator(_not_bool), Field(ge=0, le=86400)] | None = None
-    hourly_budget: Annotated[int, BeforeValidator(_not_bool), Field(ge=0, le=1000)] | None = None
+    cooldown_s: Annotated[Count, Field(ge=0, le=86400)] | None = None
+    hourly_budget: Annotated[Count, Field(ge=0, le=1000)] | None = None
     alert_labels: Annotated[list[Literal[LABELS]], Field(max_length=3)] | None = None  # type: ignore[valid-type]
     min_score: (
         Annotated[
@@ -102,13 +105,9 @@ class PolicyUpdate(Strict):
         ]
         | None
     ) = None
-    summary_window_s: Annotated[int, BeforeValidator(_not_bool), Field(ge=10, le=86400)] | None = (
-        None
-    )
-    summary_idle_s: Annotated[int, BeforeValidator(_not_bool), Field(ge=5, le=86400)] | None = None
-    summary_interval_s: Annotated[int, BeforeValidator(_not_bool), Field(ge=0, le=86400)] | None = (
-        None
-    )
+    summary_window_s: Annotated[Count, Field(ge=10, le=86400)] | None = None
+    summary_idle_s: Annotated[Count, Field(ge=5, le=86400)] | None = None
+    summary_interval_s: Annotated[Count, Field(ge=0, le=86400)] | None = None
 
 
 class DeviceCreate(Strict):
@@ -126,9 +125,10 @@ def _utc_if_naive(value: dt.datetime | None) -> dt.datetime | None:
     return value
 
 
-class EventQuery(Strict):
+class PageQuery(Strict):
+    """What every cursor-paged list takes: a home, a time range, a page size, a cursor."""
+
     home_id: Id | None = None
-    status: Literal[EVENT_STATUSES] | None = None  # type: ignore[valid-type]
     since: dt.datetime | None = None
     until: dt.datetime | None = None
     limit: Annotated[int, Field(ge=1, le=100)] = 50
@@ -138,24 +138,18 @@ class EventQuery(Strict):
     @classmethod
     def _aware(cls, value: dt.datetime | None) -> dt.datetime | None:
         return _utc_if_naive(value)
+
+
+class EventQuery(PageQuery):
+    status: Literal[EVENT_STATUSES] | None = None  # type: ignore[valid-type]
 
 
 DELIVERY_STATES = ("pending", "sending", "sent", "failed", "invalid_token")
 
 
-class NotificationQuery(Strict):
-    home_id: Id | None = None
+class NotificationQuery(PageQuery):
     kind: Literal[NOTIFICATION_KINDS] | None = None  # type: ignore[valid-type]
     event_id: Id | None = None
     unread: bool | None = None  # true: only unread; false: only read
     # Notifications with at least one delivery in this state (e.g. failed pushes).
     delivery: Literal[DELIVERY_STATES] | None = None  # type: ignore[valid-type]
-    since: dt.datetime | None = None
-    until: dt.datetime | None = None
-    limit: Annotated[int, Field(ge=1, le=100)] = 50
-    cursor: Annotated[str, Field(max_length=200)] | None = None
-
-    @field_validator("since", "until")
-    @classmethod
-    def _aware(cls, value: dt.datetime | None) -> dt.datetime | None:
-        return _utc_if_naive(value)
