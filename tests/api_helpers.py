@@ -204,6 +204,26 @@ def celery_worker(env: dict[str, str], queues: str, name: str) -> Iterator[subpr
 TEST_WORKER_FLAGS = ("--without-gossip", "--without-mingle")
 
 
+def start_killable_worker(env: dict[str, str], queues, name: str) -> subprocess.Popen:
+    """A real worker in its own process group, so ``kill_group`` takes its pool child too."""
+    return subprocess.Popen(
+        worker_argv(queues, name, 1, *TEST_WORKER_FLAGS),
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+
+
+def kill_group(proc: subprocess.Popen, sig: int) -> None:
+    try:
+        os.killpg(proc.pid, sig)
+    except ProcessLookupError:
+        pass
+    proc.wait(timeout=30)
+
+
 def worker_env(redis_url: str, database_url: str) -> dict[str, str]:
     """Environment of a test worker: the session's servers, broker on DB 1, no model role."""
     env = {k: v for k, v in os.environ.items() if k != "VIGIL_WORKER_ROLE"}

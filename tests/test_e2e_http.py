@@ -33,7 +33,7 @@ from tasks.app import app as celery_app
 from tasks.app import worker_argv
 from tasks.context import WorkerContext
 from tasks.scheduling import tick
-from tests.api_helpers import PASSWORD, TEST_WORKER_FLAGS, api_app, broker_url
+from tests.api_helpers import PASSWORD, TEST_WORKER_FLAGS, api_app, broker_url, wait_for
 from tests.photos import PHOTOS, photo
 from webapp.cli import create_user
 
@@ -133,16 +133,6 @@ def poll_until_settled(api: ApiClient, stack, event_id: int, timeout: float = 30
             return event
         time.sleep(0.25)
     raise AssertionError(f"event {event_id} not settled after {timeout}s: {event['status']}")
-
-
-def wait_for(fn, timeout: float = 20.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = fn()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError("timed out")
 
 
 def digest_of(db, event_id: int) -> str | None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import signal
 import subprocess
 import time
-from pathlib import Path
 
 from celery_config import DIGEST_QUEUE
 from devservers.fcm_server import FcmServer
@@ -16,24 +15,14 @@ from devservers.push_env import push_env
 from inference.contract import Detection
 from store.analysis import claim_for_analysis, save_detections
 from tasks.app import app as celery_app
-from tasks.app import worker_argv
-from tests.api_helpers import TEST_WORKER_FLAGS, wait_for, worker_env
+from tests.api_helpers import kill_group, start_killable_worker, wait_for, worker_env
 from tests.factories import make_home
-from tests.test_fault_worker_killed import kill_group
 
-ROOT = Path(__file__).resolve().parents[1]
 LEASE_S = 2
 
 
 def start_worker(env: dict[str, str], name: str) -> subprocess.Popen:
-    return subprocess.Popen(
-        worker_argv((DIGEST_QUEUE,), name, 1, *TEST_WORKER_FLAGS),
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,  # its own process group: SIGKILL takes the pool child too
-    )
+    return start_killable_worker(env, (DIGEST_QUEUE,), name)
 
 
 def delivery(db) -> dict:

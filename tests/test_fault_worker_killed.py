@@ -3,12 +3,10 @@ the events to the candidates, and a new worker analyses them."""
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import pytest
 
@@ -18,14 +16,11 @@ from schedules.config import SchedulerConfig
 from schedules.leases import reap
 from store.analysis import requeue
 from tasks.app import app as celery_app
-from tasks.app import worker_argv
 from tasks.context import WorkerContext
 from tasks.scheduling import tick
-from tests.api_helpers import TEST_WORKER_FLAGS, wait_for, worker_env
+from tests.api_helpers import kill_group, start_killable_worker, wait_for, worker_env
 from tests.factories import make_home
 from tests.photos import photo
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 class FrameServer:
@@ -66,22 +61,7 @@ class FrameServer:
 
 
 def start_worker(env: dict[str, str], name: str) -> subprocess.Popen:
-    return subprocess.Popen(
-        worker_argv(DEEP_QUEUES, name, 1, *TEST_WORKER_FLAGS),
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,  # its own process group: SIGKILL takes the pool child too
-    )
-
-
-def kill_group(proc: subprocess.Popen, sig: int) -> None:
-    try:
-        os.killpg(proc.pid, sig)
-    except ProcessLookupError:
-        pass
-    proc.wait(timeout=30)
+    return start_killable_worker(env, DEEP_QUEUES, name)
 
 
 @pytest.fixture
