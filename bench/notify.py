@@ -209,7 +209,7 @@ def direct_rate(providers, n: int) -> float:
     return n / elapsed
 
 
-def naive_duplicates(pool, providers, links, event_ids: list[int], fault_rate: float) -> int:
+def naive_duplicates(pool, providers, links, event_ids: list[int]) -> int:
     """The common way: per alert, send to every phone; on any failure retry them all."""
     from notify.payload import build_message
 
@@ -354,7 +354,7 @@ def run(args, env: dict[str, str], urls: dict[str, str], children: list[Child]) 
         apns.reset()
         for seed, server in enumerate((fcm, apns), start=7):  # independent draws
             server.fault_rate(args.fault_rate, statuses=FAULTS, seed=seed)
-        naive = naive_duplicates(pool, providers, Links.from_env(env), ids, args.fault_rate)
+        naive = naive_duplicates(pool, providers, Links.from_env(env), ids)
         providers.close()
     pool.close()
     return {

@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from h2.errors import ErrorCodes
 from h2.settings import SettingCodes
 
-from devservers.fcm_server import Fault, PushServerBase
+from devservers.push_base import Fault, PushServerBase
 
 _PATH = re.compile(r"^/3/device/([^/?]*)$")
 _HEX = re.compile(r"^(?:[0-9a-fA-F]{2}){8,100}$")
