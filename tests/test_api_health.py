@@ -60,7 +60,10 @@ def test_a_queued_lite_task_is_degraded_until_a_real_worker_consumes_it(
     assert body["reasons"] == ["lite: 1 waiting and no live worker consumes it"]
 
     with celery_worker(worker_env(redis_url, database_url), "lite", "health"):
-        wait_for(lambda: broker.llen("lite") == 0 and redis_client.hget("worker:consumed", "lite"))
+        wait_for(
+            lambda: broker.llen("lite") == 0 and redis_client.hget("worker:consumed", "lite"),
+            timeout=90,
+        )
         status, body = _health(client)
         assert status == 200 and body["status"] == "ok", body
         (hostname,) = body["workers"]["live"]

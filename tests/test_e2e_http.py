@@ -122,7 +122,7 @@ def arm(api: ApiClient, mode: str) -> None:
     api.call("PATCH", f"/homes/{api.home_id}", {"arm_mode": mode})
 
 
-def poll_until_settled(api: ApiClient, stack, event_id: int, timeout: float = 30.0) -> dict:
+def poll_until_settled(api: ApiClient, stack, event_id: int, timeout: float = 90.0) -> dict:
     """Run the tick (beat's job) and read the event back over HTTP until it is settled."""
     ctx, config = WorkerContext(stack["env"]), SchedulerConfig()
     deadline = time.monotonic() + timeout
@@ -166,13 +166,25 @@ def test_an_uploaded_photo_is_analysed_over_http_and_the_owner_alerted(stack, ph
     with urllib.request.urlopen(push["payload"]["snapshot_url"], timeout=10) as response:
         assert response.headers["Content-Type"] == "image/jpeg"
         assert response.read(2) == b"\xff\xd8"
-    notes = phone_app.call("GET", f"/notifications?event_id={event['id']}")["notifications"]
-    (alert,) = notes
+
+    # APNs records the push before it answers; the worker then settles the row and
+    # publishes push.delivered, so both are waited for.
+    def delivered():
+        notes = phone_app.call("GET", f"/notifications?event_id={event['id']}")["notifications"]
+        sent = notes and all(d["status"] == "sent" for d in notes[0]["deliveries"])
+        return notes if sent else None
+
+    (alert,) = wait_for(delivered)
     assert alert["kind"] == "alert" and alert["title"].startswith("Person")
     (delivery,) = alert["deliveries"]  # pushed to the registered phone, through APNs
     assert (delivery["provider"], delivery["status"], delivery["attempts"]) == ("apns", "sent", 1)
-    kinds = [kind for _, kind, _ in live.read(stack["redis"], phone_app.home_id, "0-0", None, 100)]
-    assert kinds[:3] == ["event.analyzed", "alert", "push.delivered"]
+
+    def live_kinds():
+        read = live.read(stack["redis"], phone_app.home_id, "0-0", None, 100)
+        kinds = [kind for _, kind, _ in read]
+        return kinds if "push.delivered" in kinds else None
+
+    assert wait_for(live_kinds)[:3] == ["event.analyzed", "alert", "push.delivered"]
 
 
 def test_the_source_json_body_with_an_image_url_is_analysed_and_summarised(stack, phone_app, db):

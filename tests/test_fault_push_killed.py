@@ -5,6 +5,7 @@ showing a second — and records it sent. A redelivered digest adds nothing."""
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import time
@@ -15,6 +16,7 @@ from devservers.push_env import push_env
 from inference.contract import Detection
 from store.analysis import claim_for_analysis, save_detections
 from tasks.app import app as celery_app
+from tasks.heartbeat import HEARTBEAT_KEY
 from tests.api_helpers import kill_group, start_killable_worker, wait_for, worker_env
 from tests.factories import make_home
 
@@ -23,6 +25,12 @@ LEASE_S = 2
 
 def start_worker(env: dict[str, str], name: str) -> subprocess.Popen:
     return start_killable_worker(env, (DIGEST_QUEUE,), name)
+
+
+def tasks_done(redis_client, name: str) -> int:
+    """Tasks the worker called ``name`` has finished, from its heartbeat record."""
+    keys = redis_client.keys(HEARTBEAT_KEY.format(hostname=f"{name}@*"))
+    return sum(json.loads(redis_client.get(key) or "{}").get("tasks_done", 0) for key in keys)
 
 
 def delivery(db) -> dict:
@@ -68,7 +76,7 @@ def test_an_alert_whose_worker_died_after_the_send_is_replaced_not_doubled(
         row = wait_for(lambda: (r := delivery(db))["status"] == "sent" and r, timeout=60)
         celery_app.send_task("notify.digest", args=[[event]])  # a redelivered digest
         celery_app.send_task("notify.send_due")
-        time.sleep(3)
+        wait_for(lambda: tasks_done(redis_client, "rescuer") >= 3, timeout=60)  # both ran
     finally:
         kill_group(rescuer, signal.SIGTERM)
         fcm.stop()

@@ -19,7 +19,8 @@ from tests.factories import analysed_event, make_home
 
 IOS_TOKEN = "ab" * 32
 LINKS = Links(base_url="https://vigil.example", secret="s3cret")
-FAST = SenderConfig(lease_s=30, backoff_base_s=2, max_attempts=3)
+# A long backoff: a retry is due only when a test makes it due.
+FAST = SenderConfig(lease_s=30, backoff_base_s=60, max_attempts=3)
 
 
 @pytest.fixture(scope="module")

@@ -93,15 +93,15 @@ def test_a_bad_image_fails_alone_and_the_rest_of_its_batch_is_analysed(detector)
 
 
 def test_next_batch_is_decoded_while_the_current_one_is_inferred():
-    model = RecordingModel(infer_s=0.2)
+    model = RecordingModel(infer_s=1.0)
     sources = [photo("dog")] * 6
     list(BatchPipeline(model, batch_size=2, workers=2).run(sources))
-    first_infer_start = next(t for kind, t, _ in model.events if kind == "infer_start")
     first_infer_end = next(t for kind, t, _ in model.events if kind == "infer_end")
+    second_infer_start = [t for kind, t, _ in model.events if kind == "infer_start"][1]
     decoded = sorted(t for kind, t, _ in model.events if kind == "decoded")
-    # Batch two (images 3 and 4) is decoded during batch one's 0.2 s of inference.
-    assert first_infer_start < decoded[2] < first_infer_end
-    assert first_infer_start < decoded[3] < first_infer_end
+    # Batch two (images 3 and 4) is decoded while batch one's 1 s of inference runs (it
+    # may even be ready before that inference starts), not after it.
+    assert decoded[3] < first_infer_end <= second_infer_start
     assert all(name.startswith("decode") for kind, _, name in model.events if kind == "decoded")
 
 
