@@ -25,7 +25,7 @@ broker and per-home data can shard freely).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import redis
 
@@ -37,7 +37,6 @@ from .scripts import (
     ORPHAN_GRACE_MS,
     PENDING,
     index_key,
-    pairs,
     script,
     text,
     tier_bucket_key,
@@ -48,7 +47,7 @@ from .scripts import (
 # ARGV[1] tier  ARGV[2] tier capacity  ARGV[3] tier refill per ms  ARGV[4] home capacity
 # ARGV[5] home refill per ms  ARGV[6] free capacity  ARGV[7] k  ARGV[8] scan limit
 # ARGV[9] lease ms  ARGV[10] orphan grace ms  ARGV[11] time offset ms (tests only)
-# Returns {now ms, tier tokens left, {{home, event, score, attempts, {field, value, ...}}, ...}}
+# Returns {now ms, tier tokens left, {{home, event, score, attempts}, ...}}
 DISPATCH = (
     LUA_COMMON
     + r"""
@@ -115,7 +114,7 @@ for p = 1, used do
   redis.call('PEXPIRE', pkey, math.ceil(lease + grace))
   redis.call('PEXPIRE', ev, math.ceil(lease + grace))
   h.used = h.used + 1
-  out[#out + 1] = {h.home, event, pick.raw, attempts, redis.call('HGETALL', ev)}
+  out[#out + 1] = {h.home, event, pick.raw, attempts}
 end
 for _, h in ipairs(homes) do
   if h.used > 0 then bucket_write(h.key, h.tokens - h.used, h.ts, hcap, hper_ms) end
@@ -133,14 +132,14 @@ return {fmt(now), fmt(tokens), out}
 
 @dataclass(frozen=True)
 class Dispatched:
-    """One leased event; ``fields`` are the candidate's (tier, created_at, ... included)."""
+    """One leased event. Workers read the event from PostgreSQL, so the candidate's own
+    fields stay in Redis (kept until the lease ends, for the reaper) and are not sent back."""
 
     home_id: str
     event_id: str
     tier: str
     score: float
     attempts: int
-    fields: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -179,7 +178,6 @@ def dispatch(
     ]
     now, tokens, rows = script(redis_client, DISPATCH)(keys=keys, args=args)
     events = [
-        Dispatched(text(h), text(e), tier.name, float(s), int(a), pairs(f))
-        for h, e, s, a, f in rows
+        Dispatched(text(h), text(e), tier.name, float(s), int(a)) for h, e, s, a in rows
     ]
     return DispatchResult(tier.name, events, float(now), float(tokens))

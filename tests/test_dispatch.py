@@ -14,6 +14,7 @@ from schedules.candidates import CandidateStore
 from schedules.config import SchedulerConfig, TierConfig
 from schedules.dispatch import dispatch
 from schedules.score import priority
+from schedules.scripts import ORPHAN_GRACE_MS, ev_key
 
 WIDE = TierConfig("standard", rate_per_min=60_000, burst=1000, home_share=1.0)
 
@@ -92,7 +93,9 @@ def test_dispatch_leases_each_event_and_takes_exactly_the_tokens_used(redis_clie
     result = dispatch(redis_client, tier, config, free_capacity=10)
     (first, second) = result.events
     assert (first.home_id, first.event_id, first.attempts) == ("h1", "e1", 0)
-    assert first.fields["location"] == "porch" and first.fields["tier"] == "standard"
+    # The candidate's fields stay for the lease's lifetime: the reaper restores from them.
+    assert redis_client.hget(ev_key("h1", "e1"), "location") == "porch"
+    assert 0 < redis_client.pttl(ev_key("h1", "e1")) <= 300_000 + ORPHAN_GRACE_MS
     assert result.tokens_left == pytest.approx(8, abs=0.01)
     assert TokenBucket.for_tier(redis_client, tier).peek() == pytest.approx(8, abs=0.01)
     deadline = redis_client.zscore("inflight", "e1")
