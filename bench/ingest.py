@@ -4,11 +4,13 @@
 
 Prints ONE JSON line. Starts its own embedded Redis and PostgreSQL under var/bench/ and:
 
-1. Throughput: gunicorn (2 workers x 4 threads, gthread) serving the API, and a second
-   gunicorn with the same settings serving a no-op WSGI app (``bench/noop_wsgi.py``).
-   ``--clients`` threads, each on its own keep-alive connection, post the source's JSON
-   body with a valid token, ``--requests`` per round, rounds alternating no-op / ingest.
-   Reports ``ingest_rps``, ``noop_rps``, ``ingest_over_noop`` (target >= 0.4) and p99s.
+1. Throughput: gunicorn (2 workers x 4 threads, gthread) serving the API with a no-op
+   route added (``bench/api_with_noop.py``), and a second gunicorn with the same settings
+   serving a bare WSGI app (``bench/noop_wsgi.py``). ``--clients`` threads, each on its own
+   keep-alive connection, post the source's JSON body with a valid token, ``--requests``
+   per round, rounds cycling no-op route / ``POST /events`` / bare WSGI. Reports
+   ``ingest_rps``, ``noop_rps`` (the no-op route on the same server), ``ingest_over_noop``
+   (target >= 0.4), ``bare_wsgi_rps``, ``ingest_over_bare_wsgi`` and p99s.
 2. Light load: with a deep worker (CPU here), a CPU worker and beat (tick every second),
    ``--e2e-events`` events, one every ``--e2e-interval`` s, spread over enterprise homes
    so no home cap delays them; ``e2e_p50_s`` / ``e2e_p99_s`` are submit -> analysed
@@ -61,8 +63,10 @@ def pct(values: list[float], q: int) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[q - 1]
 
 
-def load(base_url: str, token: str, body: dict, clients: int, total: int) -> tuple[float, list]:
-    """``total`` POST /events from ``clients`` threads; returns (seconds, latencies in s)."""
+def load(
+    base_url: str, path: str, token: str, body: dict, clients: int, total: int
+) -> tuple[float, list]:
+    """``total`` POSTs to ``path`` from ``clients`` threads; returns (seconds, latencies)."""
     latencies: list[float] = []
     errors: list[str] = []
     lock = threading.Lock()
@@ -82,7 +86,7 @@ def load(base_url: str, token: str, body: dict, clients: int, total: int) -> tup
                         break
                     remaining[0] -= 1
                 t = time.perf_counter()
-                status, answer = api.request("POST", "/events", payload, headers)
+                status, answer = api.request("POST", path, payload, headers)
                 mine.append(time.perf_counter() - t)
                 if status != 202:
                     errors.append(f"{status}: {answer}")
@@ -105,8 +109,10 @@ def load(base_url: str, token: str, body: dict, clients: int, total: int) -> tup
 
 
 def throughput(args, env, log_dir, base_url, token, children) -> dict:
-    noop, noop_url = start_web(env, log_dir, app="bench.noop_wsgi:app", name="noop", ready_path="/")
-    children.append(noop)
+    bare, bare_url = start_web(env, log_dir, app="bench.noop_wsgi:app", name="bare", ready_path="/")
+    children.append(bare)
+    paths = {"noop": "/bench/noop", "ingest": "/events", "bare": "/"}
+    urls = {"noop": base_url, "ingest": base_url, "bare": bare_url}
     body = {
         "image_url": "https://example.com/test.jpg",
         "device_id": "front_door_cam",
@@ -116,17 +122,17 @@ def throughput(args, env, log_dir, base_url, token, children) -> dict:
     }
     if args.on_device_lite:  # the phone scored the frame: POST /events sends no lite task
         body["lite_results"] = {"person": 0.8}
-    for url in (noop_url, base_url):  # warm up: connections, pools, JWT keys
-        load(url, token, body, args.clients, args.clients * 20)
-    totals = {"noop": [0.0, []], "ingest": [0.0, []]}
+    for name in paths:  # warm up: connections, pools, JWT keys
+        load(urls[name], paths[name], token, body, args.clients, args.clients * 20)
+    totals = {name: [0.0, []] for name in paths}
     for round_ in range(args.rounds):
-        for name, url in (("noop", noop_url), ("ingest", base_url)):
-            elapsed, lat = load(url, token, body, args.clients, args.requests)
+        for name in paths:
+            elapsed, lat = load(urls[name], paths[name], token, body, args.clients, args.requests)
             totals[name][0] += elapsed
             totals[name][1].extend(lat)
             log(f"round {round_ + 1}: {name} {args.requests / elapsed:.0f} req/s")
-    noop.stop()
-    children.remove(noop)
+    bare.stop()
+    children.remove(bare)
     rps = {name: len(lat) / secs for name, (secs, lat) in totals.items()}
     return {
         "body": "source + lite_results" if args.on_device_lite else "source",
@@ -139,6 +145,8 @@ def throughput(args, env, log_dir, base_url, token, children) -> dict:
         "ingest_p50_ms": round(pct(totals["ingest"][1], 50) * 1000, 1),
         "ingest_p99_ms": round(pct(totals["ingest"][1], 99) * 1000, 1),
         "noop_p99_ms": round(pct(totals["noop"][1], 99) * 1000, 1),
+        "bare_wsgi_rps": round(rps["bare"], 1),
+        "ingest_over_bare_wsgi": round(rps["ingest"] / rps["bare"], 3),
     }
 
 
@@ -234,7 +242,7 @@ def main() -> int:
             VIGIL_FETCH_ALLOWED_NETWORKS=LOOPBACK_NETWORK,
         )
         log_dir = BASE_DIR / "logs"
-        web, base_url = start_web(env, log_dir)
+        web, base_url = start_web(env, log_dir, app="bench.api_with_noop:app")
         children.append(web)
         spec = HomeSpec("load@bench.vigil", "Load", "premium", "away")
         create_users([spec], env)
@@ -244,7 +252,7 @@ def main() -> int:
             "machine": f"{platform.machine()} {os.cpu_count()} cores",
             "web": "gunicorn 2 workers x 4 threads (gthread)",
         }
-        log("throughput: no-op vs POST /events")
+        log("throughput: no-op route vs POST /events on one server, and a bare WSGI app")
         result.update(throughput(args, env, log_dir, base_url, home.token, children))
         if not args.skip_e2e:
             log("light load through the whole pipeline")
