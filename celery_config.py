@@ -32,7 +32,7 @@ task_ignore_result = True
 task_queues = [Queue(name) for name in (*DEEP_QUEUES, LITE_QUEUE, DIGEST_QUEUE, SCHEDULER_QUEUE)]
 task_default_queue = SCHEDULER_QUEUE
 task_routes = {
-    "inference.lite_score": {"queue": LITE_QUEUE},
+    "inference.lite_batch": {"queue": LITE_QUEUE},
     "notify.*": {"queue": DIGEST_QUEUE},
     "schedules.*": {"queue": SCHEDULER_QUEUE},
     # inference.deep_batch is sent to its tier's queue by the tick.

@@ -120,7 +120,7 @@ def throughput(args, env, log_dir, base_url, token, children) -> dict:
         "mode": "security",
         "motion_score": 0.8,
     }
-    if args.on_device_lite:  # the phone scored the frame: POST /events sends no lite task
+    if args.on_device_lite:  # the phone scored the frame: nothing queued for the lite scorer
         body["lite_results"] = {"person": 0.8}
     for name in paths:  # warm up: connections, pools, JWT keys
         load(urls[name], paths[name], token, body, args.clients, args.clients * 20)
@@ -224,7 +224,9 @@ def main() -> int:
     parser.add_argument("--e2e-interval", type=float, default=0.5)
     parser.add_argument("--skip-e2e", action="store_true")
     parser.add_argument(
-        "--on-device-lite", action="store_true", help="add lite_results to the body (no lite task)"
+        "--on-device-lite",
+        action="store_true",
+        help="add lite_results to the body (nothing queued for lite)",
     )
     args = parser.parse_args()
 

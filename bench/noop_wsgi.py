@@ -2,7 +2,7 @@
 
 Served by gunicorn with the same settings as the API, it reads the request body and answers
 a small JSON 202 like ``POST /events`` does, so the ratio ingest / no-op isolates the cost
-of the API's own work (JWT check, validation, Postgres insert, Redis candidate, lite task).
+of the API's own work (JWT check, validation, Postgres insert, Redis candidate step).
 """
 
 from __future__ import annotations

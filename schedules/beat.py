@@ -13,6 +13,7 @@ from .config import SchedulerConfig
 TICK_TASK = "schedules.tick"
 REAP_TASK = "schedules.reap"
 EXPIRE_TASK = "schedules.expire"
+LITE_TASK = "schedules.lite"
 
 EXPIRES_FRACTION = 0.9
 
@@ -31,4 +32,5 @@ def beat_schedule(config: SchedulerConfig) -> dict[str, dict[str, Any]]:
         TICK_TASK: entry(TICK_TASK, config.tick_interval_s),
         REAP_TASK: entry(REAP_TASK, config.reap_interval_s),
         EXPIRE_TASK: entry(EXPIRE_TASK, config.expire_interval_s),
+        LITE_TASK: entry(LITE_TASK, config.lite_interval_s),
     }

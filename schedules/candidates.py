@@ -21,6 +21,7 @@ from .config import SchedulerConfig, configured
 from .scripts import (
     EXPIRY,
     HOME_TIERS,
+    LITE_PENDING,
     LUA_COMMON,
     ORPHAN_GRACE_MS,
     PENDING,
@@ -36,7 +37,8 @@ from .scripts import (
 RESERVED_FIELDS = frozenset({"tier", "created_at", "expires_at", "attempts"})
 
 # KEYS[1] cand:{home}  KEYS[2] ev:{home}:<event>  KEYS[3] cand:tiers  KEYS[4] cand:pending
-# KEYS[5] cand:expiry  KEYS[6] processing:<event>
+# KEYS[5] cand:expiry  KEYS[6] processing:<event>  KEYS[7] lite:pending (optional: a new
+# candidate is also queued for the lite scorer)
 # ARGV[1] home  ARGV[2] event  ARGV[3] tier  ARGV[4] score  ARGV[5] ttl ms
 # ARGV[6] orphan grace ms  ARGV[7] time offset ms  ARGV[8..] field, value, ...
 # Returns 1 (new candidate), 0 (already a candidate: score and fields updated),
@@ -64,6 +66,7 @@ if created == 1 then
   redis.call('PEXPIRE', KEYS[2], math.ceil(ttl) + tonumber(ARGV[6]))
   redis.call('ZADD', KEYS[5], now + ttl, home .. ':' .. event)
   redis.call('HINCRBY', KEYS[4], tier, 1)
+  if KEYS[7] then redis.call('RPUSH', KEYS[7], event) end
 end
 redis.call('HSET', KEYS[2], 'tier', tier)
 for i = 8, #ARGV, 2 do redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1]) end
@@ -168,12 +171,15 @@ class CandidateStore:
         fields: Mapping[str, str] | None = None,
         ttl_s: float | None = None,
         *,
+        lite: bool = False,
         time_offset_ms: float = 0.0,
     ) -> bool:
         """Add (or refresh) a candidate; True if it is new.
 
         Idempotent: adding the same event again keeps one candidate, updates its score and
         fields, and keeps its created_at and expiry. An event in flight is left alone.
+        With ``lite``, a new candidate is also queued for the lite scorer (``lite:pending``)
+        in the same step.
         """
         home_id = check_id("home_id", home_id)
         event_id = check_id("event_id", event_id)
@@ -194,6 +200,7 @@ class CandidateStore:
             PENDING,
             EXPIRY,
             processing_key(event_id),
+            *([LITE_PENDING] if lite else []),
         ]
         argv = [home_id, event_id, tier, repr(float(score)), ttl_s * 1000.0, ORPHAN_GRACE_MS]
         return int(self._add(keys=keys, args=[*argv, time_offset_ms, *flat])) == 1

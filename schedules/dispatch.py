@@ -177,7 +177,5 @@ def dispatch(
         repr(float(time_offset_ms)),
     ]
     now, tokens, rows = script(redis_client, DISPATCH)(keys=keys, args=args)
-    events = [
-        Dispatched(text(h), text(e), tier.name, float(s), int(a)) for h, e, s, a in rows
-    ]
+    events = [Dispatched(text(h), text(e), tier.name, float(s), int(a)) for h, e, s, a in rows]
     return DispatchResult(tier.name, events, float(now), float(tokens))

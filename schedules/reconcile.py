@@ -33,7 +33,8 @@ def missing_from_redis(
 
 
 def restore(store: CandidateStore, events: Iterable[Mapping[str, Any]]) -> list[int]:
-    """Add each event back as a candidate with its last priority; returns the ids added."""
+    """Add each event back as a candidate with its last priority (and, if it still has no
+    lite result, back in the lite queue); returns the ids added."""
     restored = []
     for event in events:
         fields = {
@@ -42,7 +43,12 @@ def restore(store: CandidateStore, events: Iterable[Mapping[str, Any]]) -> list[
             "motion_score": repr(float(event["motion_score"])),
         }
         if store.add(
-            event["home_id"], event["id"], event["tier"], float(event["priority"]), fields
+            event["home_id"],
+            event["id"],
+            event["tier"],
+            float(event["priority"]),
+            fields,
+            lite=bool(event.get("needs_lite")),  # lite:pending was lost with the rest
         ):
             restored.append(event["id"])
     return restored

@@ -14,6 +14,7 @@ so one home's keys share a slot):
     inflight                  ZSET  event → lease deadline (ms)
     processing:<event>        HASH  home, tier, score, attempts, deadline
     tick:lock                 STRING  holder token (SET NX PX)
+    lite:pending              LIST  events waiting for the CPU lite scorer, oldest first
 
 Times are milliseconds from Redis ``TIME``. Every time-reading script takes a
 ``time offset`` ARGV that shifts ``TIME``; it is always 0 in production and exists only so
@@ -37,6 +38,7 @@ PENDING = "cand:pending"
 EXPIRY = "cand:expiry"
 INFLIGHT = "inflight"
 TICK_LOCK = "tick:lock"
+LITE_PENDING = "lite:pending"
 
 # An ev:/processing: key outlives its lease or TTL by this much, so a crashed reaper or
 # expiry task still finds the fields; it only guards against orphans never cleaned up.

@@ -158,7 +158,7 @@ def pending_events(pool: ConnectionPool, older_than_s: float, limit: int) -> lis
         return conn.execute(
             """
             SELECT e.id, e.home_id, e.status, h.tier, e.priority, e.location, e.mode,
-                   e.motion_score
+                   e.motion_score, e.status = 'queued' AND e.lite_results IS NULL AS needs_lite
             FROM events e JOIN homes h ON h.id = e.home_id
             WHERE e.status IN ('queued', 'processing')
               AND e.created_at < now() - make_interval(secs => %s)

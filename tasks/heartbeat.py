@@ -3,7 +3,7 @@
 Every worker writes ``worker:heartbeat:{hostname}`` (JSON, TTL ``HEARTBEAT_TTL_S``) into the
 app's Redis (``REDIS_URL``, not the broker database):
 
-    {"at": 1712345678.9, "queues": ["lite"], "last_task": "inference.lite_score",
+    {"at": 1712345678.9, "queues": ["lite"], "last_task": "inference.lite_batch",
      "last_task_at": 1712345670.1, "tasks_done": 12}
 
 and registers itself in ``worker:heartbeats`` (ZSET hostname → at) so a reader finds the

@@ -1,12 +1,14 @@
-"""Lite scoring for events that arrived without on-device results."""
+"""Lite scoring, in batches, for events that arrived without on-device results."""
 
 from __future__ import annotations
 
 import logging
 
 from celery import shared_task
+from celery.exceptions import SoftTimeLimitExceeded
 
 from inference.errors import ImageSourceError
+from schedules import lite_queue
 from schedules.candidates import CandidateStore
 from schedules.score import priority
 from store.analysis import load_for_lite, save_lite_results
@@ -38,6 +40,23 @@ def score_event(ctx: WorkerContext, event_id: int) -> float | None:
     return new_priority
 
 
-@shared_task(name="inference.lite_score", acks_late=True, soft_time_limit=20, time_limit=30)
-def lite_score(event_id: int) -> float | None:
-    return score_event(context(), event_id)
+def score_batch(ctx: WorkerContext, event_ids: list[int]) -> dict[str, int]:
+    """Score each event of a batch; what the time limit cuts off goes back to the queue."""
+    scored = skipped = 0
+    for done, event_id in enumerate(event_ids):
+        try:
+            if score_event(ctx, event_id) is None:
+                skipped += 1
+            else:
+                scored += 1
+        except SoftTimeLimitExceeded:
+            lite_queue.give_back(ctx.redis, event_ids[done:])
+            left = len(event_ids) - done
+            log.warning("lite batch cut by its time limit; %d events requeued", left)
+            break
+    return {"scored": scored, "skipped": skipped}
+
+
+@shared_task(name="inference.lite_batch", acks_late=True, soft_time_limit=60, time_limit=90)
+def lite_batch(event_ids: list[int]) -> dict[str, int]:
+    return score_batch(context(), [int(e) for e in event_ids])

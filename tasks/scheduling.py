@@ -1,4 +1,5 @@
-"""Beat-driven triage: the tick fans batches out; reaper and expiry settle stragglers."""
+"""Beat-driven triage: the tick fans deep batches out, the lite dispatch feeds the lite
+workers; reaper and expiry settle stragglers."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ import os
 
 from celery import chain, shared_task
 
+from celery_config import LITE_QUEUE
 from notify.digest import provisional_alerts
+from schedules import lite_queue
 from schedules.candidates import CandidateStore
 from schedules.config import SchedulerConfig, configured
 from schedules.dispatch import Dispatched
@@ -18,6 +21,7 @@ from store.analysis import mark_failed, mark_skipped, pending_events, requeue
 from tasks.context import WorkerContext, context
 from tasks.deep import deep_batch
 from tasks.digest import digest, send_task
+from tasks.lite import lite_batch
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +37,22 @@ def free_capacity(ctx: WorkerContext, config: SchedulerConfig, tier: str) -> int
     """Events a tier may dispatch now: room left in its bounded Celery queue."""
     waiting = ctx.broker_redis.llen(f"deep_processing_{tier}")
     return max(0, QUEUED_BATCHES_PER_TIER - waiting) * config.max_batch_size
+
+
+def dispatch_lite(ctx: WorkerContext, config: SchedulerConfig) -> int:
+    """Feed the lite workers from ``lite:pending``: as many batches as leave at most
+    ``lite_queued_batches`` waiting in the broker. Returns the events sent."""
+    waiting = ctx.broker_redis.llen(LITE_QUEUE)
+    room = max(0, config.lite_queued_batches - waiting) * config.lite_batch_size
+    event_ids = lite_queue.take(ctx.redis, room)
+    size = config.lite_batch_size
+    for start in range(0, len(event_ids), size):
+        try:
+            lite_batch.apply_async(args=[event_ids[start : start + size]], queue=LITE_QUEUE)
+        except Exception:
+            lite_queue.give_back(ctx.redis, event_ids[start:])  # next run sends them
+            raise
+    return len(event_ids)
 
 
 def send_batch(tier: str, batch: list[Dispatched]) -> None:
@@ -52,6 +72,11 @@ def tick(ctx: WorkerContext, config: SchedulerConfig):
 def tick_task() -> dict:
     report = tick(context(), configured())
     return {"dispatched": report.dispatched, "batches": report.batches}
+
+
+@shared_task(name="schedules.lite", acks_late=False, soft_time_limit=5, time_limit=10)
+def lite_task() -> int:
+    return dispatch_lite(context(), configured())
 
 
 @shared_task(name="schedules.reap", soft_time_limit=20, time_limit=30)

@@ -24,7 +24,11 @@ from flask import Flask
 from flask.testing import FlaskClient
 from psycopg_pool import ConnectionPool
 
+from schedules.config import SchedulerConfig
+from tasks.app import app as celery_app
 from tasks.app import worker_argv
+from tasks.context import WorkerContext
+from tasks.scheduling import dispatch_lite
 from tests.photos import photo
 from webapp import create_app
 from webapp.cli import create_user
@@ -150,6 +154,13 @@ def photo_upload(name: str = "person", data: bytes | None = None, **fields: Any)
 def broker_url(redis_url: str) -> str:
     """The broker on Redis DB 1: the ``redis_client`` fixture flushes only DB 0."""
     return redis_url.rsplit("/", 1)[0] + "/1"
+
+
+def dispatch_lite_now(redis_url: str, database_url: str) -> int:
+    """What beat's lite dispatch does: send ``lite:pending`` to the lite queue in batches."""
+    env = worker_env(redis_url, database_url)
+    celery_app.conf.broker_url = env["CELERY_BROKER_URL"]  # this process sends the batches
+    return dispatch_lite(WorkerContext(env), SchedulerConfig())
 
 
 def queued_tasks(broker: Any, queue: str) -> list[tuple[str, list]]:

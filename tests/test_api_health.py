@@ -5,11 +5,15 @@ from __future__ import annotations
 import json
 import time
 
+import pytest
+
 from tasks.heartbeat import HEARTBEAT_KEY, HEARTBEATS, record_heartbeat
 from tests.api_helpers import (
     api_app,
     broker_url,
+    candidates,
     celery_worker,
+    dispatch_lite_now,
     make_owner,
     photo_upload,
     wait_for,
@@ -53,6 +57,7 @@ def test_a_queued_lite_task_is_degraded_until_a_real_worker_consumes_it(
     posted = client.post("/events", data=photo_upload("person"), headers=owner.headers)
     assert posted.status_code == 202
     event_id = posted.get_json()["event_id"]
+    assert dispatch_lite_now(redis_url, database_url) == 1  # beat's lite dispatch
     assert broker.llen("lite") == 1
 
     status, body = _health(client)
@@ -70,15 +75,19 @@ def test_a_queued_lite_task_is_degraded_until_a_real_worker_consumes_it(
         assert hostname.startswith("health@")
         record = json.loads(redis_client.get(HEARTBEAT_KEY.format(hostname=hostname)))
         assert record["queues"] == ["lite"] and record["tasks_done"] == 1
-        assert record["last_task"] == "inference.lite_score"
+        assert record["last_task"] == "inference.lite_batch"
         assert abs(record["at"] - time.time()) < 30
         assert 0 < redis_client.ttl(HEARTBEAT_KEY.format(hostname=hostname)) <= 120
         lite = body["workers"]["queues"]["lite"]
         assert lite["length"] == 0 and lite["workers"] == 1
         assert lite["last_consumed_s_ago"] < 30
     with db.connection() as conn:
-        row = conn.execute("SELECT lite_results FROM events WHERE id = %s", (event_id,)).fetchone()
+        row = conn.execute(
+            "SELECT lite_results, priority FROM events WHERE id = %s", (event_id,)
+        ).fetchone()
     assert row["lite_results"]["person"] > 0.5  # the worker really scored the photo
+    assert row["priority"] > posted.get_json()["priority"]  # a person outranks bare motion
+    assert candidates(redis_client, owner.home_id)[str(event_id)] == pytest.approx(row["priority"])
 
 
 def test_a_live_worker_that_stops_consuming_is_degraded(
@@ -94,6 +103,7 @@ def test_a_live_worker_that_stops_consuming_is_degraded(
         record_heartbeat(redis_client, "stuck@host", ["digest", "lite"])
         owner = make_owner(app, client)
         assert client.post("/events", data=photo_upload("person"), headers=owner.headers)
+        assert dispatch_lite_now(redis_url, database_url) == 1
         status, body = _health(client)
         assert body["status"] == "ok", body  # just queued: waiting is not stalling
         time.sleep(0.6)
@@ -104,9 +114,9 @@ def test_a_live_worker_that_stops_consuming_is_degraded(
 
 
 def test_heartbeats_count_tasks_and_expire_from_the_live_set(redis_client):
-    record_heartbeat(redis_client, "w1@host", ["lite"], task="inference.lite_score", queue="lite")
+    record_heartbeat(redis_client, "w1@host", ["lite"], task="inference.lite_batch", queue="lite")
     beat = record_heartbeat(redis_client, "w1@host", ["lite"])  # a beat keeps the task count
-    assert beat["tasks_done"] == 1 and beat["last_task"] == "inference.lite_score"
+    assert beat["tasks_done"] == 1 and beat["last_task"] == "inference.lite_batch"
     done = record_heartbeat(redis_client, "w1@host", ["lite"], task="x", queue="lite")
     assert done["tasks_done"] == 2 and done["at"] >= beat["at"]
     assert redis_client.zrange(HEARTBEATS, 0, -1) == ["w1@host"]

@@ -13,7 +13,9 @@ def test_beat_schedule_ticks_every_second_and_entries_expire_before_the_next():
         "schedules.tick",
         "schedules.reap",
         "schedules.expire",
+        "schedules.lite",
     }
     assert schedule["schedules.tick"]["schedule"] == 1.0
+    assert schedule["schedules.lite"]["schedule"] == 0.5
     for entry in schedule.values():
         assert 0 < entry["options"]["expires"] < entry["schedule"]

@@ -6,6 +6,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from schedules import lite_queue
 from schedules.candidates import CandidateStore
 from schedules.config import SchedulerConfig, TierConfig
 from schedules.dispatch import dispatch
@@ -123,6 +124,20 @@ def test_an_event_in_flight_is_not_added_again(store, redis_client):
     assert [d.event_id for d in dispatch(redis_client, config.tier("standard"), config, 5).events]
     assert not store.add("h1", "e1", "standard", 0.5)
     assert store.count("h1") == 0
+
+
+def test_a_new_candidate_without_lite_results_is_queued_for_the_lite_scorer_once(
+    store, redis_client
+):
+    config = SchedulerConfig()
+    assert store.add("h1", "101", "standard", 0.5, lite=True)
+    assert store.add("h2", "102", "standard", 0.4)  # came with on-device results
+    assert not store.add("h1", "101", "standard", 0.6, lite=True)  # a retry: still once
+    assert store.add("h3", "103", "standard", 0.3, lite=True)
+    dispatch(redis_client, config.tier("standard"), config, 1)  # 101 goes in flight
+    assert not store.add("h1", "101", "standard", 0.5, lite=True)
+    assert lite_queue.take(redis_client, 10) == [101, 103]  # oldest first
+    assert lite_queue.waiting(redis_client) == 0
 
 
 @pytest.mark.parametrize(

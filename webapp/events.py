@@ -1,10 +1,11 @@
 """Events: create (JSON or upload, idempotent), read, list by cursor, fetch the image.
 
-Creating writes the Postgres row first (the source of truth), then the Redis candidate,
-then, for an event without on-device results, sends the lite scoring task. If Redis or the
-broker fails after the commit the event is still accepted: the reconcile task rebuilds
-candidates from queued rows, and an event that missed its lite score is still analysed
-(ranked on its motion score alone), so an accepted event is never lost.
+Creating writes the Postgres row first (the source of truth), then, in one Redis step, the
+candidate and, for an event without on-device results, its place in the lite scorer's
+queue (no broker message per event: the beat sends the lite workers batches). If Redis
+fails after the commit the event is still accepted: the reconcile task rebuilds candidates
+from queued rows, and an event that missed its lite score is still analysed (ranked on
+its motion score alone), so an accepted event is never lost.
 """
 
 from __future__ import annotations
@@ -16,24 +17,21 @@ import redis
 from flask import Blueprint, Response, current_app, jsonify, url_for
 from flask_jwt_extended import jwt_required, verify_jwt_in_request
 
-from celery_config import LITE_QUEUE
 from notify.links import signing_secret, snapshot_signature_valid
 from schedules.candidates import CandidateStore
 from schedules.score import priority
 from store.db import transaction
 from webapp.access import owned_device, owned_event, owned_home
-from webapp.clients import clients, get_pool, get_redis
+from webapp.clients import get_pool, get_redis
 from webapp.errors import ApiError, not_found
 from webapp.event_input import image_content_type, read_new_event
 from webapp.event_store import EVENT_COLUMNS, event_detections, insert_event, list_events
-from webapp.metrics import metrics
 from webapp.requests import query_args
 from webapp.schemas import EventCreate, EventQuery
 from webapp.tokens import current_user_id
 
 bp = Blueprint("events", __name__, url_prefix="/events")
 logger = logging.getLogger(__name__)
-LITE_TASK = "inference.lite_score"
 
 
 @bp.post("")
@@ -63,8 +61,6 @@ def create_event():
         )
     if created:
         _add_candidate(device, row, fields)
-        if fields.lite_results is None:
-            _send_lite_score(row["id"])
     body = {"event_id": row["id"], "status": row["status"], "priority": row["priority"]}
     response = jsonify(body)
     response.status_code = 202 if created else 200
@@ -85,23 +81,17 @@ def _add_candidate(device: dict, row: dict, fields: EventCreate) -> None:
         extra["lite"] = json.dumps(fields.lite_results, sort_keys=True)
     try:
         CandidateStore(get_redis()).add(
-            str(device["home_id"]), str(row["id"]), device["tier"], float(row["priority"]), extra
+            str(device["home_id"]),
+            str(row["id"]),
+            device["tier"],
+            float(row["priority"]),
+            extra,
+            lite=fields.lite_results is None,  # queued for the lite scorer in the same step
         )
     except (redis.RedisError, ValueError):
         # The row is committed and queued: answering an error now would only make the
         # client retry an event we already hold.
         logger.exception("event %s stored but not added to Redis; reconcile adds it", row["id"])
-
-
-def _send_lite_score(event_id: int) -> None:
-    """Ask a CPU worker to score the frame; one try, and a failure never fails the request."""
-    try:
-        clients().celery.send_task(LITE_TASK, args=[event_id], queue=LITE_QUEUE, retry=False)
-    except Exception:  # kombu, redis and socket errors alike: the event is already held
-        metrics().lite_enqueue_failures.inc()
-        logger.exception("event %s stored but its lite scoring was not sent", event_id)
-        return
-    metrics().lite_enqueued.inc()
 
 
 @bp.get("/<int:event_id>")

@@ -1,10 +1,11 @@
 """``GET /metrics``: Prometheus text from a registry of this app (never the global one).
 
 Counters are counted by this process as requests happen. Gauges are read from the stores
-at scrape time by ``StoreCollector``: pending candidates per tier, Celery queue lengths on
-the broker, in-flight leases, and events by status. With several gunicorn workers each
-process has its own counters; Prometheus sums them per instance only if every process is
-scraped, so run the web with one worker per scrape target or use multiprocess mode.
+at scrape time by ``StoreCollector``: pending candidates per tier, events waiting for the
+lite scorer, Celery queue lengths on the broker, in-flight leases, and events by status.
+With several gunicorn workers each process has its own counters; Prometheus sums them per
+instance only if every process is scraped, so run the web with one worker per scrape
+target or use multiprocess mode.
 
 ``METRICS_TOKEN`` (env) set: the scrape must send ``Authorization: Bearer <token>``.
 """
@@ -20,6 +21,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, g
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 from celery_config import DEEP_QUEUES, DIGEST_QUEUE, LITE_QUEUE, SCHEDULER_QUEUE, TIERS
+from schedules import lite_queue
 from schedules.candidates import CandidateStore
 from schedules.scripts import INFLIGHT
 from webapp.clients import Clients, clients
@@ -72,6 +74,11 @@ class StoreCollector:
         yield GaugeMetricFamily(
             "vigil_leases_inflight", "Events dispatched to a deep worker", value=inflight
         )
+        yield GaugeMetricFamily(
+            "vigil_lite_pending",
+            "Events without on-device results waiting to be sent to the lite scorer",
+            value=lite_queue.waiting(client),
+        )
 
     def _broker(self) -> Iterator[Metric]:
         pipe = self.clients.broker_redis.pipeline(transaction=False)
@@ -110,12 +117,6 @@ class ApiMetrics:
         )
         self.events_rejected = Counter(
             "vigil_events_rejected", "POST /events refused, by error code", ["code"], registry=r
-        )
-        self.lite_enqueued = Counter(
-            "vigil_lite_enqueued", "Lite scoring tasks sent (no on-device results)", registry=r
-        )
-        self.lite_enqueue_failures = Counter(
-            "vigil_lite_enqueue_failures", "Lite scoring tasks the broker refused", registry=r
         )
         r.register(StoreCollector(app_clients))
 
