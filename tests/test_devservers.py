@@ -57,6 +57,18 @@ def _devservers(*args: str, env: dict[str, str]) -> subprocess.Popen[str]:
     )
 
 
+def _devservers_env(base_dir: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """``python -m devservers env``: prints the running servers' URLs, exit 1 if none."""
+    return subprocess.run(
+        [sys.executable, "-m", "devservers", "env", "--base-dir", str(base_dir)],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
 def _env_with(**values: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in (REDIS_URL, DATABASE_URL)}
     env.update(values)
@@ -132,14 +144,7 @@ def test_up_writes_env_file_shares_servers_and_stops_on_sigterm(
         assert _redis_answers(urls[REDIS_URL])
         assert not (tmp_path / "postgres").exists()
 
-        printed = subprocess.run(
-            [sys.executable, "-m", "devservers", "env", "--base-dir", str(tmp_path)],
-            cwd=REPO_ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
+        printed = _devservers_env(tmp_path, env)
         assert printed.returncode == 0
         assert f"{REDIS_URL}={urls[REDIS_URL]}" in printed.stdout.splitlines()
 
@@ -153,14 +158,7 @@ def test_up_writes_env_file_shares_servers_and_stops_on_sigterm(
     assert up.returncode == 0, stderr
     assert not _redis_answers(urls[REDIS_URL])
     assert not (tmp_path / "servers.env").exists()
-    not_running = subprocess.run(
-        [sys.executable, "-m", "devservers", "env", "--base-dir", str(tmp_path)],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    not_running = _devservers_env(tmp_path, env)
     assert not_running.returncode == 1
 
 

@@ -7,19 +7,17 @@ The tier is set here (or by billing), never by an API client.
 
 from __future__ import annotations
 
-import zoneinfo
-
 import click
 import psycopg
 from flask import Flask, current_app
 from flask.cli import AppGroup
 
+from celery_config import TIERS
 from store.db import transaction
 from store.migrate import MigrationError, migrate
 from webapp.auth import hash_password
 from webapp.clients import get_pool
-
-TIERS = ("standard", "premium", "enterprise")
+from webapp.schemas import check_timezone
 
 users_cli = AppGroup("users", help="Manage user accounts.")
 db_cli = AppGroup("db", help="Database schema.")
@@ -49,11 +47,9 @@ def create_user(email: str, password: str, home: str, tier: str, timezone: str) 
 def users_create(email: str, password: str, home: str, tier: str, timezone: str) -> None:
     """Create a user EMAIL with a home."""
     try:
-        zoneinfo.ZoneInfo(timezone)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        raise click.BadParameter(
-            f"unknown time zone {timezone!r}", param_hint="--timezone"
-        ) from None
+        check_timezone(timezone)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--timezone") from None
     if not password:
         raise click.BadParameter("must not be empty", param_hint="--password")
     try:

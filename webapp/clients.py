@@ -1,4 +1,4 @@
-"""The app's Postgres pool, Redis clients and Celery producer, made from config on first use.
+"""The app's Postgres pool and Redis clients (its own and the broker's), made on first use.
 
 Created lazily and per process: gunicorn (even with --preload) and Celery fork after the
 app is built, and neither a pool's threads nor a socket survive fork(). Nothing here
@@ -11,7 +11,6 @@ import os
 import threading
 
 import redis
-from celery import Celery
 from flask import Flask, current_app
 from psycopg_pool import ConnectionPool
 
@@ -20,8 +19,6 @@ from store.db import create_pool
 EXTENSION = "vigil.clients"
 REDIS_CONNECT_TIMEOUT_S = 2.0
 REDIS_SOCKET_TIMEOUT_S = 5.0
-# Sending a task must not hold a request long when the broker is away.
-BROKER_TIMEOUT_S = 2.0
 
 
 class Clients:
@@ -44,11 +41,10 @@ class Clients:
         self._pool: ConnectionPool | None = None
         self._redis: redis.Redis | None = None
         self._broker_redis: redis.Redis | None = None
-        self._celery: Celery | None = None
 
     def _check_fork(self) -> None:
         if self._pid != os.getpid():  # inherited from a parent: drop, never close
-            self._pool = self._redis = self._broker_redis = self._celery = None
+            self._pool = self._redis = self._broker_redis = None
             self._pid = os.getpid()
 
     @property
@@ -66,7 +62,7 @@ class Clients:
         with self._lock:
             self._check_fork()
             if self._redis is None:
-                self._redis = _redis_client(self.redis_url)
+                self._redis = redis_client(self.redis_url)
             return self._redis
 
     @property
@@ -77,19 +73,8 @@ class Clients:
         with self._lock:
             self._check_fork()
             if self._broker_redis is None:
-                self._broker_redis = _redis_client(self.broker_url)
+                self._broker_redis = redis_client(self.broker_url)
             return self._broker_redis
-
-    @property
-    def celery(self) -> Celery:
-        """A producer-only Celery app on the broker (tasks are sent by name)."""
-        with self._lock:
-            self._check_fork()
-            if self._celery is None:
-                if not self.broker_url:
-                    raise RuntimeError("CELERY_BROKER_URL or REDIS_URL is not configured")
-                self._celery = create_producer(self.broker_url)
-            return self._celery
 
     def close(self) -> None:
         with self._lock:
@@ -98,43 +83,21 @@ class Clients:
             for client in (self._redis, self._broker_redis):
                 if client is not None:
                     client.close()
-            if self._celery is not None:
-                self._celery.close()
-            self._pool = self._redis = self._broker_redis = self._celery = None
+            self._pool = self._redis = self._broker_redis = None
 
 
-def _redis_client(url: str | None) -> redis.Redis:
+def redis_client(url: str | None, **overrides: object) -> redis.Redis:
+    """A Redis client with the web's settings (decoded replies, bounded waits)."""
     if not url:
         raise RuntimeError("REDIS_URL is not configured")
     # Bounded waits: a hung Redis must fail a request, not hang a web worker.
-    return redis.Redis.from_url(
-        url,
-        decode_responses=True,
-        socket_connect_timeout=REDIS_CONNECT_TIMEOUT_S,
-        socket_timeout=REDIS_SOCKET_TIMEOUT_S,
-    )
-
-
-def create_producer(broker_url: str) -> Celery:
-    """Celery from ``celery_config`` (queues, routes, serializer) on ``broker_url``.
-
-    Never the current app: the worker's ``tasks.app`` must stay the default that
-    ``shared_task`` proxies resolve to in any process that imports both.
-    """
-    celery = Celery("vigil-web", set_as_current=False)
-    celery.config_from_object("celery_config")
-    celery.conf.update(
-        broker_url=broker_url,
-        broker_connection_timeout=BROKER_TIMEOUT_S,
-        broker_transport_options={
-            **celery.conf.broker_transport_options,
-            "socket_timeout": BROKER_TIMEOUT_S,
-            "socket_connect_timeout": BROKER_TIMEOUT_S,
-            # Publishing connects once: a broker that is away fails the send at once.
-            "max_retries": 0,
-        },
-    )
-    return celery
+    settings = {
+        "decode_responses": True,
+        "socket_connect_timeout": REDIS_CONNECT_TIMEOUT_S,
+        "socket_timeout": REDIS_SOCKET_TIMEOUT_S,
+        **overrides,
+    }
+    return redis.Redis.from_url(url, **settings)
 
 
 def init_app(app: Flask) -> None:

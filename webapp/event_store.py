@@ -66,10 +66,5 @@ def list_events(
         query,
         select=f"SELECT {EVENT_COLUMNS} FROM events e JOIN homes h ON h.id = e.home_id",
         alias="e",
-        filters=(
-            ("home_id", "e.home_id = %(home_id)s"),
-            ("status", "e.status = %(status)s"),
-            ("since", "e.created_at >= %(since)s"),
-            ("until", "e.created_at < %(until)s"),
-        ),
+        filters=(("status", "e.status = %(status)s"),),
     )

@@ -4,13 +4,12 @@ Creating writes the Postgres row first (the source of truth), then, in one Redis
 candidate and, for an event without on-device results, its place in the lite scorer's
 queue (no broker message per event: the beat sends the lite workers batches). If Redis
 fails after the commit the event is still accepted: the reconcile task rebuilds candidates
-from queued rows, and an event that missed its lite score is still analysed (ranked on
-its motion score alone), so an accepted event is never lost.
+from queued rows (putting those without a lite result back in the lite queue), so an
+accepted event is never lost.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 
 import redis
@@ -18,10 +17,10 @@ from flask import Blueprint, Response, current_app, jsonify, url_for
 from flask_jwt_extended import jwt_required, verify_jwt_in_request
 
 from notify.links import signing_secret, snapshot_signature_valid
-from schedules.candidates import CandidateStore
+from schedules.candidates import CandidateStore, candidate_fields
 from schedules.score import priority
 from store.db import transaction
-from webapp.access import owned_device, owned_event, owned_home
+from webapp.access import owned_device, owned_event
 from webapp.clients import get_pool, get_redis
 from webapp.errors import ApiError, not_found
 from webapp.event_input import image_content_type, read_new_event
@@ -71,21 +70,13 @@ def create_event():
 
 
 def _add_candidate(device: dict, row: dict, fields: EventCreate) -> None:
-    extra = {
-        "location": fields.location,
-        "mode": fields.mode,
-        "device_id": str(device["id"]),
-        "motion_score": repr(fields.motion_score),
-    }
-    if fields.lite_results is not None:
-        extra["lite"] = json.dumps(fields.lite_results, sort_keys=True)
     try:
         CandidateStore(get_redis()).add(
             str(device["home_id"]),
             str(row["id"]),
             device["tier"],
             float(row["priority"]),
-            extra,
+            candidate_fields(fields.location, fields.mode, fields.motion_score),
             lite=fields.lite_results is None,  # queued for the lite scorer in the same step
         )
     except (redis.RedisError, ValueError):
@@ -108,8 +99,6 @@ def get_event(event_id: int):
 def list_events_route():
     query = EventQuery.model_validate(query_args())
     with get_pool().connection() as conn:
-        if query.home_id is not None:
-            owned_home(conn, current_user_id(), query.home_id)
         rows, next_cursor = list_events(conn, current_user_id(), query)
     return jsonify(events=rows, next_cursor=next_cursor)
 
@@ -122,7 +111,12 @@ def get_event_image(event_id: int):
     if row["image"] is None:
         raise ApiError("no_image", 404, "This event has no uploaded image (it was sent by URL).")
     data = bytes(row["image"])
-    response = Response(data, mimetype=image_content_type(data))
+    return _image_response(data, image_content_type(data))
+
+
+def _image_response(data: bytes, mimetype: str) -> Response:
+    """An event's picture: private to its owner, cacheable for an hour, never sniffed."""
+    response = Response(data, mimetype=mimetype)
     response.headers["Cache-Control"] = "private, max-age=3600"
     response.headers["X-Content-Type-Options"] = "nosniff"
     return response
@@ -147,17 +141,16 @@ def _signed_snapshot_event(event_id: int) -> bool:
 def get_event_snapshot(event_id: int):
     """The analysed frame with boxes and labels drawn (JPEG): with a JWT, or through the
     signed, expiring link an alert carries (the phone fetches it without a token)."""
+    signed = _signed_snapshot_event(event_id)
+    if not signed:  # credentials first: a refused request never borrows a connection
+        verify_jwt_in_request()
     with get_pool().connection() as conn:
-        if _signed_snapshot_event(event_id):
+        if signed:
             row = conn.execute("SELECT snapshot FROM events WHERE id = %s", (event_id,)).fetchone()
             if row is None:
                 raise not_found("event")
         else:
-            verify_jwt_in_request()
             row = owned_event(conn, current_user_id(), event_id, "e.snapshot")
     if row["snapshot"] is None:
         raise ApiError("no_snapshot", 404, "This event has not been analysed yet.")
-    response = Response(bytes(row["snapshot"]), mimetype="image/jpeg")
-    response.headers["Cache-Control"] = "private, max-age=3600"
-    response.headers["X-Content-Type-Options"] = "nosniff"
-    return response
+    return _image_response(bytes(row["snapshot"]), "image/jpeg")

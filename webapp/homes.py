@@ -77,8 +77,7 @@ def patch_home(home_id: int):
             conn.execute(
                 f"UPDATE homes SET {assignments} WHERE id = %(id)s", {**changes, "id": home_id}
             )
-        home = owned_home(conn, current_user_id(), home_id)
-    return jsonify(home_json(home))
+    return jsonify(home_json(merged))  # the locked row with the changes applied
 
 
 @bp.get("/<int:home_id>/policy")

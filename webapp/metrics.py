@@ -20,7 +20,7 @@ from flask import Blueprint, Flask, Response, current_app, request
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 
-from celery_config import DEEP_QUEUES, DIGEST_QUEUE, LITE_QUEUE, SCHEDULER_QUEUE, TIERS
+from celery_config import QUEUES, TIERS
 from schedules import lite_queue
 from schedules.candidates import CandidateStore
 from schedules.scripts import INFLIGHT
@@ -32,7 +32,6 @@ bp = Blueprint("metrics", __name__)
 logger = logging.getLogger(__name__)
 
 EXTENSION = "vigil.metrics"
-QUEUES = (*DEEP_QUEUES, LITE_QUEUE, DIGEST_QUEUE, SCHEDULER_QUEUE)
 CREATE_EVENT_ENDPOINT = "events.create_event"
 
 

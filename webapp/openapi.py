@@ -7,12 +7,13 @@ cannot drift from what the server accepts.
 from __future__ import annotations
 
 import copy
+import functools
 from typing import Any
 
 from flask import Blueprint, jsonify
 from pydantic import BaseModel
 
-from webapp.event_input import IDEMPOTENCY_HEADER
+from webapp.event_input import IDEMPOTENCY_HEADER, MAX_IDEMPOTENCY_KEY
 from webapp.schemas import (
     DeviceCreate,
     EventCreate,
@@ -95,6 +96,7 @@ def _query_params(model: type[BaseModel]) -> list[dict[str, Any]]:
     ]
 
 
+@functools.cache  # built from static models: once per process, not per request
 def build_document() -> dict[str, Any]:
     schemas: dict[str, Any] = {"Error": _ERROR}
     for model in _MODELS:
@@ -106,7 +108,7 @@ def build_document() -> dict[str, Any]:
         "name": IDEMPOTENCY_HEADER,
         "in": "header",
         "required": False,
-        "schema": {"type": "string", "minLength": 1, "maxLength": 200},
+        "schema": {"type": "string", "minLength": 1, "maxLength": MAX_IDEMPOTENCY_KEY},
     }
     create_event = _op(
         "Report a motion event (source JSON body, or an upload)", "202", parameters=[idem]

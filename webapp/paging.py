@@ -14,7 +14,9 @@ from typing import Any
 
 import psycopg
 
+from webapp.access import owned_home
 from webapp.errors import ApiError
+from webapp.schemas import PageQuery
 
 
 def encode_cursor(created_at: dt.datetime, event_id: int) -> str:
@@ -39,19 +41,27 @@ def decode_cursor(cursor: str) -> tuple[dt.datetime, int]:
 def owned_page(
     conn: psycopg.Connection,
     user_id: int,
-    query: Any,
+    query: PageQuery,
     *,
     select: str,
     alias: str,
-    filters: Sequence[tuple[str, str]],
+    filters: Sequence[tuple[str, str]] = (),
 ) -> tuple[list[dict], str | None]:
     """One page of ``select`` (joined to ``homes h``) owned by ``user_id``, and the next cursor.
 
-    ``filters`` pairs a ``query`` attribute with its SQL clause, applied when it is set.
+    Every page takes the ``PageQuery`` filters (home, time range); ``filters`` adds the
+    list's own, each a ``query`` attribute with its SQL clause, applied when it is set. A
+    ``home_id`` that is not the caller's is a 404, checked only when the page is empty
+    (another user's home can only give an empty page), so a normal page costs one query.
     """
+    common = (
+        ("home_id", f"{alias}.home_id = %(home_id)s"),
+        ("since", f"{alias}.created_at >= %(since)s"),
+        ("until", f"{alias}.created_at < %(until)s"),
+    )
     where = ["h.owner_id = %(user_id)s"]
     params: dict[str, Any] = {"user_id": user_id, "limit": query.limit + 1}
-    for name, clause in filters:
+    for name, clause in (*common, *filters):
         value = getattr(query, name)
         if value is not None:
             where.append(clause)
@@ -64,6 +74,8 @@ def owned_page(
         f"ORDER BY {alias}.created_at DESC, {alias}.id DESC LIMIT %(limit)s",
         params,
     ).fetchall()
+    if not rows and query.home_id is not None:
+        owned_home(conn, user_id, query.home_id)
     if len(rows) <= query.limit:
         return rows, None
     rows = rows[: query.limit]

@@ -19,10 +19,9 @@ from typing import Any
 
 import redis
 
-from celery_config import DEEP_QUEUES, DIGEST_QUEUE, LITE_QUEUE, SCHEDULER_QUEUE
+from celery_config import QUEUES
 from tasks.heartbeat import CONSUMED, HEARTBEAT_KEY, HEARTBEATS
 
-QUEUES = (*DEEP_QUEUES, LITE_QUEUE, DIGEST_QUEUE, SCHEDULER_QUEUE)
 TAIL_KEY = "health:queue_tail:{queue}"
 TAIL_TTL_S = 86_400
 

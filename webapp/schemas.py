@@ -10,11 +10,10 @@ from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
-from schedules.score import LABELS
+from schedules.score import ARM_MODES, LABELS
 
 # What `mode` a client may send with an event; the source sends "security".
 EVENT_MODES = ("security", "monitoring", "test")
-ARM_MODES = ("disarmed", "home", "away", "night")
 EVENT_STATUSES = ("queued", "processing", "analyzed", "skipped", "failed")
 NOTIFICATION_KINDS = ("alert", "summary")
 
@@ -26,7 +25,8 @@ def _http_url(value: str) -> str:
     return value
 
 
-def _timezone(value: str) -> str:
+def check_timezone(value: str) -> str:
+    """``value`` if it names an IANA time zone; ValueError otherwise."""
     try:
         zoneinfo.ZoneInfo(value)
     except (zoneinfo.ZoneInfoNotFoundError, ValueError):
@@ -50,7 +50,7 @@ def _finite(value: float) -> float:
 HttpUrl = Annotated[str, Field(max_length=2048), AfterValidator(_http_url)]
 Score = Annotated[float, Field(ge=0.0, le=1.0), BeforeValidator(_not_bool), AfterValidator(_finite)]
 Id = Annotated[int, Field(ge=1), BeforeValidator(_not_bool)]
-TimeZone = Annotated[str, Field(max_length=64), AfterValidator(_timezone)]
+TimeZone = Annotated[str, Field(max_length=64), AfterValidator(check_timezone)]
 # The labels the priority score knows; an unknown label is refused, not silently ignored.
 Label = Literal[LABELS]  # type: ignore[valid-type]
 

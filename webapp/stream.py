@@ -27,7 +27,7 @@ from pydantic import Field
 
 from notify import live
 from webapp.access import owned_home
-from webapp.clients import REDIS_CONNECT_TIMEOUT_S, get_pool, get_redis
+from webapp.clients import get_pool, get_redis, redis_client
 from webapp.errors import ApiError
 from webapp.requests import query_args
 from webapp.schemas import Id, Strict
@@ -94,10 +94,8 @@ def sse_body(
     client: redis.Redis | None = None
     try:
         # Its own connection: a blocking XREAD would hold a shared pool's one for seconds.
-        client = redis.Redis.from_url(
+        client = redis_client(
             redis_url,
-            decode_responses=True,
-            socket_connect_timeout=REDIS_CONNECT_TIMEOUT_S,
             socket_timeout=keepalive_s + SOCKET_MARGIN_S,
             single_connection_client=True,
             client_name="vigil-stream",
