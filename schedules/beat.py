@@ -18,16 +18,17 @@ LITE_TASK = "schedules.lite"
 EXPIRES_FRACTION = 0.9
 
 
+def entry(task: str, interval_s: float) -> dict[str, Any]:
+    """One beat entry for ``task`` every ``interval_s``, expiring before the next run."""
+    return {
+        "task": task,
+        "schedule": interval_s,
+        "options": {"expires": interval_s * EXPIRES_FRACTION},
+    }
+
+
 def beat_schedule(config: SchedulerConfig) -> dict[str, dict[str, Any]]:
     """``app.conf.beat_schedule`` for the scheduler's periodic tasks."""
-
-    def entry(task: str, interval_s: float) -> dict[str, Any]:
-        return {
-            "task": task,
-            "schedule": interval_s,
-            "options": {"expires": interval_s * EXPIRES_FRACTION},
-        }
-
     return {
         TICK_TASK: entry(TICK_TASK, config.tick_interval_s),
         REAP_TASK: entry(REAP_TASK, config.reap_interval_s),

@@ -3,7 +3,7 @@
 State is a HASH ``{tokens, ts}`` (ts in ms); a missing bucket is full. The same Lua helpers
 (``bucket_read``/``bucket_write`` in ``scripts.LUA_COMMON``) run inside the dispatch step for
 the tier buckets ``bucket:tier:<tier>`` and the per-home buckets ``bucket:home:{<home>}``;
-this class is the standalone form, for tests, metrics and any other limiter.
+this class is the standalone form of the same arithmetic, which the tests check directly.
 """
 
 from __future__ import annotations

@@ -68,8 +68,7 @@ if created == 1 then
   redis.call('HINCRBY', KEYS[4], tier, 1)
   if KEYS[7] then redis.call('RPUSH', KEYS[7], event) end
 end
-redis.call('HSET', KEYS[2], 'tier', tier)
-for i = 8, #ARGV, 2 do redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1]) end
+redis.call('HSET', KEYS[2], 'tier', tier, unpack(ARGV, 8))
 repair_index(home, tier)
 return created
 """
@@ -149,6 +148,12 @@ class Expired:
     home_id: str
     event_id: str
     fields: dict[str, str]
+
+
+def candidate_fields(location: str, mode: str, motion_score: float) -> dict[str, str]:
+    """The fields a candidate carries besides those the store sets itself. Workers read
+    events from PostgreSQL; these say what the event was to someone inspecting Redis."""
+    return {"location": location, "mode": mode, "motion_score": repr(float(motion_score))}
 
 
 class CandidateStore:

@@ -86,6 +86,7 @@ class SchedulerConfig:
     reap_limit: int = 500
     expire_interval_s: float = 5.0
     expire_limit: int = 500
+    deep_queued_batches: int = 2  # late binding: batches a tier's queue may hold, at most
     lite_interval_s: float = 0.5  # how often the beat feeds the lite queue
     lite_batch_size: int = 16  # events per lite scoring task
     lite_queued_batches: int = 4  # lite batches waiting in the broker, at most

@@ -117,8 +117,10 @@ for p = 1, used do
   out[#out + 1] = {h.home, event, pick.raw, attempts}
 end
 for _, h in ipairs(homes) do
-  if h.used > 0 then bucket_write(h.key, h.tokens - h.used, h.ts, hcap, hper_ms) end
-  repair_index(h.home, tier)
+  if h.used > 0 then  -- a home walked past but not picked from kept its best score
+    bucket_write(h.key, h.tokens - h.used, h.ts, hcap, hper_ms)
+    repair_index(h.home, tier)
+  end
 end
 if used > 0 then
   tokens = tokens - used
@@ -133,7 +135,8 @@ return {fmt(now), fmt(tokens), out}
 @dataclass(frozen=True)
 class Dispatched:
     """One leased event. Workers read the event from PostgreSQL, so the candidate's own
-    fields stay in Redis (kept until the lease ends, for the reaper) and are not sent back."""
+    fields are not sent back; they stay in Redis until the lease ends, so an event the
+    reaper returns is a candidate with its fields again."""
 
     home_id: str
     event_id: str

@@ -12,7 +12,7 @@ from typing import Any
 
 import redis
 
-from .candidates import CandidateStore
+from .candidates import CandidateStore, candidate_fields
 from .scripts import cand_key, processing_key
 
 
@@ -37,11 +37,7 @@ def restore(store: CandidateStore, events: Iterable[Mapping[str, Any]]) -> list[
     lite result, back in the lite queue); returns the ids added."""
     restored = []
     for event in events:
-        fields = {
-            "location": event["location"],
-            "mode": event["mode"],
-            "motion_score": repr(float(event["motion_score"])),
-        }
+        fields = candidate_fields(event["location"], event["mode"], event["motion_score"])
         if store.add(
             event["home_id"],
             event["id"],

@@ -98,6 +98,8 @@ def mark_failed(pool: ConnectionPool, event_id: int, error: str) -> bool:
 
 def requeue(pool: ConnectionPool, event_ids: Sequence[int]) -> list[int]:
     """Back to ``queued`` after a lease expired and the event returned to the candidates."""
+    if not event_ids:  # the periodic reaper usually has nothing: no empty transaction
+        return []
     with transaction(pool) as conn:
         rows = conn.execute(
             """
@@ -111,6 +113,8 @@ def requeue(pool: ConnectionPool, event_ids: Sequence[int]) -> list[int]:
 
 def mark_skipped(pool: ConnectionPool, event_ids: Sequence[int], reason: str) -> list[int]:
     """Settle pending events as skipped (e.g. expired before analysis)."""
+    if not event_ids:
+        return []
     with transaction(pool) as conn:
         rows = conn.execute(
             """

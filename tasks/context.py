@@ -17,6 +17,7 @@ import redis
 from celery.signals import worker_process_init
 from psycopg_pool import ConnectionPool
 
+from schedules.candidates import CandidateStore
 from store.db import create_pool
 
 log = logging.getLogger(__name__)
@@ -46,7 +47,13 @@ class WorkerContext:
     def broker_redis(self) -> redis.Redis:
         """The broker's Redis, where Celery keeps each queue as a list."""
         url = self.environ.get("CELERY_BROKER_URL") or self.environ["REDIS_URL"]
+        if url == self.environ["REDIS_URL"]:
+            return self.redis  # one connection pool when the broker shares the server's DB
         return redis.Redis.from_url(url, decode_responses=True)
+
+    @cached_property
+    def candidates(self) -> CandidateStore:
+        return CandidateStore(self.redis)
 
     @cached_property
     def detector(self):

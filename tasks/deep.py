@@ -11,7 +11,7 @@ from inference.annotate import annotate
 from inference.images import encode_jpeg
 from inference.pipeline import BatchPipeline
 from notify import live
-from schedules.leases import complete
+from schedules.leases import complete_all
 from store.analysis import claim_for_analysis, mark_failed, save_detections
 from tasks.context import WorkerContext, context
 
@@ -49,8 +49,7 @@ def analyse_batch(ctx: WorkerContext, event_ids: Sequence[int]) -> list[int]:
         mark_failed(ctx.pool, event.id, f"{error.code}: {error}")
     # Leases end only once Postgres holds the outcome: a crash before this line leaves the
     # lease to expire and the reaper to hand the events out again.
-    for event_id in event_ids:  # settled by another delivery or not: the lease is done
-        complete(ctx.redis, str(event_id))
+    complete_all(ctx.redis, event_ids)  # settled by another delivery or not: leases done
     homes = {e.id: e.home_id for e in events}
     for event_id, dets in found:
         if event_id in analysed:

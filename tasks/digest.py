@@ -15,7 +15,7 @@ from typing import Any
 from celery import shared_task
 
 from notify import live
-from notify.digest import digest_events
+from notify.digest import DigestReport, digest_events
 from notify.sender import SendReport, send_deliveries
 from notify.summaries import flush_summaries
 from tasks.context import WorkerContext, context
@@ -46,6 +46,16 @@ def send(ctx: WorkerContext, ids: Sequence[int] | None) -> SendReport:
     )  # fmt: skip
 
 
+def publish_alerts(ctx: WorkerContext, report: DigestReport) -> None:
+    """An ``alert`` entry on each alerted home's live log."""
+    for alert in report.alerts:
+        live.publish(
+            ctx.redis, alert.home_id, "alert",
+            {"event_id": alert.event_id, "notification_id": alert.notification_id,
+             "title": alert.title},
+        )  # fmt: skip
+
+
 def _summary(report: SendReport) -> dict:
     return {"claimed": report.claimed, **dict(report.outcomes)}
 
@@ -54,12 +64,7 @@ def _summary(report: SendReport) -> dict:
 def digest(event_ids: list[int]) -> dict:
     ctx = context()
     report = digest_events(ctx.pool, event_ids)
-    for alert in report.alerts:
-        live.publish(
-            ctx.redis, alert.home_id, "alert",
-            {"event_id": alert.event_id, "notification_id": alert.notification_id,
-             "title": alert.title},
-        )  # fmt: skip
+    publish_alerts(ctx, report)
     pushed = send(ctx, report.deliveries) if report.deliveries else SendReport()
     return {
         "alerts": [a.event_id for a in report.alerts],

@@ -28,6 +28,8 @@ from typing import Any
 import redis
 from celery.signals import heartbeat_sent, task_postrun, worker_ready
 
+from schedules.scripts import script
+
 log = logging.getLogger(__name__)
 
 HEARTBEAT_KEY = "worker:heartbeat:{hostname}"
@@ -79,17 +81,9 @@ def record_heartbeat(
     ttl_s: int = HEARTBEAT_TTL_S,
 ) -> dict[str, Any]:
     """Refresh ``hostname``'s record; with ``task``, count one task consumed from ``queue``."""
-    raw = client.eval(
-        RECORD,
-        3,
-        HEARTBEAT_KEY.format(hostname=hostname),
-        HEARTBEATS,
-        CONSUMED,
-        hostname,
-        json.dumps(sorted(queues)),
-        str(ttl_s),
-        task or "",
-        queue or "",
+    raw = script(client, RECORD)(
+        keys=[HEARTBEAT_KEY.format(hostname=hostname), HEARTBEATS, CONSUMED],
+        args=[hostname, json.dumps(sorted(queues)), str(ttl_s), task or "", queue or ""],
     )
     return json.loads(raw)
 

@@ -9,7 +9,6 @@ from celery.exceptions import SoftTimeLimitExceeded
 
 from inference.errors import ImageSourceError
 from schedules import lite_queue
-from schedules.candidates import CandidateStore
 from schedules.score import priority
 from store.analysis import load_for_lite, save_lite_results
 from tasks.context import WorkerContext, context
@@ -36,7 +35,7 @@ def score_event(ctx: WorkerContext, event_id: int) -> float | None:
         float(event["age_s"]),
     )
     if save_lite_results(ctx.pool, event_id, result.scores, new_priority):
-        CandidateStore(ctx.redis).update_score(event["home_id"], event_id, new_priority)
+        ctx.candidates.update_score(event["home_id"], event_id, new_priority)
     return new_priority
 
 
@@ -59,4 +58,4 @@ def score_batch(ctx: WorkerContext, event_ids: list[int]) -> dict[str, int]:
 
 @shared_task(name="inference.lite_batch", acks_late=True, soft_time_limit=60, time_limit=90)
 def lite_batch(event_ids: list[int]) -> dict[str, int]:
-    return score_batch(context(), [int(e) for e in event_ids])
+    return score_batch(context(), event_ids)

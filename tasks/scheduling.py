@@ -4,11 +4,10 @@ workers; reaper and expiry settle stragglers."""
 from __future__ import annotations
 
 import logging
-import os
 
 from celery import chain, shared_task
 
-from celery_config import LITE_QUEUE
+from celery_config import LITE_QUEUE, deep_queue
 from notify.digest import provisional_alerts
 from schedules import lite_queue
 from schedules.candidates import CandidateStore
@@ -20,35 +19,36 @@ from schedules.tick import run_tick
 from store.analysis import mark_failed, mark_skipped, pending_events, requeue
 from tasks.context import WorkerContext, context
 from tasks.deep import deep_batch
-from tasks.digest import digest, send_task
+from tasks.digest import digest, publish_alerts, send_task
 from tasks.lite import lite_batch
 
 log = logging.getLogger(__name__)
 
-# Late binding: a tier's queue holds at most this many batches waiting for a worker, so
-# priority is decided in the candidate sets until a worker can start soon.
-QUEUED_BATCHES_PER_TIER = int(os.environ.get("VIGIL_QUEUED_BATCHES_PER_TIER", "2"))
 # Events younger than this may be between their row commit and their candidate write.
 RECONCILE_MIN_AGE_S = 30.0
 RECONCILE_LIMIT = 1000
 
 
+def queue_room(ctx: WorkerContext, queue: str, max_batches: int, batch_size: int) -> int:
+    """Events that may be sent to a bounded Celery queue now: its free batch slots."""
+    return max(0, max_batches - ctx.broker_redis.llen(queue)) * batch_size
+
+
 def free_capacity(ctx: WorkerContext, config: SchedulerConfig, tier: str) -> int:
-    """Events a tier may dispatch now: room left in its bounded Celery queue."""
-    waiting = ctx.broker_redis.llen(f"deep_processing_{tier}")
-    return max(0, QUEUED_BATCHES_PER_TIER - waiting) * config.max_batch_size
+    """Events a tier may dispatch now: room left in its bounded Celery queue. Late binding:
+    priority is decided in the candidate sets until a worker can start soon."""
+    return queue_room(ctx, deep_queue(tier), config.deep_queued_batches, config.max_batch_size)
 
 
 def dispatch_lite(ctx: WorkerContext, config: SchedulerConfig) -> int:
     """Feed the lite workers from ``lite:pending``: as many batches as leave at most
     ``lite_queued_batches`` waiting in the broker. Returns the events sent."""
-    waiting = ctx.broker_redis.llen(LITE_QUEUE)
-    room = max(0, config.lite_queued_batches - waiting) * config.lite_batch_size
-    event_ids = lite_queue.take(ctx.redis, room)
     size = config.lite_batch_size
+    room = queue_room(ctx, LITE_QUEUE, config.lite_queued_batches, size)
+    event_ids = lite_queue.take(ctx.redis, room)
     for start in range(0, len(event_ids), size):
         try:
-            lite_batch.apply_async(args=[event_ids[start : start + size]], queue=LITE_QUEUE)
+            lite_batch.delay(event_ids[start : start + size])  # routed to the lite queue
         except Exception:
             lite_queue.give_back(ctx.redis, event_ids[start:])  # next run sends them
             raise
@@ -59,7 +59,7 @@ def send_batch(tier: str, batch: list[Dispatched]) -> None:
     """One Celery message per batch, on its tier's queue, chained to the digest."""
     ids = [int(d.event_id) for d in batch]
     chain(
-        deep_batch.si(tier, ids).set(queue=f"deep_processing_{tier}"),
+        deep_batch.si(tier, ids).set(queue=deep_queue(tier)),
         digest.s(),
     ).apply_async()
 
@@ -95,9 +95,10 @@ def reap_task() -> dict:
 @shared_task(name="schedules.expire", soft_time_limit=20, time_limit=30)
 def expire_task() -> list[int]:
     ctx = context()
-    expired = CandidateStore(ctx.redis, configured()).expire_due()
+    expired = ctx.candidates.expire_due()
     skipped = mark_skipped(ctx.pool, [int(e.event_id) for e in expired], "expired before analysis")
     report = provisional_alerts(ctx.pool, skipped)
+    publish_alerts(ctx, report)
     if report.deliveries:
         send_task.delay(report.deliveries)
     return skipped
