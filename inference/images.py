@@ -98,8 +98,10 @@ def decode_image(
 ) -> Image.Image:
     """Decode JPEG, PNG or WebP bytes into an upright RGB image, refusing anything unsafe.
 
-    ``draft_size`` lets a JPEG decode at 1/2, 1/4 or 1/8 scale when the caller only needs
-    at least that many pixels (e.g. a model's input size): far cheaper for camera frames.
+    ``draft_size`` lets a JPEG decode at 1/2, 1/4 or 1/8 scale when the caller letterboxes
+    into that size (a square, or turned to the frame's orientation, as the lite scorer
+    does): far cheaper for camera frames. Both decoded sides stay at least the target's
+    shorter side, so the letterbox never has to enlarge the frame.
     """
     data = bytes(data)
     if not data:
@@ -120,12 +122,14 @@ def decode_image(
             check_dimensions(*img.size, max_pixels=max_pixels, max_side=max_side)
             full_width = img.width
             if draft_size is not None and fmt == "JPEG":
-                # Square request: EXIF rotation may still swap the two sides.
-                side = max(draft_size)
+                # Square request (EXIF rotation may still swap the sides): each side at least
+                # the target's shorter one, which is all a letterbox in that orientation needs.
+                side = min(draft_size)
                 img.draft("RGB", (side, side))
             img.load()
             reduction = full_width / img.width
-            upright = ImageOps.exif_transpose(img).convert("RGB")
+            ImageOps.exif_transpose(img, in_place=True)  # no copy when already upright
+            upright = img if img.mode == "RGB" else img.convert("RGB")
             # Detections are reported in the source's pixels, even from a reduced decode.
             upright.info["source_size"] = (
                 round(upright.width * reduction),

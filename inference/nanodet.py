@@ -47,7 +47,8 @@ def letterbox(image: Image.Image, size: tuple[int, int]) -> Letterboxed:
     width, height = size
     scale = min(width / image.width, height / image.height)
     new_w, new_h = max(1, round(image.width * scale)), max(1, round(image.height * scale))
-    resized = image.convert("RGB").resize((new_w, new_h), Image.BILINEAR)
+    rgb = image if image.mode == "RGB" else image.convert("RGB")
+    resized = rgb.resize((new_w, new_h), Image.BILINEAR)
     canvas = np.zeros((height, width, 3), dtype=np.uint8)
     canvas[:new_h, :new_w] = np.asarray(resized)
     # A JPEG decoded at reduced scale remembers its full size: boxes map back to that.
