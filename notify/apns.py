@@ -118,6 +118,9 @@ class ApnsProvider:
         self._tls: ssl.SSLContext | None = None  # shared: loading the CA bundle is slow
         self._closed = False
 
+    def warm(self) -> None:
+        self.provider_token()
+
     def provider_token(self) -> str:
         """The cached ES256 provider JWT, renewed once it is ``token_refresh_s`` old."""
         with self._lock:

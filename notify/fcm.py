@@ -244,5 +244,8 @@ class FcmProvider:
             return SendResult(outcome, reason=f"oauth {type(exc).__name__}: {exc}"[:300])
         return classify_response(response.status_code, response.headers, response.content)
 
+    def warm(self) -> None:
+        self._fcm._get_access_token()  # pyfcm caches the OAuth token it fetches here
+
     def close(self) -> None:
         self._fcm.close()

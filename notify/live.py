@@ -5,16 +5,16 @@ a client that reconnects with the last entry id it saw gets exactly what it miss
 id (``1718000000000-0``) is the SSE event id, ``kind`` is the SSE event name and ``data`` the
 JSON payload.
 
-Kinds (``data`` keys in brackets). Today tasks/deep.py writes the first two; the others are
-the names reserved for triage, the digest and the push workers:
+Kinds (``data`` keys in brackets), written by the deep worker (``tasks/deep.py``), the
+digest and expiry tasks and the outbox sender (``tasks/digest.py``):
 
 - ``event.analyzed``: the deep worker stored detections (event_id, labels)
 - ``event.failed``: the deep worker could not analyse the event (event_id, error)
-- ``event.skipped``: triage dropped the event without deep analysis (event_id, reason)
 - ``alert``: an alert notification was recorded (event_id, notification_id, title)
-- ``summary``: a summary notification was recorded (notification_id, title)
-- ``push.delivered``: a push reached a provider (notification_id, device_id)
-- ``push.failed``: a push was refused or gave up (notification_id, device_id, error)
+- ``summary``: a summary notification was recorded (notification_id)
+- ``push.delivered``: a push reached a provider (notification_id, device_id, provider,
+  status, kind)
+- ``push.failed``: a push was refused or gave up (the same keys)
 """
 
 from __future__ import annotations
@@ -31,7 +31,6 @@ KINDS = frozenset(
     {
         "event.analyzed",
         "event.failed",
-        "event.skipped",
         "alert",
         "summary",
         "push.delivered",

@@ -29,6 +29,9 @@ class EmbeddedProvider:
     def send(self, message: PushMessage) -> SendResult:
         return SendResult(Outcome.SENT, provider_id=f"embedded:{message.delivery_id}")
 
+    def warm(self) -> None:
+        pass
+
     def close(self) -> None:
         pass
 
@@ -57,14 +60,15 @@ class Providers:
     def warm(self) -> None:
         """Fetch the FCM OAuth token and sign the APNs provider token now, so the first
         alert a fresh worker sends does not wait for them."""
-        if isinstance(self.fcm, FcmProvider):
-            self.fcm._get_access_token()
-        if isinstance(self.apns, ApnsProvider):
-            self.apns.provider_token()
+        for provider in self._each():
+            provider.warm()
 
     def close(self) -> None:
-        for provider in {id(p): p for p in (self.fcm, self.apns, self.embedded) if p}.values():
+        for provider in self._each():
             provider.close()
+
+    def _each(self) -> list[PushProvider]:
+        return list({id(p): p for p in (self.fcm, self.apns, self.embedded) if p}.values())
 
 
 def _get(environ: Mapping[str, str], name: str) -> str:

@@ -1,8 +1,10 @@
 """The push contract every provider (FCM, APNs, embedded) implements.
 
 The outbox sender turns one delivery row into a ``PushMessage`` and hands it to the
-provider of the device's platform; the provider makes exactly one request (no hidden
-retries, no sleeping on ``Retry-After``) and classifies the answer as a ``SendResult``.
+provider of the device's platform; the provider sends the push once (no hidden retries,
+no sleeping on ``Retry-After``; FCM alone may first fetch an OAuth token, or fetch a new
+one and resend once when Google says the token expired) and classifies the answer as a
+``SendResult``.
 Retrying, backing off and pruning dead tokens belong to the sender, which records every
 answer, so a provider must never retry on its own.
 """
@@ -59,6 +61,10 @@ class PushProvider(Protocol):
 
     def send(self, message: PushMessage) -> SendResult:
         """One request to the provider; never raises for a provider or network error."""
+        ...
+
+    def warm(self) -> None:
+        """Get the credentials a send needs now (tokens), so a first send does not wait."""
         ...
 
     def close(self) -> None: ...

@@ -88,7 +88,8 @@ def flush_summaries(pool: ConnectionPool, now: datetime | None = None) -> Summar
     with pool.connection() as conn:
         homes = conn.execute(
             """
-            SELECT home_id, min(analyzed_at) AS first, max(analyzed_at) AS last, now() AS now
+            SELECT home_id, min(coalesce(analyzed_at, updated_at)) AS first,
+                   max(coalesce(analyzed_at, updated_at)) AS last, now() AS now
             FROM events WHERE digest = 'summary' AND summary_id IS NULL
             GROUP BY home_id
             """

@@ -145,3 +145,15 @@ def test_an_expired_event_with_an_alarming_lite_result_still_alerts_once(db):
     assert row["event_id"] == alarming and row["kind"] == "alert"
     assert row["title"] == "Possible person at the front door"
     assert row["body"].startswith("Not verified") and row["data"] == {"verified": "false"}
+
+
+def test_a_summary_of_only_expired_events_is_folded_at_their_time(db):
+    # Never analysed: no analyzed_at. The sweep must still fold them, not stop on them.
+    with db.connection() as conn:
+        home, camera = make_home(conn, arm_mode="away")
+    calm = skipped_event(db, home, camera, "garden", {"person": 0.1})
+    assert provisional_alerts(db, [calm]).held == [calm]
+    report = flush_summaries(db, now=LATER)
+    assert [h for h, _ in report.summaries] == [home]
+    (event,) = rows(db, "SELECT summary_id FROM events WHERE id = %s", calm)
+    assert event["summary_id"] is not None

@@ -351,3 +351,10 @@ def test_apns_only_env_leaves_android_on_the_embedded_provider(server):
     assert providers.for_platform("ios").name == "apns"
     assert isinstance(providers.for_platform("android"), EmbeddedProvider)
     providers.close()
+
+
+def test_warm_signs_the_provider_token_the_first_send_uses(apns, server):
+    apns.warm()
+    token = apns.provider_token()
+    assert apns.send(message()).outcome is Outcome.SENT
+    assert server.provider_tokens == [token]

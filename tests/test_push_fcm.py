@@ -269,3 +269,10 @@ def google_error(status: int, code: str, field: str = "") -> bytes:
 )
 def test_error_bodies_classify_like_the_fcm_docs_say(status, body, outcome):
     assert classify_response(status, {}, body).outcome is outcome
+
+
+def test_warm_fetches_the_oauth_token_before_the_first_send(fcm, server):
+    fcm.warm()
+    assert server.token_requests == 1 and sends(server) == []
+    assert fcm.send(message()).outcome is Outcome.SENT
+    assert server.token_requests == 1  # the send used the warm token
