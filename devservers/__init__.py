@@ -14,12 +14,11 @@ same base_dir reuses them through servers.env instead of starting a second pair.
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import fcntl
 import os
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import IO
 
@@ -36,8 +35,6 @@ __all__ = [
     "PostgresServer",
     "RedisServer",
     "ServerStartError",
-    "dev_servers",
-    "ensure_servers",
     "read_env_file",
     "servers_running",
 ]
@@ -165,32 +162,6 @@ class DevServers:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-
-def ensure_servers(
-    base_dir: str | os.PathLike[str] = DEFAULT_BASE_DIR,
-    *,
-    environ: Mapping[str, str] | None = None,
-    durable: bool = True,
-) -> dict[str, str]:
-    """URLs of running servers; any started here are stopped when this process exits."""
-    servers = DevServers(base_dir, environ=environ, durable=durable)
-    urls = servers.start()
-    if servers.owned:
-        atexit.register(servers.stop)
-    return urls
-
-
-@contextlib.contextmanager
-def dev_servers(
-    base_dir: str | os.PathLike[str] = DEFAULT_BASE_DIR,
-    *,
-    environ: Mapping[str, str] | None = None,
-    durable: bool = True,
-) -> Iterator[dict[str, str]]:
-    """Context-manager form of ensure_servers(): servers started here stop on exit."""
-    with DevServers(base_dir, environ=environ, durable=durable) as servers:
-        yield dict(servers.urls)
 
 
 def read_env_file(base_dir: str | os.PathLike[str] = DEFAULT_BASE_DIR) -> dict[str, str]:
