@@ -1,7 +1,9 @@
 """Refusals raised while turning an untrusted image source into pixels.
 
 Every error carries a stable ``code`` for clients and the HTTP ``status`` the API answers with,
-so one handler can render any of them as JSON.
+so one handler can render any of them as JSON. ``retryable`` tells a worker whether trying
+the same source again later may succeed (a DNS hiccup, a busy camera) or never will (a
+blocked address, a 404, a bomb).
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ class ImageSourceError(ValueError):
     code = "image_source_invalid"
     status = 400
     message = "The image source was refused."
+    retryable = False
+    attempts = 1  # tries made before this error was final (see inference.retry)
 
     def __init__(self, message: str | None = None) -> None:
         self.message = message or type(self).message
@@ -80,20 +84,44 @@ class BlockedAddressError(ImageSourceError):
 
 
 class FetchError(ImageSourceError):
-    """The upstream server could not be reached or did not answer with an image."""
+    """The upstream server could not be reached, or the connection broke mid-answer.
+
+    Transient by nature: the camera's web server may be restarting or busy.
+    """
 
     code = "fetch_failed"
     status = 502
     message = "The image URL could not be fetched."
+    retryable = True
 
-    def __init__(self, message: str | None = None, *, upstream_status: int | None = None) -> None:
-        super().__init__(message)
+
+class FetchDnsError(FetchError):
+    code = "fetch_dns_failed"
+    message = "The image URL's host name could not be resolved."
+
+
+class UpstreamStatusError(FetchError):
+    """The image URL answered with an HTTP error status.
+
+    5xx and 429 say "not now" and are retried; any other 4xx says "never" and is final.
+    """
+
+    code = "fetch_http_status"
+    message = "The image URL answered with an HTTP error."
+
+    def __init__(self, upstream_status: int, message: str | None = None) -> None:
+        super().__init__(message or f"The image URL answered HTTP {upstream_status}.")
         self.upstream_status = upstream_status
+
+    @property
+    def retryable(self) -> bool:  # type: ignore[override]
+        return self.upstream_status == 429 or self.upstream_status >= 500
 
 
 class TooManyRedirectsError(FetchError):
     code = "fetch_too_many_redirects"
     message = "The image URL redirected too many times."
+    retryable = False
 
 
 class FetchTimeoutError(FetchError):

@@ -24,11 +24,13 @@ from PIL import Image
 
 from inference.addresses import AddressPolicy
 from inference.errors import (
+    FetchDnsError,
     FetchError,
     FetchTimeoutError,
     ImageTooLargeError,
     InvalidUrlError,
     TooManyRedirectsError,
+    UpstreamStatusError,
     UrlSchemeError,
 )
 from inference.images import (
@@ -38,6 +40,7 @@ from inference.images import (
     decode_image,
     read_image_file,
 )
+from inference.retry import RetryPolicy
 
 DEFAULT_TIMEOUT_S = 5.0
 DEFAULT_MAX_REDIRECTS = 3
@@ -108,7 +111,7 @@ def _checked_addresses(target: _Target, resolver: Resolver, policy: AddressPolic
         try:
             addresses = resolver(target.host, target.port)
         except OSError as exc:
-            raise FetchError(f"Could not resolve {target.host}: {exc}") from exc
+            raise FetchDnsError(f"Could not resolve {target.host}: {exc}") from exc
     if not addresses:
         raise FetchError(f"{target.host} has no address.")
     for address in addresses:  # one private answer is enough to refuse the whole name
@@ -221,9 +224,7 @@ def _request(
                 raise FetchError(f"Redirect {resp.status} without a Location header.")
             return urljoin(target.url, location.strip())
         if not 200 <= resp.status < 300:
-            raise FetchError(
-                f"The image URL answered HTTP {resp.status}.", upstream_status=resp.status
-            )
+            raise UpstreamStatusError(resp.status)
         declared = resp.getheader("Content-Length", "")
         if declared.isdigit() and int(declared) > max_bytes:
             raise ImageTooLargeError(f"The image is {declared} bytes; at most {max_bytes}.")
@@ -282,11 +283,14 @@ def load_source(
     allowed_networks: Sequence[str] = (),
     ssl_context: ssl.SSLContext | None = None,
     draft_size: tuple[int, int] | None = None,
+    retry: RetryPolicy | None = None,
 ) -> Image.Image:
     """Decode raw bytes, an http(s) URL or a local path into an upright RGB image.
 
     Local paths are read as given: only pass trusted strings, never a client's "url" field
-    that might not be a URL at all.
+    that might not be a URL at all. With ``retry``, a URL whose fetch fails transiently
+    (``retryable`` errors) is fetched again as the policy allows; a final refusal is raised
+    at once.
     """
     caps = {
         "max_bytes": max_bytes,
@@ -298,15 +302,20 @@ def load_source(
         return decode_image(source, **caps)
     if isinstance(source, str) and _URL_SCHEME.match(source):
         # fetch_url refuses every scheme but http and https, so file:// never reads a file here.
-        data = fetch_url(
-            source,
-            max_bytes=max_bytes,
-            timeout_s=timeout_s,
-            max_redirects=max_redirects,
-            resolver=resolver,
-            allowed_networks=allowed_networks,
-            ssl_context=ssl_context,
-        )
+        url = source
+
+        def fetch() -> bytes:
+            return fetch_url(
+                url,
+                max_bytes=max_bytes,
+                timeout_s=timeout_s,
+                max_redirects=max_redirects,
+                resolver=resolver,
+                allowed_networks=allowed_networks,
+                ssl_context=ssl_context,
+            )
+
+        data = retry.call(fetch) if retry is not None else fetch()
         return decode_image(data, **caps)
     if isinstance(source, str | os.PathLike):
         return read_image_file(source, **caps)

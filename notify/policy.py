@@ -15,7 +15,16 @@ Then, in this order, an alert is folded into the next summary instead when
    change moves them with the clocks);
 3. it is not life safety and the home already had ``hourly_budget`` alerts in the last hour.
 
-Nothing is dropped: a folded event still appears in its summary.
+Nothing is dropped: a folded event still appears in its summary. An analysed event in which
+nothing reached the home's threshold is *suppressed* in a disarmed home (no notification;
+it stays in the history) and folded into the summary of an armed one.
+
+An event that could not be analysed (failed or skipped) is decided by ``decide_unanalysed``:
+a **fail-safe** alert when its quick check (the phone's or the server's lite result) saw
+something that alerts, or when the home is armed for that place (away or night, or a door
+while armed home) — "Motion at the front door — the picture could not be analysed". The
+same cooldown (per place, on "motion"), quiet hours and budget apply; life safety bypasses
+them as usual. A disarmed home finds it in its next summary instead.
 """
 
 from __future__ import annotations
@@ -23,6 +32,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
+from enum import StrEnum
 from zoneinfo import ZoneInfo
 
 from inference.labels import PRESENCE_GROUPS, group_of
@@ -30,6 +40,41 @@ from schedules.score import ARMED_MODES, DOOR_LOCATIONS, normalise_location
 
 FULLY_ARMED = frozenset({"away", "night"})
 GROUPS = tuple(PRESENCE_GROUPS)  # person, vehicle, animal
+MOTION = "motion"  # what a fail-safe alert names: motion was seen, not what moved
+
+
+class DecisionKind(StrEnum):
+    """What the digest did with an event (``events.digest``)."""
+
+    ALERT = "alert"
+    FAILSAFE = "failsafe"
+    SUMMARY = "summary"
+    SUPPRESSED = "suppressed"
+
+
+class Reason(StrEnum):
+    """Why (``events.digest_reason``); docs/notifications.md explains each."""
+
+    LIFE_SAFETY = "life_safety"
+    ARMED = "armed"
+    COOLDOWN = "cooldown"
+    QUIET_HOURS = "quiet_hours"
+    BUDGET = "budget"
+    NOT_ARMED = "not_armed"
+    ROUTINE = "routine"
+    BELOW_THRESHOLD = "below_threshold"
+
+
+NOTIFYING = frozenset({DecisionKind.ALERT, DecisionKind.FAILSAFE})
+
+# What a fail-safe alert tells the household, by the failure's code (prefix match).
+_FAILURE_TEXT = (
+    ("fetch_", "The camera's picture could not be fetched"),
+    ("url_", "The camera's picture address was refused"),
+    ("image_", "The camera's picture could not be read"),
+    ("expired", "There was no time to analyse the picture"),
+)
+_FAILURE_DEFAULT = "The picture could not be analysed"
 
 
 @dataclass(frozen=True)
@@ -67,12 +112,17 @@ class AlertHistory:
 
 @dataclass(frozen=True)
 class Decision:
-    kind: str  # "alert" or "summary"
-    reason: str  # life_safety | armed | cooldown | quiet_hours | budget | not_armed | routine
-    labels: tuple[str, ...]  # presence groups seen at or above min_score
+    kind: DecisionKind
+    reason: Reason
+    labels: tuple[str, ...]  # presence groups seen at or above min_score, or ("motion",)
     life_safety: bool
     title: str
     body: str
+
+    @property
+    def notifies(self) -> bool:
+        """Whether this decision pushes an alert now (an alert or a fail-safe alert)."""
+        return self.kind in NOTIFYING
 
 
 def place_name(location: str) -> str:
@@ -121,6 +171,30 @@ def _what(groups: Sequence[str]) -> str:
     return " and ".join(g.capitalize() if i == 0 else g for i, g in enumerate(named))
 
 
+def _gates(
+    labels: Sequence[str],
+    location: str,
+    life_safety: bool,
+    policy: HomePolicy,
+    history: AlertHistory,
+    now: datetime,
+) -> tuple[tuple[str, ...], Reason | None]:
+    """The labels still fresh after the cooldown, and the gate that folds the alert, if any."""
+    cooldown = timedelta(seconds=policy.cooldown_s)
+    fresh = tuple(
+        g
+        for g in labels
+        if (last := history.last_alerted.get((location, g))) is None or now - last >= cooldown
+    )
+    if not fresh:
+        return fresh, Reason.COOLDOWN
+    if not life_safety and in_quiet_hours(now, policy):
+        return fresh, Reason.QUIET_HOURS
+    if not life_safety and history.alerts_last_hour >= policy.hourly_budget:
+        return fresh, Reason.BUDGET
+    return fresh, None  # fmt: skip
+
+
 def decide(
     detections: Iterable[tuple[str, float]],
     arm_mode: str,
@@ -129,7 +203,7 @@ def decide(
     history: AlertHistory,
     now: datetime,
 ) -> Decision:
-    """Alert or summary for one analysed event; ``now`` is timezone-aware."""
+    """Alert, summary or suppressed for one analysed event; ``now`` is timezone-aware."""
     groups = seen_groups(detections, policy.min_score)
     life_safety = is_life_safety(groups, arm_mode, location)
     # A person while armed away is life safety whatever the home chose to hear about.
@@ -139,33 +213,93 @@ def decide(
     place = place_name(location)
     local = now.astimezone(ZoneInfo(policy.timezone))
 
-    def summary(reason: str) -> Decision:
+    def summary(reason: Reason) -> Decision:
         return Decision(
-            "summary", reason, groups, False, f"Activity at the {place}",
+            DecisionKind.SUMMARY, reason, groups, False, f"Activity at the {place}",
             f"{_what(groups)} seen at the {place} at {local:%H:%M}.",
         )  # fmt: skip
 
+    if not groups:
+        if arm_mode not in ARMED_MODES:
+            return Decision(DecisionKind.SUPPRESSED, Reason.BELOW_THRESHOLD, groups, False, "", "")
+        return summary(Reason.BELOW_THRESHOLD)
     if arm_mode not in ARMED_MODES:
-        return summary("not_armed")
+        return summary(Reason.NOT_ARMED)
     if not alerting or not (life_safety or arm_mode in FULLY_ARMED or at_a_door(location)):
-        return summary("routine")
-    cooldown = timedelta(seconds=policy.cooldown_s)
-    fresh = tuple(
-        g
-        for g in alerting
-        if (last := history.last_alerted.get((location, g))) is None or now - last >= cooldown
-    )
-    if not fresh:
-        return summary("cooldown")
-    if not life_safety and in_quiet_hours(now, policy):
-        return summary("quiet_hours")
-    if not life_safety and history.alerts_last_hour >= policy.hourly_budget:
-        return summary("budget")
+        return summary(Reason.ROUTINE)
+    fresh, gate = _gates(alerting, location, life_safety, policy, history, now)
+    if gate is not None:
+        return summary(gate)
     return Decision(
-        "alert",
-        "life_safety" if life_safety else "armed",
+        DecisionKind.ALERT,
+        Reason.LIFE_SAFETY if life_safety else Reason.ARMED,
         fresh,
         life_safety,
         f"{_what(fresh)} at the {place}",
         f"Seen at {local:%H:%M} while armed {arm_mode}.",
     )
+
+
+def armed_here(arm_mode: str, location: str) -> bool:
+    """Armed for this place: away or night anywhere, or a door while armed home."""
+    return arm_mode in FULLY_ARMED or (arm_mode in ARMED_MODES and at_a_door(location))
+
+
+def failure_text(code: str | None) -> str:
+    """A sentence a household understands for an analysis failure's code."""
+    for prefix, text in _FAILURE_TEXT:
+        if code and code.startswith(prefix):
+            return text
+    return _FAILURE_DEFAULT
+
+
+def decide_unanalysed(
+    lite: Iterable[tuple[str, float]],
+    arm_mode: str,
+    location: str,
+    policy: HomePolicy,
+    history: AlertHistory,
+    now: datetime,
+    failure: str | None = None,
+) -> Decision:
+    """The fail-safe for an event that failed or expired before deep analysis.
+
+    ``lite``: the quick check's (group, score) pairs, if any; ``failure``: the error code.
+    """
+    place = place_name(location)
+    local = now.astimezone(ZoneInfo(policy.timezone))
+    why = failure_text(failure)
+    quick = decide(lite, arm_mode, location, policy, history, now)
+    if quick.kind is DecisionKind.ALERT:
+        what = " and ".join(quick.labels)
+        return Decision(
+            DecisionKind.FAILSAFE, quick.reason, quick.labels, quick.life_safety,
+            f"Possible {what} at the {place}",
+            f"Not verified: seen by the quick check only. {why}.",
+        )  # fmt: skip
+
+    def summary(reason: Reason) -> Decision:
+        return Decision(
+            DecisionKind.SUMMARY, reason, (), False, f"Activity at the {place}",
+            f"Motion at the {place} at {local:%H:%M}; {why[0].lower()}{why[1:]}.",
+        )  # fmt: skip
+
+    if quick.reason in (Reason.COOLDOWN, Reason.QUIET_HOURS, Reason.BUDGET):
+        return summary(quick.reason)  # the quick check alerted, the gates folded it
+    if arm_mode not in ARMED_MODES:
+        return summary(Reason.NOT_ARMED)
+    if not armed_here(arm_mode, location):
+        return summary(Reason.ROUTINE)
+    # Any alert at this place within the cooldown already sent the household there.
+    cooldown = timedelta(seconds=policy.cooldown_s)
+    if any(now - at < cooldown for (where, _), at in history.last_alerted.items()
+           if where == location):  # fmt: skip
+        return summary(Reason.COOLDOWN)
+    _, gate = _gates((MOTION,), location, False, policy, history, now)
+    if gate is not None:
+        return summary(gate)
+    return Decision(
+        DecisionKind.FAILSAFE, Reason.ARMED, (MOTION,), False,
+        f"Motion at the {place} — the picture could not be analysed",
+        f"{why}. Seen at {local:%H:%M} while armed {arm_mode}.",
+    )  # fmt: skip

@@ -74,26 +74,56 @@ def save_detections(
             with conn.cursor() as cur:
                 cur.executemany(
                     """
-                    INSERT INTO detections (event_id, label, score, x1, y1, x2, y2, model)
-                    VALUES (%s, %s, %s, %s, %s, %s, %s, %s)
+                    INSERT INTO detections (event_id, label, score, x1, y1, x2, y2, model,
+                                            alternatives)
+                    VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)
                     """,
-                    [(event_id, d.label, d.score, *d.box, model) for d in detections],
+                    [
+                        (event_id, d.label, d.score, *d.box, model, Jsonb(_alternatives(d)))
+                        for d in detections
+                    ],
                 )
             written.append(event_id)
     return written
 
 
-def mark_failed(pool: ConnectionPool, event_id: int, error: str) -> bool:
-    """Settle an event as failed (e.g. its image was refused) unless already settled."""
+@dataclass(frozen=True)
+class Failure:
+    """Why one event could not be analysed: a stable code and a human message."""
+
+    event_id: int
+    code: str
+    message: str
+
+
+def _alternatives(detection: Detection) -> list[dict[str, Any]]:
+    return [
+        {"label": label, "score": round(score, 4)}
+        for label, score in getattr(detection, "alternatives", ())
+    ]
+
+
+def mark_failed(pool: ConnectionPool, failures: Sequence[Failure]) -> list[int]:
+    """Settle events as failed (e.g. their image was refused) unless already settled;
+    returns the ids this call settled."""
+    if not failures:
+        return []
     with transaction(pool) as conn:
-        row = conn.execute(
+        rows = conn.execute(
             """
-            UPDATE events SET status = 'failed', error = %s
-            WHERE id = %s AND status IN ('queued', 'processing') RETURNING id
+            UPDATE events e SET status = 'failed', error_code = f.code,
+                                error = f.code || ': ' || f.message
+            FROM unnest(%s::bigint[], %s::text[], %s::text[]) AS f(id, code, message)
+            WHERE e.id = f.id AND e.status IN ('queued', 'processing') RETURNING e.id
             """,
-            (error, event_id),
-        ).fetchone()
-    return row is not None
+            (
+                [f.event_id for f in failures],
+                [f.code for f in failures],
+                [f.message for f in failures],
+            ),
+        ).fetchall()
+    settled = {r["id"] for r in rows}
+    return [f.event_id for f in failures if f.event_id in settled]
 
 
 def requeue(pool: ConnectionPool, event_ids: Sequence[int]) -> list[int]:
@@ -111,17 +141,19 @@ def requeue(pool: ConnectionPool, event_ids: Sequence[int]) -> list[int]:
     return [r["id"] for r in rows]
 
 
-def mark_skipped(pool: ConnectionPool, event_ids: Sequence[int], reason: str) -> list[int]:
+def mark_skipped(
+    pool: ConnectionPool, event_ids: Sequence[int], code: str, reason: str
+) -> list[int]:
     """Settle pending events as skipped (e.g. expired before analysis)."""
     if not event_ids:
         return []
     with transaction(pool) as conn:
         rows = conn.execute(
             """
-            UPDATE events SET status = 'skipped', error = %s
+            UPDATE events SET status = 'skipped', error_code = %s, error = %s
             WHERE id = ANY(%s) AND status IN ('queued', 'processing') RETURNING id
             """,
-            (reason, list(event_ids)),
+            (code, reason, list(event_ids)),
         ).fetchall()
     return [r["id"] for r in rows]
 

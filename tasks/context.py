@@ -91,6 +91,15 @@ class WorkerContext:
 
         return Links.from_env(self.environ)
 
+    @cached_property
+    def fetch_retry(self):
+        """How transient image-fetch failures are retried, within half the event's lease."""
+        from inference.retry import RetryPolicy
+        from schedules.config import SchedulerConfig
+
+        lease_s = SchedulerConfig.from_mapping(self.environ).processing_timeout_s
+        return RetryPolicy.from_env(self.environ, lease_s)
+
     @property
     def allowed_networks(self) -> tuple[str, ...]:
         """Private networks image URLs may point to (none unless an operator says so)."""

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 from celery import shared_task
 
@@ -12,8 +14,9 @@ from inference.images import encode_jpeg
 from inference.pipeline import BatchPipeline
 from notify import live
 from schedules.leases import complete_all
-from store.analysis import claim_for_analysis, mark_failed, save_detections
+from store.analysis import Failure, claim_for_analysis, mark_failed, save_detections
 from tasks.context import WorkerContext, context
+from tasks.digest import digest
 
 log = logging.getLogger(__name__)
 
@@ -27,8 +30,25 @@ def snapshot_jpeg(image, detections) -> bytes:
     return encode_jpeg(annotated, quality=85)
 
 
-def analyse_batch(ctx: WorkerContext, event_ids: Sequence[int]) -> list[int]:
-    """Run the detector over a batch; returns the ids analysed (for the digest)."""
+class BatchFailed(RuntimeError):
+    """Every event of a deep batch failed: raised so Flower and the task's result show a
+    failure, not a success. Each event is already settled and on its way to the digest."""
+
+
+@dataclass(frozen=True)
+class BatchOutcome:
+    analysed: list[int] = field(default_factory=list)
+    failed: list[int] = field(default_factory=list)
+    codes: dict[str, int] = field(default_factory=dict)  # failures by error code
+
+    @property
+    def settled(self) -> list[int]:
+        """What the digest decides next: analysed events, and failed ones (fail-safe)."""
+        return [*self.analysed, *self.failed]
+
+
+def analyse_batch(ctx: WorkerContext, event_ids: Sequence[int]) -> BatchOutcome:
+    """Run the detector over a batch, store detections or the named failure per event."""
     events = claim_for_analysis(ctx.pool, event_ids)
     model = ctx.detector
     pipeline = BatchPipeline(
@@ -36,6 +56,7 @@ def analyse_batch(ctx: WorkerContext, event_ids: Sequence[int]) -> list[int]:
         batch_size=max(1, len(events)),
         keep_images=True,  # for the annotated snapshot
         allowed_networks=ctx.allowed_networks,
+        retry=ctx.fetch_retry,  # transient fetch failures are tried again within the lease
     )
     found, refused, snapshots = [], [], {}
     for event, result in zip(events, pipeline.run([e.source for e in events]), strict=True):
@@ -45,8 +66,9 @@ def analyse_batch(ctx: WorkerContext, event_ids: Sequence[int]) -> list[int]:
         else:
             refused.append((event, result.error))
     analysed = save_detections(ctx.pool, found, model.name, snapshots)
-    for event, error in refused:
-        mark_failed(ctx.pool, event.id, f"{error.code}: {error}")
+    failed = mark_failed(
+        ctx.pool, [Failure(event.id, error.code, str(error)) for event, error in refused]
+    )
     # Leases end only once Postgres holds the outcome: a crash before this line leaves the
     # lease to expire and the reaper to hand the events out again.
     complete_all(ctx.redis, event_ids)  # settled by another delivery or not: leases done
@@ -60,15 +82,32 @@ def analyse_batch(ctx: WorkerContext, event_ids: Sequence[int]) -> list[int]:
                 "event.analyzed",
                 {"event_id": event_id, "labels": labels},
             )
+    codes: Counter[str] = Counter()
     for event, error in refused:
+        if event.id not in failed:
+            continue
+        codes[error.code] += 1
+        log.warning(
+            "analysis failed: event %s home %s code %s after %d attempt(s): %s",
+            event.id, event.home_id, error.code, error.attempts, error,
+        )  # fmt: skip
         live.publish(
             ctx.redis, event.home_id, "event.failed", {"event_id": event.id, "error": error.code}
         )
-    return analysed
+    return BatchOutcome(analysed, failed, dict(codes))
 
 
 @shared_task(name="inference.deep_batch", acks_late=True, soft_time_limit=240, time_limit=270)
 def deep_batch(tier: str, event_ids: list[int]) -> list[int]:
-    analysed = analyse_batch(context(), event_ids)
-    log.info("tier %s: analysed %d of %d events", tier, len(analysed), len(event_ids))
-    return analysed
+    """Analyse one batch; returns the settled ids, which the chained digest decides."""
+    outcome = analyse_batch(context(), event_ids)
+    log.info(
+        "tier %s: analysed %d, failed %d of %d events",
+        tier, len(outcome.analysed), len(outcome.failed), len(event_ids),
+    )  # fmt: skip
+    if outcome.failed and not outcome.analysed:
+        # The chain's digest only runs after a success: send the failures to it directly,
+        # then fail the task so ops see the batch as failed.
+        digest.delay(outcome.failed)
+        raise BatchFailed(f"all {len(outcome.failed)} events failed: {outcome.codes}")
+    return outcome.settled

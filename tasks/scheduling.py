@@ -8,7 +8,7 @@ import logging
 from celery import chain, shared_task
 
 from celery_config import LITE_QUEUE, deep_queue
-from notify.digest import provisional_alerts
+from notify.digest import digest_events
 from schedules import lite_queue
 from schedules.candidates import CandidateStore
 from schedules.config import SchedulerConfig, configured
@@ -16,7 +16,7 @@ from schedules.dispatch import Dispatched
 from schedules.leases import reap
 from schedules.reconcile import missing_from_redis, restore
 from schedules.tick import run_tick
-from store.analysis import mark_failed, mark_skipped, pending_events, requeue
+from store.analysis import Failure, mark_failed, mark_skipped, pending_events, requeue
 from tasks.context import WorkerContext, context
 from tasks.deep import deep_batch
 from tasks.digest import digest, publish_alerts, send_task
@@ -79,16 +79,34 @@ def lite_task() -> int:
     return dispatch_lite(context(), configured())
 
 
+ATTEMPTS_EXHAUSTED = "analysis_attempts_exhausted"
+EXPIRED = "expired"
+
+
+def failsafe(ctx: WorkerContext, event_ids: list[int]) -> None:
+    """Events that will never be analysed go through the digest's fail-safe now."""
+    report = digest_events(ctx.pool, event_ids)
+    publish_alerts(ctx, report)
+    if report.deliveries:
+        send_task.delay(report.deliveries)
+
+
 @shared_task(name="schedules.reap", soft_time_limit=20, time_limit=30)
 def reap_task() -> dict:
     ctx, config = context(), configured()
     report = reap(ctx.redis, config)
     requeue(ctx.pool, [int(r.event_id) for r in report.returned])
-    failed = [int(r.event_id) for r in report.failed]
+    message = f"analysis did not finish after {config.max_attempts} attempts"
+    failed = mark_failed(
+        ctx.pool, [Failure(int(r.event_id), ATTEMPTS_EXHAUSTED, message) for r in report.failed]
+    )
+    homes = {int(r.event_id): r.home_id for r in report.failed}
     for event_id in failed:
-        mark_failed(ctx.pool, event_id, "analysis did not finish after repeated attempts")
-    if failed:
-        log.warning("events failed after %d attempts: %s", config.max_attempts, failed)
+        log.warning(
+            "analysis failed: event %s home %s code %s", event_id, homes[event_id],
+            ATTEMPTS_EXHAUSTED,
+        )  # fmt: skip
+    failsafe(ctx, failed)
     return {"returned": len(report.returned), "failed": failed}
 
 
@@ -96,11 +114,15 @@ def reap_task() -> dict:
 def expire_task() -> list[int]:
     ctx = context()
     expired = ctx.candidates.expire_due()
-    skipped = mark_skipped(ctx.pool, [int(e.event_id) for e in expired], "expired before analysis")
-    report = provisional_alerts(ctx.pool, skipped)
-    publish_alerts(ctx, report)
-    if report.deliveries:
-        send_task.delay(report.deliveries)
+    skipped = mark_skipped(
+        ctx.pool, [int(e.event_id) for e in expired], EXPIRED, "expired before analysis"
+    )
+    homes = {int(e.event_id): e.home_id for e in expired}
+    for event_id in skipped:
+        log.warning(
+            "analysis skipped: event %s home %s code %s", event_id, homes[event_id], EXPIRED
+        )
+    failsafe(ctx, skipped)
     return skipped
 
 

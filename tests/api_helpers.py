@@ -197,6 +197,7 @@ def celery_worker(env: dict[str, str], queues: str, name: str) -> Iterator[subpr
         stdout=log,
         stderr=subprocess.STDOUT,
     )
+    proc.log_text = lambda: _read_log(log)  # type: ignore[attr-defined]
     try:
         yield proc
     finally:
@@ -209,6 +210,12 @@ def celery_worker(env: dict[str, str], queues: str, name: str) -> Iterator[subpr
         log.seek(0)
         print(log.read()[-4000:])
         log.close()
+
+
+def _read_log(log) -> str:
+    # pread leaves the file offset alone: the worker shares it and keeps appending.
+    fd = log.fileno()
+    return os.pread(fd, os.fstat(fd).st_size, 0).decode(errors="replace")
 
 
 # Test workers skip the cluster handshakes: nothing else is there to meet.

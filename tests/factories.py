@@ -6,9 +6,11 @@ from inference.contract import Detection
 from store.analysis import claim_for_analysis, save_detections
 
 
-def make_home(conn, arm_mode="away", tz="Europe/Paris", phones=1) -> tuple[int, int]:
+def make_home(
+    conn, arm_mode="away", tz="Europe/Paris", phones=1, email="a@b.c"
+) -> tuple[int, int]:
     user = conn.execute(
-        "INSERT INTO users (email, password_hash) VALUES ('a@b.c', 'x') RETURNING id"
+        "INSERT INTO users (email, password_hash) VALUES (%s, 'x') RETURNING id", (email,)
     ).fetchone()["id"]
     home = conn.execute(
         "INSERT INTO homes (owner_id, name, tier, arm_mode, timezone)"

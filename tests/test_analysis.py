@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from inference.contract import Detection
 from store.analysis import (
+    Failure,
     claim_for_analysis,
     load_for_lite,
     mark_failed,
@@ -58,10 +59,17 @@ def test_failed_and_skipped_settle_only_pending_events(db):
     with db.connection() as conn:
         home, camera = make_home(conn)
     a, b = new_event(db, home, camera), new_event(db, home, camera)
-    assert mark_failed(db, a, "image_corrupt")
-    assert not mark_failed(db, a, "again")
-    assert mark_skipped(db, [a, b], "expired") == [b]
+    assert mark_failed(db, [Failure(a, "image_corrupt", "cut short")]) == [a]
+    assert mark_failed(db, [Failure(a, "fetch_failed", "again")]) == []
+    assert mark_skipped(db, [a, b], "expired", "expired before analysis") == [b]
     assert status(db, a)[0] == "failed" and status(db, b)[0] == "skipped"
+    with db.connection() as conn:
+        rows = conn.execute(
+            "SELECT id, error_code, error FROM events WHERE id = ANY(%s) ORDER BY id", ([a, b],)
+        ).fetchall()
+    assert [(r["error_code"], r["error"]) for r in rows] == [
+        ("image_corrupt", "image_corrupt: cut short"), ("expired", "expired before analysis"),
+    ]  # fmt: skip
 
 
 def test_lite_results_update_only_queued_events(db):

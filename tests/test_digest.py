@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 from psycopg.types.json import Jsonb
 
-from notify.digest import digest_events, provisional_alerts
+from notify.digest import digest_events
 from notify.policy_store import load_policy, save_policy
 from notify.summaries import flush_summaries, summary_due, summary_text
 from tests.factories import analysed_event, make_home
@@ -126,9 +126,28 @@ def skipped_event(db, home, camera, location, lite) -> int:
     with db.connection() as conn:
         return conn.execute(
             "INSERT INTO events (home_id, device_id, location, mode, motion_score, status,"
-            " lite_results) VALUES (%s, %s, %s, 'security', 0.8, 'skipped', %s) RETURNING id",
+            " error_code, lite_results)"
+            " VALUES (%s, %s, %s, 'security', 0.8, 'skipped', 'expired', %s) RETURNING id",
             (home, camera, location, Jsonb(lite) if lite else None),
         ).fetchone()["id"]
+
+
+def failed_event(db, home, camera, location, code="fetch_failed") -> int:
+    with db.connection() as conn:
+        return conn.execute(
+            "INSERT INTO events (home_id, device_id, location, mode, motion_score, status,"
+            " error_code, error) VALUES (%s, %s, %s, 'security', 0.8, 'failed', %s, 'x')"
+            " RETURNING id",
+            (home, camera, location, code),
+        ).fetchone()["id"]
+
+
+def decisions(db, *event_ids):
+    found = rows(
+        db, "SELECT id, digest, digest_reason FROM events WHERE id = ANY(%s)", list(event_ids)
+    )
+    by_id = {r["id"]: (r["digest"], r["digest_reason"]) for r in found}
+    return [by_id[e] for e in event_ids]
 
 
 def test_an_expired_event_with_an_alarming_lite_result_still_alerts_once(db):
@@ -136,23 +155,114 @@ def test_an_expired_event_with_an_alarming_lite_result_still_alerts_once(db):
         home, camera = make_home(conn, arm_mode="away")
     lite = {"person": 0.9, "vehicle": 0.0, "animal": 0.0, "source": "phone"}
     alarming = skipped_event(db, home, camera, "front_door", lite)
-    calm = skipped_event(db, home, camera, "garden", {"person": 0.1})
-    unknown = skipped_event(db, home, camera, "front_door", None)
-    report = provisional_alerts(db, [alarming, calm, unknown])
-    assert [a.event_id for a in report.alerts] == [alarming] and report.held == [calm]
-    assert provisional_alerts(db, [alarming]).alerts == []  # once only
-    (row,) = rows(db, "SELECT event_id, kind, title, body, data FROM notifications")
+    report = digest_events(db, [alarming])
+    assert [(a.event_id, a.kind) for a in report.alerts] == [(alarming, "failsafe")]
+    assert digest_events(db, [alarming]).alerts == []  # once only
+    (row,) = rows(db, "SELECT event_id, kind, title, body, data, reason FROM notifications")
     assert row["event_id"] == alarming and row["kind"] == "alert"
     assert row["title"] == "Possible person at the front door"
-    assert row["body"].startswith("Not verified") and row["data"] == {"verified": "false"}
+    assert row["body"].startswith("Not verified") and row["reason"] == "failsafe"
+    assert row["data"] == {"verified": "false", "failsafe": "expired"}
+    assert decisions(db, alarming) == [("failsafe", "life_safety")]
+
+
+def test_an_armed_home_hears_of_motion_it_could_not_analyse(db):
+    with db.connection() as conn:
+        home, camera = make_home(conn, arm_mode="away")
+    broken = failed_event(db, home, camera, "garden")
+    calm_lite = skipped_event(db, home, camera, "backyard", {"person": 0.1})
+    report = digest_events(db, [broken, calm_lite])
+    assert [(a.event_id, a.kind) for a in report.alerts] == [
+        (broken, "failsafe"), (calm_lite, "failsafe"),
+    ]  # fmt: skip
+    notes = rows(db, "SELECT event_id, title, body, labels, data FROM notifications ORDER BY id")
+    assert notes[0]["title"] == "Motion at the garden — the picture could not be analysed"
+    assert notes[0]["body"].startswith("The camera's picture could not be fetched. Seen at ")
+    assert notes[0]["labels"] == ["motion"]
+    assert notes[0]["data"] == {"verified": "false", "failsafe": "fetch_failed"}
+    assert notes[1]["body"].startswith("There was no time to analyse the picture.")
+
+
+def test_failsafe_alerts_respect_the_cooldown_per_place(db):
+    with db.connection() as conn:
+        home, camera = make_home(conn, arm_mode="away")
+    person = analysed_event(db, home, camera, "front_door", [("person", 0.9)])
+    first, second = (failed_event(db, home, camera, "driveway") for _ in range(2))
+    at_door = failed_event(db, home, camera, "front_door")
+    report = digest_events(db, [person, first, second, at_door])
+    assert [a.event_id for a in report.alerts] == [person, first]
+    assert report.held == [second, at_door]
+    assert decisions(db, second, at_door) == [("summary", "cooldown")] * 2
+
+
+def test_failsafe_alerts_wait_out_quiet_hours_and_the_budget(db):
+    with db.connection() as conn:
+        home, camera = make_home(conn, arm_mode="night", tz="UTC")
+        save_policy(conn, home, {"hourly_budget": 0})
+    budget = failed_event(db, home, camera, "garage")
+    digest_events(db, [budget])
+    with db.connection() as conn:
+        conn.execute(
+            "UPDATE homes SET quiet_hours_start = '00:00', quiet_hours_end = '00:00' WHERE id = %s",
+            (home,),
+        )  # quiet all day
+    quiet = failed_event(db, home, camera, "porch")
+    report = digest_events(db, [quiet])
+    assert report.alerts == [] and report.held == [quiet]
+    assert decisions(db, budget, quiet) == [("summary", "budget"), ("summary", "quiet_hours")]
+
+
+def test_a_disarmed_home_finds_an_unanalysed_event_in_its_summary(db):
+    with db.connection() as conn:
+        home, camera = make_home(conn, arm_mode="disarmed")
+        armed_home, armed_camera = make_home(conn, arm_mode="home", email="d@e.f")
+    broken = failed_event(db, home, camera, "front_door")
+    garden = failed_event(db, armed_home, armed_camera, "garden")
+    door = failed_event(db, armed_home, armed_camera, "front_door")
+    report = digest_events(db, [broken, garden, door])
+    assert report.held == [broken, garden] and [a.event_id for a in report.alerts] == [door]
+    assert decisions(db, broken, garden, door) == [
+        ("summary", "not_armed"), ("summary", "routine"), ("failsafe", "armed"),
+    ]  # fmt: skip
+    report = flush_summaries(db, now=LATER)
+    assert len(report.summaries) == 2
+    bodies = rows(db, "SELECT body FROM notifications WHERE kind = 'summary' ORDER BY id")
+    assert bodies[0]["body"].startswith("Motion at the front door, ")
+
+
+def test_nothing_seen_is_suppressed_when_disarmed_and_summarised_when_armed(db):
+    with db.connection() as conn:
+        home, camera = make_home(conn, arm_mode="disarmed")
+        armed_home, armed_camera = make_home(conn, arm_mode="away", email="d@e.f")
+    quiet = analysed_event(db, home, camera, "garden", [("cat", 0.2), ("bench", 0.9)])
+    armed = analysed_event(db, armed_home, armed_camera, "garden", [])
+    report = digest_events(db, [quiet, armed])
+    assert report.suppressed == [quiet] and report.held == [armed]
+    assert decisions(db, quiet, armed) == [
+        ("suppressed", "below_threshold"), ("summary", "below_threshold"),
+    ]  # fmt: skip
+    assert rows(db, "SELECT id FROM notifications") == []
+
+
+def test_pending_events_are_not_decided_yet(db):
+    with db.connection() as conn:
+        home, camera = make_home(conn)
+        queued = conn.execute(
+            "INSERT INTO events (home_id, device_id, location, mode, motion_score)"
+            " VALUES (%s, %s, 'porch', 'security', 0.5) RETURNING id",
+            (home, camera),
+        ).fetchone()["id"]
+    report = digest_events(db, [queued])
+    assert (report.alerts, report.held, report.suppressed) == ([], [], [])
+    assert decisions(db, queued) == [(None, None)]
 
 
 def test_a_summary_of_only_expired_events_is_folded_at_their_time(db):
     # Never analysed: no analyzed_at. The sweep must still fold them, not stop on them.
     with db.connection() as conn:
-        home, camera = make_home(conn, arm_mode="away")
+        home, camera = make_home(conn, arm_mode="disarmed")
     calm = skipped_event(db, home, camera, "garden", {"person": 0.1})
-    assert provisional_alerts(db, [calm]).held == [calm]
+    assert digest_events(db, [calm]).held == [calm]
     report = flush_summaries(db, now=LATER)
     assert [h for h, _ in report.summaries] == [home]
     (event,) = rows(db, "SELECT summary_id FROM events WHERE id = %s", calm)

@@ -8,6 +8,7 @@ import ssl
 import subprocess
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -23,9 +24,11 @@ from inference.errors import (
     InvalidUrlError,
     TooManyRedirectsError,
     UnsupportedImageFormatError,
+    UpstreamStatusError,
     UrlSchemeError,
 )
 from inference.fetch import Resolver, fetch_url, load_source
+from inference.retry import RetryPolicy
 
 PHOTOS = Path(__file__).parent / "data" / "photos"
 PHOTO = (PHOTOS / "dog.jpg").read_bytes()
@@ -112,6 +115,14 @@ class Handler(BaseHTTPRequestHandler):
     def route_big(self, path: str, query: dict[str, str]) -> None:
         self.send_body(PHOTO * 4, length=query.get("length") == "yes")
 
+    def route_flaky(self, path: str, query: dict[str, str]) -> None:
+        # /flaky/<key>?fails=N&status=S: the first N requests for <key> answer S.
+        self.server.hits[path] += 1
+        if self.server.hits[path] <= int(query.get("fails", "2")):
+            self.send_error(int(query.get("status", "503")))
+        else:
+            self.send_body(PHOTO)
+
     def route_short(self, path: str, query: dict[str, str]) -> None:
         self.send_response(200)
         self.send_header("Content-Length", str(len(PHOTO)))
@@ -128,6 +139,7 @@ class OriginServer(ThreadingHTTPServer):
     def __init__(self) -> None:
         super().__init__(("127.0.0.1", 0), Handler)
         self.seen: list[tuple[str, str | None]] = []
+        self.hits: Counter[str] = Counter()
         self.release = threading.Event()  # set to end slow handlers when a test is done
 
     @property
@@ -156,6 +168,7 @@ def running_origin() -> Iterator[OriginServer]:
 @pytest.fixture
 def origin(running_origin: OriginServer) -> Iterator[OriginServer]:
     running_origin.seen.clear()
+    running_origin.hits.clear()
     running_origin.release.clear()
     yield running_origin
     running_origin.release.set()
@@ -352,13 +365,13 @@ def test_body_over_the_cap_is_refused(origin: OriginServer, length: str) -> None
     assert info.value.status == 413
 
 
-def test_missing_image_is_a_fetch_error_carrying_the_upstream_status(
+def test_missing_image_is_a_final_error_carrying_the_upstream_status(
     origin: OriginServer,
 ) -> None:
-    with pytest.raises(FetchError) as info:
+    with pytest.raises(UpstreamStatusError) as info:
         fetch_url(f"{origin.base}/missing.jpg", allowed_networks=LOCAL)
-    assert (info.value.code, info.value.status) == ("fetch_failed", 502)
-    assert info.value.upstream_status == 404
+    assert (info.value.code, info.value.status) == ("fetch_http_status", 502)
+    assert info.value.upstream_status == 404 and not info.value.retryable
 
 
 def test_body_shorter_than_its_content_length_is_a_fetch_error(origin: OriginServer) -> None:
@@ -453,3 +466,96 @@ def test_https_with_an_untrusted_certificate_is_refused(tls_origin: OriginServer
     resolve = resolver_for({"camera.test": ["127.0.0.1"]})
     with pytest.raises(FetchError, match="certificate"):
         fetch_url(url, resolver=resolve, allowed_networks=LOCAL)
+
+
+# --- Retries: transient failures are tried again, final refusals are not -----------------
+
+
+def quick_retry(attempts: int = 3, budget_s: float = 30.0) -> RetryPolicy:
+    return RetryPolicy(attempts=attempts, base_s=0.01, max_s=0.05, budget_s=budget_s)
+
+
+@pytest.mark.parametrize("status", [503, 500, 429])
+def test_a_flaky_server_is_retried_until_it_serves_the_image(
+    origin: OriginServer, status: int
+) -> None:
+    url = f"{origin.base}/flaky/{status}?fails=2&status={status}"
+    image = load_source(url, allowed_networks=LOCAL, retry=quick_retry())
+    assert image.size == (768, 576) and origin.hits[f"/flaky/{status}"] == 3
+
+
+def test_retries_stop_after_the_configured_attempts(origin: OriginServer) -> None:
+    with pytest.raises(UpstreamStatusError) as info:
+        load_source(
+            f"{origin.base}/flaky/many?fails=9", allowed_networks=LOCAL, retry=quick_retry()
+        )
+    assert info.value.upstream_status == 503 and info.value.attempts == 3
+    assert origin.hits["/flaky/many"] == 3
+
+
+def test_a_dns_failure_is_retried(origin: OriginServer) -> None:
+    calls = []
+
+    def flaky_dns(host: str, port: int) -> list[str]:
+        calls.append(host)
+        if len(calls) == 1:
+            raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+        return ["127.0.0.1"]
+
+    url = f"http://camera.test:{origin.server_port}/photo"
+    image = load_source(url, allowed_networks=LOCAL, resolver=flaky_dns, retry=quick_retry())
+    assert image.size == (768, 576) and calls == ["camera.test", "camera.test"]
+
+
+def test_a_dns_failure_that_persists_is_named(origin: OriginServer) -> None:
+    def no_dns(host: str, port: int) -> list[str]:
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    with pytest.raises(FetchError) as info:
+        load_source("http://camera.test/photo", resolver=no_dns, retry=quick_retry(attempts=2))
+    assert info.value.code == "fetch_dns_failed" and info.value.attempts == 2
+
+
+@pytest.mark.parametrize("route", ["missing.jpg", "flaky/gone?fails=9&status=404"])
+def test_a_4xx_fails_at_once_without_a_retry(origin: OriginServer, route: str) -> None:
+    with pytest.raises(UpstreamStatusError) as info:
+        load_source(f"{origin.base}/{route}", allowed_networks=LOCAL, retry=quick_retry())
+    assert info.value.code == "fetch_http_status" and info.value.attempts == 1
+    assert len(origin.seen) == 1
+
+
+def test_a_blocked_address_fails_at_once_without_a_retry(origin: OriginServer) -> None:
+    with pytest.raises(BlockedAddressError) as info:
+        load_source(f"{origin.base}/photo", retry=quick_retry())  # loopback not allowed
+    assert info.value.code == "url_address_blocked" and info.value.attempts == 1
+    assert origin.seen == []
+
+
+def test_no_retry_starts_past_the_budget(origin: OriginServer) -> None:
+    waits: list[float] = []
+    policy = RetryPolicy(
+        attempts=10, base_s=1.0, max_s=1.0, budget_s=2.5,
+        sleep=waits.append, clock=lambda: sum(waits),  # time passes only while waiting
+    )  # fmt: skip
+    with pytest.raises(UpstreamStatusError):
+        load_source(f"{origin.base}/flaky/slow?fails=99", allowed_networks=LOCAL, retry=policy)
+    # each wait is in [0.5, 1.0]; the waits never add up past the 2.5 s budget
+    assert 2 <= len(waits) <= 4 and sum(waits) <= 2.5
+    assert all(0.5 <= w <= 1.0 for w in waits)
+
+
+def test_backoff_doubles_up_to_its_cap_with_jitter() -> None:
+    policy = RetryPolicy(base_s=0.5, max_s=4.0)
+    for retry, cap in [(1, 0.5), (2, 1.0), (3, 2.0), (4, 4.0), (5, 4.0), (9, 4.0)]:
+        delays = {policy.delay(retry) for _ in range(50)}
+        assert all(cap / 2 <= d <= cap for d in delays) and len(delays) > 1
+
+
+def test_retry_settings_come_from_the_environment_within_half_the_lease() -> None:
+    env = {"FETCH_ATTEMPTS": "5", "FETCH_BACKOFF_BASE_S": "0.2", "FETCH_RETRY_BUDGET_S": "900"}
+    policy = RetryPolicy.from_env(env, lease_s=300)
+    assert (policy.attempts, policy.base_s, policy.budget_s) == (5, 0.2, 150)
+    with pytest.raises(ValueError, match="FETCH_ATTEMPTS"):
+        RetryPolicy.from_env({"FETCH_ATTEMPTS": "many"}, lease_s=300)
+    with pytest.raises(ValueError):
+        RetryPolicy(attempts=0)

@@ -36,8 +36,8 @@ def test_a_car_at_the_door_while_home_is_an_alert_but_not_life_safety():
         (PERSON, "disarmed", "front_door", "not_armed"),
         (CAR, "home", "driveway", "routine"),  # armed home: only doors alert
         ([("cat", 0.9)], "away", "front_door", "routine"),  # animals are not alert labels
-        ([("person", 0.3)], "away", "front_door", "routine"),  # below min_score
-        ([], "away", "front_door", "routine"),
+        ([("person", 0.3)], "away", "front_door", "below_threshold"),  # below min_score
+        ([], "away", "front_door", "below_threshold"),
     ],
 )
 def test_what_is_folded_into_a_summary(detections, mode, location, reason):

@@ -243,7 +243,8 @@ def test_the_deep_worker_publishes_analysed_and_failed_events_to_the_stream(
     sse = open_stream(client, owner)
     ctx = WorkerContext(dict(worker_env(redis_url, database_url), VIGIL_DEVICE="cpu"))
     try:
-        assert analyse_batch(ctx, [good, broken]) == [good]
+        outcome = analyse_batch(ctx, [good, broken])
+        assert (outcome.analysed, outcome.failed) == ([good], [broken])
     finally:
         ctx.pool.close()
     analysed, failed = sse.events_until_keepalive()

@@ -8,10 +8,17 @@ which records the alert.
 from __future__ import annotations
 
 import io
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from PIL import Image
 
+from devservers.fcm_server import FcmServer
+from devservers.push_env import push_env
 from schedules.candidates import CandidateStore
 from schedules.config import SchedulerConfig
 from tasks.app import app as celery_app
@@ -27,20 +34,78 @@ ALL_QUEUES = (
 )
 
 
+class CameraHandler(BaseHTTPRequestHandler):
+    """A camera's web server: /broken always answers 503, /flaky/<key> answers 503 twice
+    and then the photo, /gone answers 404."""
+
+    server: CameraServer
+
+    def do_GET(self) -> None:
+        self.server.hits[self.path] += 1
+        if self.path.startswith("/flaky/") and self.server.hits[self.path] > 2:
+            body = photo("person").read_bytes()
+            self.send_response(200)
+            self.send_header("Content-Type", "image/jpeg")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+        else:
+            self.send_error(404 if self.path == "/gone" else 503)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+class CameraServer(ThreadingHTTPServer):
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), CameraHandler)
+        self.hits: Counter[str] = Counter()
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.server_port}{path}"
+
+
 @pytest.fixture(scope="module")
-def worker(redis_url, database_url):
-    env = dict(worker_env(redis_url, database_url), VIGIL_WORKER_ROLE="deep", VIGIL_DEVICE="cpu")
+def camera() -> Iterator[CameraServer]:
+    server = CameraServer()
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture(scope="module")
+def fcm() -> Iterator[FcmServer]:
+    with FcmServer() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def worker(redis_url, database_url, fcm):
+    env = dict(
+        worker_env(redis_url, database_url),
+        VIGIL_WORKER_ROLE="deep",
+        VIGIL_DEVICE="cpu",
+        VIGIL_FETCH_ALLOWED_NETWORKS="127.0.0.1/32",  # the camera server above
+        FETCH_BACKOFF_BASE_S="0.05",
+        FETCH_BACKOFF_MAX_S="0.2",
+        **push_env(fcm, None),
+    )
     celery_app.conf.broker_url = env["CELERY_BROKER_URL"]  # this process sends the batches
-    with celery_worker(env, ALL_QUEUES, "e2e"):
+    with celery_worker(env, ALL_QUEUES, "e2e") as proc:
+        env["__log__"] = proc.log_text  # type: ignore[assignment]
         yield env
 
 
-def add_event(db, redis_client, home, camera, image: bytes, location="front_door") -> int:
+def add_event(
+    db, redis_client, home, camera, image: bytes | None, location="front_door", url=None
+) -> int:
     with db.connection() as conn:
         event = conn.execute(
             "INSERT INTO events (home_id, device_id, location, mode, motion_score, image,"
-            " priority) VALUES (%s, %s, %s, 'security', 0.9, %s, 0.9) RETURNING id",
-            (home, camera, location, image),
+            " image_url, priority) VALUES (%s, %s, %s, 'security', 0.9, %s, %s, 0.9)"
+            " RETURNING id",
+            (home, camera, location, image, url),
         ).fetchone()["id"]
     CandidateStore(redis_client).add(home, event, "premium", 0.9)
     return event
@@ -50,7 +115,7 @@ def test_a_dispatched_photo_is_analysed_and_the_person_alerted(worker, db, redis
     with db.connection() as conn:
         home, camera = make_home(conn, arm_mode="away")
     event = add_event(db, redis_client, home, camera, photo("person").read_bytes())
-    ctx = WorkerContext(worker)
+    ctx = WorkerContext(env_of(worker))
     report = tick(ctx, SchedulerConfig())
     assert report.dispatched.get("premium") == 1
 
@@ -91,7 +156,7 @@ def test_a_refused_image_fails_visibly_and_the_rest_of_the_batch_is_analysed(
         home, camera = make_home(conn, arm_mode="home")
     good = add_event(db, redis_client, home, camera, photo("dog").read_bytes(), "backyard")
     bad = add_event(db, redis_client, home, camera, b"\xff\xd8\xff\xe0 truncated", "backyard")
-    tick(WorkerContext(worker), SchedulerConfig())
+    tick(WorkerContext(env_of(worker)), SchedulerConfig())
 
     def statuses():
         with db.connection() as conn:
@@ -104,3 +169,65 @@ def test_a_refused_image_fails_visibly_and_the_rest_of_the_batch_is_analysed(
     by_id = wait_for(statuses, timeout=90)
     assert by_id[good]["status"] == "analyzed"
     assert by_id[bad]["status"] == "failed" and by_id[bad]["error"].startswith("image_corrupt")
+
+
+def env_of(worker: dict) -> dict[str, str]:
+    return {k: v for k, v in worker.items() if not k.startswith("__")}
+
+
+def settled_rows(db, event_ids: list[int]):
+    with db.connection() as conn:
+        rows = conn.execute(
+            "SELECT id, status, digest, digest_reason, error_code, attempts FROM events"
+            " WHERE id = ANY(%s)",
+            (event_ids,),
+        ).fetchall()
+    return {r["id"]: r for r in rows} if all(r["digest"] for r in rows) else None
+
+
+def test_an_armed_home_is_alerted_once_when_its_camera_image_cannot_be_fetched(
+    worker, db, redis_client, camera, fcm
+):
+    with db.connection() as conn:
+        armed, armed_cam = make_home(conn, arm_mode="away", email="armed@e.x")
+        calm, calm_cam = make_home(conn, arm_mode="disarmed", email="calm@e.x")
+    fcm.reset()
+    broken = add_event(db, redis_client, armed, armed_cam, None, "garage", camera.url("/broken"))
+    ignored = add_event(db, redis_client, calm, calm_cam, None, "garage", camera.url("/broken"))
+    tick(WorkerContext(env_of(worker)), SchedulerConfig())
+    rows = wait_for(lambda: settled_rows(db, [broken, ignored]), timeout=90)
+    # Retried (503 is transient) up to the configured 3 attempts, then failed by name.
+    assert camera.hits["/broken"] == 6
+    assert [rows[e]["status"] for e in (broken, ignored)] == ["failed", "failed"]
+    assert rows[broken]["error_code"] == "fetch_http_status"
+    assert (rows[broken]["digest"], rows[ignored]["digest"]) == ("failsafe", "summary")
+    assert rows[ignored]["digest_reason"] == "not_armed"
+
+    def pushed():
+        return fcm.accepted or None
+
+    (push,) = wait_for(pushed, timeout=30)
+    message = push["message"]
+    assert message["token"] == "fcm-token-0-0123456789"
+    assert message["notification"]["title"] == (
+        "Motion at the garage — the picture could not be analysed"
+    )
+    assert message["data"]["event_id"] == str(broken)
+    assert message["data"]["failsafe"] == "fetch_http_status"
+    # A wholly failed batch is a failed task (Flower shows it), and each failure is logged.
+    log = wait_for(lambda: (t := worker["__log__"]()) and "BatchFailed" in t and t, timeout=30)
+    assert f"analysis failed: event {broken} home {armed} code fetch_http_status" in log
+    time.sleep(3)  # nothing else arrives: one alert, no second push
+    assert len(fcm.accepted) == 1
+
+
+def test_a_flaky_camera_is_retried_and_its_event_analysed(worker, db, redis_client, camera):
+    with db.connection() as conn:
+        home, cam = make_home(conn, arm_mode="home", email="flaky@e.x")
+    event = add_event(db, redis_client, home, cam, None, "porch", camera.url("/flaky/1"))
+    gone = add_event(db, redis_client, home, cam, None, "porch", camera.url("/gone"))
+    tick(WorkerContext(env_of(worker)), SchedulerConfig())
+    rows = wait_for(lambda: settled_rows(db, [event, gone]), timeout=90)
+    assert rows[event]["status"] == "analyzed" and camera.hits["/flaky/1"] == 3
+    assert rows[gone]["status"] == "failed" and rows[gone]["error_code"] == "fetch_http_status"
+    assert camera.hits["/gone"] == 1  # a 404 is final: never retried

@@ -24,7 +24,13 @@ from webapp.access import owned_device, owned_event
 from webapp.clients import get_pool, get_redis
 from webapp.errors import ApiError, not_found
 from webapp.event_input import image_content_type, read_new_event
-from webapp.event_store import EVENT_COLUMNS, event_detections, insert_event, list_events
+from webapp.event_store import (
+    EVENT_COLUMNS,
+    event_detections,
+    insert_event,
+    list_events,
+    with_decision,
+)
 from webapp.requests import query_args
 from webapp.schemas import EventCreate, EventQuery
 from webapp.tokens import current_user_id
@@ -89,7 +95,7 @@ def _add_candidate(device: dict, row: dict, fields: EventCreate) -> None:
 @jwt_required()
 def get_event(event_id: int):
     with get_pool().connection() as conn:
-        event = owned_event(conn, current_user_id(), event_id, EVENT_COLUMNS)
+        event = with_decision(owned_event(conn, current_user_id(), event_id, EVENT_COLUMNS))
         event["detections"] = event_detections(conn, event_id)
     return jsonify(event)
 

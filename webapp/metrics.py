@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import hmac
 import logging
+from collections import Counter as Tally
 from collections.abc import Iterator
 
 from flask import Blueprint, Flask, Response, current_app, request
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from celery_config import QUEUES, TIERS
 from schedules import lite_queue
@@ -94,12 +95,28 @@ class StoreCollector:
         # A full count: cheap at today's scale. At millions of rows, count only the
         # pending statuses (events_pending_idx) or read pg_stat estimates instead.
         with self.clients.pool.connection() as conn:
-            rows = conn.execute("SELECT status, count(*) AS n FROM events GROUP BY status")
-            counts = {row["status"]: row["n"] for row in rows.fetchall()}
+            rows = conn.execute(
+                "SELECT status, error_code, count(*) AS n FROM events GROUP BY 1, 2"
+            ).fetchall()
+        counts: Tally[str] = Tally()
+        failures: Tally[str] = Tally()
+        for row in rows:
+            counts[row["status"]] += row["n"]
+            if row["status"] == "failed":
+                failures[row["error_code"] or "unknown"] += row["n"]
         events = GaugeMetricFamily("vigil_events", "Events by status", labels=["status"])
         for status in EVENT_STATUSES:
             events.add_metric([status], counts.get(status, 0))
         yield events
+        # From the rows themselves, so every worker's failures count, across restarts.
+        failed = CounterMetricFamily(
+            "vigil_analysis_failures",
+            "Events whose analysis failed, by error code (fetch_timeout, url_address_blocked, ...)",
+            labels=["code"],
+        )
+        for code, n in sorted(failures.items()):
+            failed.add_metric([code], n)
+        yield failed
 
 
 class ApiMetrics:

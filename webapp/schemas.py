@@ -10,12 +10,15 @@ from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
+from notify.policy import DecisionKind, Reason
 from schedules.score import ARM_MODES, LABELS
 
 # What `mode` a client may send with an event; the source sends "security".
 EVENT_MODES = ("security", "monitoring", "test")
 EVENT_STATUSES = ("queued", "processing", "analyzed", "skipped", "failed")
 NOTIFICATION_KINDS = ("alert", "summary")
+DECISION_KINDS = tuple(k.value for k in DecisionKind)
+DECISION_REASONS = tuple(r.value for r in Reason)
 
 
 def _http_url(value: str) -> str:
@@ -142,6 +145,9 @@ class PageQuery(Strict):
 
 class EventQuery(PageQuery):
     status: Literal[EVENT_STATUSES] | None = None  # type: ignore[valid-type]
+    # What the digest decided, and why (docs/notifications.md lists both).
+    decision: Literal[DECISION_KINDS] | None = None  # type: ignore[valid-type]
+    reason: Literal[DECISION_REASONS] | None = None  # type: ignore[valid-type]
 
 
 DELIVERY_STATES = ("pending", "sending", "sent", "failed", "invalid_token")
