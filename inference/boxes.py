@@ -6,17 +6,21 @@ import torch
 
 
 def anchor_centres(height: int, width: int, stride: int, device=None) -> torch.Tensor:
-    """Grid centres (x, y) of one feature level, row-major, as NanoDet places them.
+    """Grid centres (x, y) of one feature level, row-major: cell ``x`` at ``(x + 0.5) * stride``.
 
-    NanoDet puts a cell's centre at ``x * stride`` (no half-cell offset); its boxes were
-    trained against that grid, so adding 0.5 would shift every box by half a stride.
+    These weights come from NanoDet's original GFL head, whose priors sit in the middle of
+    each cell (NanoDet-Plus later moved them to the corner; these weights predate it). Measured
+    against hand-labelled boxes of the test photos (``tests/data/photos/boxes.json``), the
+    cell corner ``x * stride`` put every box up and to the left by half a stride, ~30 source
+    pixels on a 773 px photo: large objects matched at IoU 0.74-0.85; at the cell middle
+    they match at 0.86-0.97 (the eagle 0.74 -> 0.97).
     """
     ys, xs = torch.meshgrid(
         torch.arange(height, device=device, dtype=torch.float32),
         torch.arange(width, device=device, dtype=torch.float32),
         indexing="ij",
     )
-    return torch.stack((xs.flatten(), ys.flatten()), dim=-1) * stride
+    return (torch.stack((xs.flatten(), ys.flatten()), dim=-1) + 0.5) * stride
 
 
 def gfl_distances(reg: torch.Tensor, reg_max: int) -> torch.Tensor:
@@ -67,3 +71,37 @@ def batched_nms(
     # Shift each class into its own region of the plane so one NMS pass serves all.
     offsets = classes.to(boxes.dtype) * (boxes.max() + 1)
     return nms(boxes + offsets[:, None], scores, iou_threshold)
+
+
+def merge_cross_class(
+    boxes: torch.Tensor, scores: torch.Tensor, classes: torch.Tensor, iou_threshold: float
+) -> tuple[torch.Tensor, list[list[tuple[int, float]]]]:
+    """One label per object: boxes of other classes at IoU >= ``iou_threshold`` fold in.
+
+    Greedy in score order, like NMS, but only across classes (same-class overlaps are NMS's
+    business). Returns the kept indices, best score first, and for each kept box the
+    (class, score) of the classes it absorbed, one entry per class at its best score,
+    best first.
+    """
+    if boxes.numel() == 0:
+        return torch.empty(0, dtype=torch.long), []
+    order = scores.argsort(descending=True, stable=True)
+    overlaps = box_iou(boxes[order], boxes[order]) >= iou_threshold
+    ordered_classes = classes[order].tolist()
+    ordered_scores = scores[order].tolist()
+    absorbed = [False] * len(order)
+    keep: list[int] = []
+    alternatives: list[list[tuple[int, float]]] = []
+    for i in range(len(order)):
+        if absorbed[i]:
+            continue
+        keep.append(i)
+        best: dict[int, float] = {}
+        for j in overlaps[i].nonzero().flatten().tolist():
+            # Weaker boxes only, and each joins the first (best) box that reaches it.
+            if j <= i or absorbed[j] or ordered_classes[j] == ordered_classes[i]:
+                continue
+            absorbed[j] = True
+            best.setdefault(ordered_classes[j], ordered_scores[j])
+        alternatives.append(sorted(best.items(), key=lambda item: -item[1]))
+    return order[torch.tensor(keep, dtype=torch.long)], alternatives

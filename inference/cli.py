@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from inference.annotate import annotate
+from inference.contract import Detection
 from inference.errors import ImageSourceError
 from inference.fetch import load_source
 from inference.lite import LiteScorer
@@ -79,11 +80,20 @@ def _print(result: ImageResult, lite: Any, as_json: bool) -> None:
     if not result.ok:
         print(f"{result.source}: refused ({result.error.code}): {result.error}", flush=True)
         return
-    found = ", ".join(f"{d.label} {d.score:.2f}" for d in result.detections) or "nothing"
+    found = ", ".join(_describe(d) for d in result.detections) or "nothing"
     line = f"{result.source}: {found}"
     if lite is not None:
         line += "  [" + " ".join(f"{k}={v:.2f}" for k, v in lite.scores.items()) + "]"
     print(line, flush=True)
+
+
+def _describe(detection: Detection) -> str:
+    """``bird 0.68``, or ``bird 0.68 (or dog 0.42)`` when the detector had runners-up."""
+    text = f"{detection.label} {detection.score:.2f}"
+    if detection.alternatives:
+        others = ", ".join(f"{label} {score:.2f}" for label, score in detection.alternatives)
+        text += f" (or {others})"
+    return text
 
 
 def _write_annotated(result: ImageResult, directory: Path, index: int) -> None:

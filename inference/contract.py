@@ -19,17 +19,25 @@ from PIL import Image
 
 @dataclass(frozen=True)
 class Detection:
-    """One object found in an image; ``box`` is [x1, y1, x2, y2] in source pixels."""
+    """One object found in an image; ``box`` is [x1, y1, x2, y2] in source pixels.
+
+    ``alternatives`` are the runner-up labels the detector also gave this object, as
+    (label, score), best first; ``label`` is the best.
+    """
 
     label: str
     score: float
     box: tuple[float, float, float, float]
+    alternatives: tuple[tuple[str, float], ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "label": self.label,
             "score": round(self.score, 4),
             "box": [round(v, 1) for v in self.box],
+            "alternatives": [
+                {"label": label, "score": round(score, 4)} for label, score in self.alternatives
+            ],
         }
 
 

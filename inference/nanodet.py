@@ -14,7 +14,13 @@ import numpy as np
 import torch
 from PIL import Image
 
-from inference.boxes import anchor_centres, batched_nms, distance_to_box, gfl_distances
+from inference.boxes import (
+    anchor_centres,
+    batched_nms,
+    distance_to_box,
+    gfl_distances,
+    merge_cross_class,
+)
 from inference.contract import Detection, Model, resolve_device
 from inference.labels import COCO_LABELS
 from inference.tfjs_graph import load_tfjs_graph
@@ -31,6 +37,9 @@ REG_MAX = 10  # 11 distance bins per box side
 DEFAULT_SCORE_THRESHOLD = 0.4
 DEFAULT_IOU_THRESHOLD = 0.6
 DEFAULT_MAX_DETECTIONS = 100
+# The detector often scores one object as two classes with near-identical boxes (the eagle
+# as bird and dog); above this IoU they are one object with one label and runners-up.
+DEFAULT_CROSS_CLASS_IOU = 0.8
 
 
 @dataclass(frozen=True)
@@ -68,16 +77,20 @@ class NanoDet(Model):
         score_threshold: float = DEFAULT_SCORE_THRESHOLD,
         iou_threshold: float = DEFAULT_IOU_THRESHOLD,
         max_detections: int = DEFAULT_MAX_DETECTIONS,
+        cross_class_iou: float = DEFAULT_CROSS_CLASS_IOU,
     ):
         if any(s <= 0 or s % 32 for s in input_size):
             raise ValueError(f"input_size {input_size} must be positive multiples of 32")
-        if not 0.0 < score_threshold < 1.0 or not 0.0 < iou_threshold <= 1.0:
-            raise ValueError("thresholds must lie in (0, 1)")
+        if not 0.0 < score_threshold < 1.0:
+            raise ValueError("score_threshold must lie in (0, 1)")
+        if not 0.0 < iou_threshold <= 1.0 or not 0.0 < cross_class_iou <= 1.0:
+            raise ValueError("iou_threshold and cross_class_iou must lie in (0, 1]")
         self.model_json = Path(model_json)
         self.input_size = tuple(input_size)
         self.score_threshold = score_threshold
         self.iou_threshold = iou_threshold
         self.max_detections = max_detections
+        self.cross_class_iou = cross_class_iou
         self.graph: torch.nn.Module | None = None
         self.autocast_dtype: torch.dtype | None = None
 
@@ -153,11 +166,23 @@ class NanoDet(Model):
         anchors, classes = (scores > self.score_threshold).nonzero(as_tuple=True)
         picked = scores[anchors, classes]
         cand = boxes[anchors]
-        keep = batched_nms(cand, picked, classes, self.iou_threshold)[: self.max_detections]
+        kept = batched_nms(cand, picked, classes, self.iou_threshold)
+        merged, alternatives = merge_cross_class(
+            cand[kept], picked[kept], classes[kept], self.cross_class_iou
+        )
+        keep = kept[merged][: self.max_detections]
+        alternatives = alternatives[: self.max_detections]
         src_w, src_h = item.source_size
         limits = torch.tensor([src_w, src_h, src_w, src_h], dtype=torch.float32)
         out_boxes = torch.minimum((cand[keep] / item.scale).clamp(min=0), limits)
         return [
-            Detection(COCO_LABELS[int(c)], float(s), tuple(float(v) for v in box))
-            for c, s, box in zip(classes[keep], picked[keep], out_boxes, strict=True)
+            Detection(
+                COCO_LABELS[int(c)],
+                float(s),
+                tuple(float(v) for v in box),
+                tuple((COCO_LABELS[alt], score) for alt, score in alts),
+            )
+            for c, s, box, alts in zip(
+                classes[keep], picked[keep], out_boxes, alternatives, strict=True
+            )
         ]

@@ -97,10 +97,7 @@ class Failure:
 
 
 def _alternatives(detection: Detection) -> list[dict[str, Any]]:
-    return [
-        {"label": label, "score": round(score, 4)}
-        for label, score in getattr(detection, "alternatives", ())
-    ]
+    return [{"label": label, "score": round(score, 4)} for label, score in detection.alternatives]
 
 
 def mark_failed(pool: ConnectionPool, failures: Sequence[Failure]) -> list[int]:

@@ -6,9 +6,7 @@ from inference.contract import Detection
 from store.analysis import claim_for_analysis, save_detections
 
 
-def make_home(
-    conn, arm_mode="away", tz="Europe/Paris", phones=1, email="a@b.c"
-) -> tuple[int, int]:
+def make_home(conn, arm_mode="away", tz="Europe/Paris", phones=1, email="a@b.c") -> tuple[int, int]:
     user = conn.execute(
         "INSERT INTO users (email, password_hash) VALUES (%s, 'x') RETURNING id", (email,)
     ).fetchone()["id"]

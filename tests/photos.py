@@ -8,6 +8,7 @@ import numpy as np
 from PIL import Image
 
 PHOTOS = Path(__file__).parent / "data" / "photos"
+PHOTO_NAMES = ("dog", "eagle", "giraffe", "horses", "person")
 
 
 def photo(name: str) -> Path:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -31,8 +32,20 @@ def test_json_prints_one_object_per_image_with_detections():
     records = [json.loads(line) for line in done.stdout.splitlines()]
     assert [r["image"] for r in records] == [str(photo("person")), str(photo("dog"))]
     person = next(d for d in records[0]["detections"] if d["label"] == "person")
-    assert set(person) == {"label", "score", "box"} and len(person["box"]) == 4
+    assert set(person) == {"label", "score", "box", "alternatives"} and len(person["box"]) == 4
     assert "dog" in {d["label"] for d in records[1]["detections"]}
+
+
+def test_json_and_text_carry_the_runner_up_labels_of_one_object():
+    done = run_cli(str(photo("eagle")), "--json", "--device", "cpu")
+    assert done.returncode == 0, done.stderr
+    (eagle,) = json.loads(done.stdout)["detections"]
+    assert eagle["label"] == "bird"
+    assert [a["label"] for a in eagle["alternatives"]] == ["dog"]
+    assert 0 < eagle["alternatives"][0]["score"] < eagle["score"]
+    text = run_cli(str(photo("eagle")), "--device", "cpu")
+    assert text.returncode == 0, text.stderr
+    assert re.fullmatch(r".*eagle\.jpg: bird 0\.\d\d \(or dog 0\.\d\d\)", text.stdout.strip())
 
 
 def test_refused_sources_are_reported_and_exit_nonzero():

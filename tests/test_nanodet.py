@@ -6,9 +6,10 @@ import pytest
 import torch
 from PIL import Image
 
-from inference.boxes import batched_nms, box_iou, nms
-from inference.nanodet import NanoDet
-from tests.photos import blank_frame, noise_frame, open_photo
+from inference.boxes import anchor_centres, batched_nms, box_iou, merge_cross_class, nms
+from inference.contract import Detection
+from inference.nanodet import DEFAULT_CROSS_CLASS_IOU, NanoDet
+from tests.photos import PHOTO_NAMES, blank_frame, noise_frame, open_photo
 
 
 @pytest.fixture(scope="module")
@@ -46,6 +47,41 @@ def test_finds_the_dog_in_a_dog_photo(detector):
 @pytest.mark.parametrize("name,label", [("giraffe", "giraffe"), ("eagle", "bird")])
 def test_finds_animals_in_other_photos(detector, name, label):
     assert label in labels(detector.detect([open_photo(name)])[0])
+
+
+def test_the_eagle_is_one_bird_with_the_runner_up_label_recorded(detector):
+    (eagle,) = detector.detect([open_photo("eagle")])[0]
+    assert eagle.label == "bird" and eagle.score > 0.5
+    assert all(label != "bird" for label, _ in eagle.alternatives)
+    # The detector's second guess for the same box is "dog"; it rides along, weaker.
+    assert [label for label, _ in eagle.alternatives] == ["dog"]
+    assert eagle.alternatives[0][1] < eagle.score
+
+
+@pytest.mark.parametrize("name", PHOTO_NAMES)
+def test_no_photo_has_two_labels_on_one_object(detector, name):
+    found = detector.detect([open_photo(name)])[0]
+    boxes = torch.tensor([d.box for d in found]).reshape(-1, 4)
+    overlaps = box_iou(boxes, boxes)
+    for i, a in enumerate(found):
+        for j, b in enumerate(found[i + 1 :], start=i + 1):
+            if a.label != b.label:
+                assert overlaps[i, j] < DEFAULT_CROSS_CLASS_IOU, (a, b)
+        scores = [score for _, score in a.alternatives]
+        assert scores == sorted(scores, reverse=True) and all(s <= a.score for s in scores)
+
+
+def test_cross_class_merging_follows_its_setting(detector):
+    # The grazing horse in person.jpg is scored "cow" and "horse" on boxes at IoU ~0.97.
+    image = open_photo("person")
+    (animal,) = [d for d in detector.detect([image])[0] if d.label in ("cow", "horse")]
+    assert {animal.label, *(label for label, _ in animal.alternatives)} == {"cow", "horse"}
+    strict = NanoDet(cross_class_iou=0.99)
+    strict.graph = detector.graph
+    strict.setup("cpu")
+    apart = [d for d in strict.detect([image])[0] if d.label in ("cow", "horse")]
+    assert sorted(d.label for d in apart) == ["cow", "horse"]
+    assert all(d.alternatives == () for d in apart)
 
 
 @pytest.mark.parametrize(
@@ -96,6 +132,22 @@ def test_input_size_must_be_a_multiple_of_32():
         NanoDet(input_size=(400, 416))
 
 
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"score_threshold": 0.0},
+        {"score_threshold": 1.0},
+        {"iou_threshold": 0.0},
+        {"iou_threshold": 1.5},
+        {"cross_class_iou": 0.0},
+        {"cross_class_iou": 1.01},
+    ],
+)
+def test_thresholds_outside_their_range_are_refused(options):
+    with pytest.raises(ValueError):
+        NanoDet(**options)
+
+
 def test_predict_before_setup_is_a_clear_error():
     with pytest.raises(RuntimeError, match="setup"):
         NanoDet().detect([Image.new("RGB", (32, 32))])
@@ -118,3 +170,85 @@ def test_box_iou_of_identical_and_disjoint_boxes():
     a = torch.tensor([[0.0, 0.0, 2.0, 2.0]])
     b = torch.tensor([[0.0, 0.0, 2.0, 2.0], [5.0, 5.0, 6.0, 6.0], [1.0, 0.0, 3.0, 2.0]])
     assert box_iou(a, b)[0].tolist() == pytest.approx([1.0, 0.0, 1 / 3])
+
+
+def test_anchor_centres_sit_in_the_middle_of_each_cell():
+    centres = anchor_centres(2, 3, 16)
+    assert centres.tolist() == [
+        [8.0, 8.0],
+        [24.0, 8.0],
+        [40.0, 8.0],
+        [8.0, 24.0],
+        [24.0, 24.0],
+        [40.0, 24.0],
+    ]
+
+
+def box_tensor(*boxes):
+    return torch.tensor(boxes, dtype=torch.float32)
+
+
+def test_cross_class_merge_keeps_the_best_label_and_records_the_others():
+    boxes = box_tensor([0, 0, 10, 10], [0, 0, 10, 10], [0, 0, 10, 9.5], [50, 50, 60, 60])
+    scores = torch.tensor([0.4, 0.7, 0.5, 0.6])
+    classes = torch.tensor([16, 14, 15, 2])
+    keep, alternatives = merge_cross_class(boxes, scores, classes, 0.8)
+    assert keep.tolist() == [1, 3]
+    assert alternatives[0] == [(15, pytest.approx(0.5)), (16, pytest.approx(0.4))]
+    assert alternatives[1] == []
+
+
+def test_cross_class_merge_leaves_same_class_and_weak_overlaps_alone():
+    boxes = box_tensor([0, 0, 10, 10], [0, 0, 10, 10], [0, 0, 10, 7])
+    scores = torch.tensor([0.9, 0.8, 0.7])
+    # Same class: NMS's business, not this merge's. IoU 0.7 < 0.8: two objects.
+    keep, alternatives = merge_cross_class(boxes, scores, torch.tensor([3, 3, 5]), 0.8)
+    assert keep.tolist() == [0, 1, 2]
+    assert alternatives == [[], [], []]
+
+
+def test_cross_class_merge_threshold_is_inclusive():
+    boxes = box_tensor([0, 0, 10, 10], [0, 0, 10, 8])  # IoU exactly 0.8
+    keep, alternatives = merge_cross_class(
+        boxes, torch.tensor([0.9, 0.5]), torch.tensor([1, 2]), 0.8
+    )
+    assert keep.tolist() == [0] and alternatives == [[(2, pytest.approx(0.5))]]
+
+
+def test_cross_class_merge_records_a_label_once_at_its_best_score():
+    boxes = box_tensor([0, 0, 10, 10], [0, 0, 10, 10], [0, 0, 10, 9.8])
+    keep, alternatives = merge_cross_class(
+        boxes, torch.tensor([0.9, 0.5, 0.6]), torch.tensor([1, 2, 2]), 0.8
+    )
+    assert keep.tolist() == [0] and alternatives == [[(2, pytest.approx(0.6))]]
+
+
+def test_a_box_absorbed_by_a_stronger_one_absorbs_nothing_itself():
+    # b overlaps a (strongly) and c (strongly), but a and c barely overlap: b joins a and c
+    # stays an object of its own, since b is no longer there to speak for it.
+    a, b, c = [0, 0, 10, 10], [1, 0, 11, 10], [2, 0, 12, 10]
+    keep, alternatives = merge_cross_class(
+        box_tensor(a, b, c), torch.tensor([0.9, 0.8, 0.7]), torch.tensor([1, 2, 3]), 0.8
+    )
+    assert keep.tolist() == [0, 2]
+    assert alternatives == [[(2, pytest.approx(0.8))], []]
+
+
+def test_cross_class_merge_of_nothing():
+    keep, alternatives = merge_cross_class(
+        torch.empty(0, 4), torch.empty(0), torch.empty(0, dtype=torch.long), 0.8
+    )
+    assert keep.tolist() == [] and alternatives == []
+
+
+def test_detections_carry_alternatives_in_their_dict_and_stay_positional():
+    plain = Detection("person", 0.9, (1.0, 2.0, 3.0, 4.0))
+    assert plain.alternatives == ()
+    assert plain.to_dict() == {
+        "label": "person",
+        "score": 0.9,
+        "box": [1.0, 2.0, 3.0, 4.0],
+        "alternatives": [],
+    }
+    bird = Detection("bird", 0.68123, (0.0, 0.0, 5.0, 5.0), (("dog", 0.42346),))
+    assert bird.to_dict()["alternatives"] == [{"label": "dog", "score": 0.4235}]
