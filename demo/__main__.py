@@ -5,9 +5,11 @@ deep worker (GPU if any, else CPU), a CPU worker and celery beat as real process
 users and homes of every tier with the CLI; logs in and registers cameras and phones over
 the REST API; sends a paced stream of real photos as the phone app would (the source's JSON
 body with an image_url on a local static server, or a multipart upload; some with on-device
-results); waits until every accepted event is settled; folds the held summaries; prints a
-report and writes annotated snapshots. Pushes go to local servers that speak FCM HTTP v1
-and APNs (HTTP/2, token auth), through the same providers production uses. Everything it
+results; one event per home from a camera whose web server is down, so armed homes get a
+fail-safe alert); waits until every accepted event is settled; folds the held summaries;
+prints a report, writes it as JSON to var/demo/report.json and writes annotated snapshots.
+Pushes go to local servers that speak FCM HTTP v1 and APNs (HTTP/2, token auth), through
+the same providers production uses. Everything it
 started is stopped on exit, Ctrl-C or error. Exit status: 0, or 1 if an accepted event was
 lost or left unsettled.
 """
@@ -37,12 +39,13 @@ from demo.stack import (
     start_web,
     wait_workers_ready,
 )
-from demo.static import LOOPBACK_NETWORK, StaticServer
+from demo.static import LOOPBACK_NETWORK, StaticServer, offline_url
 from devservers import DevServers
 from store.db import create_pool
 from store.migrate import migrate
 
 BASE_DIR = ROOT / "var" / "demo"
+REPORT_JSON = BASE_DIR / "report.json"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -69,6 +72,7 @@ def send_events(
     plan: list[PlannedEvent], base_url: str, static: StaticServer, interval: float
 ) -> tuple[Counter, dict[int, str]]:
     """Post every planned event, paced; returns (sent per tier, accepted id -> tier)."""
+    offline = offline_url("snapshot.jpg")
     clients = {}
     sent: Counter = Counter()
     accepted: dict[int, str] = {}
@@ -85,7 +89,7 @@ def send_events(
                     event.fields(None), photo_path(event.photo).read_bytes(), f"{event.photo}.jpg"
                 )
             else:
-                url = static.url(f"{event.photo}.jpg")
+                url = offline if event.offline else static.url(f"{event.photo}.jpg")
                 status, body = api.post_event_json(event.fields(url))
             sent[home.spec.tier] += 1
             if 200 <= status < 300:
@@ -174,7 +178,8 @@ def run(args: argparse.Namespace, children: list[Child], servers: DevServers) ->
             f"Vigil demo report — {len(ids)} of {sum(sent.values())} events accepted, "
             f"{elapsed:.0f}s in all"
         )
-        for line in report.tier_table(pool, sent, ids):
+        tiers = report.tier_figures(pool, sent, ids)
+        for line in report.tier_table(tiers):
             print("  " + line)
         print("  (latency: submit → analysed, from the event row's created_at and analyzed_at)")
         print(report.lite_line(pool, ids))
@@ -195,6 +200,23 @@ def run(args: argparse.Namespace, children: list[Child], servers: DevServers) ->
         where = (BASE_DIR / "snapshots").relative_to(ROOT)
         print(f"snapshots: {snapshots} annotated JPEGs in {where}/")
         lost = len(ids) - _known(pool, ids)
+        totals = tiers["all"]
+        decided = report.decision_figures(pool, [h.home_id for h in homes])
+        report.write_json(
+            REPORT_JSON,
+            {
+                "events": {
+                    "sent": totals["sent"], "accepted": len(ids),
+                    "analysed": totals["analysed"], "skipped": totals["skipped"],
+                    "failed": totals["failed"], "lost": lost, "unsettled": still_open,
+                },
+                "tiers": {t: f for t, f in tiers.items() if t != "all"},
+                **decided,
+                "pushes_pending": undelivered,
+                "elapsed_s": round(elapsed, 1),
+            },
+        )  # fmt: skip
+        print(f"report:    {REPORT_JSON.relative_to(ROOT)} (the same figures as JSON)")
         if lost or still_open:
             print(f"FAILED: {lost} accepted events lost, {still_open} not settled in time")
             return 1

@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 
 from demo.client import ApiClient
 from demo.processes import ROOT
-from demo.scenario import CAMERAS, PASSWORD, Home, HomeSpec
+from demo.scenario import CAMERAS, OFFLINE_CAMERA, PASSWORD, Home, HomeSpec
 
 
 def create_users(specs: Sequence[HomeSpec], env: Mapping[str, str]) -> None:
@@ -45,7 +45,7 @@ def set_up_home(base_url: str, spec: HomeSpec) -> Home:
         (home_row,) = api.call("GET", "/homes")["homes"]
         home = Home(spec, home_row["id"], token)
         api.call("PATCH", f"/homes/{home.home_id}", {"arm_mode": spec.arm_mode})
-        for location in CAMERAS:
+        for location in (*CAMERAS, OFFLINE_CAMERA):
             device = api.call(
                 "POST",
                 "/devices",

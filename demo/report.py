@@ -3,10 +3,12 @@ latency per tier, notifications, and annotated snapshots of the analysed events.
 
 from __future__ import annotations
 
+import json
 import statistics
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from psycopg_pool import ConnectionPool
@@ -18,12 +20,12 @@ SETTLED = ("analyzed", "skipped", "failed")
 
 
 def unsettled(pool: ConnectionPool, event_ids: Sequence[int]) -> int:
-    """Accepted events not yet settled, or analysed but not yet through the digest."""
+    """Accepted events not yet settled, or settled but not yet through the digest."""
     with pool.connection() as conn:
         row = conn.execute(
             """
             SELECT count(*) FILTER (WHERE status NOT IN ('analyzed', 'skipped', 'failed')
-                                       OR (status = 'analyzed' AND digest IS NULL)) AS open,
+                                       OR digest IS NULL) AS open,
                    count(*) AS known
             FROM events WHERE id = ANY(%s)
             """,
@@ -44,7 +46,11 @@ def _fmt_s(value: float | None) -> str:
     return "   -  " if value is None else f"{value:5.1f}s"
 
 
-def tier_table(pool: ConnectionPool, sent: Counter, event_ids: Sequence[int]) -> list[str]:
+def tier_figures(
+    pool: ConnectionPool, sent: Counter, event_ids: Sequence[int]
+) -> dict[str, dict[str, Any]]:
+    """Per tier (and "all"): events sent, settled by status, pending, and the p50 / p95 of
+    submit → analysed, from each event row's created_at and analyzed_at."""
     with pool.connection() as conn:
         rows = conn.execute(
             """
@@ -57,32 +63,88 @@ def tier_table(pool: ConnectionPool, sent: Counter, event_ids: Sequence[int]) ->
     by_tier: dict[str, Counter] = defaultdict(Counter)
     latency: dict[str, list[float]] = defaultdict(list)
     for row in rows:
-        by_tier[row["tier"]][row["status"]] += 1
-        if row["status"] == "analyzed":
-            latency[row["tier"]].append(row["latency_s"])
+        for tier in (row["tier"], "all"):
+            by_tier[tier][row["status"]] += 1
+            if row["status"] == "analyzed":
+                latency[tier].append(row["latency_s"])
+    figures = {}
+    tiers = [t for t in DEFAULT_TIERS if t in sent or t in by_tier]
+    for tier in [*tiers, "all"]:
+        counts, lat = by_tier[tier], sorted(latency[tier])
+        p50, p95 = percentile(lat, 50), percentile(lat, 95)
+        figures[tier] = {
+            "sent": sum(sent.values()) if tier == "all" else sent[tier],
+            "analysed": counts["analyzed"],
+            "skipped": counts["skipped"],
+            "failed": counts["failed"],
+            "pending": sum(n for status, n in counts.items() if status not in SETTLED),
+            "p50_s": None if p50 is None else round(p50, 3),
+            "p95_s": None if p95 is None else round(p95, 3),
+        }
+    return figures
+
+
+def tier_table(figures: dict[str, dict[str, Any]]) -> list[str]:
     lines = [
         f"{'tier':<11} {'rate/min':>8} {'sent':>5} {'analysed':>9} {'skipped':>8} {'failed':>7}"
         f" {'pending':>8} {'p50':>7} {'p95':>7}"
     ]
-    tiers = [t for t in DEFAULT_TIERS if t in sent or t in by_tier]
-    for tier in tiers:
-        counts, lat = by_tier[tier], sorted(latency[tier])
-        pending = sum(n for status, n in counts.items() if status not in SETTLED)
+    for tier, f in figures.items():
+        rate = f"{DEFAULT_TIERS[tier].rate_per_min:.0f}" if tier in DEFAULT_TIERS else ""
         lines.append(
-            f"{tier:<11} {DEFAULT_TIERS[tier].rate_per_min:>8.0f} {sent[tier]:>5}"
-            f" {counts['analyzed']:>9} {counts['skipped']:>8} {counts['failed']:>7}"
-            f" {pending:>8} {_fmt_s(percentile(lat, 50)):>7} {_fmt_s(percentile(lat, 95)):>7}"
+            f"{tier:<11} {rate:>8} {f['sent']:>5} {f['analysed']:>9} {f['skipped']:>8}"
+            f" {f['failed']:>7} {f['pending']:>8} {_fmt_s(f['p50_s']):>7} {_fmt_s(f['p95_s']):>7}"
         )
-    everything = sorted(r["latency_s"] for r in rows if r["status"] == "analyzed")
-    lines.append(
-        f"{'all':<11} {'':>8} {sum(sent.values()):>5}"
-        f" {sum(c['analyzed'] for c in by_tier.values()):>9}"
-        f" {sum(c['skipped'] for c in by_tier.values()):>8}"
-        f" {sum(c['failed'] for c in by_tier.values()):>7}"
-        f" {sum(n for c in by_tier.values() for s, n in c.items() if s not in SETTLED):>8}"
-        f" {_fmt_s(percentile(everything, 50)):>7} {_fmt_s(percentile(everything, 95)):>7}"
-    )
     return lines
+
+
+def decision_figures(pool: ConnectionPool, home_ids: Sequence[int]) -> dict[str, Any]:
+    """Notifications by kind (fail-safe alerts among the alerts), pushes sent per provider,
+    and the digest's decisions by reason and by kind."""
+    homes = list(home_ids)
+    with pool.connection() as conn:
+        notes = conn.execute(
+            """
+            SELECT count(*) FILTER (WHERE kind = 'alert') AS alerts,
+                   count(*) FILTER (WHERE kind = 'alert' AND reason = 'failsafe') AS failsafe,
+                   count(*) FILTER (WHERE kind = 'summary') AS summaries
+            FROM notifications WHERE home_id = ANY(%s)
+            """,
+            (homes,),
+        ).fetchone()
+        pushes = conn.execute(
+            """
+            SELECT provider, count(*) AS n FROM deliveries
+            WHERE home_id = ANY(%s) AND status = 'sent' GROUP BY 1 ORDER BY 1
+            """,
+            (homes,),
+        ).fetchall()
+        decided = conn.execute(
+            """
+            SELECT digest AS kind, digest_reason AS reason, count(*) AS n FROM events
+            WHERE home_id = ANY(%s) AND digest IS NOT NULL GROUP BY 1, 2 ORDER BY 3 DESC
+            """,
+            (homes,),
+        ).fetchall()
+    reasons: Counter = Counter()
+    kinds: Counter = Counter()
+    for row in decided:
+        reasons[row["reason"]] += row["n"]
+        kinds[row["kind"]] += row["n"]
+    return {
+        "alerts": notes["alerts"],
+        "failsafe_alerts": notes["failsafe"],
+        "summaries": notes["summaries"],
+        "pushes": {row["provider"]: row["n"] for row in pushes},
+        "decisions": dict(reasons.most_common()),
+        "decision_kinds": dict(kinds.most_common()),
+    }
+
+
+def write_json(path: Path, report: dict[str, Any]) -> None:
+    """The run's figures as one JSON document, for scripts that check a demo run."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
 
 
 def notification_lines(pool: ConnectionPool, home_ids: Sequence[int]) -> list[str]:
@@ -103,19 +165,16 @@ def notification_lines(pool: ConnectionPool, home_ids: Sequence[int]) -> list[st
             """,
             (list(home_ids),),
         ).fetchall()
-        folded = conn.execute(
-            """
-            SELECT digest_reason AS reason, count(*) AS n FROM events
-            WHERE home_id = ANY(%s) AND digest = 'summary' GROUP BY 1 ORDER BY 2 DESC
-            """,
-            (list(home_ids),),
-        ).fetchall()
+    decided = decision_figures(pool, home_ids)
     kinds = Counter(r["kind"] for r in rows)
     per_tier = Counter((r["tier"], r["kind"]) for r in rows)
     lines = [
-        f"notifications: {kinds['alert']} alerts, {kinds['summary']} summaries",
-        "  events folded into summaries, by reason: "
-        + (", ".join(f"{r['reason']} {r['n']}" for r in folded) or "none"),
+        f"notifications: {kinds['alert']} alerts ({decided['failsafe_alerts']} of them fail-safe:"
+        f" the picture could not be analysed), {kinds['summary']} summaries",
+        "  decisions by kind: "
+        + (", ".join(f"{k} {n}" for k, n in decided["decision_kinds"].items()) or "none"),
+        "  decisions by reason: "
+        + (", ".join(f"{r} {n}" for r, n in decided["decisions"].items()) or "none"),
         "  by tier:     "
         + ", ".join(
             f"{t} {per_tier[(t, 'alert')]} alerts / {per_tier[(t, 'summary')]} summaries"
@@ -124,15 +183,18 @@ def notification_lines(pool: ConnectionPool, home_ids: Sequence[int]) -> list[st
         "  pushes by provider: "
         + ", ".join(f"{p['provider']} → {p['platform']} {p['status']}: {p['n']}" for p in pushes),
     ]
-    for kind in ("alert", "summary"):
+    for kind, failsafe in (("alert", False), ("alert", True), ("summary", False)):
         seen: set[str] = set()
         samples = []
         for r in rows:  # one example per home, so the lines differ
-            if r["kind"] == kind and r["name"] not in seen and len(samples) < 3:
+            if r["kind"] != kind or (r["reason"] == "failsafe") != failsafe:
+                continue
+            if r["name"] not in seen and len(samples) < (2 if failsafe else 3):
                 seen.add(r["name"])
                 samples.append(r)
+        name = "fail-safe" if failsafe else kind
         for r in samples:
-            lines.append(f"  e.g. {kind:<7} {r['name']}: {r['title']} — {r['body']}")
+            lines.append(f"  e.g. {name:<9} {r['name']}: {r['title']} — {r['body']}")
     return lines
 
 

@@ -4,7 +4,7 @@ reproducible stream of camera events built from the real sample photos."""
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +13,9 @@ from demo.processes import ROOT
 PHOTOS_DIR = ROOT / "tests" / "data" / "photos"
 PASSWORD = "demo-password-not-secret"
 CAMERAS = ("front_door", "backyard", "driveway", "garage_door")
+# A camera whose web server is down: its image URL never answers, so its events fail
+# after their retries and armed homes get a fail-safe alert. One event per home.
+OFFLINE_CAMERA = "side_door"
 # What a phone's on-device model reports for each photo (presence scores per group), sent
 # with some events; the rest leave scoring to the server.
 ON_DEVICE = {
@@ -62,6 +65,7 @@ class PlannedEvent:
     motion_score: float
     upload: bool  # multipart upload, else the source's JSON body with image_url
     lite_results: dict[str, float] | None
+    offline: bool = False  # from OFFLINE_CAMERA: its image_url cannot be fetched
 
     def fields(self, image_url: str | None) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -83,7 +87,8 @@ def photo_path(name: str) -> Path:
 
 def plan_events(homes: list[Home], count: int, seed: int = 7) -> list[PlannedEvent]:
     """``count`` events spread over the homes: about half uploads, a quarter with
-    on-device results, photos weighted towards people."""
+    on-device results, photos weighted towards people; one event of each home (spread over
+    the run) comes from its offline camera."""
     rng = random.Random(seed)
     names, weights = zip(*PHOTO_WEIGHTS.items(), strict=True)
     events = []
@@ -100,4 +105,12 @@ def plan_events(homes: list[Home], count: int, seed: int = 7) -> list[PlannedEve
                 lite_results=dict(ON_DEVICE[photo]) if rng.random() < 0.25 else None,
             )
         )
+    if count >= 2 * len(homes):
+        step = count // len(homes)
+        for i, home in enumerate(homes):
+            at = i * step + step // 2
+            events[at] = replace(
+                events[at], home=home, location=OFFLINE_CAMERA, upload=False,
+                lite_results=None, offline=True,
+            )  # fmt: skip
     return events

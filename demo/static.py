@@ -5,6 +5,7 @@ source's JSON body can carry a real ``image_url``. Workers fetch from it only wh
 from __future__ import annotations
 
 import functools
+import socket
 import threading
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -36,3 +37,12 @@ class StaticServer:
     def __exit__(self, *exc: object) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+def offline_url(name: str) -> str:
+    """An image URL on 127.0.0.1 whose port has no listener: a camera whose web server is
+    down (connection refused, a transient failure the workers retry, then give up on)."""
+    with socket.socket() as probe:  # a port free a moment ago, and closed again
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    return f"http://127.0.0.1:{port}/{name}"

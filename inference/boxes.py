@@ -73,6 +73,37 @@ def batched_nms(
     return nms(boxes + offsets[:, None], scores, iou_threshold)
 
 
+def box_containment(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Pairwise share of each ``b`` box's area that lies inside each ``a`` box: [N, M]."""
+    area_b = (b[:, 2] - b[:, 0]).clamp(min=0) * (b[:, 3] - b[:, 1]).clamp(min=0)
+    lt = torch.maximum(a[:, None, :2], b[None, :, :2])
+    rb = torch.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = (rb - lt).clamp(min=0).prod(dim=-1)
+    return inter / area_b[None, :].clamp(min=1e-9)
+
+
+def suppress_contained(
+    boxes: torch.Tensor, scores: torch.Tensor, classes: torch.Tensor, ratio: float
+) -> torch.Tensor:
+    """Indices of boxes kept (best first) once weaker boxes of the same class that lie
+    almost wholly (share >= ``ratio``) inside a stronger one are dropped.
+
+    NMS keeps a box for part of an object (the front half of a bicycle) because its IoU
+    with the whole is low; summaries would then count two bicycles for one.
+    """
+    if boxes.numel() == 0:
+        return torch.empty(0, dtype=torch.long)
+    order = scores.argsort(descending=True, stable=True)
+    inside = box_containment(boxes[order], boxes[order]) >= ratio
+    same = classes[order][:, None] == classes[order][None, :]
+    covers = (inside & same).triu(diagonal=1)  # row i covers the weaker column j
+    dropped = torch.zeros(len(order), dtype=torch.bool)
+    for i in range(len(order)):
+        if not dropped[i]:
+            dropped |= covers[i]
+    return order[~dropped]
+
+
 def merge_cross_class(
     boxes: torch.Tensor, scores: torch.Tensor, classes: torch.Tensor, iou_threshold: float
 ) -> tuple[torch.Tensor, list[list[tuple[int, float]]]]:

@@ -20,6 +20,7 @@ from inference.boxes import (
     distance_to_box,
     gfl_distances,
     merge_cross_class,
+    suppress_contained,
 )
 from inference.contract import Detection, Model, resolve_device
 from inference.labels import COCO_LABELS
@@ -40,6 +41,9 @@ DEFAULT_MAX_DETECTIONS = 100
 # The detector often scores one object as two classes with near-identical boxes (the eagle
 # as bird and dog); above this IoU they are one object with one label and runners-up.
 DEFAULT_CROSS_CLASS_IOU = 0.8
+# A weaker box of the same class lying this much inside a stronger one is a part of it
+# (the front half of a bicycle), not a second object.
+DEFAULT_CONTAINED_RATIO = 0.9
 
 
 @dataclass(frozen=True)
@@ -78,19 +82,23 @@ class NanoDet(Model):
         iou_threshold: float = DEFAULT_IOU_THRESHOLD,
         max_detections: int = DEFAULT_MAX_DETECTIONS,
         cross_class_iou: float = DEFAULT_CROSS_CLASS_IOU,
+        contained_ratio: float = DEFAULT_CONTAINED_RATIO,
     ):
         if any(s <= 0 or s % 32 for s in input_size):
             raise ValueError(f"input_size {input_size} must be positive multiples of 32")
         if not 0.0 < score_threshold < 1.0:
             raise ValueError("score_threshold must lie in (0, 1)")
-        if not 0.0 < iou_threshold <= 1.0 or not 0.0 < cross_class_iou <= 1.0:
-            raise ValueError("iou_threshold and cross_class_iou must lie in (0, 1]")
+        if not all(0.0 < t <= 1.0 for t in (iou_threshold, cross_class_iou, contained_ratio)):
+            raise ValueError(
+                "iou_threshold, cross_class_iou and contained_ratio must lie in (0, 1]"
+            )
         self.model_json = Path(model_json)
         self.input_size = tuple(input_size)
         self.score_threshold = score_threshold
         self.iou_threshold = iou_threshold
         self.max_detections = max_detections
         self.cross_class_iou = cross_class_iou
+        self.contained_ratio = contained_ratio
         self.graph: torch.nn.Module | None = None
         self.autocast_dtype: torch.dtype | None = None
 
@@ -167,6 +175,9 @@ class NanoDet(Model):
         picked = scores[anchors, classes]
         cand = boxes[anchors]
         kept = batched_nms(cand, picked, classes, self.iou_threshold)
+        kept = kept[
+            suppress_contained(cand[kept], picked[kept], classes[kept], self.contained_ratio)
+        ]
         merged, alternatives = merge_cross_class(
             cand[kept], picked[kept], classes[kept], self.cross_class_iou
         )

@@ -195,3 +195,18 @@ def test_a_metrics_token_is_required_when_configured(database_url, redis_url, db
         assert missing.get_json()["error"]["code"] == "metrics_unauthorized"
         assert missing.headers["WWW-Authenticate"] == "Bearer"
         assert ("vigil_leases_inflight", ()) in scrape(client, headers=bearer("s3cret-scrape"))
+
+
+def test_failed_analyses_are_counted_by_error_code(client, owner, db):
+    with db.connection() as conn:
+        for code in ("fetch_timeout", "fetch_timeout", "url_address_blocked"):
+            conn.execute(
+                "INSERT INTO events (home_id, device_id, location, mode, motion_score, status,"
+                " error_code, error) VALUES (%s, %s, 'porch', 'security', 0.5, 'failed', %s,"
+                " 'x')",
+                (owner.home_id, owner.device_id, code),
+            )
+    samples = scrape(client)
+    assert samples[("vigil_analysis_failures_total", (("code", "fetch_timeout"),))] == 2
+    assert samples[("vigil_analysis_failures_total", (("code", "url_address_blocked"),))] == 1
+    assert samples[("vigil_events", (("status", "failed"),))] == 3

@@ -10,6 +10,7 @@ from psycopg.types.json import Jsonb
 from notify.digest import digest_events
 from notify.policy_store import load_policy, save_policy
 from notify.summaries import flush_summaries, summary_due, summary_text
+from store.analysis import claim_for_analysis, save_detections
 from tests.factories import analysed_event, make_home
 
 LATER = datetime(2100, 1, 1, tzinfo=UTC)  # every summary window has closed by then
@@ -267,3 +268,27 @@ def test_a_summary_of_only_expired_events_is_folded_at_their_time(db):
     assert [h for h, _ in report.summaries] == [home]
     (event,) = rows(db, "SELECT summary_id FROM events WHERE id = %s", calm)
     assert event["summary_id"] is not None
+
+
+def test_the_eagle_is_one_bird_in_the_summary_not_a_bird_and_a_dog(db):
+    from inference.nanodet import NanoDet  # torch only for this test
+    from tests.photos import open_photo
+
+    model = NanoDet()
+    model.setup("cpu")
+    (detections,) = model.detect([open_photo("eagle")])
+    with db.connection() as conn:
+        home, camera = make_home(conn, arm_mode="away")
+        event = conn.execute(
+            "INSERT INTO events (home_id, device_id, location, mode, motion_score)"
+            " VALUES (%s, %s, 'garden', 'security', 0.8) RETURNING id",
+            (home, camera),
+        ).fetchone()["id"]
+    claim_for_analysis(db, [event])
+    save_detections(db, [(event, detections)], model.name)
+    assert digest_events(db, [event]).held == [event]  # an animal: no alert by default
+    flush_summaries(db, now=LATER)
+    (row,) = rows(db, "SELECT body, labels FROM notifications WHERE kind = 'summary'")
+    assert row["body"].startswith("A bird at the garden, ") and row["labels"] == ["bird"]
+    (stored,) = rows(db, "SELECT label, alternatives FROM detections WHERE event_id = %s", event)
+    assert stored["label"] == "bird" and [a["label"] for a in stored["alternatives"]] == ["dog"]

@@ -6,7 +6,14 @@ import pytest
 import torch
 from PIL import Image
 
-from inference.boxes import anchor_centres, batched_nms, box_iou, merge_cross_class, nms
+from inference.boxes import (
+    anchor_centres,
+    batched_nms,
+    box_iou,
+    merge_cross_class,
+    nms,
+    suppress_contained,
+)
 from inference.contract import Detection
 from inference.nanodet import DEFAULT_CROSS_CLASS_IOU, NanoDet
 from tests.photos import PHOTO_NAMES, blank_frame, noise_frame, open_photo
@@ -141,6 +148,8 @@ def test_input_size_must_be_a_multiple_of_32():
         {"iou_threshold": 1.5},
         {"cross_class_iou": 0.0},
         {"cross_class_iou": 1.01},
+        {"contained_ratio": 0.0},
+        {"contained_ratio": 1.2},
     ],
 )
 def test_thresholds_outside_their_range_are_refused(options):
@@ -252,3 +261,28 @@ def test_detections_carry_alternatives_in_their_dict_and_stay_positional():
     }
     bird = Detection("bird", 0.68123, (0.0, 0.0, 5.0, 5.0), (("dog", 0.42346),))
     assert bird.to_dict()["alternatives"] == [{"label": "dog", "score": 0.4235}]
+
+
+def test_a_part_of_an_object_inside_it_is_not_a_second_object(detector):
+    # The bicycle of dog.jpg also scores a box on its front half alone (IoU 0.43 with the
+    # whole, so NMS keeps it); summaries would then count two bicycles for one.
+    (found,) = detector.detect([open_photo("dog")])
+    assert [d.label for d in found].count("bicycle") == 1
+
+
+def test_containment_drops_only_weaker_boxes_of_the_same_class_inside_a_stronger_one():
+    boxes = torch.tensor(
+        [
+            [0.0, 0.0, 100.0, 100.0],  # 0 the whole object
+            [50.0, 10.0, 98.0, 90.0],  # 1 a part of it, same class, weaker: dropped
+            [40.0, 40.0, 60.0, 60.0],  # 2 inside, but another class: kept
+            [90.0, 0.0, 150.0, 50.0],  # 3 same class, only 17 % inside: kept
+            [10.0, 10.0, 30.0, 30.0],  # 4 inside 0 but stronger: a separate object, kept
+        ]
+    )
+    scores = torch.tensor([0.9, 0.6, 0.5, 0.7, 0.95])
+    classes = torch.tensor([1, 1, 2, 1, 1])
+    kept = suppress_contained(boxes, scores, classes, 0.9).tolist()
+    assert kept == [4, 0, 3, 2]
+    assert suppress_contained(boxes[:0], scores[:0], classes[:0], 0.9).numel() == 0
+    assert suppress_contained(boxes, scores, classes, 1.0).tolist() == [4, 0, 3, 2]
