@@ -112,11 +112,13 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
         metrics,
         notifications,
         openapi,
+        ratelimit,
         stream,
     )
 
     errors.init_app(app)  # first: the JWT extension's handlers then override by class
     clients.init_app(app)
+    ratelimit.init_app(app)
     metrics.init_app(app)
     auth.init_app(app)
     for module in (homes, devices, events, notifications, stream, health, openapi):

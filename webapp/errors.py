@@ -9,6 +9,7 @@ HTML error page, and bad input never becomes a 500.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 import psycopg
@@ -38,17 +39,27 @@ _HTTP_CODES = {
 }
 # A store we depend on is down: the request was fine, retrying later may work.
 _UNAVAILABLE = (redis.RedisError, psycopg.OperationalError, psycopg_pool.PoolTimeout)
+UNAVAILABLE_RETRY_AFTER_S = 5  # what a 503 asks clients to wait before retrying
 
 
 class ApiError(Exception):
-    """An error the API answers on purpose, with a stable code and an HTTP status."""
+    """An error the API answers on purpose, with a stable code and an HTTP status, and
+    headers when the status needs them (Retry-After on 429 and 503)."""
 
-    def __init__(self, code: str, status: int, message: str, details: Any = None) -> None:
+    def __init__(
+        self,
+        code: str,
+        status: int,
+        message: str,
+        details: Any = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.code = code
         self.status = status
         self.message = message
         self.details = details
+        self.headers = dict(headers or {})
 
 
 def not_found(what: str) -> ApiError:
@@ -84,7 +95,7 @@ def validation_details(exc: ValidationError) -> list[dict[str, str]]:
 
 def handle_error(exc: Exception) -> Response:
     if isinstance(exc, ApiError):
-        return error_response(exc.code, exc.status, exc.message, exc.details)
+        return error_response(exc.code, exc.status, exc.message, exc.details, exc.headers.items())
     if isinstance(exc, ValidationError):
         details = validation_details(exc)
         first = details[0]
@@ -101,8 +112,9 @@ def handle_error(exc: Exception) -> Response:
     if isinstance(exc, _UNAVAILABLE):
         logger.warning("dependency unavailable: %r", exc)
         return error_response(
-            "service_unavailable", 503, "A storage service is unavailable; retry later."
-        )
+            "service_unavailable", 503, "A storage service is unavailable; retry later.",
+            headers=(("Retry-After", str(UNAVAILABLE_RETRY_AFTER_S)),),
+        )  # fmt: skip
     logger.exception("unhandled error", exc_info=exc)
     return error_response("internal_error", 500, "Internal server error.")
 
