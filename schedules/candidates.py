@@ -12,8 +12,9 @@ re-adding an event that was already analysed is the caller's to avoid.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from enum import IntEnum
 
 import redis
 
@@ -31,24 +32,44 @@ from .scripts import (
     pairs,
     processing_key,
     script,
+    settled_key,
     text,
 )
 
 RESERVED_FIELDS = frozenset({"tier", "created_at", "expires_at", "attempts"})
 
 # KEYS[1] cand:{home}  KEYS[2] ev:{home}:<event>  KEYS[3] cand:tiers  KEYS[4] cand:pending
-# KEYS[5] cand:expiry  KEYS[6] processing:<event>  KEYS[7] lite:pending (optional: a new
-# candidate is also queued for the lite scorer)
+# KEYS[5] cand:expiry  KEYS[6] processing:<event>  KEYS[7] lite:pending
+# KEYS[8] settled:<event>  KEYS[9..] ingest buckets (limit:device:..., limit:home:...)
 # ARGV[1] home  ARGV[2] event  ARGV[3] tier  ARGV[4] score  ARGV[5] ttl ms
-# ARGV[6] orphan grace ms  ARGV[7] time offset ms  ARGV[8..] field, value, ...
-# Returns 1 (new candidate), 0 (already a candidate: score and fields updated),
-# -1 (in flight: the lease owns the event, nothing changed).
+# ARGV[6] orphan grace ms  ARGV[7] time offset ms  ARGV[8] 1: queue a new candidate for the
+# lite scorer  ARGV[9] 1: refuse an event marked settled (reconcile)  ARGV[10] n buckets
+# then per bucket: capacity, refill per ms, 1 if this event may pass it when it is empty
+# then field, value, ...
+# Returns {status, wait ms}: status 1 (new candidate), 0 (already a candidate: score and
+# fields updated), -1 (in flight: the lease owns the event), -2 (an ingest bucket is empty:
+# nothing changed, retry after wait ms), -3 (settled since the caller read it: nothing changed).
 ADD = (
     LUA_COMMON
     + r"""
 local home, event, tier = ARGV[1], ARGV[2], ARGV[3]
-if redis.call('EXISTS', KEYS[6]) == 1 then return -1 end
+if redis.call('EXISTS', KEYS[6]) == 1 then return {-1, 0} end
+if ARGV[9] == '1' and redis.call('EXISTS', KEYS[8]) == 1 then return {-3, 0} end
 local now = now_ms(ARGV[7])
+local nbuckets = tonumber(ARGV[10])
+local buckets = {}
+for i = 1, nbuckets do
+  local at = 10 + (i - 1) * 3
+  local capacity, per_ms, may_pass = tonumber(ARGV[at + 1]), tonumber(ARGV[at + 2]), ARGV[at + 3]
+  local tokens, ts = bucket_read(KEYS[8 + i], capacity, per_ms, now)
+  if tokens < 1 and may_pass ~= '1' then
+    return {-2, math.ceil((1 - tokens) / per_ms)}
+  end
+  buckets[i] = {KEYS[8 + i], tokens, ts, capacity, per_ms}
+end
+for _, b in ipairs(buckets) do  -- every bucket allows it: each pays a token if it has one
+  bucket_write(b[1], math.max(0, b[2] - 1), b[3], b[4], b[5])
+end
 local ttl = tonumber(ARGV[5])
 local old_tier = redis.call('HGET', KEYS[3], home)
 if old_tier and old_tier ~= tier then
@@ -66,13 +87,19 @@ if created == 1 then
   redis.call('PEXPIRE', KEYS[2], math.ceil(ttl) + tonumber(ARGV[6]))
   redis.call('ZADD', KEYS[5], now + ttl, home .. ':' .. event)
   redis.call('HINCRBY', KEYS[4], tier, 1)
-  if KEYS[7] then redis.call('RPUSH', KEYS[7], event) end
+  if ARGV[8] == '1' then redis.call('RPUSH', KEYS[7], event) end
 end
-redis.call('HSET', KEYS[2], 'tier', tier, unpack(ARGV, 8))
+local first_field = 11 + nbuckets * 3
+if #ARGV >= first_field then
+  redis.call('HSET', KEYS[2], 'tier', tier, unpack(ARGV, first_field))
+else
+  redis.call('HSET', KEYS[2], 'tier', tier)
+end
 repair_index(home, tier)
-return created
+return {created, 0}
 """
 )
+
 
 # KEYS[1] cand:{home}  KEYS[2] cand:tiers
 # ARGV[1] home  ARGV[2] event  ARGV[3] score
@@ -119,6 +146,7 @@ for _, member in ipairs(due) do
   local sep = string.find(member, ':', 1, true)
   local home, event = string.sub(member, 1, sep - 1), string.sub(member, sep + 1)
   if redis.call('ZREM', cand_key(home), event) == 1 then
+    mark_settled(event)  -- the caller marks it skipped
     local ev = ev_key(home, event)
     local fields = redis.call('HGETALL', ev)
     redis.call('DEL', ev)
@@ -131,6 +159,41 @@ end
 return out
 """
 )
+
+
+class AddStatus(IntEnum):
+    """What adding a candidate did (the ADD script's answer)."""
+
+    NEW = 1
+    REFRESHED = 0
+    IN_FLIGHT = -1
+    LIMITED = -2
+    SETTLED = -3
+
+
+@dataclass(frozen=True)
+class Admission:
+    status: AddStatus
+    retry_after_s: float = 0.0  # LIMITED: when the emptied bucket has a token again
+
+
+@dataclass(frozen=True)
+class IngestBucket:
+    """A token bucket an event must pass to be added (a device's or a home's ingest rate).
+
+    ``may_pass``: this event is added even when the bucket is empty (a critical event
+    passes its device's bucket; only its home's bucket can refuse it)."""
+
+    key: str
+    capacity: float
+    refill_per_s: float
+    may_pass: bool = False
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.capacity) and self.capacity >= 1):
+            raise ValueError(f"capacity must be >= 1, got {self.capacity!r}")
+        if not (math.isfinite(self.refill_per_s) and self.refill_per_s > 0):
+            raise ValueError(f"refill_per_s must be > 0, got {self.refill_per_s!r}")
 
 
 @dataclass(frozen=True)
@@ -177,6 +240,7 @@ class CandidateStore:
         ttl_s: float | None = None,
         *,
         lite: bool = False,
+        unless_settled: bool = False,
         time_offset_ms: float = 0.0,
     ) -> bool:
         """Add (or refresh) a candidate; True if it is new.
@@ -184,8 +248,32 @@ class CandidateStore:
         Idempotent: adding the same event again keeps one candidate, updates its score and
         fields, and keeps its created_at and expiry. An event in flight is left alone.
         With ``lite``, a new candidate is also queued for the lite scorer (``lite:pending``)
-        in the same step.
+        in the same step. With ``unless_settled`` (reconcile), an event marked settled
+        since the caller read it as pending is left alone.
         """
+        outcome = self.admit(
+            home_id, event_id, tier, score, fields, ttl_s, lite=lite,
+            unless_settled=unless_settled, time_offset_ms=time_offset_ms,
+        )  # fmt: skip
+        return outcome.status is AddStatus.NEW
+
+    def admit(
+        self,
+        home_id: str,
+        event_id: str,
+        tier: str,
+        score: float,
+        fields: Mapping[str, str] | None = None,
+        ttl_s: float | None = None,
+        *,
+        lite: bool = False,
+        unless_settled: bool = False,
+        buckets: Sequence[IngestBucket] = (),
+        time_offset_ms: float = 0.0,
+    ) -> Admission:
+        """``add``, first taking a token from each ingest bucket in the same step: when one
+        is empty (and the event may not pass it) nothing is written and the answer says
+        how long until it refills."""
         home_id = check_id("home_id", home_id)
         event_id = check_id("event_id", event_id)
         self.config.tier(tier)
@@ -205,10 +293,18 @@ class CandidateStore:
             PENDING,
             EXPIRY,
             processing_key(event_id),
-            *([LITE_PENDING] if lite else []),
+            LITE_PENDING,
+            settled_key(event_id),
+            *(b.key for b in buckets),
         ]
-        argv = [home_id, event_id, tier, repr(float(score)), ttl_s * 1000.0, ORPHAN_GRACE_MS]
-        return int(self._add(keys=keys, args=[*argv, time_offset_ms, *flat])) == 1
+        argv: list[str | float | int] = [
+            home_id, event_id, tier, repr(float(score)), ttl_s * 1000.0, ORPHAN_GRACE_MS,
+            time_offset_ms, int(lite), int(unless_settled), len(buckets),
+        ]  # fmt: skip
+        for b in buckets:
+            argv += [b.capacity, b.refill_per_s / 1000.0, int(b.may_pass)]
+        status, wait_ms = self._add(keys=keys, args=[*argv, *flat])
+        return Admission(AddStatus(int(status)), int(wait_ms) / 1000.0)
 
     def update_score(self, home_id: str, event_id: str, score: float) -> bool:
         """Set a candidate's score (e.g. after the lite scorer ran); False if not a candidate."""

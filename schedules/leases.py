@@ -46,6 +46,7 @@ COMPLETE = (
     + r"""
 local home = redis.call('HGET', KEYS[2], 'home')
 local had = redis.call('ZREM', KEYS[1], ARGV[1])
+mark_settled(ARGV[1])  -- completions follow the PostgreSQL commit
 if not home then return had end
 redis.call('DEL', KEYS[2])
 redis.call('DEL', ev_key(home, ARGV[1]))
@@ -93,9 +94,11 @@ for _, event in ipairs(due) do
   local attempts = tonumber(p[4] or '0') + 1
   if not p[1] then
     redis.call('ZREM', KEYS[1], event)  -- lease record lost: report it, never drop silently
+    mark_settled(event)
     failed[#failed + 1] = {'', event, '', tostring(attempts)}
   elseif attempts >= max_attempts then
     redis.call('ZREM', KEYS[1], event)
+    mark_settled(event)  -- the caller marks it failed
     redis.call('DEL', pkey)
     redis.call('DEL', ev_key(p[1], event))
     failed[#failed + 1] = {p[1], event, p[2], tostring(attempts)}

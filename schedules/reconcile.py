@@ -3,6 +3,11 @@
 Postgres is the source of truth: an event still queued or processing there must be either
 a candidate or under a lease in Redis. Any that is neither (Redis restarted without its
 data, or a crash between the row commit and the candidate write) is added back.
+
+The read (PostgreSQL) and the write (Redis) are not one step, so an event may be settled
+in between (expired, analysed, failed). Every settling step marks the event
+``settled:<event>`` in Redis in the same script that drops its candidate or lease, and the
+add re-checks that mark atomically: a settled event is never made a candidate again.
 """
 
 from __future__ import annotations
@@ -45,6 +50,8 @@ def restore(store: CandidateStore, events: Iterable[Mapping[str, Any]]) -> list[
             float(event["priority"]),
             fields,
             lite=bool(event.get("needs_lite")),  # lite:pending was lost with the rest
+            # Settled between our PostgreSQL read and now (expiry, a worker): leave it.
+            unless_settled=True,
         ):
             restored.append(event["id"])
     return restored

@@ -15,6 +15,10 @@ so one home's keys share a slot):
     processing:<event>        HASH  home, tier, score, attempts, deadline
     tick:lock                 STRING  holder token (SET NX PX)
     lite:pending              LIST  events waiting for the CPU lite scorer, oldest first
+    settled:<event>           STRING  the event was settled (analysed, failed, expired) here
+                                      lately: reconcile must not make it a candidate again
+    limit:device:{<home>}:<device>  HASH  tokens, ts (ms) — a device's ingest bucket
+    limit:home:{<home>}       HASH  tokens, ts (ms) — a home's ingest bucket
 
 Times are milliseconds from Redis ``TIME``. Every time-reading script takes a
 ``time offset`` ARGV that shifts ``TIME``; it is always 0 in production and exists only so
@@ -43,6 +47,9 @@ LITE_PENDING = "lite:pending"
 # An ev:/processing: key outlives its lease or TTL by this much, so a crashed reaper or
 # expiry task still finds the fields; it only guards against orphans never cleaned up.
 ORPHAN_GRACE_MS = 3_600_000
+# How long a settled event stays marked: far longer than reconcile takes from its
+# PostgreSQL read to its Redis write, so a settlement in between is always seen.
+SETTLED_TTL_MS = 600_000
 
 
 def check_id(kind: str, value: str | int) -> str:
@@ -81,11 +88,29 @@ def processing_key(event_id: str) -> str:
     return f"processing:{event_id}"
 
 
+def settled_key(event_id: str) -> str:
+    return f"settled:{event_id}"
+
+
+def device_limit_key(home_id: str, device_id: str) -> str:
+    return f"limit:device:{{{home_id}}}:{device_id}"
+
+
+def home_limit_key(home_id: str) -> str:
+    return f"limit:home:{{{home_id}}}"
+
+
 LUA_COMMON = r"""
 local function cand_key(home) return 'cand:{' .. home .. '}' end
 local function ev_key(home, event) return 'ev:{' .. home .. '}:' .. event end
 local function home_bucket_key(home) return 'bucket:home:{' .. home .. '}' end
 local function fmt(x) return string.format('%.17g', x) end
+
+-- Settled in PostgreSQL (or about to be): a reconcile that read it as pending must not
+-- make it a candidate again.
+local function mark_settled(event)
+  redis.call('SET', 'settled:' .. event, '1', 'PX', 600000)  -- SETTLED_TTL_MS
+end
 
 local function now_ms(offset)
   local t = redis.call('TIME')

@@ -64,7 +64,8 @@ def test_an_event_survives_lease_expiry_and_fails_after_max_attempts(store, redi
         ("h1", "e1", "standard", 3)
     ]
     left = {key for key in redis_client.scan_iter() if not key.startswith("bucket:")}
-    assert left == {"cand:pending"} and store.pending_total("standard") == 0
+    # nothing left but the mark that keeps reconcile from reviving the failed event
+    assert left == {"cand:pending", "settled:e1"} and store.pending_total("standard") == 0
 
 
 def test_a_reaped_event_gets_a_fresh_ttl(store, redis_client):

@@ -57,3 +57,25 @@ def test_processing_events_without_a_lease_go_back_to_queued(
     with db.connection() as conn:
         status = conn.execute("SELECT status FROM events WHERE id = %s", (event,)).fetchone()
     assert status["status"] == "queued"
+
+
+def test_an_event_settled_between_the_read_and_the_write_is_not_revived(db, redis_client):
+    # Reconcile reads PostgreSQL, then expiry (or a worker) settles the event, then
+    # reconcile writes Redis: the write must see the settlement and add nothing.
+    from schedules.leases import complete_all
+    from schedules.reconcile import missing_from_redis, restore
+    from store.analysis import pending_events
+
+    with db.connection() as conn:
+        home, camera = make_home(conn)
+    expiring, finishing = queued_event(db, home, camera), queued_event(db, home, camera)
+    store = CandidateStore(redis_client)
+    store.add(home, expiring, "premium", 0.6, ttl_s=1)
+    read = pending_events(db, 30, 100)  # both still pending in PostgreSQL
+    expired = store.expire_due(time_offset_ms=2000)  # expiry drops one candidate...
+    complete_all(redis_client, [finishing])  # ...and a worker finishes the other
+    assert [e.event_id for e in expired] == [str(expiring)]
+    lost = missing_from_redis(redis_client, read)
+    assert {e["id"] for e in lost} == {expiring, finishing}  # what the read alone would say
+    assert restore(store, lost) == []
+    assert store.count(home) == 0 and store.pending_total("premium") == 0
