@@ -88,6 +88,51 @@ def check_dimensions(width: int, height: int, *, max_pixels: int, max_side: int)
         )
 
 
+# A JPEG ends with its EOI marker; encoders may pad a little after it. Its absence near the
+# end is how a cut-off upload shows without decoding a single pixel.
+_JPEG_EOI = b"\xff\xd9"
+_JPEG_TAIL = 4096
+
+
+def probe_image(
+    data: bytes,
+    *,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_side: int = DEFAULT_MAX_SIDE,
+) -> tuple[str, tuple[int, int]]:
+    """Every check ``decode_image`` makes before it decodes, and none of the decoding: the
+    format and size, from the header. PNG chunks are walked with their CRCs and a JPEG must
+    end with its end marker, so a cut-off upload is refused too. Costs no pixel memory, so
+    the API can check uploads however many arrive at once; workers decode them fully."""
+    if not data:
+        raise EmptyImageError()
+    if len(data) > max_bytes:
+        raise ImageTooLargeError(f"The image is {len(data)} bytes; at most {max_bytes} allowed.")
+    fmt = sniff_format(data)
+    size = declared_size(data, fmt)
+    if size is not None:
+        check_dimensions(*size, max_pixels=max_pixels, max_side=max_side)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            with Image.open(io.BytesIO(data), formats=[fmt]) as img:
+                check_dimensions(*img.size, max_pixels=max_pixels, max_side=max_side)
+                size = img.size
+                img.verify()  # PNG: every chunk and CRC; no pixel is decoded
+        except ImageSourceError:
+            raise
+        except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
+            raise DecompressionBombError() from exc
+        except Image.UnidentifiedImageError as exc:
+            raise CorruptImageError(f"The {fmt} header cannot be read.") from exc
+        except _DECODE_ERRORS as exc:
+            raise CorruptImageError(f"The {fmt} image is truncated or corrupt: {exc}") from exc
+    if fmt == "JPEG" and _JPEG_EOI not in data[-_JPEG_TAIL:]:
+        raise CorruptImageError("The JPEG image is truncated (no end marker).")
+    return fmt, size
+
+
 def decode_image(
     data: bytes | bytearray | memoryview,
     *,

@@ -7,6 +7,7 @@ import time, and never shared across fork(): each Celery/gunicorn child makes it
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Iterator
 
 import psycopg
@@ -16,6 +17,20 @@ from psycopg_pool import ConnectionPool
 DEFAULT_MIN_SIZE = 1
 DEFAULT_MAX_SIZE = 10
 DEFAULT_TIMEOUT_S = 10.0
+# A connection idle for longer than this is pinged before it is handed out; one back from
+# a request moments ago is not (the ping is a round trip of its own on every request).
+CHECK_IDLE_S = 1.0
+_RETURNED_AT = "vigil_returned_at"
+
+
+def _note_returned(conn: psycopg.Connection) -> None:
+    setattr(conn, _RETURNED_AT, time.monotonic())
+
+
+def _check_if_idle(conn: psycopg.Connection) -> None:
+    returned = getattr(conn, _RETURNED_AT, None)
+    if returned is None or time.monotonic() - returned > CHECK_IDLE_S:
+        ConnectionPool.check_connection(conn)
 
 
 def create_pool(
@@ -29,8 +44,9 @@ def create_pool(
 ) -> ConnectionPool:
     """An open pool for `url` (postgresql:// or Heroku's postgres://) with dict rows.
 
-    Connections are checked before being handed out, so a pool outlives a database
-    restart. `wait=True` blocks until min_size connections are up (fails fast on a bad
+    Connections idle for over a second are checked before being handed out, so a pool
+    outlives a database restart; one that broke in use is discarded when it comes back.
+    `wait=True` blocks until min_size connections are up (fails fast on a bad
     URL instead of at the first query).
     """
     pool = ConnectionPool(
@@ -40,7 +56,8 @@ def create_pool(
         timeout=timeout,
         name=name,
         kwargs={"row_factory": dict_row},
-        check=ConnectionPool.check_connection,
+        check=_check_if_idle,
+        reset=_note_returned,
         open=True,
     )
     if wait:
@@ -50,6 +67,18 @@ def create_pool(
             pool.close()
             raise
     return pool
+
+
+@contextlib.contextmanager
+def single_statement(pool: ConnectionPool) -> Iterator[psycopg.Connection]:
+    """A connection in autocommit mode, for one statement that is atomic on its own (e.g.
+    a CTE that checks and inserts): no BEGIN and no COMMIT round trips around it."""
+    with pool.connection() as conn:
+        conn.autocommit = True
+        try:
+            yield conn
+        finally:
+            conn.autocommit = False  # the pool's other users expect transactions
 
 
 @contextlib.contextmanager

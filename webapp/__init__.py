@@ -28,6 +28,12 @@ DEFAULT_HEALTH_WORKER_FRESH_S = 60
 DEFAULT_HEALTH_QUEUE_STALL_S = 300
 # An SSE response ends after this long; the client reconnects with Last-Event-ID.
 DEFAULT_STREAM_MAX_S = 300
+# Ingest limits, token buckets in Redis taken in the candidate step: a device may burst
+# 20 events (a camera's motion sequence) and sustain 60 a minute; a home 100 and 300.
+DEFAULT_INGEST_DEVICE_RATE_PER_MIN = 60
+DEFAULT_INGEST_DEVICE_BURST = 20
+DEFAULT_INGEST_HOME_RATE_PER_MIN = 300
+DEFAULT_INGEST_HOME_BURST = 100
 _TESTING_SECRET = "vigil-testing-only-secret-key-0123456789abcdef"
 
 
@@ -62,6 +68,12 @@ def _from_environment(environ: Mapping[str, str]) -> dict[str, Any]:
         "HEALTH_WORKER_FRESH_S",
         "HEALTH_QUEUE_STALL_S",
         "STREAM_MAX_S",
+        "INGEST_DEVICE_RATE_PER_MIN",
+        "INGEST_DEVICE_BURST",
+        "INGEST_HOME_RATE_PER_MIN",
+        "INGEST_HOME_BURST",
+        "STREAM_MAX_PER_PROCESS",
+        "STREAM_MAX_PER_USER",
     ):
         if environ.get(key):
             config[key] = int(environ[key])
@@ -87,6 +99,10 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
         HEALTH_WORKER_FRESH_S=DEFAULT_HEALTH_WORKER_FRESH_S,
         HEALTH_QUEUE_STALL_S=DEFAULT_HEALTH_QUEUE_STALL_S,
         STREAM_MAX_S=DEFAULT_STREAM_MAX_S,
+        INGEST_DEVICE_RATE_PER_MIN=DEFAULT_INGEST_DEVICE_RATE_PER_MIN,
+        INGEST_DEVICE_BURST=DEFAULT_INGEST_DEVICE_BURST,
+        INGEST_HOME_RATE_PER_MIN=DEFAULT_INGEST_HOME_RATE_PER_MIN,
+        INGEST_HOME_BURST=DEFAULT_INGEST_HOME_BURST,
     )
     app.config.update(_from_environment(os.environ))
     if test_config is not None:

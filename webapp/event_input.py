@@ -1,17 +1,20 @@
 """Reading a new event from a request: the source's JSON body, or a multipart upload.
 
 Everything is checked here, before any row or candidate is written: the fields (pydantic),
-the Idempotency-Key header, and an uploaded image's size, format and declared pixels
-(``decode_image`` decodes it fully, so a truncated or bomb image never gets stored).
+the Idempotency-Key header, and an uploaded image's size, format, declared pixels and
+completeness (``probe_image``: headers and checksums only, no pixel is decoded in the web
+process, so a burst of uploads costs no image memory; the workers decode them).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
 
 from flask import current_app, request
 
-from inference.images import decode_image, sniff_format
+from inference.images import probe_image, sniff_format
 from webapp.errors import ApiError
 from webapp.requests import json_body, parse_json_object
 from webapp.schemas import EventCreate
@@ -27,6 +30,15 @@ class NewEvent:
     fields: EventCreate
     image: bytes | None
     idempotency_key: str | None
+
+    @property
+    def request_hash(self) -> str:
+        """What this request asks for, as sha256 hex of the validated fields and the image:
+        a replay with the same Idempotency-Key must ask for the same thing."""
+        digest = hashlib.sha256()
+        digest.update(json.dumps(self.fields.model_dump(mode="json"), sort_keys=True).encode())
+        digest.update(b"\0" + hashlib.sha256(self.image or b"").digest())
+        return digest.hexdigest()
 
 
 def read_new_event() -> NewEvent:
@@ -86,5 +98,5 @@ def _from_form() -> tuple[EventCreate, bytes | None]:
         return fields, None
     max_bytes = int(current_app.config["UPLOAD_MAX_BYTES"])
     data = uploads[0].stream.read(max_bytes + 1)
-    decode_image(data, max_bytes=max_bytes)
+    probe_image(data, max_bytes=max_bytes)
     return fields, data

@@ -6,12 +6,16 @@ so inserts during paging neither repeat nor skip an older event.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
 from psycopg.types.json import Jsonb
 
 from notify.policy import NOTIFYING, DecisionKind
+from schedules.score import ARM_MODES
+from webapp.errors import ApiError, not_found
 from webapp.paging import owned_page
 from webapp.schemas import EventQuery
 
@@ -45,29 +49,115 @@ def with_decision(row: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
-_INSERT = """
-INSERT INTO events (home_id, device_id, idempotency_key, location, mode, motion_score,
-                    image_url, image, lite_results, priority, status)
-VALUES (%(home_id)s, %(device_id)s, %(idempotency_key)s, %(location)s, %(mode)s,
-        %(motion_score)s, %(image_url)s, %(image)s, %(lite_results)s, %(priority)s, 'queued')
-ON CONFLICT (device_id, idempotency_key) DO NOTHING
-RETURNING id, status, priority, created_at
+# One statement, one round trip: the caller's device (by id or by name; two matches by
+# name are ambiguous), the insert with the priority for the home's arm mode, and, when the
+# Idempotency-Key was used before, that first event. ON CONFLICT waits for a concurrent
+# insert of the same key; its row is then read by a second query (``first_event``).
+_CREATE = """
+WITH dev AS (
+    SELECT d.id, d.home_id, h.tier, h.arm_mode
+    FROM devices d JOIN homes h ON h.id = d.home_id
+    WHERE h.owner_id = %(user_id)s AND {device_match}
+    LIMIT 2
+), one AS (
+    SELECT * FROM dev WHERE (SELECT count(*) FROM dev) = 1
+), ins AS (
+    INSERT INTO events (home_id, device_id, idempotency_key, request_hash, location, mode,
+                        motion_score, image_url, image, lite_results, priority, status)
+    SELECT one.home_id, one.id, %(idempotency_key)s, %(request_hash)s, %(location)s,
+           %(mode)s, %(motion_score)s, %(image_url)s, %(image)s, %(lite_results)s,
+           CASE one.arm_mode WHEN 'away' THEN %(p_away)s WHEN 'night' THEN %(p_night)s
+                             WHEN 'home' THEN %(p_home)s ELSE %(p_disarmed)s END,
+           'queued'
+    FROM one
+    ON CONFLICT (device_id, idempotency_key) DO NOTHING
+    RETURNING id, status, priority, created_at
+)
+SELECT (SELECT count(*) FROM dev) AS matches, one.id AS device_id, one.home_id, one.tier,
+       one.arm_mode, ins.id, ins.status, ins.priority, ins.created_at,
+       first.id AS first_id, first.status AS first_status, first.priority AS first_priority,
+       first.request_hash AS first_hash
+FROM (SELECT 1) AS anchor
+LEFT JOIN one ON true
+LEFT JOIN ins ON true
+LEFT JOIN events first
+       ON ins.id IS NULL AND first.device_id = one.id
+      AND first.idempotency_key = %(idempotency_key)s
 """
 
 
-def insert_event(conn: psycopg.Connection, values: dict[str, Any]) -> tuple[dict, bool]:
-    """Insert a queued event; returns (row, created). A replayed Idempotency-Key for the
-    same device returns the first event's row and False (the unique index decides)."""
-    params = {**values, "lite_results": _jsonb(values.get("lite_results"))}
-    row = conn.execute(_INSERT, params).fetchone()
-    if row is not None:
-        return row, True
+@dataclass(frozen=True)
+class Created:
+    """What ``create_event`` did: the event's row (new, or the first one for a replayed
+    Idempotency-Key), and the device and home it belongs to."""
+
+    event_id: int
+    status: str
+    priority: float
+    created: bool
+    device_id: int
+    home_id: int
+    tier: str
+    arm_mode: str
+
+
+def store_event(
+    conn: psycopg.Connection,
+    user_id: int,
+    device: int | str,
+    values: dict[str, Any],
+    priorities: Mapping[str, float],
+) -> Created:
+    """Insert a queued event for the caller's ``device`` in one statement.
+
+    ``priorities``: the event's priority under each arm mode (the home's is picked in SQL).
+    404 for a device that is not the caller's, 409 for a name two homes share, 422 for an
+    Idempotency-Key already used with another request (``request_hash`` differs).
+    """
+    by_id = isinstance(device, int) or (device.isascii() and device.isdigit())
+    sql = _CREATE.format(device_match="d.id = %(device)s" if by_id else "d.name = %(device)s")
+    params = {
+        **values,
+        "user_id": user_id,
+        "device": int(device) if by_id else device,
+        "lite_results": _jsonb(values.get("lite_results")),
+        **{f"p_{mode}": priorities[mode] for mode in ARM_MODES},
+    }
+    row = conn.execute(sql, params).fetchone()
+    if row["matches"] == 0:
+        raise not_found("device")
+    if row["matches"] > 1:
+        raise ApiError(
+            "device_ambiguous",
+            409,
+            "Several of your homes have a device of that name; send its numeric id instead.",
+        )
+    where = {k: row[k] for k in ("device_id", "home_id", "tier", "arm_mode")}
+    if row["id"] is not None:
+        return Created(row["id"], row["status"], row["priority"], True, **where)
+    first = row if row["first_id"] is not None else _first_event(conn, row, values)
+    if first["first_hash"] is not None and first["first_hash"] != values["request_hash"]:
+        raise ApiError(
+            "idempotency_key_reused",
+            422,
+            "This Idempotency-Key was already used for a different request; use a new key "
+            "for a new event.",
+        )
+    return Created(first["first_id"], first["first_status"], first["first_priority"], False,
+                   **where)  # fmt: skip
+
+
+def _first_event(conn: psycopg.Connection, row: dict, values: dict[str, Any]) -> dict:
+    """The event a concurrent request inserted with the same key (committed by now)."""
     first = conn.execute(
-        "SELECT id, status, priority, created_at FROM events "
-        "WHERE device_id = %s AND idempotency_key = %s",
-        (values["device_id"], values["idempotency_key"]),
+        "SELECT id AS first_id, status AS first_status, priority AS first_priority,"
+        " request_hash AS first_hash FROM events"
+        " WHERE device_id = %s AND idempotency_key = %s",
+        (row["device_id"], values["idempotency_key"]),
     ).fetchone()
-    return first, False
+    if first is None:  # the conflicting insert rolled back: nothing to replay
+        raise ApiError("conflict", 409, "A concurrent request with this key failed; retry.")
+    return first
 
 
 def _jsonb(value: Any) -> Jsonb | None:

@@ -1,8 +1,10 @@
 """Events: create (JSON or upload, idempotent), read, list by cursor, fetch the image.
 
-Creating writes the Postgres row first (the source of truth), then, in one Redis step, the
-candidate and, for an event without on-device results, its place in the lite scorer's
-queue (no broker message per event: the beat sends the lite workers batches). If Redis
+Creating writes the Postgres row first (the source of truth: one statement checks the device
+is the caller's and inserts), then, in one Redis step, takes a token from the device's and
+the home's ingest buckets and adds the candidate and, for an event without on-device
+results, its place in the lite scorer's queue (no broker message per event: the beat sends
+the lite workers batches). An event over its limits is deleted again and answered 429. If Redis
 fails after the commit the event is still accepted: the reconcile task rebuilds candidates
 from queued rows (putting those without a lite result back in the lite queue), so an
 accepted event is never lost.
@@ -11,24 +13,27 @@ accepted event is never lost.
 from __future__ import annotations
 
 import logging
+import math
 
 import redis
 from flask import Blueprint, Response, current_app, jsonify, url_for
 from flask_jwt_extended import jwt_required, verify_jwt_in_request
 
 from notify.links import signing_secret, snapshot_signature_valid
-from schedules.candidates import CandidateStore, candidate_fields
-from schedules.score import priority
-from store.db import transaction
-from webapp.access import owned_device, owned_event
+from schedules.candidates import AddStatus, CandidateStore, IngestBucket, candidate_fields
+from schedules.score import ARM_MODES, is_critical, priority
+from schedules.scripts import device_limit_key, home_limit_key
+from store.db import single_statement
+from webapp.access import owned_event
 from webapp.clients import get_pool, get_redis
 from webapp.errors import ApiError, not_found
 from webapp.event_input import image_content_type, read_new_event
 from webapp.event_store import (
     EVENT_COLUMNS,
+    Created,
     event_detections,
-    insert_event,
     list_events,
+    store_event,
     with_decision,
 )
 from webapp.requests import query_args
@@ -44,51 +49,86 @@ logger = logging.getLogger(__name__)
 def create_event():
     new = read_new_event()
     fields = new.fields
-    with transaction(get_pool()) as conn:
-        device = owned_device(conn, current_user_id(), fields.device_id)
-        score = priority(
-            fields.motion_score, fields.lite_results, device["arm_mode"], fields.location, 0.0
-        )
-        row, created = insert_event(
-            conn,
-            {
-                "home_id": device["home_id"],
-                "device_id": device["id"],
-                "idempotency_key": new.idempotency_key,
-                "location": fields.location,
-                "mode": fields.mode,
-                "motion_score": fields.motion_score,
-                "image_url": fields.image_url,
-                "image": new.image,
-                "lite_results": fields.lite_results,
-                "priority": score,
-            },
-        )
-    if created:
-        _add_candidate(device, row, fields)
-    body = {"event_id": row["id"], "status": row["status"], "priority": row["priority"]}
+    # The priority under every arm mode: SQL picks the home's, so the ownership check and
+    # the insert are one statement (one round trip, no transaction around it).
+    priorities = {
+        mode: priority(fields.motion_score, fields.lite_results, mode, fields.location, 0.0)
+        for mode in ARM_MODES
+    }
+    values = {
+        "idempotency_key": new.idempotency_key,
+        "request_hash": new.request_hash,
+        "location": fields.location,
+        "mode": fields.mode,
+        "motion_score": fields.motion_score,
+        "image_url": fields.image_url,
+        "image": new.image,
+        "lite_results": fields.lite_results,
+    }
+    with single_statement(get_pool()) as conn:
+        made = store_event(conn, current_user_id(), fields.device_id, values, priorities)
+    if made.created:
+        _add_candidate(made, fields)
+    body = {"event_id": made.event_id, "status": made.status, "priority": made.priority}
     response = jsonify(body)
-    response.status_code = 202 if created else 200
-    response.headers["Location"] = url_for("events.get_event", event_id=row["id"])
-    if not created:
+    response.status_code = 202 if made.created else 200
+    response.headers["Location"] = url_for("events.get_event", event_id=made.event_id)
+    if not made.created:
         response.headers["Idempotent-Replayed"] = "true"
     return response
 
 
-def _add_candidate(device: dict, row: dict, fields: EventCreate) -> None:
+def _ingest_buckets(made: Created, fields: EventCreate) -> list[IngestBucket]:
+    """The device's and the home's ingest rates; a critical event (a person while armed)
+    may pass an empty device bucket, so only its home's limit can refuse it."""
+    config = current_app.config
+    critical = is_critical(fields.lite_results, made.arm_mode, fields.location)
+    home, device = str(made.home_id), str(made.device_id)
+    return [
+        IngestBucket(
+            device_limit_key(home, device),
+            config["INGEST_DEVICE_BURST"],
+            config["INGEST_DEVICE_RATE_PER_MIN"] / 60.0,
+            may_pass=critical,
+        ),
+        IngestBucket(
+            home_limit_key(home),
+            config["INGEST_HOME_BURST"],
+            config["INGEST_HOME_RATE_PER_MIN"] / 60.0,
+        ),
+    ]
+
+
+def _add_candidate(made: Created, fields: EventCreate) -> None:
+    """The candidate (and its place in the lite queue) in one Redis step that first takes
+    a token from the device's and the home's ingest buckets: no extra round trip for the
+    limits. A refused event is deleted again and answered 429."""
     try:
-        CandidateStore(get_redis()).add(
-            str(device["home_id"]),
-            str(row["id"]),
-            device["tier"],
-            float(row["priority"]),
+        admitted = CandidateStore(get_redis()).admit(
+            str(made.home_id),
+            str(made.event_id),
+            made.tier,
+            float(made.priority),
             candidate_fields(fields.location, fields.mode, fields.motion_score),
             lite=fields.lite_results is None,  # queued for the lite scorer in the same step
+            buckets=_ingest_buckets(made, fields),
         )
     except (redis.RedisError, ValueError):
         # The row is committed and queued: answering an error now would only make the
-        # client retry an event we already hold.
-        logger.exception("event %s stored but not added to Redis; reconcile adds it", row["id"])
+        # client retry an event we already hold. The limits fail open with Redis down.
+        logger.exception("event %s stored but not added to Redis; reconcile adds it", made.event_id)
+        return
+    if admitted.status is AddStatus.LIMITED:
+        with single_statement(get_pool()) as conn:
+            conn.execute("DELETE FROM events WHERE id = %s", (made.event_id,))
+        retry = max(1, math.ceil(admitted.retry_after_s))
+        raise ApiError(
+            "rate_limited",
+            429,
+            "This device or home is sending events faster than its limit; retry later.",
+            details={"limit": "ingest", "retry_after_s": retry},
+            headers={"Retry-After": str(retry)},
+        )
 
 
 @bp.get("/<int:event_id>")

@@ -10,14 +10,21 @@ follows: the client must refetch through the REST API.
 The response ends after ``STREAM_MAX_S`` (default 300 s): proxies and gunicorn threads are
 recycled, and the token is checked again on the reconnect. ``: keepalive`` comments go out
 after ``STREAM_KEEPALIVE_S`` of silence, which is also how a vanished client is noticed.
+
+Each open stream holds a web thread, so streams are capped well below the thread count:
+``STREAM_MAX_PER_PROCESS`` (default 8 of gunicorn's 32 threads) in this process's memory,
+and ``STREAM_MAX_PER_USER`` (default 4) across processes in Redis. Over a cap the answer is
+a 429 with Retry-After; the rest of the API keeps its threads.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Iterable, Iterator
 from typing import Annotated, Any
 
 import redis
@@ -42,6 +49,112 @@ READ_COUNT = 100
 # The blocking XREAD waits at most the keepalive; the socket must outlast it by a margin.
 SOCKET_MARGIN_S = 5.0
 LAST_EVENT_ID_HEADER = "Last-Event-ID"
+DEFAULT_MAX_PER_PROCESS = 8
+DEFAULT_MAX_PER_USER = 4
+STREAM_RETRY_AFTER_S = 10  # what a refused stream is told to wait
+USER_STREAMS_KEY = "stream:user:{user_id}"
+# A slot left by a process that died is forgotten once its stream would have ended anyway.
+SLOT_MARGIN_S = 30.0
+
+# KEYS[1] stream:user:<id> (ZSET slot → when it lapses, ms)
+# ARGV[1] cap  ARGV[2] slot  ARGV[3] lapse after ms
+# Returns 1 if the slot was taken, 0 if the user is at the cap.
+_TAKE_SLOT = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[1]) then return 0 end
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[2])
+redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[3]))
+return 1
+"""
+
+
+class ProcessSlots:
+    """Streams open in this process, at most ``cap`` (a counter, not a queue: over the cap
+    the request is refused at once instead of waiting for a thread)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.open = 0
+
+    def take(self, cap: int) -> bool:
+        with self._lock:
+            if self.open >= cap:
+                return False
+            self.open += 1
+            return True
+
+    def give_back(self) -> None:
+        with self._lock:
+            self.open -= 1
+
+
+SLOTS_EXTENSION = "vigil.stream_slots"
+
+
+def process_slots() -> ProcessSlots:
+    """This app's counter (one app per web process)."""
+    return current_app.extensions.setdefault(SLOTS_EXTENSION, ProcessSlots())
+
+
+class _Held:
+    """The response body, and what to release when the server closes it: WSGI servers call
+    ``close()`` whether or not the body was ever iterated (a client gone before the first
+    byte), which a generator's ``finally`` alone would miss."""
+
+    def __init__(self, body: Iterator[str], release: Callable[[], None]) -> None:
+        self.body = body
+        self._release: Callable[[], None] | None = release
+
+    def __iter__(self) -> Iterator[str]:
+        return self.body
+
+    def close(self) -> None:
+        try:
+            close = getattr(self.body, "close", None)
+            if close is not None:
+                close()
+        finally:
+            if self._release is not None:
+                release, self._release = self._release, None
+                release()
+
+
+def _too_many(message: str) -> ApiError:
+    return ApiError(
+        "too_many_streams", 429, message, headers={"Retry-After": str(STREAM_RETRY_AFTER_S)}
+    )
+
+
+def _take_slots(user_id: int, max_s: float) -> Callable[[], None]:
+    """Take a process slot and a user slot, or raise 429; returns the release."""
+    config = current_app.config
+    slots = process_slots()
+    if not slots.take(int(config.get("STREAM_MAX_PER_PROCESS", DEFAULT_MAX_PER_PROCESS))):
+        raise _too_many("This server holds as many live streams as it may; retry later.")
+    key, slot = USER_STREAMS_KEY.format(user_id=user_id), uuid.uuid4().hex
+    # The release runs when the server closes the body, outside this request's context.
+    client = get_redis()
+    try:
+        lapse_ms = int((max_s + SLOT_MARGIN_S) * 1000)
+        cap = int(config.get("STREAM_MAX_PER_USER", DEFAULT_MAX_PER_USER))
+        taken = client.eval(_TAKE_SLOT, 1, key, cap, slot, lapse_ms)
+    except BaseException:
+        slots.give_back()
+        raise
+    if not taken:
+        slots.give_back()
+        raise _too_many("You have as many live streams open as allowed; close one first.")
+
+    def release() -> None:
+        slots.give_back()
+        try:
+            client.zrem(key, slot)
+        except redis.RedisError:  # the slot lapses by itself
+            log.warning("could not release stream slot of user %s", user_id)
+
+    return release
 
 
 class StreamQuery(Strict):
@@ -121,18 +234,26 @@ def sse_body(
 def stream_route():
     query = StreamQuery.model_validate(query_args())
     last_id = _last_event_id(query)
+    user_id = current_user_id()
     with get_pool().connection() as conn:
-        owned_home(conn, current_user_id(), query.home_id)
-    # Pinned before the response starts, so an entry added from now on is never missed.
-    after, gap = live.resume_point(get_redis(), query.home_id, last_id)
+        owned_home(conn, user_id, query.home_id)
     config = current_app.config
-    body = sse_body(
-        config["REDIS_URL"],
-        query.home_id,
-        after,
-        last_id if gap else None,
-        float(config.get("STREAM_KEEPALIVE_S", DEFAULT_KEEPALIVE_S)),
-        float(config["STREAM_MAX_S"]),
-    )
+    max_s = float(config["STREAM_MAX_S"])
+    release = _take_slots(user_id, max_s)
+    try:
+        # Pinned before the response starts, so an entry added from now on is never missed.
+        after, gap = live.resume_point(get_redis(), query.home_id, last_id)
+        body = sse_body(
+            config["REDIS_URL"],
+            query.home_id,
+            after,
+            last_id if gap else None,
+            float(config.get("STREAM_KEEPALIVE_S", DEFAULT_KEEPALIVE_S)),
+            max_s,
+        )
+    except BaseException:
+        release()
+        raise
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}  # nginx: do not buffer
-    return Response(body, mimetype="text/event-stream", headers=headers)
+    held: Iterable[str] = _Held(body, release)
+    return Response(held, mimetype="text/event-stream", headers=headers)
