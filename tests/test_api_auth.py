@@ -1,11 +1,15 @@
-"""Login, refresh, logout, and one JSON 401 code for every way a token is refused."""
+"""Login, refresh (rotation, reuse), logout (durable in PostgreSQL), and one JSON 401 code
+for every way a token is refused."""
 
 from __future__ import annotations
 
 import datetime as dt
+import threading
 
-from tests.api_helpers import PASSWORD, api_app, bearer, error_code, make_owner
-from webapp.tokens import REVOKED_KEY
+from flask_jwt_extended import create_access_token
+
+from tests.api_helpers import PASSWORD, api_app, bearer, count, error_code, make_owner
+from webapp.tokens import SESSION_KEY
 
 
 def test_login_returns_an_access_and_a_refresh_token_that_work(client, owner):
@@ -76,23 +80,96 @@ def test_refresh_token_used_as_access_token_is_401_wrong_type(client, owner):
     assert backwards.status_code == 401 and error_code(backwards) == "token_wrong_type"
 
 
-def test_refresh_gives_a_new_working_access_token(client, owner):
+def test_refresh_rotates_both_tokens_and_the_old_refresh_token_stops(client, owner):
     response = client.post("/auth/refresh", headers=bearer(owner.refresh))
     assert response.status_code == 200
-    access = response.get_json()["access_token"]
-    assert client.get("/homes", headers=bearer(access)).status_code == 200
+    body = response.get_json()
+    assert set(body) == {"access_token", "refresh_token", "token_type"}
+    assert body["refresh_token"] != owner.refresh
+    assert client.get("/homes", headers=bearer(body["access_token"])).status_code == 200
+    assert client.get("/homes", headers=owner.headers).status_code == 200  # same session
+    again = client.post("/auth/refresh", headers=bearer(body["refresh_token"]))
+    assert again.status_code == 200  # the new refresh token is the current one
 
 
-def test_logout_revokes_the_presented_token_in_redis_until_it_expires(client, owner, redis_client):
+def test_a_reused_refresh_token_revokes_the_whole_session(client, owner):
+    rotated = client.post("/auth/refresh", headers=bearer(owner.refresh)).get_json()
+    reused = client.post("/auth/refresh", headers=bearer(owner.refresh))
+    assert reused.status_code == 401 and error_code(reused) == "token_reused"
+    assert reused.headers["WWW-Authenticate"] == "Bearer"
+    # Thief or client: nobody knows who holds which copy, so every token of the session dies.
+    for token in (rotated["access_token"], owner.access):
+        dead = client.get("/homes", headers=bearer(token))
+        assert dead.status_code == 401 and error_code(dead) == "token_revoked"
+    newest = client.post("/auth/refresh", headers=bearer(rotated["refresh_token"]))
+    assert newest.status_code == 401 and error_code(newest) == "token_revoked"
+
+
+def test_two_refreshes_racing_with_one_token_rotate_it_once(app, owner):
+    barrier = threading.Barrier(2)
+    statuses: list[int] = []
+
+    def refresh() -> None:
+        client = app.test_client()
+        barrier.wait()
+        statuses.append(client.post("/auth/refresh", headers=bearer(owner.refresh)).status_code)
+
+    threads = [threading.Thread(target=refresh) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(statuses) == [200, 401]
+
+
+def test_logout_ends_the_session_so_both_tokens_are_refused(client, owner, db):
     response = client.post("/auth/logout", headers=owner.headers)
     assert response.status_code == 200
+    assert response.get_json() == {"revoked": "access", "session": "ended"}
     revoked = client.get("/homes", headers=owner.headers)
     assert revoked.status_code == 401 and error_code(revoked) == "token_revoked"
-    keys = redis_client.keys(REVOKED_KEY.format(jti="*"))
-    assert len(keys) == 1
-    assert 0 < redis_client.ttl(keys[0]) <= 15 * 60 + 1  # the access token's remaining life
-    # The refresh token is a separate token: it still works until it is logged out too.
-    assert client.post("/auth/refresh", headers=bearer(owner.refresh)).status_code == 200
-    assert client.post("/auth/logout", headers=bearer(owner.refresh)).status_code == 200
-    again = client.post("/auth/refresh", headers=bearer(owner.refresh))
-    assert again.status_code == 401 and error_code(again) == "token_revoked"
+    refresh = client.post("/auth/refresh", headers=bearer(owner.refresh))
+    assert refresh.status_code == 401 and error_code(refresh) == "token_revoked"
+    with db.connection() as conn:
+        row = conn.execute("SELECT revoked_at, revoked_reason FROM sessions").fetchone()
+    assert row["revoked_at"] is not None and row["revoked_reason"] == "logout"
+
+
+def test_logout_with_the_refresh_token_too_is_still_a_200(client, owner):
+    assert client.post("/auth/logout", headers=owner.headers).status_code == 200
+    second = client.post("/auth/logout", headers=bearer(owner.refresh))
+    assert second.status_code == 200 and second.get_json()["revoked"] == "refresh"
+    assert client.post("/auth/refresh", headers=bearer(owner.refresh)).status_code == 401
+
+
+def test_logout_outlives_a_redis_wipe(client, owner, redis_client):
+    """The audit's finding: after Redis restarted empty, logged-out tokens worked again."""
+    assert client.post("/auth/logout", headers=owner.headers).status_code == 200
+    redis_client.flushall()
+    access = client.get("/homes", headers=owner.headers)
+    assert access.status_code == 401 and error_code(access) == "token_revoked"
+    redis_client.flushall()
+    refresh = client.post("/auth/refresh", headers=bearer(owner.refresh))
+    assert refresh.status_code == 401 and error_code(refresh) == "token_revoked"
+
+
+def test_a_session_is_checked_in_redis_first_and_cached_briefly(client, owner, redis_client):
+    assert client.get("/homes", headers=owner.headers).status_code == 200
+    (key,) = redis_client.keys(SESSION_KEY.format(sid="*"))
+    assert redis_client.get(key) == "1" and 0 < redis_client.ttl(key) <= 60
+    client.post("/auth/logout", headers=owner.headers)
+    assert redis_client.get(key) == "0"
+
+
+def test_logins_are_separate_sessions(client, owner, db):
+    other = client.post("/auth/login", json={"email": owner.email, "password": PASSWORD})
+    assert count(db, "sessions") == 2
+    client.post("/auth/logout", headers=bearer(other.get_json()["access_token"]))
+    assert client.get("/homes", headers=owner.headers).status_code == 200
+
+
+def test_a_token_without_a_session_is_refused(app, client, owner):
+    with app.app_context():  # as issued before sessions existed: no sid claim
+        legacy = create_access_token(identity=str(owner.user_id))
+    response = client.get("/homes", headers=bearer(legacy))
+    assert response.status_code == 401 and error_code(response) == "token_revoked"

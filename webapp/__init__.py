@@ -74,9 +74,14 @@ def _from_environment(environ: Mapping[str, str]) -> dict[str, Any]:
         "INGEST_HOME_BURST",
         "STREAM_MAX_PER_PROCESS",
         "STREAM_MAX_PER_USER",
+        "AUTH_SESSION_CACHE_S",
+        "TRUSTED_PROXIES",
     ):
         if environ.get(key):
             config[key] = int(environ[key])
+    for key in ("LOGIN_LIMIT_ACCOUNT", "LOGIN_LIMIT_ADDRESS"):
+        if environ.get(key):
+            config[key] = environ[key]
     return config
 
 

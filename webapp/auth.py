@@ -1,20 +1,24 @@
-"""Authentication: login (access + refresh tokens), refresh, logout (revocation)."""
+"""Authentication: login (a new session), refresh (rotation), logout (the session ends).
+
+Failed logins are limited per account and per client address (``webapp.ratelimit``); the
+account's count is the same whether or not the account exists, so the answers tell nobody
+which emails have accounts. See docs/auth.md.
+"""
 
 from __future__ import annotations
 
-from flask import Blueprint, Flask, jsonify
-from flask_jwt_extended import (
-    create_access_token,
-    create_refresh_token,
-    get_jwt,
-    get_jwt_identity,
-    jwt_required,
-)
+import functools
+import hashlib
+import ipaddress
+
+from flask import Blueprint, Flask, current_app, jsonify, request
+from flask_jwt_extended import get_jwt, jwt_required
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from webapp import tokens
 from webapp.clients import get_pool
 from webapp.errors import ApiError
+from webapp.ratelimit import Policy, rate_limits, too_many
 from webapp.requests import json_body
 from webapp.schemas import LoginRequest
 
@@ -23,6 +27,12 @@ bp = Blueprint("auth", __name__, url_prefix="/auth")
 # Checked when the email is unknown, so both failures take as long (no user enumeration).
 _DUMMY_HASH = generate_password_hash("vigil-no-such-user")
 
+# Failed logins: layered windows, so a guesser who keeps going waits longer and longer.
+DEFAULT_LOGIN_LIMIT_ACCOUNT = "5/minute;20/hour"
+DEFAULT_LOGIN_LIMIT_ADDRESS = "30/minute;300/hour"
+# An IPv6 client usually holds a whole /64: counting its addresses one by one limits nothing.
+_IPV6_PREFIX = 64
+
 
 def hash_password(password: str) -> str:
     """werkzeug's default: scrypt with a random salt."""
@@ -30,7 +40,10 @@ def hash_password(password: str) -> str:
 
 
 def find_user_id(email: str, password: str) -> int | None:
-    """The id of the user with this email and password, or None."""
+    """The id of the user with this email and password, or None.
+
+    Takes as long for an unknown email as for a wrong password.
+    """
     with get_pool().connection() as conn:
         row = conn.execute(
             "SELECT id, password_hash FROM users WHERE lower(email) = lower(%s)", (email,)
@@ -41,35 +54,101 @@ def find_user_id(email: str, password: str) -> int | None:
     return row["id"] if check_password_hash(row["password_hash"], password) else None
 
 
+@functools.cache
+def _policy(name: str, rates: str, message: str) -> Policy:
+    # Fail open: while Redis is down each process counts in its own memory, which still
+    # caps a guesser, and an outage locks nobody out (docs/auth.md).
+    return Policy.parse(name, rates, fail_open=True, message=message)
+
+
+def account_policy() -> Policy:
+    rates = current_app.config.get("LOGIN_LIMIT_ACCOUNT", DEFAULT_LOGIN_LIMIT_ACCOUNT)
+    return _policy("login_account", rates, "Too many failed logins for this account; retry later.")
+
+
+def address_policy() -> Policy:
+    rates = current_app.config.get("LOGIN_LIMIT_ADDRESS", DEFAULT_LOGIN_LIMIT_ADDRESS)
+    return _policy("login_address", rates, "Too many failed logins from this address; retry later.")
+
+
+def account_key(email: str) -> str:
+    """The account's counter key: a digest of the lower-cased email, the same whether or
+    not the account exists, and no email address written into Redis."""
+    return hashlib.sha256(email.lower().encode()).hexdigest()[:32]
+
+
+def client_address() -> str:
+    """Who is asking: the peer address, or with ``TRUSTED_PROXIES`` = N reverse proxies in
+    front, the address the outermost of them saw (the Nth X-Forwarded-For entry from the
+    right). Anything further left was written by the client and is not trusted."""
+    address = request.remote_addr or ""
+    hops = int(current_app.config.get("TRUSTED_PROXIES", 0))
+    if hops > 0:
+        forwarded = [
+            part.strip()
+            for part in request.headers.get("X-Forwarded-For", "").split(",")
+            if part.strip()
+        ]
+        if len(forwarded) >= hops:
+            address = forwarded[-hops]
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address or "unknown"
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:  # ::ffff:a.b.c.d is the IPv4 client a.b.c.d
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{ip}/{_IPV6_PREFIX}", strict=False))
+    return str(ip)
+
+
 @bp.post("/login")
 def login():
     body = LoginRequest.model_validate(json_body())
+    limits = rate_limits()
+    account, address = account_policy(), address_policy()
+    account_id, address_id = account_key(body.email), client_address()
+    blocked = limits.peek(address, address_id)
+    if not blocked.allowed:
+        raise too_many(address, blocked)
+    # The account's attempt is counted before the password is checked, so parallel guesses
+    # cannot all slip in under the limit; a success clears the count, so only failures stay.
+    # A locked account gets 429 even with the right password, for unknown emails alike.
+    counted = limits.hit(account, account_id)
+    if not counted.allowed:
+        raise too_many(account, counted)
     user_id = find_user_id(body.email, body.password)
     if user_id is None:
+        limits.hit(address, address_id)
         raise ApiError("invalid_credentials", 401, "Wrong email or password.")
-    identity = str(user_id)
-    return jsonify(
-        access_token=create_access_token(identity=identity),
-        refresh_token=create_refresh_token(identity=identity),
-        token_type="Bearer",
-    )
+    limits.clear(account, account_id)
+    pair = tokens.start_session(user_id)
+    if pair is None:  # only ever said to someone who knows the password
+        raise ApiError("account_disabled", 403, "This account is disabled.")
+    return jsonify(**pair, token_type="Bearer")
 
 
 @bp.post("/refresh")
 @jwt_required(refresh=True)
 def refresh():
-    return jsonify(access_token=create_access_token(identity=get_jwt_identity()))
+    """New access and refresh tokens; the refresh token sent stops working (rotation)."""
+    return jsonify(**tokens.rotate(get_jwt()), token_type="Bearer")
 
 
 @bp.post("/logout")
-@jwt_required(verify_type=False)
+# Idempotent: a token of a session that already ended is still answered 200, so a client
+# that logs out with its access token and then its refresh token sees no error.
+@jwt_required(verify_type=False, skip_revocation_check=True)
 def logout():
-    """Revoke the presented token, access or refresh (a client logs out with both)."""
+    """End the session of the presented token, access or refresh: both stop working."""
     claims = get_jwt()
-    tokens.revoke(claims)
-    return jsonify(revoked=claims["type"])
+    tokens.end_session(claims)
+    return jsonify(revoked=claims["type"], session="ended")
 
 
 def init_app(app: Flask) -> None:
     tokens.init_app(app)
+    with app.app_context():  # a malformed limit fails at start-up, not at the first login
+        account_policy()
+        address_policy()
     app.register_blueprint(bp)

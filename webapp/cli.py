@@ -1,8 +1,13 @@
-"""Operator commands: ``flask users create`` and ``flask db migrate``.
+"""Operator commands: ``flask users create|disable|enable|delete``, ``flask db migrate`` and
+``flask db prune-sessions``.
 
     FLASK_APP=webapp flask users create ana@example.com --password ... --home Home --tier premium
+    FLASK_APP=webapp flask users disable ana@example.com     # refused at once, data kept
+    FLASK_APP=webapp flask users delete ana@example.com --yes
 
-The tier is set here (or by billing), never by an API client.
+The tier is set here (or by billing), never by an API client. Disabling or deleting a user
+ends their sessions in PostgreSQL and then in the Redis cache, so the user's tokens are
+refused from the very next request (docs/auth.md).
 """
 
 from __future__ import annotations
@@ -15,12 +20,15 @@ from flask.cli import AppGroup
 from celery_config import TIERS
 from store.db import transaction
 from store.migrate import MigrationError, migrate
+from webapp import tokens
 from webapp.auth import hash_password
 from webapp.clients import get_pool
 from webapp.schemas import check_timezone
 
 users_cli = AppGroup("users", help="Manage user accounts.")
-db_cli = AppGroup("db", help="Database schema.")
+db_cli = AppGroup("db", help="Database schema and housekeeping.")
+# Expired sessions are kept this long before prune-sessions deletes them (a trail to audit).
+DEFAULT_PRUNE_AFTER_DAYS = 7
 
 
 def create_user(email: str, password: str, home: str, tier: str, timezone: str) -> tuple[int, int]:
@@ -59,6 +67,100 @@ def users_create(email: str, password: str, home: str, tier: str, timezone: str)
     except psycopg.errors.CheckViolation as exc:
         raise click.ClickException(f"refused by the database: {exc.diag.message_primary}") from None
     click.echo(f"created user {user_id} ({email}) with home {home_id} ({home!r}, {tier})")
+
+
+def _user_id(conn: psycopg.Connection, email: str) -> int:
+    """The user's id, locked: a login that is creating a session waits, then sees the change."""
+    row = conn.execute(
+        "SELECT id FROM users WHERE lower(email) = lower(%s) FOR UPDATE", (email,)
+    ).fetchone()
+    if row is None:
+        raise click.ClickException(f"no user with email {email!r}")
+    return row["id"]
+
+
+def _end_in_cache(sids: list[str]) -> None:
+    """Tell the cache, after the commit; if Redis is unreachable, say what that means."""
+    if not tokens.mark_ended(sids):
+        ttl = current_app.config.get("AUTH_SESSION_CACHE_S", tokens.DEFAULT_SESSION_CACHE_S)
+        click.echo(
+            f"warning: Redis unreachable; {len(sids)} session(s) are ended in PostgreSQL and "
+            f"their tokens stop working within {ttl} s",
+            err=True,
+        )
+
+
+def disable_user(email: str) -> tuple[int, list[str]]:
+    """Disable the user and revoke their sessions; (user_id, sessions to end in the cache)."""
+    with transaction(get_pool()) as conn:
+        user_id = _user_id(conn, email)
+        conn.execute(
+            "UPDATE users SET disabled_at = coalesce(disabled_at, now()) WHERE id = %s",
+            (user_id,),
+        )
+        # Revoked rather than only refused while disabled: enabling the user again must not
+        # bring back the tokens they held.
+        tokens.revoke_user_sessions(conn, user_id, "user_disabled")
+        sids = tokens.user_session_ids(conn, user_id)
+    return user_id, sids
+
+
+def delete_user(email: str) -> tuple[int, list[str]]:
+    """Delete the user, their homes and everything under them, and their sessions."""
+    with transaction(get_pool()) as conn:
+        user_id = _user_id(conn, email)
+        sids = tokens.user_session_ids(conn, user_id)  # before the cascade removes them
+        conn.execute("DELETE FROM users WHERE id = %s", (user_id,))
+    return user_id, sids
+
+
+@users_cli.command("disable")
+@click.argument("email")
+def users_disable(email: str) -> None:
+    """Refuse EMAIL's logins and end their sessions now; their data stays."""
+    user_id, sids = disable_user(email)
+    _end_in_cache(sids)
+    click.echo(f"disabled user {user_id} ({email}); {len(sids)} session(s) ended")
+
+
+@users_cli.command("enable")
+@click.argument("email")
+def users_enable(email: str) -> None:
+    """Let a disabled EMAIL log in again (sessions ended by disabling stay ended)."""
+    with transaction(get_pool()) as conn:
+        user_id = _user_id(conn, email)
+        conn.execute("UPDATE users SET disabled_at = NULL WHERE id = %s", (user_id,))
+    click.echo(f"enabled user {user_id} ({email})")
+
+
+@users_cli.command("delete")
+@click.argument("email")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+def users_delete(email: str, yes: bool) -> None:
+    """Delete EMAIL with their homes, devices, events and sessions."""
+    if not yes:
+        click.confirm(f"Delete {email} and all of their homes, devices and events?", abort=True)
+    user_id, sids = delete_user(email)
+    _end_in_cache(sids)
+    click.echo(f"deleted user {user_id} ({email}); {len(sids)} session(s) ended")
+
+
+@db_cli.command("prune-sessions")
+@click.option(
+    "--older-than-days",
+    type=click.IntRange(min=0),
+    default=DEFAULT_PRUNE_AFTER_DAYS,
+    show_default=True,
+    help="Keep sessions that expired more recently than this.",
+)
+def db_prune_sessions(older_than_days: int) -> None:
+    """Delete sessions that expired long ago (their tokens have expired too)."""
+    with transaction(get_pool()) as conn:
+        deleted = conn.execute(
+            "DELETE FROM sessions WHERE expires_at < now() - make_interval(days => %s)",
+            (older_than_days,),
+        ).rowcount
+    click.echo(f"deleted {deleted} expired session(s)")
 
 
 @db_cli.command("migrate")
