@@ -41,11 +41,10 @@ def start_web(
     """gunicorn on a free loopback port, as the Procfile runs it; returns (child, base URL)."""
     port = free_port()
     cmd = [
-        sys.executable, "-m", "gunicorn", app,
+        sys.executable, "-m", "gunicorn", "-c", "python:webapp.gunicorn_conf", app,
         "--bind", f"127.0.0.1:{port}",
         "--workers", str(workers),
         "--threads", str(threads),
-        "--worker-class", "gthread",
     ]  # fmt: skip
     child = Child(name, cmd, env=env, log_dir=log_dir)
     base_url = f"http://127.0.0.1:{port}"

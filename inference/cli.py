@@ -15,6 +15,7 @@ from inference.fetch import load_source
 from inference.lite import LiteScorer
 from inference.nanodet import DEFAULT_SCORE_THRESHOLD, NanoDet
 from inference.pipeline import BatchPipeline, ImageResult
+from inference.urls import command_line_source
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -51,10 +52,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _results(args: argparse.Namespace) -> Any:
+    sources = [command_line_source(arg) for arg in args.images]  # a URL, else a local file
     if args.lite:
         scorer = LiteScorer()
         scorer.setup()
-        for source in args.images:
+        for source in sources:
             try:
                 image = load_source(source)
             except ImageSourceError as exc:
@@ -66,7 +68,7 @@ def _results(args: argparse.Namespace) -> Any:
     model = NanoDet(score_threshold=args.threshold)
     model.setup(args.device)
     pipeline = BatchPipeline(model, batch_size=args.batch, keep_images=bool(args.annotate))
-    for result in pipeline.run(args.images):
+    for result in pipeline.run(sources):
         yield result, None
 
 

@@ -3,6 +3,8 @@
 The host is resolved once per hop, every address is checked, and the socket is opened to the
 checked address itself, so a DNS answer that changes between check and connect cannot steer
 the request inside the network. Redirects are followed by hand and re-checked completely.
+Every URL, the first and each redirect, is parsed by ``inference.urls.split_image_url``,
+the parser the API validates ``image_url`` with.
 """
 
 from __future__ import annotations
@@ -11,14 +13,12 @@ import contextlib
 import http.client
 import ipaddress
 import os
-import re
 import socket
 import ssl
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from urllib.parse import quote, urljoin, urlsplit
+from urllib.parse import urljoin
 
 from PIL import Image
 
@@ -28,10 +28,8 @@ from inference.errors import (
     FetchError,
     FetchTimeoutError,
     ImageTooLargeError,
-    InvalidUrlError,
     TooManyRedirectsError,
     UpstreamStatusError,
-    UrlSchemeError,
 )
 from inference.images import (
     DEFAULT_MAX_BYTES,
@@ -41,13 +39,13 @@ from inference.images import (
     read_image_file,
 )
 from inference.retry import RetryPolicy
+from inference.urls import UrlParts, split_image_url
 
 DEFAULT_TIMEOUT_S = 5.0
 DEFAULT_MAX_REDIRECTS = 3
 
 Resolver = Callable[[str, int], list[str]]
 
-_SCHEMES = {"http": 80, "https": 443}
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _CHUNK = 64 * 1024
 # identity: nothing is ever inflated here, so max_bytes counts exactly the bytes decoded later.
@@ -57,45 +55,6 @@ _HEADERS = {
     "Connection": "close",
     "User-Agent": "Vigil-image-fetch/1",
 }
-# Two or more letters, so a Windows drive letter is never mistaken for a URL scheme.
-_URL_SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.\-]+:")
-# DNS names and IP literals only; anything else would end up raw in the Host header.
-_HOST_CHARS = re.compile(r"[a-z0-9.\-_:%]+")
-
-
-@dataclass(frozen=True)
-class _Target:
-    url: str
-    scheme: str
-    host: str
-    port: int
-    path: str
-
-    @property
-    def host_header(self) -> str:
-        name = f"[{self.host}]" if ":" in self.host else self.host
-        return name if self.port == _SCHEMES[self.scheme] else f"{name}:{self.port}"
-
-
-def _parse_url(url: str) -> _Target:
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError as exc:
-        raise InvalidUrlError(f"The image URL is malformed: {exc}") from exc
-    scheme = parts.scheme.lower()
-    if scheme not in _SCHEMES:
-        raise UrlSchemeError(f"Scheme {scheme or '(none)'!r} refused; use http or https.")
-    if "@" in parts.netloc:
-        raise InvalidUrlError("Credentials in image URLs are refused.")
-    if not parts.hostname or not _HOST_CHARS.fullmatch(parts.hostname):
-        raise InvalidUrlError("The image URL has no valid host.")
-    host = parts.hostname
-    # Keep existing %-escapes, encode what a browser would (spaces, non-ASCII).
-    path = quote(parts.path or "/", safe="/%:@!$&'()*+,;=~")
-    if parts.query:
-        path += "?" + quote(parts.query, safe="/%:@!$&'()*+,;=?~")
-    return _Target(url, scheme, host, port or _SCHEMES[scheme], path)
 
 
 def resolve_host(host: str, port: int) -> list[str]:
@@ -104,7 +63,7 @@ def resolve_host(host: str, port: int) -> list[str]:
     return list(dict.fromkeys(str(info[4][0]) for info in infos))
 
 
-def _checked_addresses(target: _Target, resolver: Resolver, policy: AddressPolicy) -> list[str]:
+def _checked_addresses(target: UrlParts, resolver: Resolver, policy: AddressPolicy) -> list[str]:
     try:
         addresses = [str(ipaddress.ip_address(target.host))]
     except ValueError:
@@ -157,7 +116,7 @@ class _Watchdog:
         self._timer.cancel()
 
 
-def _connect(target: _Target, addresses: list[str], deadline: _Deadline) -> socket.socket:
+def _connect(target: UrlParts, addresses: list[str], deadline: _Deadline) -> socket.socket:
     error: OSError | None = None
     for address in addresses:
         try:
@@ -190,7 +149,7 @@ def _read_capped(
 
 
 def _request(
-    target: _Target,
+    target: UrlParts,
     addresses: list[str],
     policy: AddressPolicy,
     max_bytes: int,
@@ -213,7 +172,7 @@ def _request(
         sock.settimeout(deadline.remaining())
         conn = http.client.HTTPConnection(target.host, target.port)
         conn.sock = sock  # pinned: http.client never resolves the name itself
-        conn.putrequest("GET", target.path, skip_host=True, skip_accept_encoding=True)
+        conn.putrequest("GET", target.target, skip_host=True, skip_accept_encoding=True)
         for name, value in {"Host": target.host_header, **_HEADERS}.items():
             conn.putheader(name, value)
         conn.endheaders()
@@ -239,7 +198,7 @@ def _request(
         sock.close()
 
 
-def _failure(target: _Target, exc: Exception, deadline: _Deadline) -> FetchError:
+def _failure(target: UrlParts, exc: Exception, deadline: _Deadline) -> FetchError:
     if deadline.passed or isinstance(exc, TimeoutError):
         return FetchTimeoutError()
     return FetchError(f"Fetching {target.host} failed: {exc}")
@@ -262,7 +221,7 @@ def fetch_url(
     policy = AddressPolicy.from_strings(allowed_networks)
     deadline = _Deadline(timeout_s)
     for _hop in range(max_redirects + 1):
-        target = _parse_url(url)
+        target = split_image_url(url)
         addresses = _checked_addresses(target, resolver or resolve_host, policy)
         outcome = _request(target, addresses, policy, max_bytes, deadline, ssl_context)
         if isinstance(outcome, bytes):
@@ -285,12 +244,15 @@ def load_source(
     draft_size: tuple[int, int] | None = None,
     retry: RetryPolicy | None = None,
 ) -> Image.Image:
-    """Decode raw bytes, an http(s) URL or a local path into an upright RGB image.
+    """Decode an image source into an upright RGB image, by its type:
 
-    Local paths are read as given: only pass trusted strings, never a client's "url" field
-    that might not be a URL at all. With ``retry``, a URL whose fetch fails transiently
-    (``retryable`` errors) is fetched again as the policy allows; a final refusal is raised
-    at once.
+    - ``bytes`` (or bytearray, memoryview): decoded as they are (an upload);
+    - ``str`` (``ImageUrl`` or plain): an http(s) URL, fetched; any other string is refused
+      with ``UrlSchemeError`` / ``InvalidUrlError``, never read as a file name;
+    - ``os.PathLike`` (``pathlib.Path``): a trusted local file, read (the CLI's images).
+
+    With ``retry``, a URL whose fetch fails transiently (``retryable`` errors) is fetched
+    again as the policy allows; a final refusal is raised at once.
     """
     caps = {
         "max_bytes": max_bytes,
@@ -300,9 +262,10 @@ def load_source(
     }
     if isinstance(source, bytes | bytearray | memoryview):
         return decode_image(source, **caps)
-    if isinstance(source, str) and _URL_SCHEME.match(source):
-        # fetch_url refuses every scheme but http and https, so file:// never reads a file here.
-        url = source
+    if isinstance(source, os.PathLike):
+        return read_image_file(source, **caps)
+    if isinstance(source, str):
+        url = source  # fetch_url parses it (and each redirect) with split_image_url
 
         def fetch() -> bytes:
             return fetch_url(
@@ -317,6 +280,4 @@ def load_source(
 
         data = retry.call(fetch) if retry is not None else fetch()
         return decode_image(data, **caps)
-    if isinstance(source, str | os.PathLike):
-        return read_image_file(source, **caps)
     raise TypeError(f"Unsupported image source type {type(source).__name__}.")

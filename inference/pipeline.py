@@ -3,6 +3,9 @@
 While the device runs batch *n*, a small thread pool fetches, decodes and letterboxes the
 images of batch *n + 1* (Pillow and the socket reads release the GIL), so the device does
 not wait on I/O. One bad image yields an error result for that image only.
+
+Sources are typed (see ``load_source``): bytes are decoded, strings are http(s) URLs that
+are fetched or refused, and only ``pathlib.Path`` objects are read from the local disk.
 """
 
 from __future__ import annotations
@@ -38,7 +41,10 @@ class ImageResult:
         return self.error is None
 
     def to_dict(self) -> dict[str, Any]:
-        name = self.source if isinstance(self.source, str) else str(self.source)[:64]
+        if isinstance(self.source, str | os.PathLike):
+            name = os.fspath(self.source)
+        else:  # raw bytes: a short hint, not the image
+            name = str(self.source)[:64]
         if self.error is not None:
             return {"image": name, "error": {"code": self.error.code, "message": str(self.error)}}
         return {"image": name, "detections": [d.to_dict() for d in self.detections]}

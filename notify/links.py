@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -18,6 +19,10 @@ from urllib.parse import urlencode
 
 DEFAULT_BASE_URL = "http://localhost:5000"
 DEFAULT_SNAPSHOT_TTL_S = 24 * 3600
+# What a signed link carries: an HMAC-SHA256 as lowercase hex, a Unix time in seconds.
+_SIGNATURE = re.compile(r"[0-9a-f]{64}")
+_EXPIRES = re.compile(r"[0-9]{1,12}")
+_MAX_EXPIRES = 10**12 - 1
 
 
 def deep_link(event_id: int | None, notification_id: int) -> str:
@@ -44,12 +49,30 @@ def snapshot_signature(secret: str, event_id: int, expires: int) -> str:
     return hmac.new(_key(secret), message, hashlib.sha256).hexdigest()
 
 
+def parse_expires(value: str | int) -> int | None:
+    """A link's ``expires`` as a Unix time, or None unless it is 1-12 ASCII digits."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value if 0 < value <= _MAX_EXPIRES else None
+    if isinstance(value, str) and _EXPIRES.fullmatch(value):
+        return int(value)
+    return None
+
+
 def snapshot_signature_valid(
-    secret: str, event_id: int, expires: int, signature: str, now: float | None = None
+    secret: str, event_id: int, expires: int | str, signature: str, now: float | None = None
 ) -> bool:
-    if expires < (time.time() if now is None else now):
+    """Whether ``signature`` signs this event until ``expires``, and that is still ahead.
+
+    Anything a client may put in the query is safe here: a value of the wrong form (not
+    64 lowercase hex digits, not a plain number) is simply not valid, never an error.
+    """
+    when = parse_expires(expires)
+    if when is None or when < (time.time() if now is None else now):
         return False
-    return hmac.compare_digest(snapshot_signature(secret, event_id, expires), signature)
+    if not isinstance(signature, str) or not _SIGNATURE.fullmatch(signature):
+        return False
+    expected = snapshot_signature(secret, event_id, when)
+    return hmac.compare_digest(expected.encode("ascii"), signature.encode("ascii"))
 
 
 @dataclass(frozen=True)

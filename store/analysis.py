@@ -10,6 +10,7 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
 from inference.contract import Detection
+from inference.urls import ImageUrl
 from store.db import transaction
 
 
@@ -21,9 +22,17 @@ class EventToAnalyse:
     image: bytes | None
 
     @property
-    def source(self) -> bytes | str | None:
+    def source(self) -> bytes | ImageUrl | None:
         """What the pipeline decodes: the uploaded frame, else the URL."""
-        return bytes(self.image) if self.image is not None else self.image_url
+        return stored_source(self.image, self.image_url)
+
+
+def stored_source(image: bytes | None, image_url: str | None) -> bytes | ImageUrl | None:
+    """An event's image source as stored: the uploaded bytes, else its URL typed as a URL,
+    so the fetcher fetches or refuses it and never opens it as a local file."""
+    if image is not None:
+        return bytes(image)
+    return ImageUrl(image_url) if image_url is not None else None
 
 
 def claim_for_analysis(pool: ConnectionPool, event_ids: Sequence[int]) -> list[EventToAnalyse]:

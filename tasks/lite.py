@@ -10,7 +10,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 from inference.errors import ImageSourceError
 from schedules import lite_queue
 from schedules.score import priority
-from store.analysis import load_for_lite, save_lite_results
+from store.analysis import load_for_lite, save_lite_results, stored_source
 from tasks.context import WorkerContext, context
 
 log = logging.getLogger(__name__)
@@ -21,7 +21,7 @@ def score_event(ctx: WorkerContext, event_id: int) -> float | None:
     event = load_for_lite(ctx.pool, event_id)
     if event is None:  # already dispatched or settled: deep results beat lite ones
         return None
-    source = bytes(event["image"]) if event["image"] is not None else event["image_url"]
+    source = stored_source(event["image"], event["image_url"])
     try:
         result = ctx.lite.score(source, allowed_networks=ctx.allowed_networks)
     except ImageSourceError as exc:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from tests.api_helpers import (
@@ -68,6 +70,24 @@ JSON_CASES = {
         "validation_failed",
         "url",
     ),
+    "control character before the url": (
+        {**SOURCE_EVENT, "image_url": "\x01http://127.0.0.1/a.jpg"},
+        422,
+        "validation_failed",
+        "image_url",
+    ),
+    "credentials in the url": (
+        {**SOURCE_EVENT, "image_url": "http://admin:pw@example.com/a.jpg"},
+        422,
+        "validation_failed",
+        "image_url",
+    ),
+    "nul in the location": (
+        {**SOURCE_EVENT, "location": "front\x00door"},
+        422,
+        "validation_failed",
+        "location",
+    ),
     "unknown device": (
         {**SOURCE_EVENT, "device_id": "no_such_device"},
         404,
@@ -88,6 +108,12 @@ JSON_CASES = {
         "lite",
     ),
     "json array": ([SOURCE_EVENT], 400, "invalid_json", "object"),
+    "nested too deep": (
+        {**SOURCE_EVENT, "lite_results": {"person": json.loads("[" * 32 + "0.5" + "]" * 32)}},
+        400,
+        "invalid_json",
+        "deeper than 32",
+    ),
 }
 
 

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
+import threading
 import time
+from collections.abc import Iterator
 
 import pytest
 
@@ -48,6 +52,70 @@ def test_redis_or_postgres_down_is_503_down(database_url, redis_url, db):
     for app in api_app("postgresql://nobody@127.0.0.1:1/none", redis_url):
         status, body = _health(app.test_client())
         assert status == 503 and body["checks"]["postgres"].startswith("error")
+
+
+@contextlib.contextmanager
+def hung_server() -> Iterator[int]:
+    """A TCP port that accepts connections and never says a word: a hung Redis or Postgres
+    (a refused connection fails at once; this one waits forever)."""
+    listener = socket.create_server(("127.0.0.1", 0), backlog=64)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        listener.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            held.append(conn)
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield listener.getsockname()[1]
+    finally:
+        stop.set()
+        thread.join()
+        for conn in held:
+            conn.close()
+        listener.close()
+
+
+def _timed_health(client) -> tuple[float, int, dict, dict]:
+    started = time.monotonic()
+    response = client.get("/health")
+    return time.monotonic() - started, response.status_code, response.get_json(), response.headers
+
+
+def test_a_hung_redis_is_down_within_a_second(database_url, db):
+    with hung_server() as port:
+        for app in api_app(database_url, f"redis://127.0.0.1:{port}/0"):
+            client = app.test_client()
+            for _ in range(3):  # again while the first check may still be waiting
+                elapsed, status, body, headers = _timed_health(client)
+                assert elapsed < 1.5, elapsed
+                assert status == 503 and body["status"] == "down", body
+                assert body["checks"]["redis"].startswith("error")
+                assert body["checks"]["postgres"] == "ok"
+                assert headers["Retry-After"].isdigit()
+
+
+def test_a_hung_postgres_is_down_within_a_second(redis_url, redis_client):
+    with hung_server() as port:
+        apps = api_app(f"postgresql://vigil@127.0.0.1:{port}/vigil", redis_url)
+        client = next(apps).test_client()
+        for _ in range(3):
+            elapsed, status, body, headers = _timed_health(client)
+            assert elapsed < 1.5, elapsed
+            assert status == 503 and body["checks"]["postgres"].startswith("error"), body
+            assert body["checks"]["redis"] == "ok"
+            assert headers["Retry-After"].isdigit()
+    # The app's pool closes once the server is gone: its connection attempts then end.
+    assert next(apps, None) is None
 
 
 def test_a_queued_lite_task_is_degraded_until_a_real_worker_consumes_it(

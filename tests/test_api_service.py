@@ -23,6 +23,7 @@ def test_health_is_503_when_redis_is_down(database_url, db):
     for app in api_app(database_url, "redis://127.0.0.1:1/0"):
         response = app.test_client().get("/health")
         assert response.status_code == 503
+        assert response.headers["Retry-After"].isdigit()  # a 503 says when to try again
         checks = response.get_json()["checks"]
         assert checks["postgres"] == "ok" and checks["redis"].startswith("error")
 
@@ -44,6 +45,10 @@ def test_openapi_lists_every_route_with_pydantic_request_schemas(app, client):
     event = document["components"]["schemas"]["EventCreate"]
     assert {"device_id", "location", "mode", "motion_score"} <= set(event["required"])
     assert event["properties"]["motion_score"]["maximum"] == 1.0
+    cooldown = document["components"]["schemas"]["PolicyUpdate"]["properties"]["cooldown_s"]
+    assert {"type": "integer", "minimum": 0, "maximum": 86400} in cooldown["anyOf"]
+    snapshot = document["paths"]["/events/{event_id}/snapshot"]["get"]["parameters"]
+    assert {p["name"] for p in snapshot} == {"event_id", "expires", "sig"}
 
 
 def test_unknown_routes_and_methods_answer_json_not_html(client):

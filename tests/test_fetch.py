@@ -29,6 +29,7 @@ from inference.errors import (
 )
 from inference.fetch import Resolver, fetch_url, load_source
 from inference.retry import RetryPolicy
+from inference.urls import ImageUrl, parse_image_url, split_image_url
 
 PHOTOS = Path(__file__).parent / "data" / "photos"
 PHOTO = (PHOTOS / "dog.jpg").read_bytes()
@@ -319,6 +320,40 @@ def test_schemes_other_than_http_and_https_are_refused(url: str) -> None:
     assert (info.value.code, info.value.status) == ("url_scheme_unsupported", 400)
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "\x01http://127.0.0.1/a.jpg",  # urlsplit strips leading C0 characters
+        " http://127.0.0.1/a.jpg",
+        "http://127.0.0.1/a.jpg ",
+        "http://127.0.0.1/a\tb.jpg",  # urlsplit drops tab, CR and LF anywhere
+        "ht\ntp://127.0.0.1/a.jpg",
+        "http://127.0.0.1/a\x00.jpg",
+        "http://127.0.0.1/a\x7f.jpg",
+        "http://127.0.0.1:0/a.jpg",
+        "http://127.0.0.1:70000/a.jpg",
+        "http://[::1/a.jpg",
+        "http:///a.jpg",
+        "http://exa mple.com/a.jpg",
+    ],
+)
+def test_urls_urlsplit_would_quietly_repair_are_refused(url: str) -> None:
+    with pytest.raises(InvalidUrlError) as info:
+        split_image_url(url)
+    assert info.value.code == "url_invalid"
+    with pytest.raises(InvalidUrlError):
+        fetch_url(url, allowed_networks=LOCAL, timeout_s=0.5)
+
+
+def test_the_parser_splits_what_the_fetcher_connects_to() -> None:
+    parts = split_image_url("HTTPS://Cam.Example.com:8443/snap shot.jpg?size=large&é=1#top")
+    assert (parts.scheme, parts.host, parts.port) == ("https", "cam.example.com", 8443)
+    assert parts.target == "/snap%20shot.jpg?size=large&%C3%A9=1"
+    assert parts.host_header == "cam.example.com:8443"
+    assert split_image_url("http://[2001:db8::1]/").host_header == "[2001:db8::1]"
+    assert isinstance(parse_image_url("http://example.com/a.jpg"), ImageUrl)
+
+
 def test_credentials_in_the_url_are_refused(origin: OriginServer) -> None:
     with pytest.raises(InvalidUrlError) as info:
         fetch_url(
@@ -395,8 +430,19 @@ def test_load_source_decodes_bytes_paths_and_allowed_urls(origin: OriginServer) 
     assert load_source(bytearray(PHOTO)).size == expected
     assert load_source(memoryview(PHOTO)).size == expected
     assert load_source(PHOTOS / "dog.jpg").size == expected
-    assert load_source(str(PHOTOS / "dog.jpg")).size == expected
     assert load_source(f"{origin.base}/photo", allowed_networks=LOCAL).size == expected
+    assert load_source(ImageUrl(f"{origin.base}/photo"), allowed_networks=LOCAL).size == expected
+
+
+@pytest.mark.parametrize(
+    "source",
+    [str(PHOTOS / "dog.jpg"), "dog.jpg", "./dog.jpg", "C:\\photos\\dog.jpg", ImageUrl(str(PHOTOS))],
+)
+def test_load_source_never_reads_a_string_as_a_file(source: str) -> None:
+    """Only a ``pathlib.Path`` is a local file; a string is a URL or refused, never opened."""
+    with pytest.raises(UrlSchemeError) as info:
+        load_source(source)
+    assert info.value.code == "url_scheme_unsupported"
 
 
 def test_load_source_refuses_what_the_fetcher_refuses(origin: OriginServer) -> None:

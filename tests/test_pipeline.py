@@ -70,7 +70,7 @@ def test_results_come_back_in_input_order_with_sources(detector):
 def test_pipeline_matches_direct_detection_from_bytes_paths_and_images(detector):
     image = open_photo("person")
     direct = detector.detect([image])[0]
-    sources = [photo("person"), encode_jpeg(image, quality=95), str(photo("person"))]
+    sources = [photo("person"), encode_jpeg(image, quality=95), photo("person")]
     for result in BatchPipeline(detector, batch_size=2).run(sources):
         assert result.ok and {d.label for d in result.detections} >= {"person", "dog"}
         assert result.image_size == image.size

@@ -1,7 +1,7 @@
 """Vigil's HTTP API: the app factory.
 
     flask --app webapp run               # FLASK_APP=webapp works too
-    gunicorn webapp.wsgi:app
+    gunicorn -c python:webapp.gunicorn_conf webapp.wsgi:app   # as the Procfile runs it
 
 Config comes from defaults, then the environment (Heroku style), then ``test_config``.
 """

@@ -3,57 +3,184 @@
 - ``ok`` (200): both stores answer; every non-empty queue has a live worker and moves.
 - ``degraded`` (200, ``reasons``): a non-empty queue has no live worker, or its oldest
   message has waited ``HEALTH_QUEUE_STALL_S`` with nothing consumed for as long.
-- ``down`` (503): Redis or Postgres fails; the API cannot accept events.
+- ``down`` (503, ``Retry-After``): Redis or Postgres fails, or does not answer within
+  ``HEALTH_TIMEOUT_S``; the API cannot accept events.
+
+The answer comes within ``HEALTH_TIMEOUT_S`` (0.8 s) even when a store hangs (accepts the
+connection and never answers): the checks run at once, each in a thread of its own, and a
+check still running at the deadline counts as ``error: timeout``. Its own short socket
+timeouts end such a thread soon after; until it ends, later calls wait on that same check
+rather than start another, so a hung store never piles up threads.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from typing import Any
 
+import redis
 from flask import Blueprint, current_app, jsonify
 
-from webapp.clients import clients, get_pool, get_redis
+from webapp.clients import Clients, clients, redis_client
+from webapp.errors import UNAVAILABLE_RETRY_AFTER_S
 from webapp.queue_health import check_workers
 
 bp = Blueprint("health", __name__)
 logger = logging.getLogger(__name__)
-CHECK_TIMEOUT_S = 2.0
+
+# The whole answer's budget: under the 1 s a load balancer's probe typically allows.
+HEALTH_TIMEOUT_S = 0.8
+# Socket timeouts of the checks' own Redis clients: a hung Redis frees the thread quickly.
+REDIS_TIMEOUT_S = 0.5
+EXTENSION = "vigil.health"
+TIMEOUT = "error: timeout"
 
 
-def _check_redis() -> str:
-    return "ok" if get_redis().ping() else "no PONG"
+class _Checks:
+    """One app's health probes: their Redis clients, and the check running per name."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pid = os.getpid()
+        self._running: dict[str, Future[Any]] = {}
+        self._redis: dict[str, redis.Redis] = {}
+
+    def _check_fork(self) -> None:
+        if self._pid != os.getpid():  # threads and sockets do not survive fork()
+            self._running, self._redis, self._pid = {}, {}, os.getpid()
+
+    def redis(self, url: str) -> redis.Redis:
+        """A client of ``url`` with short timeouts, apart from the requests' clients."""
+        with self._lock:
+            self._check_fork()
+            if url not in self._redis:
+                self._redis[url] = redis_client(
+                    url,
+                    socket_connect_timeout=REDIS_TIMEOUT_S,
+                    socket_timeout=REDIS_TIMEOUT_S,
+                    client_name="vigil-health",
+                )
+            return self._redis[url]
+
+    def start(self, name: str, check: Callable[[], Any]) -> Future[Any]:
+        """``check`` running in a daemon thread, or the run of it not finished yet."""
+        with self._lock:
+            self._check_fork()
+            running = self._running.get(name)
+            if running is not None and not running.done():
+                return running
+            future: Future[Any] = Future()
+            self._running[name] = future
+
+        def run() -> None:
+            try:
+                future.set_result(check())
+            except BaseException as exc:  # reported as the check's failure, never raised
+                future.set_exception(exc)
+
+        threading.Thread(target=run, name=f"health-{name}", daemon=True).start()
+        return future
 
 
-def _check_postgres() -> str:
-    with get_pool().connection(timeout=CHECK_TIMEOUT_S) as conn:
+_CREATE_LOCK = threading.Lock()
+
+
+def _checks() -> _Checks:
+    with _CREATE_LOCK:
+        state = current_app.extensions.get(EXTENSION)
+        if state is None:
+            state = current_app.extensions[EXTENSION] = _Checks()
+    return state
+
+
+def _failed(exc: Exception) -> Future[Any]:
+    future: Future[Any] = Future()
+    future.set_exception(exc)
+    return future
+
+
+def _check_redis(client: redis.Redis) -> str:
+    return "ok" if client.ping() else "no PONG"
+
+
+def _check_postgres(app_clients: Clients) -> str:
+    # The pool waits at most the deadline for a connection: a Postgres that never answers
+    # its handshake is a PoolTimeout, not a hang.
+    with app_clients.pool.connection(timeout=HEALTH_TIMEOUT_S) as conn:
         value = conn.execute("SELECT 1 AS ok").fetchone()["ok"]
     return "ok" if value == 1 else f"unexpected answer {value!r}"
 
 
+def _start_checks(state: _Checks) -> dict[str, Future[Any]]:
+    """Redis, Postgres and the queue report, all started now: they share one deadline."""
+    config, app_clients = current_app.config, clients()
+    futures: dict[str, Future[Any]] = {}
+    futures["postgres"] = state.start("postgres", lambda: _check_postgres(app_clients))
+    try:
+        app_redis = state.redis(config["REDIS_URL"])
+        broker = state.redis(app_clients.broker_url or config["REDIS_URL"])
+    except Exception as exc:  # e.g. no REDIS_URL configured
+        futures["redis"] = futures["workers"] = _failed(exc)
+        return futures
+    fresh_s = float(config["HEALTH_WORKER_FRESH_S"])
+    stall_s = float(config["HEALTH_QUEUE_STALL_S"])
+    futures["redis"] = state.start("redis", lambda: _check_redis(app_redis))
+    futures["workers"] = state.start(
+        "workers", lambda: check_workers(app_redis, broker, fresh_s, stall_s)
+    )
+    return futures
+
+
+def _wait(futures: list[Future[Any]], deadline: float) -> None:
+    for future in futures:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return
+        try:
+            future.exception(timeout=remaining)  # waits; never raises the check's error
+        except TimeoutError:
+            return
+
+
+def _failure(name: str, future: Future[Any]) -> str | None:
+    """Why the check failed, or None if it answered."""
+    if not future.done():
+        logger.warning("health check %s: no answer within %.1f s", name, HEALTH_TIMEOUT_S)
+        return TIMEOUT
+    exc = future.exception()
+    if exc is not None:  # any failure is a failed check, reported, not a 500
+        logger.warning("health check %s failed: %r", name, exc)
+        return f"error: {type(exc).__name__}"
+    return None
+
+
 @bp.get("/health")
 def health():
-    checks: dict[str, str] = {}
-    for name, check in (("redis", _check_redis), ("postgres", _check_postgres)):
-        try:
-            checks[name] = check()
-        except Exception as exc:  # any failure is a failed check, reported, not a 500
-            logger.warning("health check %s failed: %r", name, exc)
-            checks[name] = f"error: {type(exc).__name__}"
+    deadline = time.monotonic() + HEALTH_TIMEOUT_S
+    futures = _start_checks(_checks())
+    _wait([futures["redis"], futures["postgres"]], deadline)
+    checks = {
+        name: _failure(name, futures[name]) or futures[name].result()
+        for name in ("redis", "postgres")
+    }
     if not all(value == "ok" for value in checks.values()):
-        return jsonify(status="down", checks=checks), 503
+        response = jsonify(status="down", checks=checks)
+        response.status_code = 503
+        response.headers["Retry-After"] = str(UNAVAILABLE_RETRY_AFTER_S)
+        return response
 
-    workers, reasons = None, []
-    try:
-        report = check_workers(
-            get_redis(),
-            clients().broker_redis,
-            float(current_app.config["HEALTH_WORKER_FRESH_S"]),
-            float(current_app.config["HEALTH_QUEUE_STALL_S"]),
-        )
+    _wait([futures["workers"]], deadline)
+    failure = _failure("workers", futures["workers"])  # e.g. a broker on its own Redis
+    if failure is None:
+        report = futures["workers"].result()
         workers, reasons = report.as_json(), report.reasons
-    except Exception as exc:  # e.g. a broker on its own Redis is away
-        logger.warning("health check workers failed: %r", exc)
-        reasons = [f"workers: error: {type(exc).__name__}"]
+    else:
+        workers, reasons = None, [f"workers: {failure}"]
     checks["workers"] = "degraded" if reasons else "ok"
     status = "degraded" if reasons else "ok"
     return jsonify(status=status, checks=checks, workers=workers, reasons=reasons), 200

@@ -1,15 +1,23 @@
-"""Request bodies and query strings, validated with pydantic (also the OpenAPI schemas)."""
+"""Request bodies and query strings, validated with pydantic (also the OpenAPI schemas).
+
+Every request model derives from ``Strict``: unknown fields are refused, and no string
+anywhere in a request (a field, an item of a list, a key or value of an object) may carry a
+control character (U+0000-U+001F, U+007F) or a lone surrogate: they are never meaningful
+in these fields and PostgreSQL refuses NUL outright.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
 import math
+import re
 import zoneinfo
-from typing import Annotated, Literal
-from urllib.parse import urlsplit
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from pydantic_core import PydanticCustomError
 
+from inference.urls import ImageUrl, parse_image_url
 from notify.policy import DecisionKind, Reason
 from schedules.score import ARM_MODES, LABELS
 
@@ -21,11 +29,32 @@ DECISION_KINDS = tuple(k.value for k in DecisionKind)
 DECISION_REASONS = tuple(r.value for r in Reason)
 
 
-def _http_url(value: str) -> str:
-    parts = urlsplit(value)
-    if parts.scheme.lower() not in ("http", "https") or not parts.netloc:
-        raise ValueError("must be an http:// or https:// URL")
-    return value
+# C0 controls, DEL and lone surrogates (which cannot be encoded as UTF-8).
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f\ud800-\udfff]")
+# The same rule as a JSON Schema pattern, for the published document.
+TEXT_PATTERN = r"^[^\u0000-\u001f\u007f]*$"
+# Deeper than any request model: a bound for walking client data.
+_MAX_WALK_DEPTH = 64
+
+
+def _has_control_characters(value: Any, depth: int = 0) -> bool:
+    if isinstance(value, str):
+        return CONTROL_CHARACTERS.search(value) is not None
+    if depth > _MAX_WALK_DEPTH:
+        return False  # the field's own validation refuses such a value
+    if isinstance(value, dict):
+        return any(
+            _has_control_characters(k, depth + 1) or _has_control_characters(v, depth + 1)
+            for k, v in value.items()
+        )
+    if isinstance(value, list | tuple):
+        return any(_has_control_characters(item, depth + 1) for item in value)
+    return False
+
+
+def _image_url(value: str) -> ImageUrl:
+    # InvalidUrlError and UrlSchemeError are ValueErrors: pydantic reports their message.
+    return parse_image_url(value)
 
 
 def check_timezone(value: str) -> str:
@@ -50,8 +79,24 @@ def _finite(value: float) -> float:
     return value
 
 
-HttpUrl = Annotated[str, Field(max_length=2048), AfterValidator(_http_url)]
-Score = Annotated[float, Field(ge=0.0, le=1.0), BeforeValidator(_not_bool), AfterValidator(_finite)]
+# http(s) URLs exactly as the image fetcher parses them (inference.urls).
+HttpUrl = Annotated[str, Field(max_length=2048), AfterValidator(_image_url)]
+# Scores are stored as PostgreSQL ``real``, which refuses a non-zero value too small to
+# represent ("underflow", e.g. 1e-300): six decimals are plenty for a probability.
+SCORE_DECIMALS = 6
+
+
+def _score_precision(value: float) -> float:
+    return round(value, SCORE_DECIMALS)
+
+
+Score = Annotated[
+    float,
+    Field(ge=0.0, le=1.0),
+    BeforeValidator(_not_bool),
+    AfterValidator(_finite),
+    AfterValidator(_score_precision),
+]
 Id = Annotated[int, Field(ge=1), BeforeValidator(_not_bool)]
 TimeZone = Annotated[str, Field(max_length=64), AfterValidator(check_timezone)]
 # The labels the priority score knows; an unknown label is refused, not silently ignored.
@@ -59,7 +104,20 @@ Label = Literal[LABELS]  # type: ignore[valid-type]
 
 
 class Strict(BaseModel):
+    """Base of every request model: unknown fields refused, no control characters."""
+
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_control_characters(cls, value: Any) -> Any:
+        # Before any coercion or stripping, so what is checked is what the client sent.
+        if _has_control_characters(value):
+            raise PydanticCustomError(
+                "control_character",
+                "must not contain control characters (U+0000-U+001F, U+007F) or lone surrogates",
+            )
+        return value
 
 
 class LoginRequest(Strict):
@@ -73,6 +131,20 @@ class EventCreate(Strict):
     ``device_id`` is a device's numeric id, or its name (unique within a home), as the
     source's apps send e.g. "test_device_001".
     """
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "image_url": "https://example.com/test.jpg",
+                    "device_id": "test_device_001",
+                    "location": "front_door",
+                    "mode": "security",
+                    "motion_score": 0.8,
+                }
+            ]
+        }
+    )
 
     device_id: Annotated[
         int | Annotated[str, Field(min_length=1, max_length=100)], BeforeValidator(_not_bool)
@@ -93,24 +165,28 @@ class HomePatch(Strict):
     quiet_hours_end: dt.time | None = None
 
 
-Count = Annotated[int, BeforeValidator(_not_bool)]  # JSON true is not 1 here
+# Constraints come before the BeforeValidator: after it, pydantic cannot attach them to the
+# number's schema and would publish them as "ge"/"le", which JSON Schema does not know.
+Seconds = Annotated[int, Field(ge=0, le=86400), BeforeValidator(_not_bool)]
 
 
 class PolicyUpdate(Strict):
     """A home's notification policy; fields left out keep their current value."""
 
-    cooldown_s: Annotated[Count, Field(ge=0, le=86400)] | None = None
-    hourly_budget: Annotated[Count, Field(ge=0, le=1000)] | None = None
+    cooldown_s: Seconds | None = None
+    hourly_budget: Annotated[int, Field(ge=0, le=1000), BeforeValidator(_not_bool)] | None = None
     alert_labels: Annotated[list[Literal[LABELS]], Field(max_length=3)] | None = None  # type: ignore[valid-type]
     min_score: (
         Annotated[
-            float, BeforeValidator(_not_bool), Field(ge=0.05, le=1.0), AfterValidator(_finite)
+            float, Field(ge=0.05, le=1.0), BeforeValidator(_not_bool), AfterValidator(_finite)
         ]
         | None
     ) = None
-    summary_window_s: Annotated[Count, Field(ge=10, le=86400)] | None = None
-    summary_idle_s: Annotated[Count, Field(ge=5, le=86400)] | None = None
-    summary_interval_s: Annotated[Count, Field(ge=0, le=86400)] | None = None
+    summary_window_s: Annotated[int, Field(ge=10, le=86400), BeforeValidator(_not_bool)] | None = (
+        None
+    )
+    summary_idle_s: Annotated[int, Field(ge=5, le=86400), BeforeValidator(_not_bool)] | None = None
+    summary_interval_s: Seconds | None = None
 
 
 class DeviceCreate(Strict):

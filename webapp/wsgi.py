@@ -1,4 +1,6 @@
-"""WSGI entry point: ``gunicorn webapp.wsgi:app`` (config from the environment)."""
+"""WSGI entry point (config from the environment), served as the Procfile's ``web`` runs it:
+``gunicorn -c python:webapp.gunicorn_conf webapp.wsgi:app`` (see ``webapp/gunicorn_conf.py``).
+"""
 
 from __future__ import annotations
 
