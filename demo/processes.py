@@ -30,6 +30,12 @@ def _die_with_parent() -> None:
         _prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
+def die_with_parent() -> None:
+    """Pre-exec hook: the kernel sends the child SIGTERM when the thread that started it
+    dies (demo.supervisor starts its processes with it)."""
+    _die_with_parent()
+
+
 class Child:
     """One started command (and everything it forks: its own process group)."""
 

@@ -3,7 +3,9 @@
 Each child is a Celery worker with a single prefork process (``-c 1``) pinned to its GPU
 through ``CUDA_VISIBLE_DEVICES``; GPUs are counted with ``nvidia-smi`` so this parent never
 initialises CUDA. Children are supervised: a signal to the parent stops them all, and if
-one exits the parent stops the rest and exits with its status (the platform restarts us).
+one exits the parent stops the rest and exits with its status (the platform, or ``make
+run``'s supervisor, restarts us). A broker restart is not such an exit: each worker
+reconnects on its own (tasks.app.BrokerConnection, docs/operations.md).
 """
 
 from __future__ import annotations

@@ -10,6 +10,8 @@ import signal
 import subprocess
 import time
 
+import pytest
+
 from celery_config import DIGEST_QUEUE
 from devservers.fcm_server import FcmServer
 from devservers.push_env import push_env
@@ -19,6 +21,8 @@ from tasks.app import app as celery_app
 from tasks.heartbeat import HEARTBEAT_KEY
 from tests.api_helpers import kill_group, start_killable_worker, wait_for, worker_env
 from tests.factories import make_home
+
+pytestmark = pytest.mark.fault
 
 LEASE_S = 2
 

@@ -22,6 +22,8 @@ from tests.api_helpers import kill_group, start_killable_worker, wait_for, worke
 from tests.factories import make_home
 from tests.photos import photo
 
+pytestmark = pytest.mark.fault
+
 
 class FrameServer:
     """Serves a photo; while ``hold`` is set, requests hang (a worker stuck mid-batch)."""
