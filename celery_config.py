@@ -85,11 +85,14 @@ worker_send_task_events = True  # Flower
 task_send_sent_event = False
 
 # Schedules as data: the triage tick, lite feed, reaper and expiry (schedules/beat.py),
-# reconcile, the summary sweep and the outbox sweep; every entry expires before its next run.
+# reconcile, the summary, undecided-event and outbox sweeps; every entry expires before its
+# next run.
 beat_schedule = {
     **scheduler_beat(configured()),
     "schedules.reconcile": entry("schedules.reconcile", 30.0),
     "notify.flush_summaries": entry("notify.flush_summaries", 10.0),
+    # Settled events whose digest message was lost still get their decision.
+    "notify.digest_undigested": entry("notify.digest_undigested", 30.0),
     # Outbox retries and expired send leases; due times live in the rows, not in countdowns.
     "notify.send_due": entry("notify.send_due", 2.0),
 }

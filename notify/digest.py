@@ -116,3 +116,19 @@ def digest_events(pool: ConnectionPool, event_ids: Sequence[int]) -> DigestRepor
             if event is not None:
                 _record(conn, event, _decide(conn, event), report)
     return report
+
+
+def undigested(pool: ConnectionPool, older_than_s: float, limit: int) -> list[int]:
+    """Settled events the digest never decided (its message lost with a Redis restarted
+    empty, or waiting out a broker's visibility timeout), oldest first."""
+    with pool.connection() as conn:
+        rows = conn.execute(
+            """
+            SELECT id FROM events
+            WHERE digest IS NULL AND status = ANY(%s)
+              AND updated_at < now() - make_interval(secs => %s)
+            ORDER BY updated_at LIMIT %s
+            """,
+            (list(_SETTLED), older_than_s, limit),
+        ).fetchall()
+    return [r["id"] for r in rows]

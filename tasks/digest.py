@@ -15,7 +15,7 @@ from typing import Any
 from celery import shared_task
 
 from notify import live
-from notify.digest import DigestReport, digest_events
+from notify.digest import DigestReport, digest_events, undigested
 from notify.sender import SendReport, send_deliveries
 from notify.summaries import flush_summaries
 from tasks.context import WorkerContext, context
@@ -23,6 +23,9 @@ from tasks.context import WorkerContext, context
 log = logging.getLogger(__name__)
 
 SWEEP_LIMIT = 200
+# A settled event normally reaches the digest within a second (chained to its batch); one
+# still undecided after this long lost its message, and the sweep decides it.
+UNDIGESTED_AFTER_S = 60.0
 
 
 def _publisher(ctx: WorkerContext):
@@ -97,3 +100,18 @@ def send_due() -> dict:
     if report.resent_after_lease:
         log.warning("resent %d deliveries whose sender vanished", report.resent_after_lease)
     return _summary(report)
+
+
+@shared_task(name="notify.digest_undigested", acks_late=True, soft_time_limit=50, time_limit=60)
+def digest_undigested() -> list[int]:
+    """The sweep behind the chain: settled events nobody decided get their decision (and
+    their alert) now, so a lost message never leaves a household unaware."""
+    ctx = context()
+    report = digest_events(ctx.pool, undigested(ctx.pool, UNDIGESTED_AFTER_S, SWEEP_LIMIT))
+    decided = [a.event_id for a in report.alerts] + report.held + report.suppressed
+    if decided:
+        log.warning("decided %d settled events whose digest message was lost", len(decided))
+    publish_alerts(ctx, report)
+    if report.deliveries:
+        send(ctx, report.deliveries)
+    return decided

@@ -292,3 +292,22 @@ def test_the_eagle_is_one_bird_in_the_summary_not_a_bird_and_a_dog(db):
     assert row["body"].startswith("A bird at the garden, ") and row["labels"] == ["bird"]
     (stored,) = rows(db, "SELECT label, alternatives FROM detections WHERE event_id = %s", event)
     assert stored["label"] == "bird" and [a["label"] for a in stored["alternatives"]] == ["dog"]
+
+
+def test_settled_events_whose_digest_was_lost_are_found_by_the_sweep(db):
+    from notify.digest import undigested
+
+    with db.connection() as conn:
+        home, camera = make_home(conn, arm_mode="away")
+    lost = failed_event(db, home, camera, "garage")
+    decided = failed_event(db, home, camera, "porch")
+    digest_events(db, [decided])
+    with db.connection() as conn:  # the lost one settled two minutes ago
+        conn.execute("ALTER TABLE events DISABLE TRIGGER events_set_updated_at")
+        conn.execute(
+            "UPDATE events SET updated_at = now() - interval '2 minutes' WHERE id = %s", (lost,)
+        )
+        conn.execute("ALTER TABLE events ENABLE TRIGGER events_set_updated_at")
+    assert undigested(db, 60, 100) == [lost]
+    assert [a.event_id for a in digest_events(db, undigested(db, 60, 100)).alerts] == [lost]
+    assert undigested(db, 60, 100) == []
