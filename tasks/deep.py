@@ -7,13 +7,16 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import psycopg
 from celery import shared_task
+from psycopg_pool import PoolTimeout
 
 from inference.annotate import annotate
 from inference.images import encode_jpeg
 from inference.pipeline import BatchPipeline
 from notify import live
-from schedules.leases import complete_all
+from schedules.config import configured
+from schedules.leases import complete_all, release
 from store.analysis import Failure, claim_for_analysis, mark_failed, save_detections
 from tasks.context import WorkerContext, context
 from tasks.digest import digest
@@ -100,7 +103,15 @@ def analyse_batch(ctx: WorkerContext, event_ids: Sequence[int]) -> BatchOutcome:
 @shared_task(name="inference.deep_batch", acks_late=True, soft_time_limit=240, time_limit=270)
 def deep_batch(tier: str, event_ids: list[int]) -> list[int]:
     """Analyse one batch; returns the settled ids, which the chained digest decides."""
-    outcome = analyse_batch(context(), event_ids)
+    ctx = context()
+    try:
+        outcome = analyse_batch(ctx, event_ids)
+    except (psycopg.OperationalError, PoolTimeout):
+        # PostgreSQL is away: hand the events back to the candidates now (no attempt
+        # counted) instead of leaving them to their lease; a later tick sends them again.
+        released = release(ctx.redis, configured(), [str(e) for e in event_ids])
+        log.warning("tier %s: database unavailable, %d events handed back", tier, released)
+        raise
     log.info(
         "tier %s: analysed %d, failed %d of %d events",
         tier, len(outcome.analysed), len(outcome.failed), len(event_ids),

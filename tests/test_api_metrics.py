@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from typing import Any
 
 import kombu.exceptions
 import pytest
@@ -27,6 +28,12 @@ from tests.api_helpers import (
     queued_tasks,
     worker_env,
 )
+
+
+@pytest.fixture
+def app_config() -> dict[str, Any]:
+    # One device posts 70 events at once here: the ingest limits are not under test.
+    return {"INGEST_DEVICE_BURST": 1000, "INGEST_HOME_BURST": 1000}
 
 
 def scrape(client, **kwargs) -> dict[tuple[str, tuple], float]:
