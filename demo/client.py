@@ -71,9 +71,14 @@ class ApiClient:
         return self.request("POST", "/events", body, {"Content-Type": "application/json"})
 
     def post_event_upload(
-        self, fields: dict[str, Any], image: bytes, filename: str = "frame.jpg"
+        self,
+        fields: dict[str, Any],
+        image: bytes,
+        filename: str = "frame.jpg",
+        idempotency_key: str | None = None,
     ) -> tuple[int, Any]:
-        """multipart/form-data: the fields as form fields, the frame as the 'image' part."""
+        """multipart/form-data: the fields as form fields, the frame as the 'image' part;
+        a retry sends the same ``idempotency_key``."""
         boundary = uuid.uuid4().hex
         parts = []
         for name, value in fields.items():
@@ -89,5 +94,7 @@ class ApiClient:
             + b"\r\n"
         )
         parts.append(f"--{boundary}--\r\n".encode())
-        content_type = f"multipart/form-data; boundary={boundary}"
-        return self.request("POST", "/events", b"".join(parts), {"Content-Type": content_type})
+        headers = {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+        if idempotency_key is not None:
+            headers["Idempotency-Key"] = idempotency_key
+        return self.request("POST", "/events", b"".join(parts), headers)

@@ -174,7 +174,7 @@ class Load:
         while time.monotonic() < deadline:
             self.tries += 1
             try:
-                status, body = _upload(client, fields, image, key)
+                status, body = client.post_event_upload(fields, image, idempotency_key=key)
             except (OSError, http.client.HTTPException):  # a connection cut mid-request
                 client.close()
                 time.sleep(0.5)
@@ -190,27 +190,6 @@ class Load:
             self.refused.append((key, status, body))
             return
         self.refused.append((key, 0, "gave up"))
-
-
-def _upload(client: ApiClient, fields: dict, image: bytes, key: str) -> tuple[int, dict]:
-    # ApiClient sends no custom header on uploads; the key travels as a header here.
-    boundary = uuid.uuid4().hex
-    parts = [
-        f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'
-        .encode() for name, value in fields.items()
-    ]  # fmt: skip
-    parts.append(
-        f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="f.jpg"\r\n'
-        f"Content-Type: image/jpeg\r\n\r\n".encode()
-        + image
-        + b"\r\n"
-    )
-    parts.append(f"--{boundary}--\r\n".encode())
-    headers = {
-        "Content-Type": f"multipart/form-data; boundary={boundary}",
-        "Idempotency-Key": key,
-    }
-    return client.request("POST", "/events", b"".join(parts), headers)
 
 
 def run_with_fault(stack: Stack, fault: Callable[[], None]) -> Load:
