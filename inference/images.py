@@ -6,10 +6,12 @@ magic bytes, and the dimensions the header declares. Only then are the pixels lo
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import struct
 import warnings
+from collections.abc import Iterator
 
 from PIL import Image, ImageOps
 
@@ -94,6 +96,38 @@ _JPEG_EOI = b"\xff\xd9"
 _JPEG_TAIL = 4096
 
 
+def _checked_header(data: bytes, *, max_bytes: int, max_pixels: int, max_side: int) -> str:
+    """The checks before Pillow sees the bytes: size, format by magic, declared dimensions."""
+    if not data:
+        raise EmptyImageError()
+    if len(data) > max_bytes:
+        raise ImageTooLargeError(f"The image is {len(data)} bytes; at most {max_bytes} allowed.")
+    fmt = sniff_format(data)
+    size = declared_size(data, fmt)
+    if size is not None:
+        check_dimensions(*size, max_pixels=max_pixels, max_side=max_side)
+    return fmt
+
+
+@contextlib.contextmanager
+def _refusals(fmt: str) -> Iterator[None]:
+    """Pillow's failures as our named refusals. The bomb warning is an error in this block
+    only: the process-wide filters and Image.MAX_IMAGE_PIXELS stay untouched (our own pixel
+    cap is checked too, so a filter lost under threads is still safe)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            yield
+        except ImageSourceError:
+            raise
+        except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
+            raise DecompressionBombError() from exc
+        except Image.UnidentifiedImageError as exc:
+            raise CorruptImageError(f"The {fmt} header cannot be read.") from exc
+        except _DECODE_ERRORS as exc:
+            raise CorruptImageError(f"The {fmt} image is truncated or corrupt: {exc}") from exc
+
+
 def probe_image(
     data: bytes,
     *,
@@ -105,29 +139,11 @@ def probe_image(
     format and size, from the header. PNG chunks are walked with their CRCs and a JPEG must
     end with its end marker, so a cut-off upload is refused too. Costs no pixel memory, so
     the API can check uploads however many arrive at once; workers decode them fully."""
-    if not data:
-        raise EmptyImageError()
-    if len(data) > max_bytes:
-        raise ImageTooLargeError(f"The image is {len(data)} bytes; at most {max_bytes} allowed.")
-    fmt = sniff_format(data)
-    size = declared_size(data, fmt)
-    if size is not None:
-        check_dimensions(*size, max_pixels=max_pixels, max_side=max_side)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
-        try:
-            with Image.open(io.BytesIO(data), formats=[fmt]) as img:
-                check_dimensions(*img.size, max_pixels=max_pixels, max_side=max_side)
-                size = img.size
-                img.verify()  # PNG: every chunk and CRC; no pixel is decoded
-        except ImageSourceError:
-            raise
-        except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
-            raise DecompressionBombError() from exc
-        except Image.UnidentifiedImageError as exc:
-            raise CorruptImageError(f"The {fmt} header cannot be read.") from exc
-        except _DECODE_ERRORS as exc:
-            raise CorruptImageError(f"The {fmt} image is truncated or corrupt: {exc}") from exc
+    fmt = _checked_header(data, max_bytes=max_bytes, max_pixels=max_pixels, max_side=max_side)
+    with _refusals(fmt), Image.open(io.BytesIO(data), formats=[fmt]) as img:
+        check_dimensions(*img.size, max_pixels=max_pixels, max_side=max_side)
+        size = img.size
+        img.verify()  # PNG: every chunk and CRC; no pixel is decoded
     if fmt == "JPEG" and _JPEG_EOI not in data[-_JPEG_TAIL:]:
         raise CorruptImageError("The JPEG image is truncated (no end marker).")
     return fmt, size
@@ -149,46 +165,27 @@ def decode_image(
     shorter side, so the letterbox never has to enlarge the frame.
     """
     data = bytes(data)
-    if not data:
-        raise EmptyImageError()
-    if len(data) > max_bytes:
-        raise ImageTooLargeError(f"The image is {len(data)} bytes; at most {max_bytes} allowed.")
-    fmt = sniff_format(data)
-    size = declared_size(data, fmt)
-    if size is not None:
-        check_dimensions(*size, max_pixels=max_pixels, max_side=max_side)
+    fmt = _checked_header(data, max_bytes=max_bytes, max_pixels=max_pixels, max_side=max_side)
 
-    # Local filter only: the process-wide warning filters and Image.MAX_IMAGE_PIXELS stay
-    # untouched. Our own pixel cap is checked too, so a lost filter under threads is still safe.
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
-        try:
-            img = Image.open(io.BytesIO(data), formats=[fmt])
-            check_dimensions(*img.size, max_pixels=max_pixels, max_side=max_side)
-            full_width = img.width
-            if draft_size is not None and fmt == "JPEG":
-                # Square request (EXIF rotation may still swap the sides): each side at least
-                # the target's shorter one, which is all a letterbox in that orientation needs.
-                side = min(draft_size)
-                img.draft("RGB", (side, side))
-            img.load()
-            reduction = full_width / img.width
-            ImageOps.exif_transpose(img, in_place=True)  # no copy when already upright
-            upright = img if img.mode == "RGB" else img.convert("RGB")
-            # Detections are reported in the source's pixels, even from a reduced decode.
-            upright.info["source_size"] = (
-                round(upright.width * reduction),
-                round(upright.height * reduction),
-            )
-            return upright
-        except ImageSourceError:
-            raise
-        except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
-            raise DecompressionBombError() from exc
-        except Image.UnidentifiedImageError as exc:
-            raise CorruptImageError(f"The {fmt} header cannot be read.") from exc
-        except _DECODE_ERRORS as exc:
-            raise CorruptImageError(f"The {fmt} image is truncated or corrupt: {exc}") from exc
+    with _refusals(fmt):
+        img = Image.open(io.BytesIO(data), formats=[fmt])
+        check_dimensions(*img.size, max_pixels=max_pixels, max_side=max_side)
+        full_width = img.width
+        if draft_size is not None and fmt == "JPEG":
+            # Square request (EXIF rotation may still swap the sides): each side at least
+            # the target's shorter one, which is all a letterbox in that orientation needs.
+            side = min(draft_size)
+            img.draft("RGB", (side, side))
+        img.load()
+        reduction = full_width / img.width
+        ImageOps.exif_transpose(img, in_place=True)  # no copy when already upright
+        upright = img if img.mode == "RGB" else img.convert("RGB")
+        # Detections are reported in the source's pixels, even from a reduced decode.
+        upright.info["source_size"] = (
+            round(upright.width * reduction),
+            round(upright.height * reduction),
+        )
+        return upright
 
 
 def read_image_file(

@@ -1,6 +1,6 @@
 """Key names, the Lua helpers every scheduler script shares, and per-client registration.
 
-Key layout (see DESIGN.md; braces around a home id are literal Redis Cluster hash tags,
+Key layout (braces around a home id are literal Redis Cluster hash tags,
 so one home's keys share a slot):
 
     cand:{<home>}             ZSET  event → priority

@@ -5,11 +5,9 @@ Another user's resource answers exactly like a missing one (404), so ids cannot 
 
 from __future__ import annotations
 
-from typing import Any
-
 import psycopg
 
-from webapp.errors import ApiError, not_found
+from webapp.errors import not_found
 
 HOME_COLUMNS = "id, name, tier, arm_mode, timezone, quiet_hours_start, quiet_hours_end, created_at"
 
@@ -23,32 +21,6 @@ def owned_home(conn: psycopg.Connection, user_id: int, home_id: int, *, lock: bo
     if row is None:
         raise not_found("home")
     return row
-
-
-def owned_device(conn: psycopg.Connection, user_id: int, device: int | str) -> dict[str, Any]:
-    """The caller's device by numeric id or by name, with its home's tier and arm mode.
-
-    A name is unique within a home only; if the caller has that name in two homes,
-    the request must use the id.
-    """
-    query = """
-        SELECT d.id, d.home_id, d.name, h.tier, h.arm_mode
-        FROM devices d JOIN homes h ON h.id = d.home_id
-        WHERE h.owner_id = %s AND {}
-    """
-    if isinstance(device, int) or (device.isascii() and device.isdigit()):
-        rows = conn.execute(query.format("d.id = %s"), (user_id, int(device))).fetchall()
-    else:
-        rows = conn.execute(query.format("d.name = %s") + " LIMIT 2", (user_id, device)).fetchall()
-    if not rows:
-        raise not_found("device")
-    if len(rows) > 1:
-        raise ApiError(
-            "device_ambiguous",
-            409,
-            "Several of your homes have a device of that name; send its numeric id instead.",
-        )
-    return rows[0]
 
 
 def owned_event(conn: psycopg.Connection, user_id: int, event_id: int, columns: str) -> dict:
