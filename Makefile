@@ -2,20 +2,50 @@ PYTHON ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+LOCKS := requirements/runtime.txt requirements/demo.txt requirements/dev.txt
+# The locks are resolved from pyproject.toml; every pin carries its hashes.
+COMPILE := CUSTOM_COMPILE_COMMAND="make lock" $(BIN)/pip-compile --quiet --generate-hashes \
+	--allow-unsafe --strip-extras --no-emit-index-url --no-emit-find-links
 
-.PHONY: setup test demo run bench clean
+.PHONY: setup lock lint format test test-fast wheel demo run bench clean
 
-# One shared step for every target: a virtualenv with the pinned requirements.
+# One shared step for every target: a virtualenv with the locked requirements (dev.txt:
+# runtime, tests, checks and demo), and the `vigil` command on this checkout.
 setup: $(STAMP)
 
-$(STAMP): requirements.txt
+$(STAMP): requirements.txt $(LOCKS) pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -r requirements.txt
+	$(BIN)/pip install --quiet --no-deps --no-build-isolation --editable .
 	touch $(STAMP)
+
+# Re-resolve the locks after a change to the dependencies in pyproject.toml.
+lock: setup
+	$(COMPILE) --output-file requirements/runtime.txt pyproject.toml
+	$(COMPILE) --extra embedded --extra demo --output-file requirements/demo.txt pyproject.toml
+	$(COMPILE) --all-extras --output-file requirements/dev.txt pyproject.toml
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+# Rewrites files: the fixes ruff can make, then its formatting.
+format: setup
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+# Pure functions and objects only: no server, no subprocess (seconds).
+test-fast: setup
+	$(BIN)/python -m pytest -m unit -q
 
 test: setup
 	$(BIN)/python -m pytest -q
+
+# The installable wheel, in dist/.
+wheel: setup
+	$(BIN)/pip wheel --quiet --no-deps --no-build-isolation --wheel-dir dist .
 
 # The whole system on this machine: servers, web, workers, beat, a stream of real photos.
 demo: setup
@@ -29,4 +59,4 @@ bench: setup
 	$(BIN)/python bench/inference.py
 
 clean:
-	rm -rf $(VENV) var
+	rm -rf $(VENV) var build dist *.egg-info

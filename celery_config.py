@@ -1,50 +1,25 @@
-"""Celery settings (lowercase Celery 5 names), queues and routes. Config comes from env only.
+"""Celery settings (lowercase Celery 5 names). ``tasks.app.create_celery`` loads them.
 
-Queues: one per tier for deep analysis (``deep_processing_{tier}``, consumed by the GPU
-workers), ``lite`` for the CPU lite scorer, ``digest`` for notifications and ``scheduler``
-for the beat-driven triage tasks.
+The queues are declared in ``tasks/queues.py``; each task names its own queue where it is
+defined, and the beat schedule is built from the task objects in ``tasks/schedule.py``.
 """
 
 from __future__ import annotations
 
-import os
-
 from kombu import Queue
 
-from schedules.beat import beat_schedule as scheduler_beat
-from schedules.beat import entry
-from schedules.config import DEFAULT_TIERS, configured
-
-TIERS = tuple(DEFAULT_TIERS)
-
-
-def deep_queue(tier: str) -> str:
-    return f"deep_processing_{tier}"
-
-
-DEEP_QUEUES = tuple(deep_queue(tier) for tier in TIERS)
-LITE_QUEUE = "lite"
-DIGEST_QUEUE = "digest"
-SCHEDULER_QUEUE = "scheduler"
-QUEUES = (*DEEP_QUEUES, LITE_QUEUE, DIGEST_QUEUE, SCHEDULER_QUEUE)
+from tasks.queues import QUEUES, SCHEDULER_QUEUE
+from vigil.settings import current
 
 # The broker may live on its own Redis database (CELERY_BROKER_URL); by default it shares
 # REDIS_URL with the candidate store.
-broker_url = os.environ.get("CELERY_BROKER_URL") or os.environ.get(
-    "REDIS_URL", "redis://127.0.0.1:6379/0"
-)
+broker_url = current().broker_url or "redis://127.0.0.1:6379/0"
 # Results are not read back: chains pass them worker to worker, Postgres holds outcomes.
 result_backend = None
 task_ignore_result = True
 
 task_queues = [Queue(name) for name in QUEUES]
 task_default_queue = SCHEDULER_QUEUE
-task_routes = {
-    "inference.lite_batch": {"queue": LITE_QUEUE},
-    "notify.*": {"queue": DIGEST_QUEUE},
-    "schedules.*": {"queue": SCHEDULER_QUEUE},
-    # inference.deep_batch is sent to its tier's queue by the tick.
-}
 
 # A message is acknowledged only after its task ran, and one whose worker died is
 # redelivered; each worker process reserves one message at a time, so priority stays in
@@ -83,16 +58,3 @@ worker_send_task_events = True  # Flower
 # No "task-sent" event from producers: it doubled the broker work of every task sent
 # (measured 3.4 -> 2.0 ms per send); Flower still sees each task from the workers' events.
 task_send_sent_event = False
-
-# Schedules as data: the triage tick, lite feed, reaper and expiry (schedules/beat.py),
-# reconcile, the summary, undecided-event and outbox sweeps; every entry expires before its
-# next run.
-beat_schedule = {
-    **scheduler_beat(configured()),
-    "schedules.reconcile": entry("schedules.reconcile", 30.0),
-    "notify.flush_summaries": entry("notify.flush_summaries", 10.0),
-    # Settled events whose digest message was lost still get their decision.
-    "notify.digest_undigested": entry("notify.digest_undigested", 30.0),
-    # Outbox retries and expired send leases; due times live in the rows, not in countdowns.
-    "notify.send_due": entry("notify.send_due", 2.0),
-}

@@ -9,7 +9,7 @@ Every home is armed away with an Android and an iPhone, so each alert is two pus
 Both servers fail ``--fault-rate`` (10 %) of requests at random with 500, 503 or 429.
 
 1. Latency: analysed events (a person at a door) are written as the deep worker writes
-   them, and their ``notify.digest`` task is sent as the deep batch's chain does, at
+   them, and their ``tasks.digest.digest`` task is sent as the deep batch's chain does, at
    ``--rate`` alerts/s for ``--seconds``. ``alert_latency_p50_ms`` / ``_p99_ms``: event
    ``analyzed_at`` → the first request for that push at the provider server (a failed first
    try counts when it was made, not when the retry landed), both on this machine's clock.
@@ -19,7 +19,7 @@ Both servers fail ``--fault-rate`` (10 %) of requests at random with 500, 503 or
    run: ``provider_direct_per_s``, pushes per second the same providers reach calling the
    servers directly from 8 threads (no database, no broker, no faults).
 3. ``duplicates``: pushes a server accepted more than once (same push id); ``lost``:
-   deliveries not sent when the outbox drained. The bench sends ``notify.send_due`` every
+   deliveries not sent when the outbox drained. The bench sends ``tasks.digest.send_due`` every
    second, as beat does. Baseline in the same run: ``naive_duplicates``, the same alerts
    and fault rate sent the common way — a task that sends to every phone and, on any
    failure, raises to be retried as a whole.
@@ -47,12 +47,13 @@ from devservers.apns_server import ApnsServer  # noqa: E402
 from devservers.fcm_server import FcmServer  # noqa: E402
 from devservers.push_env import push_env  # noqa: E402
 from notify.links import Links  # noqa: E402
-from notify.providers import providers_from_env  # noqa: E402
+from notify.providers import providers_from_settings  # noqa: E402
 from notify.push import Outcome, PushMessage  # noqa: E402
 from store.db import create_pool  # noqa: E402
 from store.migrate import migrate  # noqa: E402
 from tasks.app import app as celery_app  # noqa: E402
 from tasks.app import worker_argv  # noqa: E402
+from vigil.settings import Settings  # noqa: E402
 
 BASE_DIR = ROOT / "var" / "bench-notify"
 FAULTS = (500, 503, 429)
@@ -122,7 +123,7 @@ def analysed_events(pool, homes: list[tuple[int, int]], n: int, offset: int) -> 
 
 
 class Sweeper:
-    """Sends ``notify.send_due`` every second (beat sends it every 2 s): retries land sooner,
+    """Sends ``tasks.digest.send_due`` every second (beat sends it every 2 s): retries land sooner,
     which shortens ``burst_all_delivered_s``; first attempts are not swept."""
 
     def __init__(self) -> None:
@@ -131,7 +132,7 @@ class Sweeper:
 
     def run(self) -> None:
         while not self.stop.wait(1.0):
-            celery_app.send_task("notify.send_due")
+            celery_app.send_task("tasks.digest.send_due")
 
     def __enter__(self) -> Sweeper:
         self.thread.start()
@@ -198,7 +199,7 @@ def direct_rate(providers, n: int) -> float:
             collapse_key=f"event-{i}",
             thread_id="home-1",
             time_sensitive=True,
-        )  # fmt: skip
+        )
         for i in range(n)
     ]
     start = time.perf_counter()
@@ -212,13 +213,16 @@ def direct_rate(providers, n: int) -> float:
 
 def naive_duplicates(pool, providers, links, event_ids: list[int]) -> int:
     """The common way: per alert, send to every phone; on any failure retry them all."""
+    from psycopg.rows import class_row
+
+    from notify.outbox import PushContent
     from notify.payload import build_message
 
-    with pool.connection() as conn:
-        rows = conn.execute(
+    with pool.connection() as conn, conn.cursor(row_factory=class_row(PushContent)) as cur:
+        rows = cur.execute(
             """
-            SELECT d.id, d.push_id, d.device_id, n.home_id, n.event_id, n.kind, n.title,
-                   n.body, n.data, n.id AS notification_id, dev.push_token, dev.platform,
+            SELECT d.id, d.push_id, n.id AS notification_id, n.home_id, n.event_id, n.kind,
+                   n.title, n.body, n.data, dev.push_token, dev.platform,
                    false AS has_snapshot
             FROM deliveries d JOIN notifications n ON n.id = d.notification_id
             JOIN devices dev ON dev.id = d.device_id
@@ -226,19 +230,19 @@ def naive_duplicates(pool, providers, links, event_ids: list[int]) -> int:
             """,
             (event_ids,),
         ).fetchall()
-    by_event: dict[int, list[dict]] = {}
+    by_event: dict[int | None, list[PushContent]] = {}
     for row in rows:
-        by_event.setdefault(row["event_id"], []).append(row)
+        by_event.setdefault(row.event_id, []).append(row)
     sent: dict[str, int] = {}
     attempts = 0
     for phones in by_event.values():
         for _attempt in range(8):  # Celery autoretry: the whole task again
             ok = True
             for row in phones:
-                result = providers.for_platform(row["platform"]).send(build_message(row, links))
+                result = providers.for_platform(row.platform).send(build_message(row, links))
                 attempts += 1
                 if result.outcome is Outcome.SENT:
-                    sent[str(row["push_id"])] = sent.get(str(row["push_id"]), 0) + 1
+                    sent[str(row.push_id)] = sent.get(str(row.push_id), 0) + 1
                 else:
                     ok = False
             if ok:
@@ -252,7 +256,8 @@ def run(args, env: dict[str, str], urls: dict[str, str], children: list[Child]) 
     homes = provision(pool, args.homes)
     with FcmServer() as fcm, ApnsServer() as apns:
         env.update(push_env(fcm, apns), PUSH_BACKOFF_BASE_S="0.5", PUSH_BACKOFF_MAX_S="5")
-        providers = providers_from_env(env)
+        settings = Settings.from_environ(env)
+        providers = providers_from_settings(settings)
         direct = direct_rate(providers, 400)
         fcm.reset()
         apns.reset()
@@ -290,7 +295,7 @@ def run(args, env: dict[str, str], urls: dict[str, str], children: list[Child]) 
                         " RETURNING extract(epoch FROM analyzed_at)::float8 AS at",
                         (event,),
                     ).fetchone()["at"]
-                celery_app.send_task("notify.digest", args=[[event]])
+                celery_app.send_task("tasks.digest.digest", args=[[event]])
             left = drain(pool, ids, 120)
         with pool.connection() as conn:
             pushes = conn.execute(
@@ -312,7 +317,7 @@ def run(args, env: dict[str, str], urls: dict[str, str], children: list[Child]) 
         with Sweeper():
             t0 = time.time()
             for i in range(0, len(burst), 10):  # as deep batches of 10 chain their digest
-                celery_app.send_task("notify.digest", args=[burst[i : i + 10]])
+                celery_app.send_task("tasks.digest.digest", args=[burst[i : i + 10]])
             left += drain(pool, burst, 300)
         accepted = accepted_ids(fcm, apns)
         if len(accepted) - before < 2 * args.burst:
@@ -355,7 +360,7 @@ def run(args, env: dict[str, str], urls: dict[str, str], children: list[Child]) 
         apns.reset()
         for seed, server in enumerate((fcm, apns), start=7):  # independent draws
             server.fault_rate(args.fault_rate, statuses=FAULTS, seed=seed)
-        naive = naive_duplicates(pool, providers, Links.from_env(env), ids)
+        naive = naive_duplicates(pool, providers, Links.from_settings(settings), ids)
         providers.close()
     pool.close()
     return {

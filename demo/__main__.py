@@ -206,16 +206,20 @@ def run(args: argparse.Namespace, children: list[Child], servers: DevServers) ->
             REPORT_JSON,
             {
                 "events": {
-                    "sent": totals["sent"], "accepted": len(ids),
-                    "analysed": totals["analysed"], "skipped": totals["skipped"],
-                    "failed": totals["failed"], "lost": lost, "unsettled": still_open,
+                    "sent": totals["sent"],
+                    "accepted": len(ids),
+                    "analysed": totals["analysed"],
+                    "skipped": totals["skipped"],
+                    "failed": totals["failed"],
+                    "lost": lost,
+                    "unsettled": still_open,
                 },
                 "tiers": {t: f for t, f in tiers.items() if t != "all"},
                 **decided,
                 "pushes_pending": undelivered,
                 "elapsed_s": round(elapsed, 1),
             },
-        )  # fmt: skip
+        )
         print(f"report:    {REPORT_JSON.relative_to(ROOT)} (the same figures as JSON)")
         if lost or still_open:
             print(f"FAILED: {lost} accepted events lost, {still_open} not settled in time")

@@ -17,11 +17,9 @@ def create_users(specs: Sequence[HomeSpec], env: Mapping[str, str]) -> None:
     """One ``flask users create`` per home, run side by side."""
     procs = []
     for spec in specs:
-        cmd = [
-            sys.executable, "-m", "flask", "--app", "webapp", "users", "create", spec.email,
-            "--password", PASSWORD, "--home", spec.home, "--tier", spec.tier,
-            "--timezone", spec.timezone,
-        ]  # fmt: skip
+        flask = [sys.executable, "-m", "flask", "--app=webapp"]
+        home = [f"--home={spec.home}", f"--tier={spec.tier}", f"--timezone={spec.timezone}"]
+        cmd = [*flask, "users", "create", spec.email, f"--password={PASSWORD}", *home]
         proc = subprocess.Popen(
             cmd,
             cwd=ROOT,

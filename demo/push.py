@@ -13,9 +13,10 @@ from devservers.apns_server import ApnsServer
 from devservers.fcm_server import FcmServer
 from devservers.push_env import push_env
 from notify.links import Links
-from notify.providers import providers_from_env
+from notify.providers import providers_from_settings
 from notify.sender import send_deliveries
 from notify.summaries import SummaryReport, flush_summaries
+from vigil.settings import Settings
 
 fcm: FcmServer | None = None
 apns: ApnsServer | None = None
@@ -37,9 +38,10 @@ def stop() -> None:
 def flush_and_send(pool: ConnectionPool, env: dict[str, str]) -> SummaryReport:
     """Close every summary window now and push the summaries, as the beat's sweep would."""
     report = flush_summaries(pool, now=datetime.now(UTC) + timedelta(days=1))
-    providers = providers_from_env(env)
+    settings = Settings.from_environ(env)
+    providers = providers_from_settings(settings)
     try:
-        send_deliveries(pool, providers, Links.from_env(env), report.deliveries)
+        send_deliveries(pool, providers, Links.from_settings(settings), report.deliveries)
     finally:
         providers.close()
     return report

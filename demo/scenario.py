@@ -110,7 +110,11 @@ def plan_events(homes: list[Home], count: int, seed: int = 7) -> list[PlannedEve
         for i, home in enumerate(homes):
             at = i * step + step // 2
             events[at] = replace(
-                events[at], home=home, location=OFFLINE_CAMERA, upload=False,
-                lite_results=None, offline=True,
-            )  # fmt: skip
+                events[at],
+                home=home,
+                location=OFFLINE_CAMERA,
+                upload=False,
+                lite_results=None,
+                offline=True,
+            )
     return events

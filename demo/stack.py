@@ -40,12 +40,9 @@ def start_web(
 ) -> tuple[Child, str]:
     """gunicorn on a free loopback port, as the Procfile runs it; returns (child, base URL)."""
     port = free_port()
-    cmd = [
-        sys.executable, "-m", "gunicorn", "-c", "python:webapp.gunicorn_conf", app,
-        "--bind", f"127.0.0.1:{port}",
-        "--workers", str(workers),
-        "--threads", str(threads),
-    ]  # fmt: skip
+    gunicorn = [sys.executable, "-m", "gunicorn", "--config=python:webapp.gunicorn_conf"]
+    options = [f"--bind=127.0.0.1:{port}", f"--workers={workers}", f"--threads={threads}"]
+    cmd = [*gunicorn, app, *options]
     child = Child(name, cmd, env=env, log_dir=log_dir)
     base_url = f"http://127.0.0.1:{port}"
     wait_http(child, base_url + ready_path, timeout)
@@ -88,10 +85,8 @@ def start_cpu_worker(
 
 
 def start_beat(env: Mapping[str, str], log_dir: Path, schedule: Path) -> Child:
-    cmd = [
-        sys.executable, "-m", "celery", "-A", "tasks.app", "beat",
-        "--schedule", str(schedule), "--loglevel=INFO",
-    ]  # fmt: skip
+    celery = [sys.executable, "-m", "celery", "--app=tasks.app"]
+    cmd = [*celery, "beat", f"--schedule={schedule}", "--loglevel=INFO"]
     return Child("beat", cmd, env=env, log_dir=log_dir)
 
 

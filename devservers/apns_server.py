@@ -17,29 +17,55 @@ import threading
 import time
 import urllib.parse
 import uuid
-from typing import Any
+from collections.abc import Iterable
+from typing import Any, Self
 
 import h2.config
 import h2.connection
 import h2.events
 import h2.exceptions
 import jwt
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from h2.errors import ErrorCodes
 from h2.settings import SettingCodes
 
-from devservers.push_base import Fault, PushServerBase
+from devservers.push_base import Fault, PushServerBase, pkcs8_pem
 
 _PATH = re.compile(r"^/3/device/([^/?]*)$")
 _HEX = re.compile(r"^(?:[0-9a-fA-F]{2}){8,100}$")
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
-_PUSH_TYPES = {"alert", "background", "location", "voip", "complication", "fileprovider",
-               "mdm", "liveactivity", "pushtotalk", "widgets"}  # fmt: skip
-_REASONS = {400: "BadPayload", 403: "Forbidden", 410: "Unregistered", 413: "PayloadTooLarge",
-            429: "TooManyRequests", 500: "InternalServerError",
-            503: "ServiceUnavailable"}  # fmt: skip
+_PUSH_TYPES = {
+    "alert",
+    "background",
+    "location",
+    "voip",
+    "complication",
+    "fileprovider",
+    "mdm",
+    "liveactivity",
+    "pushtotalk",
+    "widgets",
+}
+# The reason an injected fault answers with, by status.
+_REASONS = {
+    400: "BadPayload",
+    403: "Forbidden",
+    410: "Unregistered",
+    413: "PayloadTooLarge",
+    429: "TooManyRequests",
+    500: "InternalServerError",
+    503: "ServiceUnavailable",
+}
 Reply = tuple[int, list[tuple[str, str]], bytes]
+
+
+def _text_pairs(headers: Iterable[tuple[bytes | str, bytes | str]]) -> list[tuple[str, str]]:
+    """Header pairs as text (h2 decodes them already when given a header_encoding)."""
+    return [(_text(name), _text(value)) for name, value in headers]
+
+
+def _text(value: bytes | str) -> str:
+    return value if isinstance(value, str) else value.decode()
 
 
 class _Connection:
@@ -75,7 +101,7 @@ class _Connection:
         ready = []
         for event in events:
             if isinstance(event, h2.events.RequestReceived):
-                self.streams[event.stream_id] = (list(event.headers), bytearray())
+                self.streams[event.stream_id] = (_text_pairs(event.headers), bytearray())
             elif isinstance(event, h2.events.DataReceived):
                 if event.stream_id in self.streams:
                     self.streams[event.stream_id][1].extend(event.data)
@@ -113,8 +139,8 @@ class _Connection:
     def _send_pending(self) -> None:
         for stream_id, data in list(self.pending.items()):
             try:  # flow control: send what the window allows, the rest on WindowUpdated
-                room = min(self.h2.local_flow_control_window(stream_id),
-                           self.h2.max_outbound_frame_size)  # fmt: skip
+                window = self.h2.local_flow_control_window(stream_id)
+                room = min(window, self.h2.max_outbound_frame_size)
             except h2.exceptions.H2Error:
                 del self.pending[stream_id]
                 continue
@@ -151,9 +177,7 @@ class ApnsServer(PushServerBase):
 
     def key_pem(self) -> str:
         """The private key as Apple ships a .p8 (PKCS#8 PEM)."""
-        return self._key.private_bytes(serialization.Encoding.PEM,
-                                       serialization.PrivateFormat.PKCS8,
-                                       serialization.NoEncryption()).decode()  # fmt: skip
+        return pkcs8_pem(self._key).decode()
 
     @property
     def endpoint(self) -> str:
@@ -177,7 +201,7 @@ class ApnsServer(PushServerBase):
         with self._lock:
             self._jwts.clear()
 
-    def start(self) -> ApnsServer:
+    def start(self) -> Self:
         if self._listener is None:
             self._listener = socket.create_server(("127.0.0.1", 0), backlog=256)
             self._port = self._listener.getsockname()[1]
@@ -305,9 +329,14 @@ class ApnsServer(PushServerBase):
             header = jwt.get_unverified_header(token)
             if scheme.lower() != "bearer" or header.get("kid") != self.key_id:
                 return "InvalidProviderToken"
-            claims = jwt.decode(token, self._key.public_key(), algorithms=["ES256"],
-                                issuer=self.team_id, leeway=60,
-                                options={"require": ["iss", "iat"]})  # fmt: skip
+            claims = jwt.decode(
+                token,
+                self._key.public_key(),
+                algorithms=["ES256"],
+                issuer=self.team_id,
+                leeway=60,
+                options={"require": ["iss", "iat"]},
+            )
         except jwt.PyJWTError:
             return "InvalidProviderToken"
         with self._lock:

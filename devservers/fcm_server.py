@@ -17,13 +17,12 @@ import threading
 import time
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Self
 
 import jwt
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from devservers.push_base import Fault, PushServerBase
+from devservers.push_base import Fault, PushServerBase, pkcs8_pem
 
 JWT_GRANT = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 # google-auth signs every assertion for Google's token URL, whatever token_uri says.
@@ -31,32 +30,66 @@ GOOGLE_TOKEN_URL = "https://oauth2.googleapis.com/token"
 _SEND_PATH = re.compile(r"^/v1/projects/([^/]+)/messages:send$")
 _TOKEN = re.compile(r"^[A-Za-z0-9_:\-]{8,4096}$")
 _TTL = re.compile(r"^\d+(\.\d{1,9})?s$")
-_STATUS = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED",
-           404: "NOT_FOUND", 429: "RESOURCE_EXHAUSTED", 500: "INTERNAL",
-           503: "UNAVAILABLE"}  # fmt: skip
-_FCM_CODE = {400: "INVALID_ARGUMENT", 404: "UNREGISTERED", 429: "QUOTA_EXCEEDED",
-             500: "INTERNAL", 503: "UNAVAILABLE"}  # fmt: skip
-_MESSAGE_FIELDS = {"name", "token", "data", "notification", "android", "apns", "webpush",
-                   "fcm_options"}  # fmt: skip
-_ANDROID_FIELDS = {"collapse_key", "priority", "ttl", "restricted_package_name", "data",
-                   "notification", "fcm_options", "direct_boot_ok"}  # fmt: skip
+# google.rpc status names, and the FcmError code Google adds for the statuses FCM defines.
+_STATUS = {
+    400: "INVALID_ARGUMENT",
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
+    404: "NOT_FOUND",
+    429: "RESOURCE_EXHAUSTED",
+    500: "INTERNAL",
+    503: "UNAVAILABLE",
+}
+_FCM_CODE = {
+    400: "INVALID_ARGUMENT",
+    404: "UNREGISTERED",
+    429: "QUOTA_EXCEEDED",
+    500: "INTERNAL",
+    503: "UNAVAILABLE",
+}
+_MESSAGE_FIELDS = {
+    "name",
+    "token",
+    "data",
+    "notification",
+    "android",
+    "apns",
+    "webpush",
+    "fcm_options",
+}
+_ANDROID_FIELDS = {
+    "collapse_key",
+    "priority",
+    "ttl",
+    "restricted_package_name",
+    "data",
+    "notification",
+    "fcm_options",
+    "direct_boot_ok",
+}
 _RESERVED_DATA = {"from", "notification", "message_type"}
 _LEVELS = {"passive", "active", "time-sensitive", "critical"}
+# (status, body, extra headers) of one answer to messages:send.
+Answer = tuple[int, dict[str, Any], dict[str, str]]
 
 
 def google_error(status: int, message: str, field: str | None = None, **info: str) -> dict:
     """A v1 error body the way Google writes it."""
     details: list[dict[str, Any]] = []
     if status in _FCM_CODE:
-        details.append({"@type": "type.googleapis.com/google.firebase.fcm.v1.FcmError",
-                        "errorCode": _FCM_CODE[status]})  # fmt: skip
+        details.append(_detail("google.firebase.fcm.v1.FcmError", errorCode=_FCM_CODE[status]))
     if field:
-        details.append({"@type": "type.googleapis.com/google.rpc.BadRequest",
-                        "fieldViolations": [{"field": field, "description": message}]})  # fmt: skip
+        violation = {"field": field, "description": message}
+        details.append(_detail("google.rpc.BadRequest", fieldViolations=[violation]))
     if info:
-        details.append({"@type": "type.googleapis.com/google.rpc.ErrorInfo", **info})
+        details.append(_detail("google.rpc.ErrorInfo", **info))
     body = {"code": status, "message": message, "status": _STATUS.get(status, "UNKNOWN")}
     return {"error": {**body, "details": details}}
+
+
+def _detail(kind: str, **fields: Any) -> dict[str, Any]:
+    """One entry of an error's ``details``, typed the way Google types it."""
+    return {"@type": f"type.googleapis.com/{kind}", **fields}
 
 
 def _strings(value: Any) -> bool:
@@ -182,20 +215,22 @@ class FcmServer(PushServerBase):
 
     def service_account_info(self) -> dict[str, str]:
         """A service-account JSON (as a dict) whose token_uri is this server."""
-        pem = self._key.private_bytes(serialization.Encoding.PEM,
-                                      serialization.PrivateFormat.PKCS8,
-                                      serialization.NoEncryption())  # fmt: skip
-        return {"type": "service_account", "project_id": self.project_id,
-                "private_key_id": self.private_key_id, "private_key": pem.decode(),
-                "client_email": self.client_email, "client_id": "1",
-                "token_uri": self.token_uri}  # fmt: skip
+        return {
+            "type": "service_account",
+            "project_id": self.project_id,
+            "private_key_id": self.private_key_id,
+            "private_key": pkcs8_pem(self._key).decode(),
+            "client_email": self.client_email,
+            "client_id": "1",
+            "token_uri": self.token_uri,
+        }
 
     def expire_access_tokens(self) -> None:
         """Make every token issued so far answer 401 ACCESS_TOKEN_EXPIRED."""
         with self._lock:
             self._tokens = dict.fromkeys(self._tokens, 0.0)
 
-    def start(self) -> FcmServer:
+    def start(self) -> Self:
         if self._http is None:
             self._stopping.clear()
             self._http = _Http(("127.0.0.1", 0), _Handler)
@@ -233,13 +268,13 @@ class FcmServer(PushServerBase):
             h.close_connection = True  # closed, never answered, never accepted
             return self._record(path=h.path, status=None, hung=True, time=now, body=body)
         status, answer, extra = self._send(h, body, fault, now)
-        self._record(path=h.path, status=status, time=now, body=body,
-                     authorization=h.headers.get("Authorization"))  # fmt: skip
+        authorization = h.headers.get("Authorization")
+        self._record(path=h.path, status=status, time=now, body=body, authorization=authorization)
         if self.latency_s:
             time.sleep(self.latency_s)
         h.reply(status, answer, extra)
 
-    def _send(self, h: _Handler, body: bytes, fault: Fault | None, now: float):
+    def _send(self, h: _Handler, body: bytes, fault: Fault | None, now: float) -> Answer:
         if fault is not None:
             extra = {} if fault.retry_after is None else {"Retry-After": f"{fault.retry_after:g}"}
             return fault.status, google_error(fault.status, "Injected fault"), extra
@@ -279,10 +314,13 @@ class FcmServer(PushServerBase):
             if jwt.get_unverified_header(assertion).get("kid") != self.private_key_id:
                 raise jwt.InvalidTokenError("unknown key id")
             claims = jwt.decode(
-                assertion, self._key.public_key(), algorithms=["RS256"],
-                audience=[self.token_uri, GOOGLE_TOKEN_URL], issuer=self.client_email,
+                assertion,
+                self._key.public_key(),
+                algorithms=["RS256"],
+                audience=[self.token_uri, GOOGLE_TOKEN_URL],
+                issuer=self.client_email,
                 options={"require": ["iat", "exp", "aud", "iss"]},
-            )  # fmt: skip
+            )
         except jwt.PyJWTError as exc:
             return 400, {"error": "invalid_grant", "error_description": f"Invalid JWT: {exc}"}
         if "https://www.googleapis.com/auth/firebase.messaging" not in claims.get("scope", ""):

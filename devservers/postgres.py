@@ -129,12 +129,12 @@ class PostgresServer:
         if not (self.data_dir / "PG_VERSION").exists():
             cmd = [
                 str(postgres_bin_dir() / "initdb"),
-                "-D", str(self.data_dir),
-                "-U", SUPERUSER,
+                f"--pgdata={self.data_dir}",
+                f"--username={SUPERUSER}",
                 "--auth=trust",
                 "--encoding=UTF8",
                 "--no-locale",  # C collation: no dependency on the machine's locales
-            ]  # fmt: skip
+            ]
             if not self.durable:
                 cmd.append("--no-sync")
             run_logged(cmd, log_path=self.log_path, **_ids(owner))

@@ -6,8 +6,21 @@ from __future__ import annotations
 import random
 import threading
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Self
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
+
+
+def pkcs8_pem(key: PrivateKeyTypes) -> bytes:
+    """The private key as PKCS#8 PEM, unencrypted (how Google and Apple hand out keys)."""
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
 
 
 @dataclass(frozen=True)
@@ -24,10 +37,17 @@ class PushServerBase:
     Thread-safe; subclasses provide start() and stop().
     """
 
+    def start(self) -> Self:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._faults: deque[Fault] = deque()
-        self._rate, self._statuses, self._rng = 0.0, (500, 503), random.Random(0)
+        self._rate, self._rng = 0.0, random.Random(0)
+        self._statuses: tuple[int, ...] = (500, 503)
         self._requests: list[dict[str, Any]] = []
         self._accepted: list[dict[str, Any]] = []
         self._dead: set[str] = set()
@@ -42,7 +62,9 @@ class PushServerBase:
         with self._lock:
             self._faults.extend(Fault("hang", seconds=seconds) for _ in range(n))
 
-    def fault_rate(self, p: float, statuses=(500, 503), seed: int | None = 0) -> None:
+    def fault_rate(
+        self, p: float, statuses: Sequence[int] = (500, 503), seed: int | None = 0
+    ) -> None:
         """Fail each later request with probability p, with a status drawn from ``statuses``."""
         if not 0.0 <= p <= 1.0 or not statuses:
             raise ValueError("fault_rate needs 0 <= p <= 1 and at least one status")
@@ -95,8 +117,8 @@ class PushServerBase:
         with self._lock:
             self._accepted.append(entry)
 
-    def __enter__(self):
-        return self.start()  # type: ignore[attr-defined]
+    def __enter__(self) -> Self:
+        return self.start()
 
     def __exit__(self, *exc: object) -> None:
-        self.stop()  # type: ignore[attr-defined]
+        self.stop()

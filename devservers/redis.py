@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.util
 import signal
 import subprocess
+from collections.abc import Mapping
 from pathlib import Path
 
 import redis
@@ -23,6 +24,11 @@ from ._process import (
 )
 
 START_ATTEMPTS = 3  # a free port can be taken between probing and binding
+
+
+def _flag_value_pairs(options: Mapping[str, str]) -> list[str]:
+    """``{"--port": "6379"}`` as ``["--port", "6379"]``: redis-server takes no ``--flag=value``."""
+    return [word for flag, value in options.items() for word in (flag, value)]
 
 
 def redis_executable() -> Path:
@@ -80,31 +86,31 @@ class RedisServer:
         wait_for_stale_server(self._pid_file, name="redis-server")
         fixed_port = self.port
         for attempt in range(START_ATTEMPTS):
-            self.port = fixed_port or free_port(self.host)
+            self.port = port = fixed_port or free_port(self.host)
             try:
-                self._launch(timeout)
+                self._launch(port, timeout)
                 return self.url
             except ServerStartError:
                 if fixed_port is not None or attempt == START_ATTEMPTS - 1:
                     raise
         raise AssertionError("unreachable")
 
-    def _launch(self, timeout: float) -> None:
-        cmd = [
-            str(redis_executable()),
-            "--bind", self.host,
-            "--port", str(self.port),
-            "--dir", str(self.data_dir),
-            "--daemonize", "no",
-            "--pidfile", str(self._pid_file),
-            "--appendonly", "yes",
-            "--appendfsync", "everysec",
+    def _launch(self, port: int, timeout: float) -> None:
+        options = {
+            "--bind": self.host,
+            "--port": str(port),
+            "--dir": str(self.data_dir),
+            "--daemonize": "no",
+            "--pidfile": str(self._pid_file),
+            "--appendonly": "yes",
+            "--appendfsync": "everysec",
             # AOF is the persistence; RDB snapshots would only fork on a 2-core box.
-            "--save", "",
-            "--logfile", "",
-        ]  # fmt: skip
+            "--save": "",
+            "--logfile": "",
+        }
+        cmd = [str(redis_executable()), *_flag_value_pairs(options)]
         self._proc = spawn(cmd, log_path=self.log_path, death_signal=signal.SIGTERM)
-        client = redis.Redis(host=self.host, port=self.port, socket_connect_timeout=0.5)
+        client = redis.Redis(host=self.host, port=port, socket_connect_timeout=0.5)
         try:
             wait_until_ready(
                 self._proc,

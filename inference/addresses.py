@@ -58,9 +58,15 @@ class AddressPolicy:
             addr = ipaddress.ip_address(address)
         except ValueError as exc:
             raise BlockedAddressError(f"{host} resolved to a non-IP answer {address!r}.") from exc
-        plain = addr.ipv4_mapped if isinstance(addr, ipaddress.IPv6Address) else None
-        plain = plain or addr
+        plain = _unmapped(addr)
         if any(plain in net for net in self.allowed):
             return
         if is_blocked_address(plain):
             raise BlockedAddressError(f"{host} resolves to the blocked address {address}.")
+
+
+def _unmapped(addr: IPAddress) -> IPAddress:
+    """An IPv4-mapped IPv6 address (``::ffff:a.b.c.d``) as the IPv4 address it carries."""
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        return addr.ipv4_mapped
+    return addr

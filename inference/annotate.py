@@ -9,6 +9,7 @@ the first free place around its box, and drops only the weakest when a frame is 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -97,7 +98,7 @@ def font_for(image_size: tuple[int, int]) -> ImageFont.FreeTypeFont | ImageFont.
 def text_height(font: ImageFont.FreeTypeFont | ImageFont.ImageFont) -> int:
     """Height in pixels of the ink of any tag text in ``font``."""
     left, top, right, bottom = font.getbbox(SAMPLE_TEXT)
-    return bottom - top
+    return math.ceil(bottom - top)  # whole pixels; FreeType may measure in fractions
 
 
 def tag_padding(font: ImageFont.FreeTypeFont | ImageFont.ImageFont) -> int:
@@ -111,7 +112,7 @@ def tag_measure(font: ImageFont.FreeTypeFont | ImageFont.ImageFont) -> TextSize:
 
     def text_size(text: str) -> tuple[int, int]:
         left, _, right, _ = font.getbbox(text)
-        return right - left + 2 * pad, line + 2 * pad
+        return math.ceil(right - left) + 2 * pad, line + 2 * pad
 
     return text_size
 

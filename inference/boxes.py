@@ -5,7 +5,9 @@ from __future__ import annotations
 import torch
 
 
-def anchor_centres(height: int, width: int, stride: int, device=None) -> torch.Tensor:
+def anchor_centres(
+    height: int, width: int, stride: int, device: torch.device | None = None
+) -> torch.Tensor:
     """Grid centres (x, y) of one feature level, row-major: cell ``x`` at ``(x + 0.5) * stride``.
 
     These weights come from NanoDet's original GFL head, whose priors sit in the middle of

@@ -5,14 +5,16 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+
+from PIL import Image
 
 from inference.annotate import annotate
 from inference.contract import Detection
 from inference.errors import ImageSourceError
 from inference.fetch import load_source
-from inference.lite import LiteScorer
+from inference.lite import LiteResult, LiteScorer
 from inference.nanodet import DEFAULT_SCORE_THRESHOLD, NanoDet
 from inference.pipeline import BatchPipeline, ImageResult
 from inference.urls import command_line_source
@@ -51,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _results(args: argparse.Namespace) -> Any:
+def _results(args: argparse.Namespace) -> Iterator[tuple[ImageResult, LiteResult | None]]:
     sources = [command_line_source(arg) for arg in args.images]  # a URL, else a local file
     if args.lite:
         scorer = LiteScorer()
@@ -72,14 +74,14 @@ def _results(args: argparse.Namespace) -> Any:
         yield result, None
 
 
-def _print(result: ImageResult, lite: Any, as_json: bool) -> None:
+def _print(result: ImageResult, lite: LiteResult | None, as_json: bool) -> None:
     if as_json:
         record = result.to_dict()
         if lite is not None:
             record["lite"] = {k: round(v, 4) for k, v in lite.scores.items()}
         print(json.dumps(record), flush=True)
         return
-    if not result.ok:
+    if result.error is not None:
         print(f"{result.source}: refused ({result.error.code}): {result.error}", flush=True)
         return
     found = ", ".join(_describe(d) for d in result.detections) or "nothing"
@@ -98,10 +100,10 @@ def _describe(detection: Detection) -> str:
     return text
 
 
-def _write_annotated(result: ImageResult, directory: Path, index: int) -> None:
+def _write_annotated(result: ImageResult, image: Image.Image, directory: Path, index: int) -> None:
     stem = Path(str(result.source).split("?")[0]).stem or "image"
     path = directory / f"{index:03d}-{stem}.jpg"
-    annotate(result.image, result.detections).save(path, quality=90)
+    annotate(image, result.detections).save(path, quality=90)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -115,6 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     for index, (result, lite) in enumerate(_results(args)):
         _print(result, lite, args.json)
         failures += not result.ok
-        if args.annotate and result.ok:
-            _write_annotated(result, args.annotate, index)
+        # Images are kept whenever --annotate is given; refused sources have none.
+        if args.annotate and result.ok and result.image is not None:
+            _write_annotated(result, result.image, args.annotate, index)
     return 1 if failures else 0

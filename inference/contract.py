@@ -11,10 +11,15 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-import torch
-from PIL import Image
+if TYPE_CHECKING:
+    import torch
+    from PIL import Image
+
+# A model's input item (made from one image) and its raw batch output: its own business.
+Item = TypeVar("Item")
+Raw = TypeVar("Raw")
 
 
 @dataclass(frozen=True)
@@ -45,39 +50,33 @@ class ModelContractError(RuntimeError):
     """A model broke the contract (e.g. returned a result count unlike its input count)."""
 
 
-def resolve_device(requested: str | torch.device | None = None) -> torch.device:
-    """The device to run on: the requested one, else CUDA when present, else CPU."""
-    if requested is None or str(requested) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(requested)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ModelContractError("CUDA was requested but no CUDA device is available")
-    return device
+class Model(ABC, Generic[Item, Raw]):
+    """Base of every detector. Subclasses load weights in ``setup``, never at import.
 
-
-class Model(ABC):
-    """Base of every detector. Subclasses load weights in ``setup``, never at import."""
+    Only the models import torch: this contract and ``Detection`` travel to every process,
+    the web app's included, without it.
+    """
 
     name: str = "model"
-    device: torch.device = torch.device("cpu")
+    device: torch.device  # where ``setup`` put the weights
 
     @abstractmethod
     def setup(self, device: str | torch.device | None = None) -> None:
         """Load weights onto ``device`` (CPU fallback) and warm up."""
 
     @abstractmethod
-    def preprocess(self, image: Image.Image) -> Any:
+    def preprocess(self, image: Image.Image) -> Item:
         """Turn one decoded RGB image into the model's input item (runs on CPU threads)."""
 
     @abstractmethod
-    def predict(self, items: Sequence[Any]) -> Any:
+    def predict(self, items: Sequence[Item]) -> Raw:
         """Run one stacked batch on the device."""
 
     @abstractmethod
-    def postprocess(self, raw: Any, items: Sequence[Any]) -> list[list[Detection]]:
+    def postprocess(self, raw: Raw, items: Sequence[Item]) -> list[list[Detection]]:
         """Turn raw outputs into exactly one list of detections per input item."""
 
-    def run_batch(self, items: Sequence[Any]) -> list[list[Detection]]:
+    def run_batch(self, items: Sequence[Item]) -> list[list[Detection]]:
         if not items:
             return []
         results = self.postprocess(self.predict(items), items)

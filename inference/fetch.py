@@ -18,6 +18,7 @@ import ssl
 import threading
 import time
 from collections.abc import Callable, Sequence
+from typing import TypedDict
 from urllib.parse import urljoin
 
 from PIL import Image
@@ -45,6 +46,15 @@ DEFAULT_TIMEOUT_S = 5.0
 DEFAULT_MAX_REDIRECTS = 3
 
 Resolver = Callable[[str, int], list[str]]
+ImageSource = bytes | bytearray | memoryview | str | os.PathLike[str]
+
+
+class _DecodeLimits(TypedDict):
+    max_bytes: int
+    max_pixels: int
+    max_side: int
+    draft_size: tuple[int, int] | None
+
 
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _CHUNK = 64 * 1024
@@ -231,7 +241,7 @@ def fetch_url(
 
 
 def load_source(
-    source: bytes | bytearray | memoryview | str | os.PathLike[str],
+    source: ImageSource,
     *,
     max_bytes: int = DEFAULT_MAX_BYTES,
     max_pixels: int = DEFAULT_MAX_PIXELS,
@@ -254,7 +264,7 @@ def load_source(
     With ``retry``, a URL whose fetch fails transiently (``retryable`` errors) is fetched
     again as the policy allows; a final refusal is raised at once.
     """
-    caps = {
+    caps: _DecodeLimits = {
         "max_bytes": max_bytes,
         "max_pixels": max_pixels,
         "max_side": max_side,

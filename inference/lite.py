@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 
 from inference.contract import Detection
-from inference.fetch import load_source
+from inference.fetch import ImageSource, load_source
 from inference.labels import PRESENCE_GROUPS, group_of
 from inference.nanodet import DEFAULT_MODEL_JSON, NanoDet, letterbox
 
@@ -75,7 +75,7 @@ class LiteScorer:
         elapsed = (time.perf_counter() - started) * 1000
         return LiteResult(presence_scores(detections), detections, elapsed)
 
-    def score(self, source: Any, **source_options: Any) -> LiteResult:
+    def score(self, source: ImageSource, **source_options: Any) -> LiteResult:
         """Score an image source (bytes, path or URL); decoding counts in ``elapsed_ms``."""
         started = time.perf_counter()
         source_options.setdefault("draft_size", LITE_SIZE)

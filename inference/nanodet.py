@@ -22,9 +22,10 @@ from inference.boxes import (
     merge_cross_class,
     suppress_contained,
 )
-from inference.contract import Detection, Model, resolve_device
+from inference.contract import Detection, Model
+from inference.devices import resolve_device
 from inference.labels import COCO_LABELS
-from inference.tfjs_graph import load_tfjs_graph
+from inference.tfjs_graph import TfjsGraphModule, load_tfjs_graph
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 DEFAULT_MODEL_JSON = WEIGHTS_DIR / "nanodet.json"
@@ -61,7 +62,7 @@ def letterbox(image: Image.Image, size: tuple[int, int]) -> Letterboxed:
     scale = min(width / image.width, height / image.height)
     new_w, new_h = max(1, round(image.width * scale)), max(1, round(image.height * scale))
     rgb = image if image.mode == "RGB" else image.convert("RGB")
-    resized = rgb.resize((new_w, new_h), Image.BILINEAR)
+    resized = rgb.resize((new_w, new_h), Image.Resampling.BILINEAR)
     canvas = np.zeros((height, width, 3), dtype=np.uint8)
     canvas[:new_h, :new_w] = np.asarray(resized)
     # A JPEG decoded at reduced scale remembers its full size: boxes map back to that.
@@ -69,7 +70,7 @@ def letterbox(image: Image.Image, size: tuple[int, int]) -> Letterboxed:
     return Letterboxed(canvas, new_w / src_w, (src_w, src_h))
 
 
-class NanoDet(Model):
+class NanoDet(Model[Letterboxed, tuple[torch.Tensor, torch.Tensor]]):
     """NanoDet-416 in torch. ``input_size`` may be any multiple of 32 (width, height)."""
 
     name = "nanodet-416"
@@ -93,14 +94,16 @@ class NanoDet(Model):
                 "iou_threshold, cross_class_iou and contained_ratio must lie in (0, 1]"
             )
         self.model_json = Path(model_json)
-        self.input_size = tuple(input_size)
+        width, height = input_size
+        self.input_size = (width, height)
         self.score_threshold = score_threshold
         self.iou_threshold = iou_threshold
         self.max_detections = max_detections
         self.cross_class_iou = cross_class_iou
         self.contained_ratio = contained_ratio
-        self.graph: torch.nn.Module | None = None
+        self.graph: TfjsGraphModule | None = None
         self.autocast_dtype: torch.dtype | None = None
+        self.device = torch.device("cpu")
 
     # -- contract --------------------------------------------------------------------
 
@@ -109,7 +112,8 @@ class NanoDet(Model):
         if self.graph is None:
             self.graph = load_tfjs_graph(self.model_json).eval()
         # Channels-last convolutions run ~20% faster on CPU (oneDNN) and suit tensor cores.
-        self.graph.to(self.device, memory_format=torch.channels_last)
+        # torch's overloads of Module.to omit the memory_format it documents and accepts.
+        self.graph.to(self.device, memory_format=torch.channels_last)  # type: ignore[call-overload]
         if self.device.type == "cuda":
             bf16 = torch.cuda.is_bf16_supported()
             self.autocast_dtype = torch.bfloat16 if bf16 else torch.float16
@@ -190,10 +194,16 @@ class NanoDet(Model):
             Detection(
                 COCO_LABELS[int(c)],
                 float(s),
-                tuple(float(v) for v in box),
+                _box(box),
                 tuple((COCO_LABELS[alt], score) for alt, score in alts),
             )
             for c, s, box, alts in zip(
                 classes[keep], picked[keep], out_boxes, alternatives, strict=True
             )
         ]
+
+
+def _box(box: torch.Tensor) -> tuple[float, float, float, float]:
+    """One [x1, y1, x2, y2] row as the four floats ``Detection`` holds."""
+    x1, y1, x2, y2 = (float(v) for v in box)
+    return x1, y1, x2, y2

@@ -15,22 +15,25 @@ import os
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic
 
 from PIL import Image
 
-from inference.contract import Detection, Model
+from inference.contract import Detection, Item, Model
 from inference.errors import ImageSourceError
 from inference.fetch import load_source
 
 DEFAULT_BATCH_SIZE = 16
+
+# A source made ready for the model (its input item and the decoded image), or refused.
+Prepared = tuple[Item, Image.Image] | ImageSourceError
 
 
 @dataclass
 class ImageResult:
     """The outcome for one source: detections, or the error that refused it."""
 
-    source: Any
+    source: Source
     detections: list[Detection] = field(default_factory=list)
     error: ImageSourceError | None = None
     image_size: tuple[int, int] | None = None
@@ -50,12 +53,17 @@ class ImageResult:
         return {"image": name, "detections": [d.to_dict() for d in self.detections]}
 
 
-class BatchPipeline:
+# Each source is decoded and fetched by ``load_source``, which tells bytes, URLs and paths
+# apart; the pipeline hands it back unchanged in its result.
+Source = Any
+
+
+class BatchPipeline(Generic[Item]):
     """Run ``model`` over image sources in batches, overlapping decode with inference."""
 
     def __init__(
         self,
-        model: Model,
+        model: Model[Item, Any],
         batch_size: int = DEFAULT_BATCH_SIZE,
         workers: int | None = None,
         keep_images: bool = False,
@@ -72,19 +80,19 @@ class BatchPipeline:
             source_options.setdefault("draft_size", model.input_size)
         self.source_options = source_options
 
-    def _prepare(self, source: Any) -> tuple[Any, Image.Image] | ImageSourceError:
+    def _prepare(self, source: Source) -> tuple[Item, Image.Image] | ImageSourceError:
         try:
             image = load_source(source, **self.source_options)
         except ImageSourceError as exc:
             return exc
         return self.model.preprocess(image), image
 
-    def run(self, sources: Iterable[Any]) -> Iterator[ImageResult]:
+    def run(self, sources: Iterable[Source]) -> Iterator[ImageResult]:
         """Yield one result per source, in input order."""
         chunks = _chunked(iter(sources), self.batch_size)
         with ThreadPoolExecutor(self.workers, thread_name_prefix="decode") as pool:
 
-            def submit(chunk: list[Any]) -> list[tuple[Any, Future]]:
+            def submit(chunk: list[Source]) -> list[tuple[Source, Future[Prepared[Item]]]]:
                 return [(src, pool.submit(self._prepare, src)) for src in chunk]
 
             pending = submit(next(chunks, []))
@@ -93,22 +101,21 @@ class BatchPipeline:
                 pending = submit(next(chunks, []))  # decode ahead while the device works
                 yield from self._infer(current)
 
-    def _infer(self, prepared: list[tuple[Any, Any]]) -> Iterator[ImageResult]:
-        good = [i for i, (_, ready) in enumerate(prepared) if not isinstance(ready, Exception)]
-        detections = dict(
-            zip(good, self.model.run_batch([prepared[i][1][0] for i in good]), strict=True)
-        )
-        for i, (source, ready) in enumerate(prepared):
-            if i not in detections:
-                yield ImageResult(source, error=ready)
+    def _infer(self, prepared: list[tuple[Source, Prepared[Item]]]) -> Iterator[ImageResult]:
+        ready = {i: p for i, (_, p) in enumerate(prepared) if not isinstance(p, ImageSourceError)}
+        batch = self.model.run_batch([item for item, _ in ready.values()])
+        detections = dict(zip(ready, batch, strict=True))
+        for i, (source, outcome) in enumerate(prepared):
+            if isinstance(outcome, ImageSourceError):
+                yield ImageResult(source, error=outcome)
                 continue
-            image = ready[1]
+            image = outcome[1]
             size = image.info.get("source_size", image.size)
             yield ImageResult(
                 source, detections[i], image_size=size, image=image if self.keep_images else None
             )
 
 
-def _chunked(items: Iterator[Any], size: int) -> Iterator[list[Any]]:
+def _chunked(items: Iterator[Source], size: int) -> Iterator[list[Source]]:
     while chunk := list(itertools.islice(items, size)):
         yield chunk

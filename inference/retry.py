@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from inference.errors import ImageSourceError
+
+if TYPE_CHECKING:
+    from vigil.settings import Settings
 
 T = TypeVar("T")
 
@@ -48,26 +51,15 @@ class RetryPolicy:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str], lease_s: float) -> RetryPolicy:
-        """``FETCH_ATTEMPTS``, ``FETCH_BACKOFF_BASE_S``, ``FETCH_BACKOFF_MAX_S`` and
-        ``FETCH_RETRY_BUDGET_S``; the budget never exceeds half the event's lease, so a
+    def from_settings(cls, settings: Settings) -> RetryPolicy:
+        """The ``FETCH_*`` settings; the budget never exceeds half the event's lease, so a
         batch that retries still commits before the reaper hands its events out again."""
-
-        def number(name: str, default: float, kind: type = float) -> float:
-            raw = environ.get(name, "").strip()
-            if not raw:
-                return default
-            try:
-                return kind(raw)
-            except ValueError:
-                raise ValueError(f"{name} must be a number, got {raw!r}") from None
-
-        budget = number("FETCH_RETRY_BUDGET_S", DEFAULT_BUDGET_S)
+        lease_s = settings.scheduler.processing_timeout_s
         return cls(
-            attempts=int(number("FETCH_ATTEMPTS", DEFAULT_ATTEMPTS, int)),
-            base_s=number("FETCH_BACKOFF_BASE_S", DEFAULT_BASE_S),
-            max_s=number("FETCH_BACKOFF_MAX_S", DEFAULT_MAX_S),
-            budget_s=min(budget, lease_s / 2),
+            attempts=settings.fetch_attempts,
+            base_s=settings.fetch_backoff_base_s,
+            max_s=settings.fetch_backoff_max_s,
+            budget_s=min(settings.fetch_retry_budget_s, lease_s / 2),
         )
 
     def delay(self, retry: int) -> float:

@@ -12,22 +12,33 @@ raises ``UnsupportedGraphError`` at load time rather than misbehaving later.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from inference.tfjs_ops import BUILDERS, FOLDABLE, UnsupportedGraphError, attr, ref
+from inference.tfjs_ops import (
+    BUILDERS,
+    FOLDABLE,
+    Constant,
+    Node,
+    OpFn,
+    Ref,
+    UnsupportedGraphError,
+    attr,
+    ref,
+)
 
 _DTYPES = {"float32": np.float32, "int32": np.int32, "bool": np.bool_}
 # Shard storage types of quantized weights (tfjs-converter's --quantize_* options).
 _STORED = {"float16": np.float16, "uint8": np.uint8, "uint16": np.uint16}
 
 
-def load_weights(model_json: dict, weights_dir: Path) -> dict[str, np.ndarray]:
+def load_weights(model_json: dict[str, Any], weights_dir: Path) -> dict[str, np.ndarray]:
     """Decode every weight of the manifest into a named numpy array."""
     arrays: dict[str, np.ndarray] = {}
     for group in model_json["weightsManifest"]:
@@ -50,17 +61,17 @@ def load_weights(model_json: dict, weights_dir: Path) -> dict[str, np.ndarray]:
 
 @dataclass
 class _Step:
-    fn: Callable[..., torch.Tensor | tuple[torch.Tensor, ...]]
-    inputs: list[tuple[str, int]]
+    fn: OpFn
+    inputs: Sequence[Ref]
     name: str
 
 
 class TfjsGraphModule(nn.Module):
     """A TF.js graph as a torch module: ``forward(x) -> tuple`` of the graph's outputs."""
 
-    def __init__(self, model_json: dict, weights: dict[str, np.ndarray]):
+    def __init__(self, model_json: dict[str, Any], weights: dict[str, np.ndarray]):
         super().__init__()
-        graph = model_json["modelTopology"]["node"]
+        graph: list[Node] = model_json["modelTopology"]["node"]
         signature = model_json.get("signature", {})
         self.output_names = sorted(
             (ref(o["name"])[0] for o in signature.get("outputs", {}).values()),
@@ -69,82 +80,81 @@ class TfjsGraphModule(nn.Module):
         placeholders = [n for n in graph if n["op"] == "Placeholder"]
         if len(placeholders) != 1:
             raise UnsupportedGraphError("exactly one input placeholder is supported")
-        self.input_name = placeholders[0]["name"]
+        self.input_name: str = placeholders[0]["name"]
         self.input_shape = [int(d["size"]) for d in attr(placeholders[0], "shape")["shape"]["dim"]]
+        compiler = _Compiler(self, graph, weights, self.input_name, self.input_shape)
+        self._steps = compiler.compile(self.output_names)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        values: dict[Ref, torch.Tensor] = {(self.input_name, 0): x}
+        for step in self._steps:
+            out = step.fn(*(values[i] for i in step.inputs))
+            if isinstance(out, tuple):
+                for k, t in enumerate(out):
+                    values[(step.name, k)] = t
+            else:
+                values[(step.name, 0)] = out
+        return tuple(values[(n, 0)] for n in self.output_names)
+
+
+class _Compiler:
+    """Turns one graph into the module's steps; op builders see it as a ``GraphCompiler``.
+
+    Constants become buffers of ``module``. Static shapes at the exported input size guide
+    the rewrites; they are checked against, never baked in.
+    """
+
+    def __init__(
+        self,
+        module: nn.Module,
+        graph: list[Node],
+        weights: dict[str, np.ndarray],
+        input_name: str,
+        input_shape: Sequence[int],
+    ):
+        self._module = module
+        self._graph = graph
+        self._nodes = {n["name"]: n for n in graph}
         self._consts: dict[str, np.ndarray] = dict(weights)
-        self._buffers_by_id: dict[int, str] = {}
-        self._steps: list[_Step] = []
-        # Static shapes at the exported input size guide the rewrites; they are checked
-        # against, never baked in.
-        self._shapes: dict[tuple[str, int], tuple[int, ...]] = {
-            (self.input_name, 0): tuple(self.input_shape)
-        }
-        self._compile(graph)
-
-    # -- compilation ---------------------------------------------------------------
-
-    def _compile(self, graph: list[dict]) -> None:
-        by_name = {n["name"]: n for n in graph}
-        self._nodes = by_name
-        self._consumers: dict[tuple[str, int], list[str]] = {}
+        self._consumers: dict[Ref, list[str]] = {}
         for n in graph:
             for i in n.get("input", []):
                 if not i.startswith("^"):
                     self._consumers.setdefault(ref(i), []).append(n["name"])
+        self._input_name = input_name
+        self._shapes: dict[Ref, tuple[int, ...]] = {(input_name, 0): tuple(input_shape)}
+        self._steps: list[_Step | None] = []  # None: dropped, its work taken over
         self._step_of: dict[str, int] = {}
         self._absorbed: dict[str, str] = {}  # bias Add node -> conv that absorbed it
-        done: set[str] = {self.input_name}
-        done.update(n["name"] for n in graph if n["op"] == "Const")
-        for name in self._consts:
-            done.add(name)
+        self._buffer_count = 0
+
+    def compile(self, output_names: Sequence[str]) -> list[_Step]:
+        """The steps computing ``output_names``, in an order that respects their inputs."""
+        done: set[str] = {self._input_name}
+        done.update(n["name"] for n in self._graph if n["op"] == "Const")
+        done.update(self._consts)
 
         def visit(name: str, trail: tuple[str, ...] = ()) -> None:
             if name in done:
                 return
             if name in trail:
                 raise UnsupportedGraphError(f"cycle through {name!r}")
-            node = by_name[name]
+            node = self._nodes[name]
             for inp in node.get("input", []):
                 if not inp.startswith("^"):
                     visit(ref(inp)[0], trail + (name,))
             self._compile_node(node)
             done.add(name)
 
-        for out in self.output_names:
+        for out in output_names:
             visit(out)
-        self._steps = [s for s in self._steps if s is not None]
+        return [s for s in self._steps if s is not None]
 
-    def _sole_producer(self, ref: tuple[str, int], op: str) -> dict | None:
-        """The node of type ``op`` making ``ref``, if nothing else reads ``ref``."""
-        if ref[1] != 0 or ref[0] not in self._step_of:
-            return None
-        node = self._nodes[ref[0]]
-        if node["op"] != op or len(self._consumers.get(ref, [])) != 1:
-            return None
-        return node
-
-    def _drop(self, node: dict) -> None:
-        self._steps[self._step_of.pop(node["name"])] = None
-
-    def _is_const(self, ref: tuple[str, int]) -> bool:
-        return ref[1] == 0 and ref[0] in self._consts
-
-    def _const(self, ref: tuple[str, int]) -> np.ndarray:
-        return self._consts[ref[0]]
-
-    def _buffer(self, array: np.ndarray | torch.Tensor) -> str:
-        """Register a constant tensor as a buffer and return its attribute name."""
-        tensor = torch.as_tensor(np.ascontiguousarray(array))
-        name = f"const_{len(self._buffers_by_id)}"
-        self.register_buffer(name, tensor, persistent=False)
-        self._buffers_by_id[len(self._buffers_by_id)] = name
-        return name
-
-    def _compile_node(self, node: dict) -> None:
+    def _compile_node(self, node: Node) -> None:
         op, name = node["op"], node["name"]
         inputs = [ref(i) for i in node.get("input", []) if not i.startswith("^")]
-        if all(self._is_const(i) for i in inputs) and op in FOLDABLE:
-            self._consts[name] = FOLDABLE[op]([self._const(i) for i in inputs], node)
+        if all(self.is_const(i) for i in inputs) and op in FOLDABLE:
+            self._consts[name] = FOLDABLE[op]([self.const(i) for i in inputs], node)
             return
         builder = BUILDERS.get(op)
         if builder is None:
@@ -155,23 +165,48 @@ class TfjsGraphModule(nn.Module):
         for k, shape in enumerate(out_shapes):
             self._shapes[(name, k)] = tuple(shape)
 
-    def shape_of(self, ref: tuple[str, int]) -> tuple[int, ...]:
-        if self._is_const(ref):
-            return tuple(self._const(ref).shape)
+    # -- GraphCompiler: what op builders may ask and change --------------------------
+
+    def shape_of(self, ref: Ref) -> tuple[int, ...]:
+        if self.is_const(ref):
+            return tuple(self.const(ref).shape)
         return self._shapes[ref]
 
-    # -- execution -----------------------------------------------------------------
+    def is_const(self, ref: Ref) -> bool:
+        return ref[1] == 0 and ref[0] in self._consts
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        values: dict[tuple[str, int], torch.Tensor] = {(self.input_name, 0): x}
-        for step in self._steps:
-            out = step.fn(*(values[i] for i in step.inputs))
-            if isinstance(out, tuple):
-                for k, t in enumerate(out):
-                    values[(step.name, k)] = t
-            else:
-                values[(step.name, 0)] = out
-        return tuple(values[(n, 0)] for n in self.output_names)
+    def const(self, ref: Ref) -> np.ndarray:
+        return self._consts[ref[0]]
+
+    def buffer(self, array: np.ndarray) -> Constant:
+        # Read at each call, not captured: ``.to(device)`` replaces the module's buffers.
+        module, name = self._module, f"const_{self._buffer_count}"
+        module.register_buffer(name, torch.as_tensor(np.ascontiguousarray(array)), persistent=False)
+        self._buffer_count += 1
+        return lambda: module.get_buffer(name)
+
+    def node(self, name: str) -> Node:
+        return self._nodes[name]
+
+    def readers(self, ref: Ref) -> Sequence[str]:
+        return self._consumers.get(ref, [])
+
+    def sole_producer(self, ref: Ref, op: str) -> Node | None:
+        if ref[1] != 0 or ref[0] not in self._step_of:
+            return None
+        node = self._nodes[ref[0]]
+        if node["op"] != op or len(self.readers(ref)) != 1:
+            return None
+        return node
+
+    def drop(self, node: Node) -> None:
+        self._steps[self._step_of.pop(node["name"])] = None
+
+    def absorb(self, add: Node, conv_name: str) -> None:
+        self._absorbed[add["name"]] = conv_name
+
+    def absorbed_into(self, name: str) -> str | None:
+        return self._absorbed.get(name)
 
 
 def load_tfjs_graph(model_json_path: str | Path) -> TfjsGraphModule:

@@ -15,15 +15,22 @@ import time
 import urllib.parse
 import uuid
 from collections.abc import Callable
-from typing import Any
 
 import httpx
 import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from notify.fcm import collapse_id, retry_after_s
+from notify.http_push import (
+    apns_expiration,
+    apns_priority,
+    collapse_id,
+    interruption_level,
+    retry_after_s,
+    transport_failure,
+)
 from notify.push import Outcome, PushMessage, SendResult
+from vigil.vocabulary import NotificationKind
 
 APNS_PRODUCTION = "https://api.push.apple.com"
 APNS_SANDBOX = "https://api.sandbox.push.apple.com"
@@ -41,17 +48,17 @@ def apns_id(push_id: str) -> str:
         return str(uuid.uuid5(uuid.NAMESPACE_URL, f"vigil-push:{push_id}"))
 
 
-def apns_payload(message: PushMessage) -> dict[str, Any]:
+def apns_payload(message: PushMessage) -> dict[str, object]:
     """The JSON body: ``aps`` plus the message's data keys at the top level."""
-    aps: dict[str, Any] = {
+    aps: dict[str, object] = {
         "alert": {"title": message.title, "body": message.body},
-        "interruption-level": "time-sensitive" if message.time_sensitive else "passive",
+        "interruption-level": interruption_level(message),
     }
-    if message.kind == "alert":
+    if message.kind == NotificationKind.ALERT:
         aps["sound"] = "default"
     if message.thread_id:
         aps["thread-id"] = message.thread_id
-    payload: dict[str, Any] = {k: v for k, v in message.data.items() if k != "aps"}
+    payload: dict[str, object] = {k: v for k, v in message.data.items() if k != "aps"}
     if message.image_url:
         aps["mutable-content"] = 1  # the notification service extension fetches the image
         payload.setdefault("image_url", message.image_url)
@@ -161,13 +168,11 @@ class ApnsProvider:
 
     def headers(self, message: PushMessage) -> dict[str, str]:
         """The APNs request headers for a message (without authorization)."""
-        ttl_s = max(0, message.ttl_s)
         headers = {
             "apns-topic": self.topic,
             "apns-push-type": "alert",
-            "apns-priority": "10" if message.time_sensitive else "5",
-            # 0 asks APNs for one attempt only, so a zero ttl cannot mean "forever".
-            "apns-expiration": str(int(self._clock()) + ttl_s if ttl_s else 0),
+            "apns-priority": apns_priority(message),
+            "apns-expiration": apns_expiration(message.ttl_s, self._clock()),
             "apns-id": apns_id(message.push_id),
         }
         if message.collapse_key:
@@ -184,7 +189,7 @@ class ApnsProvider:
         try:
             response = client.post(url, content=body.encode(), headers=headers)
         except httpx.HTTPError as exc:
-            return SendResult(Outcome.RETRY, reason=f"{type(exc).__name__}: {exc}"[:300])
+            return transport_failure(exc)
         finally:
             self._checkin(client)
         result = classify_response(response.status_code, response.headers, response.content)

@@ -9,17 +9,39 @@ concurrency. The alert's notification and its deliveries commit with the decisio
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 
 import psycopg
+from psycopg.rows import class_row, scalar_row
 from psycopg_pool import ConnectionPool
 
 from inference.labels import PRESENCE_GROUPS
 from notify.outbox import record_notification
-from notify.policy import Decision, DecisionKind, decide, decide_unanalysed
+from notify.policy import Decision, decide, decide_unanalysed
 from notify.policy_store import alert_history, load_policy
 from store.db import transaction
+from vigil.vocabulary import SETTLED_STATUSES, DecisionKind, EventStatus, NotificationKind
+
+
+@dataclass(frozen=True)
+class SettledEvent:
+    """A settled event the digest has yet to decide, with its home's arm mode."""
+
+    id: int
+    home_id: int
+    location: str
+    status: str  # an EventStatus among SETTLED_STATUSES
+    lite_results: Mapping[str, float] | None  # the quick check's score per presence group
+    error_code: str | None
+    arm_mode: str  # an ArmMode
+
+
+@dataclass(frozen=True)
+class DetectionRow:
+    label: str
+    score: float
 
 
 @dataclass(frozen=True)
@@ -39,59 +61,76 @@ class DigestReport:
     deliveries: list[int] = field(default_factory=list)  # new outbox rows to send now
 
 
-# Settled events the digest decides; "failed" and "skipped" take the fail-safe path.
-_SETTLED = ("analyzed", "failed", "skipped")
+# Settled events the digest decides; failed and skipped ones take the fail-safe path.
+_SETTLED = sorted(SETTLED_STATUSES)
+
+
+def _alert(
+    conn: psycopg.Connection, event: SettledEvent, decision: Decision, report: DigestReport
+) -> None:
+    failsafe = decision.kind is DecisionKind.FAILSAFE
+    # A fail-safe alert says it is not verified, and why, for the app to show.
+    data = {"verified": "false", "failsafe": event.error_code or "unanalysed"}
+    recorded = record_notification(
+        conn,
+        event.home_id,
+        NotificationKind.ALERT,
+        decision.title,
+        decision.body,
+        event_id=event.id,
+        location=event.location,
+        labels=decision.labels,
+        reason=DecisionKind.FAILSAFE if failsafe else decision.reason,
+        life_safety=decision.life_safety,
+        data=data if failsafe else None,
+    )
+    alerted = Alerted(
+        event.id, event.home_id, recorded.notification_id, decision.title, decision.kind
+    )
+    report.alerts.append(alerted)
+    report.deliveries.extend(recorded.delivery_ids)
 
 
 def _record(
-    conn: psycopg.Connection, event: dict, decision: Decision, report: DigestReport
+    conn: psycopg.Connection, event: SettledEvent, decision: Decision, report: DigestReport
 ) -> None:
     conn.execute(
         "UPDATE events SET digest = %s, digest_reason = %s WHERE id = %s",
-        (decision.kind.value, decision.reason.value, event["id"]),
+        (decision.kind, decision.reason, event.id),
     )
     if decision.notifies:
-        failsafe = decision.kind is DecisionKind.FAILSAFE
-        recorded = record_notification(
-            conn, event["home_id"], "alert", decision.title, decision.body,
-            event_id=event["id"], location=event["location"], labels=decision.labels,
-            reason="failsafe" if failsafe else decision.reason.value,
-            life_safety=decision.life_safety,
-            data={"verified": "false", "failsafe": event["error_code"] or "unanalysed"}
-            if failsafe else None,
-        )  # fmt: skip
-        report.alerts.append(
-            Alerted(
-                event["id"], event["home_id"], recorded.notification_id, decision.title,
-                decision.kind,
-            )
-        )  # fmt: skip
-        report.deliveries.extend(recorded.delivery_ids)
+        _alert(conn, event, decision, report)
     elif decision.kind is DecisionKind.SUMMARY:
-        report.held.append(event["id"])
+        report.held.append(event.id)
     else:
-        report.suppressed.append(event["id"])
+        report.suppressed.append(event.id)
 
 
-def _decide(conn: psycopg.Connection, event: dict) -> Decision:
-    now = conn.execute(
-        "SELECT now() AS now FROM homes WHERE id = %s FOR NO KEY UPDATE", (event["home_id"],)
-    ).fetchone()["now"]
-    policy = load_policy(conn, event["home_id"])
-    history = alert_history(conn, event["home_id"], event["location"], now, policy)
-    if event["status"] == "analyzed":
-        rows = conn.execute(
-            "SELECT label, score FROM detections WHERE event_id = %s", (event["id"],)
-        ).fetchall()
-        detections = [(r["label"], r["score"]) for r in rows]
-        return decide(detections, event["arm_mode"], event["location"], policy, history, now)
+def _decide(conn: psycopg.Connection, event: SettledEvent) -> Decision:
+    now: datetime | None = (
+        conn.cursor(row_factory=scalar_row)
+        .execute("SELECT now() FROM homes WHERE id = %s FOR NO KEY UPDATE", (event.home_id,))
+        .fetchone()
+    )
+    if now is None:
+        raise LookupError(f"home {event.home_id} of event {event.id} does not exist")
+    policy = load_policy(conn, event.home_id)
+    history = alert_history(conn, event.home_id, event.location, now, policy)
+    if event.status == EventStatus.ANALYZED:
+        rows = (
+            conn.cursor(row_factory=class_row(DetectionRow))
+            .execute("SELECT label, score FROM detections WHERE event_id = %s", (event.id,))
+            .fetchall()
+        )
+        detections = [(row.label, row.score) for row in rows]
+        return decide(detections, event.arm_mode, event.location, policy, history, now)
     lite = [
         (label, float(score))
-        for label, score in (event["lite_results"] or {}).items()
+        for label, score in (event.lite_results or {}).items()
         if label in PRESENCE_GROUPS
     ]
     return decide_unanalysed(
-        lite, event["arm_mode"], event["location"], policy, history, now, event["error_code"]
+        lite, event.arm_mode, event.location, policy, history, now, event.error_code
     )
 
 
@@ -103,16 +142,20 @@ def digest_events(pool: ConnectionPool, event_ids: Sequence[int]) -> DigestRepor
     report = DigestReport()
     for event_id in event_ids:
         with transaction(pool) as conn:
-            event = conn.execute(
-                """
-                SELECT e.id, e.home_id, e.location, e.status, e.lite_results, e.error_code,
-                       h.arm_mode
-                FROM events e JOIN homes h ON h.id = e.home_id
-                WHERE e.id = %s AND e.status = ANY(%s) AND e.digest IS NULL
-                FOR UPDATE OF e
-                """,
-                (event_id, list(_SETTLED)),
-            ).fetchone()
+            event = (
+                conn.cursor(row_factory=class_row(SettledEvent))
+                .execute(
+                    """
+                    SELECT e.id, e.home_id, e.location, e.status, e.lite_results,
+                           e.error_code, h.arm_mode
+                    FROM events e JOIN homes h ON h.id = e.home_id
+                    WHERE e.id = %s AND e.status = ANY(%s) AND e.digest IS NULL
+                    FOR UPDATE OF e
+                    """,
+                    (event_id, _SETTLED),
+                )
+                .fetchone()
+            )
             if event is not None:
                 _record(conn, event, _decide(conn, event), report)
     return report
@@ -122,13 +165,17 @@ def undigested(pool: ConnectionPool, older_than_s: float, limit: int) -> list[in
     """Settled events the digest never decided (its message lost with a Redis restarted
     empty, or waiting out a broker's visibility timeout), oldest first."""
     with pool.connection() as conn:
-        rows = conn.execute(
-            """
-            SELECT id FROM events
-            WHERE digest IS NULL AND status = ANY(%s)
-              AND updated_at < now() - make_interval(secs => %s)
-            ORDER BY updated_at LIMIT %s
-            """,
-            (list(_SETTLED), older_than_s, limit),
-        ).fetchall()
-    return [r["id"] for r in rows]
+        ids: list[int] = (
+            conn.cursor(row_factory=scalar_row)
+            .execute(
+                """
+                SELECT id FROM events
+                WHERE digest IS NULL AND status = ANY(%s)
+                  AND updated_at < now() - make_interval(secs => %s)
+                ORDER BY updated_at LIMIT %s
+                """,
+                (_SETTLED, older_than_s, limit),
+            )
+            .fetchall()
+        )
+    return ids

@@ -1,31 +1,53 @@
-"""FCM HTTP v1 through pyfcm, one HTTP request per send.
+"""FCM HTTP v1: pyfcm writes the message, this module sends it, one HTTP request per send.
 
-pyfcm as shipped retries POSTs on 502/503 inside its requests adapter and sleeps on
-``Retry-After`` before recursing; google-auth retries (with sleeps) a token endpoint that
-answers 5xx. A worker must report those answers to the sender instead, so ``_OneShotFCM``
-and ``_TokenRequest`` take the retries out: one ``send`` is one POST (plus, at most, one
-token fetch and one resend after ``ACCESS_TOKEN_EXPIRED``).
+Of pyfcm 2.1.1's public API only ``FCMNotification.parse_payload`` is used: it turns the
+message options into the v1 request body. Its sending calls (``notify``, ``send_request``)
+cannot do what a worker needs:
+
+* ``send_request`` sleeps for as long as ``Retry-After`` says and sends again, without
+  bound, inside the task; its default adapter also retries a POST answered 502 or 503.
+  A worker must hand such answers to the sender, which backs off in the outbox instead.
+* ``notify`` turns each error answer into an exception that carries neither the HTTP
+  status, nor ``Retry-After``, nor FCM's ``errorCode``: the sender needs all three to tell
+  a dead token from a busy server.
+* Each thread fetches its own OAuth token (every 30 minutes), through a google-auth
+  transport without our timeout, which retries a token endpoint answering 5xx, sleeping
+  between tries.
+* The endpoint is a class constant, and the credentials' project wins over one given:
+  ``FCM_ENDPOINT`` and ``FCM_PROJECT_ID`` could not apply.
+
+So the POST, one OAuth token shared by every thread, and the one resend after
+``ACCESS_TOKEN_EXPIRED`` are here: one ``send`` is one POST (plus, at most, one token fetch
+and one resend). ``tests/test_push_fcm.py`` pins the pyfcm version and what
+``parse_payload`` writes.
 """
 
 from __future__ import annotations
 
-import email.utils
-import hashlib
 import json
 import threading
 import time
 from collections.abc import Mapping
-from datetime import UTC
-from typing import Any
 
 import google.auth.exceptions
+import google.auth.transport
 import google.auth.transport.requests
 import requests
 from google.oauth2 import service_account
 from pyfcm import FCMNotification
 from requests.adapters import HTTPAdapter
 
+from notify.http_push import (
+    MAX_REASON_CHARS,
+    apns_expiration,
+    apns_priority,
+    collapse_id,
+    interruption_level,
+    retry_after_s,
+    transport_failure,
+)
 from notify.push import Outcome, PushMessage, SendResult
+from vigil.vocabulary import NotificationKind, Platform
 
 DEFAULT_FCM_ENDPOINT = "https://fcm.googleapis.com/v1/projects"
 FCM_SCOPE = "https://www.googleapis.com/auth/firebase.messaging"
@@ -33,92 +55,77 @@ DEFAULT_TIMEOUT_S = 10.0
 _FCM_ERROR = "type.googleapis.com/google.firebase.fcm.v1.FcmError"
 _BAD_REQUEST = "type.googleapis.com/google.rpc.BadRequest"
 _DEAD_TOKEN_CODES = frozenset({"UNREGISTERED", "SENDER_ID_MISMATCH"})
+_CONNECTIONS = 32  # kept open to FCM, shared by the sending threads
+
+JsonObject = dict[str, object]
 
 
-def retry_after_s(value: str | None) -> float | None:
-    """Seconds from a Retry-After header (delta-seconds or an HTTP date)."""
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, when.timestamp() - time.time())
-
-
-def collapse_id(key: str) -> str:
-    """APNs refuses a collapse id over 64 bytes; a digest keeps long keys stable and unique."""
-    return key if len(key.encode()) <= 64 else hashlib.sha256(key.encode()).hexdigest()
-
-
-class _TokenRequest(google.auth.transport.requests.Request):
-    """google-auth transport with our timeout and no retry: a non-200 raises at once."""
+class _OneTryTokenTransport(google.auth.transport.Request):
+    """google-auth's requests transport with our timeout and no retry: a token endpoint
+    that answers anything but 200 raises at once, which leaves google-auth's retry loop
+    before its first sleep."""
 
     def __init__(self, timeout_s: float) -> None:
-        super().__init__(requests.Session())
+        self._inner = google.auth.transport.requests.Request(requests.Session())
         self._timeout_s = timeout_s
 
-    def __call__(self, url, method="GET", body=None, headers=None, timeout=None, **kwargs):
-        response = super().__call__(url, method, body, headers, timeout=self._timeout_s, **kwargs)
+    def __call__(
+        self,
+        url: str,
+        method: str = "GET",
+        body: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+        timeout: float | None = None,
+        **kwargs: object,
+    ) -> google.auth.transport.Response:
+        response = self._inner(url, method, body, headers, timeout=self._timeout_s, **kwargs)
         if response.status != 200:
-            # Raising here leaves google-auth's backoff loop before its first sleep.
             raise google.auth.exceptions.RefreshError(
                 f"token endpoint answered {response.status}: {response.data[:200]!r}",
                 retryable=response.status == 429 or response.status >= 500,
             )
         return response
 
+    def close(self) -> None:
+        self._inner.session.close()
 
-class _OneShotFCM(FCMNotification):
-    """pyfcm without hidden retries or sleeps, sharing one OAuth token across threads."""
 
-    def __init__(self, credentials: service_account.Credentials, url: str, timeout_s: float):
-        super().__init__(
-            credentials=credentials, adapter=HTTPAdapter(max_retries=0, pool_maxsize=32)
-        )
-        self._fcm_end_point = url  # set directly: pyfcm would prefer the JSON's project id
-        self._token_lock = threading.Lock()
-        self._token_request = _TokenRequest(timeout_s)
+class _AccessToken:
+    """One OAuth access token for every sending thread, fetched again only near expiry."""
 
-    def _get_access_token(self) -> str:
-        # pyfcm refreshes per thread every 30 min; one token until near expiry is enough.
-        with self._token_lock:
-            if not self.credentials.valid:
-                self.credentials.refresh(self._token_request)
-            return self.credentials.token
+    def __init__(self, credentials: service_account.Credentials, timeout_s: float) -> None:
+        self._credentials = credentials
+        self._transport = _OneTryTokenTransport(timeout_s)
+        self._lock = threading.Lock()
 
-    def _drop_token(self, stale: str) -> None:
-        with self._token_lock:
-            if self.credentials.token == stale:  # another thread may have refreshed it
-                self.credentials.token = None
+    def get(self) -> str:
+        with self._lock:
+            if not self._credentials.valid:
+                self._credentials.refresh(self._transport)
+            token = self._credentials.token
+        if not isinstance(token, str):
+            raise google.auth.exceptions.RefreshError("the token endpoint gave no access token")
+        return token
 
-    def _post(self, payload: bytes, timeout: float | None) -> requests.Response:
-        token = self._get_access_token()
-        response = self.requests_session.post(
-            self.fcm_end_point,
-            data=payload,
-            timeout=timeout,
-            headers={"Authorization": f"Bearer {token}"},
-        )
-        if response.status_code == 401:
-            self._drop_token(token)
-        return response
-
-    def send_request(self, payload=None, timeout=None) -> requests.Response:
-        response = self._post(payload, timeout)
-        if self._is_access_token_expired(response):
-            response = self._post(payload, timeout)
-        return response
+    def drop(self, stale: str) -> None:
+        """Forget a token FCM refused, unless another thread already replaced it."""
+        with self._lock:
+            if self._credentials.token == stale:
+                self._credentials.token = None
 
     def close(self) -> None:
-        self.custom_adapter.close()
-        self._token_request.session.close()
+        self._transport.close()
+
+
+def access_token_expired(status: int, body: bytes) -> bool:
+    """Google's answer to a token past its expiry: 401 with reason ACCESS_TOKEN_EXPIRED."""
+    if status != 401:
+        return False
+    try:
+        details = json.loads(body).get("error", {}).get("details", [])
+        return any(detail.get("reason") == "ACCESS_TOKEN_EXPIRED" for detail in details)
+    except (ValueError, AttributeError, TypeError):
+        return False
 
 
 def _error_fields(body: bytes) -> tuple[str | None, str, list[str]]:
@@ -152,50 +159,57 @@ def classify_response(status: int, headers: Mapping[str, str], body: bytes) -> S
     if status == 429 or status >= 500:
         wait = retry_after_s(headers.get("Retry-After"))
         return SendResult(Outcome.RETRY, status=status, reason=reason, retry_after_s=wait)
-    return SendResult(Outcome.FAILED, status=status, reason=f"{reason}: {text}"[:300])
+    return SendResult(Outcome.FAILED, status=status, reason=f"{reason}: {text}"[:MAX_REASON_CHARS])
 
 
-def payload_args(message: PushMessage) -> dict[str, Any]:
-    """pyfcm ``parse_payload`` arguments for a message (Android, APNs and web options)."""
-    alert = message.kind == "alert"
-    ttl_s = max(0, message.ttl_s)
-    android_notification = {"channel_id": "alerts" if alert else "summaries"}
-    aps: dict[str, Any] = {
-        "interruption-level": "time-sensitive" if message.time_sensitive else "passive"
-    }
-    apns_headers = {
-        "apns-priority": "10" if message.time_sensitive else "5",
-        "apns-push-type": "alert",
-        "apns-expiration": str(int(time.time()) + ttl_s if ttl_s else 0),
-    }
-    android: dict[str, Any] = {
+def _android_config(message: PushMessage, ttl_s: int) -> JsonObject:
+    alert = message.kind == NotificationKind.ALERT
+    notification = {"channel_id": "alerts" if alert else "summaries"}
+    android: JsonObject = {
         "priority": "high" if message.time_sensitive else "normal",
         "ttl": f"{ttl_s}s",
-        "notification": android_notification,
+        "notification": notification,
     }
     if message.collapse_key:
         # The tag makes a resend, or a newer summary, replace the shown notification.
         android["collapse_key"] = message.collapse_key
-        android_notification["tag"] = message.collapse_key
-        apns_headers["apns-collapse-id"] = collapse_id(message.collapse_key)
+        notification["tag"] = message.collapse_key
+    return android
+
+
+def _apns_config(message: PushMessage, ttl_s: int) -> JsonObject:
+    aps: JsonObject = {"interruption-level": interruption_level(message)}
+    headers = {
+        "apns-priority": apns_priority(message),
+        "apns-push-type": "alert",
+        "apns-expiration": apns_expiration(ttl_s, time.time()),
+    }
+    if message.collapse_key:
+        headers["apns-collapse-id"] = collapse_id(message.collapse_key)
     if message.thread_id:
         aps["thread-id"] = message.thread_id
-    if alert:
+    if message.kind == NotificationKind.ALERT:
         aps["sound"] = "default"
-    apns: dict[str, Any] = {"headers": apns_headers, "payload": {"aps": aps}}
+    apns: JsonObject = {"headers": headers, "payload": {"aps": aps}}
     if message.image_url:
         aps["mutable-content"] = 1
         apns["fcm_options"] = {"image": message.image_url}
-    args: dict[str, Any] = {
+    return apns
+
+
+def payload_args(message: PushMessage) -> JsonObject:
+    """pyfcm ``parse_payload`` arguments for a message (Android, APNs and web options)."""
+    ttl_s = max(0, message.ttl_s)
+    args: JsonObject = {
         "fcm_token": message.token,
         "notification_title": message.title,
         "notification_body": message.body,
         "notification_image": message.image_url,
         "data_payload": dict(message.data),
-        "android_config": android,
-        "apns_config": apns,
+        "android_config": _android_config(message, ttl_s),
+        "apns_config": _apns_config(message, ttl_s),
     }
-    if message.platform == "web":
+    if message.platform == Platform.WEB:
         urgency = "high" if message.time_sensitive else "normal"
         args["webpush_config"] = {"headers": {"TTL": str(ttl_s), "Urgency": urgency}}
     return args
@@ -208,7 +222,7 @@ class FcmProvider:
 
     def __init__(
         self,
-        service_account_info: Mapping[str, Any],
+        service_account_info: Mapping[str, str],
         *,
         project_id: str | None = None,
         endpoint: str = DEFAULT_FCM_ENDPOINT,
@@ -227,25 +241,53 @@ class FcmProvider:
             raise ValueError("FCM project id missing: set FCM_PROJECT_ID or project_id")
         self.url = f"{endpoint.rstrip('/')}/{self.project_id}/messages:send"
         self.timeout_s = timeout_s
-        self._fcm = _OneShotFCM(credentials, self.url, timeout_s)
+        self._payloads = FCMNotification(credentials=credentials)  # parse_payload only
+        self._token = _AccessToken(credentials, timeout_s)
+        # No retries in the adapter: a 5xx goes back to the sender, which backs off.
+        self._adapter = HTTPAdapter(max_retries=0, pool_maxsize=_CONNECTIONS)
+        self._sessions = threading.local()  # a session per thread, one connection pool
+
+    def _session(self) -> requests.Session:
+        session: requests.Session | None = getattr(self._sessions, "session", None)
+        if session is None:
+            session = requests.Session()
+            session.mount("http://", self._adapter)
+            session.mount("https://", self._adapter)
+            self._sessions.session = session
+        return session
+
+    def _post(self, body: bytes) -> requests.Response:
+        token = self._token.get()
+        response = self._session().post(
+            self.url,
+            data=body,
+            timeout=self.timeout_s,
+            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+        )
+        if response.status_code == 401:
+            self._token.drop(token)
+        return response
 
     def send(self, message: PushMessage) -> SendResult:
         """One POST to FCM; network and auth trouble come back as a SendResult."""
+        body: bytes = self._payloads.parse_payload(**payload_args(message))
         try:
-            payload = self._fcm.parse_payload(**payload_args(message))
-            response = self._fcm.send_request(payload, self.timeout_s)
+            response = self._post(body)
+            if access_token_expired(response.status_code, response.content):
+                response = self._post(body)  # with a token fetched anew
         except requests.RequestException as exc:
-            return SendResult(Outcome.RETRY, reason=f"{type(exc).__name__}: {exc}"[:300])
+            return transport_failure(exc)
         except google.auth.exceptions.GoogleAuthError as exc:
             # A refused service account is misconfiguration; anything else is transient.
-            outcome = Outcome.FAILED
-            if not isinstance(exc, google.auth.exceptions.RefreshError) or exc.retryable:
-                outcome = Outcome.RETRY
-            return SendResult(outcome, reason=f"oauth {type(exc).__name__}: {exc}"[:300])
+            result = transport_failure(exc, prefix="oauth ")
+            if isinstance(exc, google.auth.exceptions.RefreshError) and not exc.retryable:
+                return SendResult(Outcome.FAILED, reason=result.reason)
+            return result
         return classify_response(response.status_code, response.headers, response.content)
 
     def warm(self) -> None:
-        self._fcm._get_access_token()  # pyfcm caches the OAuth token it fetches here
+        self._token.get()
 
     def close(self) -> None:
-        self._fcm.close()
+        self._adapter.close()
+        self._token.close()

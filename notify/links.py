@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import os
 import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urlencode
+
+from vigil.settings import Settings
 
 DEFAULT_BASE_URL = "http://localhost:5000"
 DEFAULT_SNAPSHOT_TTL_S = 24 * 3600
@@ -32,10 +33,15 @@ def deep_link(event_id: int | None, notification_id: int) -> str:
     return f"vigil://notifications/{notification_id}"
 
 
-def signing_secret(config: Mapping[str, str | None]) -> str | None:
-    """The secret snapshot links are signed with, from the environment or the app config:
-    SNAPSHOT_URL_SECRET, else JWT_SECRET_KEY (web and workers must agree on it)."""
-    return config.get("SNAPSHOT_URL_SECRET") or config.get("JWT_SECRET_KEY") or None
+def signing_secret(config: Mapping[str, object]) -> str | None:
+    """The secret snapshot links are signed with, from the web app's config:
+    SNAPSHOT_URL_SECRET, else JWT_SECRET_KEY, as ``Settings.snapshot_secret`` chooses for
+    the workers (web and workers must agree on it)."""
+    for name in ("SNAPSHOT_URL_SECRET", "JWT_SECRET_KEY"):
+        value = config.get(name)
+        if isinstance(value, str) and value:
+            return value
+    return None
 
 
 def _key(secret: str) -> bytes:
@@ -82,12 +88,9 @@ class Links:
     snapshot_ttl_s: int = DEFAULT_SNAPSHOT_TTL_S
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] = os.environ) -> Links:
+    def from_settings(cls, settings: Settings) -> Links:
         """PUBLIC_BASE_URL, and SNAPSHOT_URL_SECRET (else JWT_SECRET_KEY) to sign with."""
-        return cls(
-            base_url=environ.get("PUBLIC_BASE_URL", DEFAULT_BASE_URL).rstrip("/"),
-            secret=signing_secret(environ),
-        )
+        return cls(base_url=settings.public_base_url.rstrip("/"), secret=settings.snapshot_secret)
 
     def snapshot_url(self, event_id: int, now: float | None = None) -> str | None:
         if not self.secret:

@@ -21,9 +21,10 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any
+from collections.abc import Awaitable, Mapping
 
 import redis
+from redis.typing import EncodableT, FieldT
 
 STREAM_KEY = "live:{{{home_id}}}"  # hash tag: one home's keys share a cluster slot
 DEFAULT_MAXLEN = 1000
@@ -41,7 +42,7 @@ START = "0-0"  # before every entry: reading after it replays the whole log
 _ID = re.compile(r"(\d{1,20})-(\d{1,20})")
 _MAX_PART = 2**64 - 1
 
-Entry = tuple[str, str, dict[str, Any]]
+Entry = tuple[str, str, dict[str, object]]  # (id, kind, data)
 
 
 def stream_key(home_id: int) -> str:
@@ -52,7 +53,7 @@ def publish(
     redis_client: redis.Redis,
     home_id: int,
     kind: str,
-    data: dict[str, Any],
+    data: Mapping[str, object],
     *,
     maxlen: int = DEFAULT_MAXLEN,
 ) -> str:
@@ -63,7 +64,10 @@ def publish(
     """
     if kind not in KINDS:
         raise ValueError(f"unknown live kind {kind!r}")
-    fields = {"kind": kind, "data": json.dumps(data, separators=(",", ":"))}
+    fields: dict[FieldT, EncodableT] = {
+        "kind": kind,
+        "data": json.dumps(dict(data), separators=(",", ":")),
+    }
     entry_id = redis_client.xadd(stream_key(home_id), fields, maxlen=maxlen, approximate=True)
     return _text(entry_id)
 
@@ -77,6 +81,8 @@ def read(
     client's socket timeout must be above it; ``None`` returns at once.
     """
     reply = redis_client.xread({stream_key(home_id): last_id}, count=count, block=block_ms)
+    if isinstance(reply, Awaitable):  # redis-py types its blocking and asyncio clients alike
+        raise TypeError("the live log needs a blocking redis.Redis")
     if not reply:
         return []
     # RESP2 answers [[key, entries]], RESP3 {key: [entries]}.
@@ -128,5 +134,5 @@ def resume_point(redis_client: redis.Redis, home_id: int, last_id: str | None) -
     return last_id, False
 
 
-def _text(value: Any) -> str:
+def _text(value: object) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)

@@ -3,16 +3,22 @@
 Rows are written in the digest's transaction, so a decision and its pushes commit together
 or not at all. The unique keys (an event's alert, a summary's key, a notification's
 device) make a redelivered digest write nothing new: it finds the notification already
-there and queues no second delivery. Sending is ``notify.sender``'s job.
+there and queues no second delivery. Sending is ``notify.sender``'s job: it claims each
+delivery as a ``ClaimedDelivery``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import uuid
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 
 import psycopg
+from psycopg.rows import scalar_row
 from psycopg.types.json import Jsonb
+
+from vigil.vocabulary import DecisionKind, NotificationKind, Reason
 
 
 @dataclass(frozen=True)
@@ -22,10 +28,39 @@ class Recorded:
     created: bool = True  # False: it was already there (a redelivery)
 
 
+@dataclass(frozen=True)
+class PushContent:
+    """What one push of a notification to one phone says (``notify.payload``)."""
+
+    id: int  # the delivery
+    push_id: uuid.UUID
+    notification_id: int
+    home_id: int
+    event_id: int | None  # None for a summary
+    kind: str  # a NotificationKind
+    title: str
+    body: str
+    data: Mapping[str, object]
+    push_token: str | None
+    platform: str | None  # a Platform; None once the phone was removed
+    has_snapshot: bool
+
+
+@dataclass(frozen=True)
+class ClaimedDelivery(PushContent):
+    """A delivery a sender leased, joined with its notification, device and event."""
+
+    attempts: int  # this one included
+    device_id: int | None  # None: the phone was removed since
+    created_at: datetime
+    now: datetime  # the database's clock when claimed
+    reclaimed: bool  # its last sender's lease ran out mid-send
+
+
 def record_notification(
     conn: psycopg.Connection,
     home_id: int,
-    kind: str,
+    kind: NotificationKind,
     title: str,
     body: str,
     *,
@@ -33,31 +68,46 @@ def record_notification(
     summary_key: str | None = None,
     location: str | None = None,
     labels: Sequence[str] = (),
-    reason: str | None = None,
+    reason: Reason | DecisionKind | None = None,
     life_safety: bool = False,
     data: dict[str, str] | None = None,
 ) -> Recorded:
     """Insert the notification and a pending delivery per phone of the home, once."""
     if (event_id is None) == (summary_key is None):
         raise ValueError("a notification is either an event's alert or a summary")
-    row = conn.execute(
+    ids = conn.cursor(row_factory=scalar_row)
+    notification_id: int | None = ids.execute(
         """
         INSERT INTO notifications (home_id, event_id, summary_key, kind, title, body,
                                    location, labels, reason, life_safety, data)
-        VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+        VALUES (%(home_id)s, %(event_id)s, %(summary_key)s, %(kind)s, %(title)s, %(body)s,
+                %(location)s, %(labels)s, %(reason)s, %(life_safety)s, %(data)s)
         ON CONFLICT DO NOTHING
         RETURNING id
         """,
-        (home_id, event_id, summary_key, kind, title, body, location, list(labels), reason,
-         life_safety, Jsonb(data or {})),
-    ).fetchone()  # fmt: skip
-    if row is None:
-        existing = conn.execute(
+        {
+            "home_id": home_id,
+            "event_id": event_id,
+            "summary_key": summary_key,
+            "kind": kind,
+            "title": title,
+            "body": body,
+            "location": location,
+            "labels": list(labels),
+            "reason": reason,
+            "life_safety": life_safety,
+            "data": Jsonb(data or {}),
+        },
+    ).fetchone()
+    if notification_id is None:  # the unique key held: this was recorded before
+        existing: int | None = ids.execute(
             "SELECT id FROM notifications WHERE (event_id = %s AND kind = %s) OR summary_key = %s",
             (event_id, kind, summary_key),
         ).fetchone()
-        return Recorded(existing["id"], created=False)
-    deliveries = conn.execute(
+        if existing is None:
+            raise LookupError(f"notification of home {home_id} conflicted but is not there")
+        return Recorded(existing, created=False)
+    deliveries: list[int] = ids.execute(
         """
         INSERT INTO deliveries (notification_id, home_id, device_id)
         SELECT %s, home_id, id FROM devices WHERE home_id = %s AND kind = 'phone'
@@ -65,6 +115,6 @@ def record_notification(
         ON CONFLICT DO NOTHING
         RETURNING id
         """,
-        (row["id"], home_id),
+        (notification_id, home_id),
     ).fetchall()
-    return Recorded(row["id"], [d["id"] for d in deliveries])
+    return Recorded(notification_id, deliveries)

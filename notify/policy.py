@@ -32,38 +32,16 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
-from enum import StrEnum
 from zoneinfo import ZoneInfo
 
 from inference.labels import PRESENCE_GROUPS, group_of
-from schedules.score import ARMED_MODES, DOOR_LOCATIONS, normalise_location
+from schedules.score import DOOR_LOCATIONS, normalise_location
+from vigil.vocabulary import ARMED_MODES, FULLY_ARMED, DecisionKind, PresenceGroup, Reason
 
-FULLY_ARMED = frozenset({"away", "night"})
-GROUPS = tuple(PRESENCE_GROUPS)  # person, vehicle, animal
+# DecisionKind and Reason belong to vigil.vocabulary; importing them from here still works.
+
+GROUPS = tuple(PresenceGroup)  # person, vehicle, animal
 MOTION = "motion"  # what a fail-safe alert names: motion was seen, not what moved
-
-
-class DecisionKind(StrEnum):
-    """What the digest did with an event (``events.digest``)."""
-
-    ALERT = "alert"
-    FAILSAFE = "failsafe"
-    SUMMARY = "summary"
-    SUPPRESSED = "suppressed"
-
-
-class Reason(StrEnum):
-    """Why (``events.digest_reason``); docs/notifications.md explains each."""
-
-    LIFE_SAFETY = "life_safety"
-    ARMED = "armed"
-    COOLDOWN = "cooldown"
-    QUIET_HOURS = "quiet_hours"
-    BUDGET = "budget"
-    NOT_ARMED = "not_armed"
-    ROUTINE = "routine"
-    BELOW_THRESHOLD = "below_threshold"
-
 
 NOTIFYING = frozenset({DecisionKind.ALERT, DecisionKind.FAILSAFE})
 
@@ -83,7 +61,7 @@ class HomePolicy:
 
     cooldown_s: int = 300
     hourly_budget: int = 10
-    alert_labels: frozenset[str] = frozenset({"person", "vehicle"})
+    alert_labels: frozenset[str] = frozenset({PresenceGroup.PERSON, PresenceGroup.VEHICLE})
     min_score: float = 0.45
     summary_window_s: int = 90  # the source's batching window...
     summary_idle_s: int = 30  # ...closed early after this long without a new event
@@ -161,9 +139,7 @@ def at_a_door(location: str) -> bool:
 
 
 def is_life_safety(groups: Sequence[str], arm_mode: str, location: str) -> bool:
-    if "person" not in groups:
-        return False
-    return arm_mode in FULLY_ARMED or (arm_mode in ARMED_MODES and at_a_door(location))
+    return PresenceGroup.PERSON in groups and armed_here(arm_mode, location)
 
 
 def _what(groups: Sequence[str]) -> str:
@@ -192,7 +168,7 @@ def _gates(
         return fresh, Reason.QUIET_HOURS
     if not life_safety and history.alerts_last_hour >= policy.hourly_budget:
         return fresh, Reason.BUDGET
-    return fresh, None  # fmt: skip
+    return fresh, None
 
 
 def decide(
@@ -208,16 +184,15 @@ def decide(
     life_safety = is_life_safety(groups, arm_mode, location)
     # A person while armed away is life safety whatever the home chose to hear about.
     alerting = tuple(
-        g for g in groups if g in policy.alert_labels or (life_safety and g == "person")
+        g for g in groups if g in policy.alert_labels or (life_safety and g == PresenceGroup.PERSON)
     )
     place = place_name(location)
     local = now.astimezone(ZoneInfo(policy.timezone))
 
     def summary(reason: Reason) -> Decision:
-        return Decision(
-            DecisionKind.SUMMARY, reason, groups, False, f"Activity at the {place}",
-            f"{_what(groups)} seen at the {place} at {local:%H:%M}.",
-        )  # fmt: skip
+        title = f"Activity at the {place}"
+        body = f"{_what(groups)} seen at the {place} at {local:%H:%M}."
+        return Decision(DecisionKind.SUMMARY, reason, groups, False, title, body)
 
     if not groups:
         if arm_mode not in ARMED_MODES:
@@ -243,6 +218,17 @@ def decide(
 def armed_here(arm_mode: str, location: str) -> bool:
     """Armed for this place: away or night anywhere, or a door while armed home."""
     return arm_mode in FULLY_ARMED or (arm_mode in ARMED_MODES and at_a_door(location))
+
+
+def alerted_here_lately(
+    history: AlertHistory, location: str, policy: HomePolicy, now: datetime
+) -> bool:
+    """Whether any alert at this place, whatever it named, is within the cooldown: it
+    already sent the household there."""
+    cooldown = timedelta(seconds=policy.cooldown_s)
+    return any(
+        now - at < cooldown for (where, _), at in history.last_alerted.items() if where == location
+    )
 
 
 def failure_text(code: str | None) -> str:
@@ -273,16 +259,18 @@ def decide_unanalysed(
     if quick.kind is DecisionKind.ALERT:
         what = " and ".join(quick.labels)
         return Decision(
-            DecisionKind.FAILSAFE, quick.reason, quick.labels, quick.life_safety,
-            f"Possible {what} at the {place}",
-            f"Not verified: seen by the quick check only. {why}.",
-        )  # fmt: skip
+            DecisionKind.FAILSAFE,
+            quick.reason,
+            quick.labels,
+            quick.life_safety,
+            title=f"Possible {what} at the {place}",
+            body=f"Not verified: seen by the quick check only. {why}.",
+        )
 
     def summary(reason: Reason) -> Decision:
-        return Decision(
-            DecisionKind.SUMMARY, reason, (), False, f"Activity at the {place}",
-            f"Motion at the {place} at {local:%H:%M}; {why[0].lower()}{why[1:]}.",
-        )  # fmt: skip
+        title = f"Activity at the {place}"
+        body = f"Motion at the {place} at {local:%H:%M}; {why[0].lower()}{why[1:]}."
+        return Decision(DecisionKind.SUMMARY, reason, (), False, title, body)
 
     if quick.reason in (Reason.COOLDOWN, Reason.QUIET_HOURS, Reason.BUDGET):
         return summary(quick.reason)  # the quick check alerted, the gates folded it
@@ -290,16 +278,16 @@ def decide_unanalysed(
         return summary(Reason.NOT_ARMED)
     if not armed_here(arm_mode, location):
         return summary(Reason.ROUTINE)
-    # Any alert at this place within the cooldown already sent the household there.
-    cooldown = timedelta(seconds=policy.cooldown_s)
-    if any(now - at < cooldown for (where, _), at in history.last_alerted.items()
-           if where == location):  # fmt: skip
+    if alerted_here_lately(history, location, policy, now):
         return summary(Reason.COOLDOWN)
     _, gate = _gates((MOTION,), location, False, policy, history, now)
     if gate is not None:
         return summary(gate)
     return Decision(
-        DecisionKind.FAILSAFE, Reason.ARMED, (MOTION,), False,
-        f"Motion at the {place} — the picture could not be analysed",
-        f"{why}. Seen at {local:%H:%M} while armed {arm_mode}.",
-    )  # fmt: skip
+        DecisionKind.FAILSAFE,
+        Reason.ARMED,
+        (MOTION,),
+        life_safety=False,
+        title=f"Motion at the {place} — the picture could not be analysed",
+        body=f"{why}. Seen at {local:%H:%M} while armed {arm_mode}.",
+    )

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, time, timedelta
 from typing import Any
 
 import psycopg
+from psycopg.rows import class_row
 
 from notify.policy import AlertHistory, HomePolicy
 
@@ -21,30 +24,57 @@ POLICY_FIELDS = (
 )
 
 
+@dataclass(frozen=True)
+class PolicyRow:
+    """A home's time zone and quiet hours, with its own policy row (all None without one)."""
+
+    timezone: str
+    quiet_hours_start: time | None
+    quiet_hours_end: time | None
+    cooldown_s: int | None
+    hourly_budget: int | None
+    alert_labels: list[str] | None
+    min_score: float | None
+    summary_window_s: int | None
+    summary_idle_s: int | None
+    summary_interval_s: int | None
+
+
+@dataclass(frozen=True)
+class AlertRow:
+    location: str | None
+    labels: list[str]
+    created_at: datetime
+
+
 def load_policy(conn: psycopg.Connection, home_id: int) -> HomePolicy:
     """The home's policy: its own row over the defaults, with its timezone and quiet hours."""
-    row = conn.execute(
-        f"""
-        SELECT h.timezone, h.quiet_hours_start, h.quiet_hours_end,
-               {", ".join(f"p.{name}" for name in POLICY_FIELDS)}
-        FROM homes h LEFT JOIN notification_policies p ON p.home_id = h.id
-        WHERE h.id = %s
-        """,
-        (home_id,),
-    ).fetchone()
+    row = (
+        conn.cursor(row_factory=class_row(PolicyRow))
+        .execute(
+            f"""
+            SELECT h.timezone, h.quiet_hours_start, h.quiet_hours_end,
+                   {", ".join(f"p.{name}" for name in POLICY_FIELDS)}
+            FROM homes h LEFT JOIN notification_policies p ON p.home_id = h.id
+            WHERE h.id = %s
+            """,
+            (home_id,),
+        )
+        .fetchone()
+    )
     if row is None:
         raise LookupError(f"home {home_id} does not exist")
     return policy_from_row(row)
 
 
-def policy_from_row(row: dict[str, Any]) -> HomePolicy:
-    chosen = {name: row[name] for name in POLICY_FIELDS if row.get(name) is not None}
-    if "alert_labels" in chosen:
-        chosen["alert_labels"] = frozenset(chosen["alert_labels"])
+def policy_from_row(row: PolicyRow) -> HomePolicy:
+    chosen = {name: value for name in POLICY_FIELDS if (value := getattr(row, name)) is not None}
+    if row.alert_labels is not None:
+        chosen["alert_labels"] = frozenset(row.alert_labels)
     return HomePolicy(
-        timezone=row["timezone"],
-        quiet_start=row["quiet_hours_start"],
-        quiet_end=row["quiet_hours_end"],
+        timezone=row.timezone,
+        quiet_start=row.quiet_hours_start,
+        quiet_end=row.quiet_hours_end,
         **chosen,
     )
 
@@ -52,14 +82,14 @@ def policy_from_row(row: dict[str, Any]) -> HomePolicy:
 def policy_json(policy: HomePolicy) -> dict[str, Any]:
     """The API's view of the fields a home sets through ``PUT /homes/<id>/policy``."""
     values = {name: getattr(policy, name) for name in POLICY_FIELDS}
-    values["alert_labels"] = sorted(values["alert_labels"])
+    values["alert_labels"] = sorted(policy.alert_labels)
     return values
 
 
-def save_policy(conn: psycopg.Connection, home_id: int, changes: dict[str, Any]) -> HomePolicy:
-    """Merge ``changes`` into the home's policy and store the whole row; returns the result."""
-    current = {name: getattr(load_policy(conn, home_id), name) for name in POLICY_FIELDS}
-    merged = {**current, **changes}
+def save_policy(conn: psycopg.Connection, home_id: int, changes: Mapping[str, Any]) -> HomePolicy:
+    """Merge ``changes`` (policy fields, as in the API) into the home's policy and store the
+    whole row; returns the result."""
+    merged = {**policy_json(load_policy(conn, home_id)), **changes}
     merged["alert_labels"] = sorted(set(merged["alert_labels"]))
     HomePolicy(**{**merged, "alert_labels": frozenset(merged["alert_labels"])})  # validates
     columns = ", ".join(POLICY_FIELDS)
@@ -80,22 +110,25 @@ def alert_history(
 ) -> AlertHistory:
     """The home's alerts in the last hour and, per label, the last alert at ``location``."""
     since = now - max(timedelta(hours=1), timedelta(seconds=policy.cooldown_s))
-    rows = conn.execute(
-        """
-        SELECT location, labels, created_at FROM notifications
-        WHERE home_id = %s AND kind = 'alert' AND created_at > %s
-        """,
-        (home_id, since),
-    ).fetchall()
+    rows = (
+        conn.cursor(row_factory=class_row(AlertRow))
+        .execute(
+            """
+            SELECT location, labels, created_at FROM notifications
+            WHERE home_id = %s AND kind = 'alert' AND created_at > %s
+            """,
+            (home_id, since),
+        )
+        .fetchall()
+    )
     hour_ago = now - timedelta(hours=1)
     last: dict[tuple[str, str], datetime] = {}
     for row in rows:
-        if row["location"] != location:
+        if row.location != location:
             continue
-        for label in row["labels"]:
+        for label in row.labels:
             key = (location, label)
-            if key not in last or row["created_at"] > last[key]:
-                last[key] = row["created_at"]
-    return AlertHistory(
-        last_alerted=last, alerts_last_hour=sum(1 for r in rows if r["created_at"] > hour_ago)
-    )
+            if key not in last or row.created_at > last[key]:
+                last[key] = row.created_at
+    alerts_last_hour = sum(1 for row in rows if row.created_at > hour_ago)
+    return AlertHistory(last_alerted=last, alerts_last_hour=alerts_last_hour)

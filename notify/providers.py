@@ -1,4 +1,4 @@
-"""Which provider sends to which platform, configured from the environment (Heroku style).
+"""Which provider sends to which platform, configured by the settings (``vigil.settings``).
 
 FCM_CREDENTIALS_JSON (the service-account JSON) or FCM_CREDENTIALS_FILE, FCM_PROJECT_ID
 and FCM_ENDPOINT (optional) configure FCM. APNS_KEY (the .p8 PEM) or APNS_KEY_FILE,
@@ -10,15 +10,12 @@ embedded provider, whose pushes live only in PostgreSQL.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
-from pathlib import Path
 
-from notify.apns import APNS_PRODUCTION, ApnsProvider
-from notify.fcm import DEFAULT_FCM_ENDPOINT, DEFAULT_TIMEOUT_S, FcmProvider
+from notify.apns import ApnsProvider
+from notify.fcm import FcmProvider
 from notify.push import Outcome, PushMessage, PushProvider, SendResult
-
-PLATFORMS = ("ios", "android", "web")
-_APNS_VARS = ("APNS_KEY_ID", "APNS_TEAM_ID", "APNS_TOPIC")
+from vigil.settings import Settings
+from vigil.vocabulary import PUSH_PLATFORMS, Platform
 
 
 class EmbeddedProvider:
@@ -51,9 +48,10 @@ class Providers:
 
     def for_platform(self, platform: str) -> PushProvider:
         """ios: APNs, else FCM (which relays to APNs); android and web: FCM; else embedded."""
-        if platform not in PLATFORMS:
-            raise ValueError(f"unknown platform {platform!r}; expected one of {PLATFORMS}")
-        if platform == "ios" and self.apns is not None:
+        if platform not in PUSH_PLATFORMS:
+            expected = ", ".join(PUSH_PLATFORMS)
+            raise ValueError(f"no pushes to platform {platform!r}; expected one of {expected}")
+        if platform == Platform.IOS and self.apns is not None:
             return self.apns
         return self.fcm or self.embedded
 
@@ -71,37 +69,9 @@ class Providers:
         return list({id(p): p for p in (self.fcm, self.apns, self.embedded) if p}.values())
 
 
-def _get(environ: Mapping[str, str], name: str) -> str:
-    return environ.get(name, "").strip()
-
-
-def _text_or_file(environ: Mapping[str, str], name: str, file_name: str) -> str:
-    """The variable ``name`` itself, or the contents of the file ``file_name`` names."""
-    text, path = _get(environ, name), _get(environ, file_name)
-    if text and path:
-        raise ValueError(f"set {name} or {file_name}, not both")
-    if path:
-        try:
-            return Path(path).read_text()
-        except OSError as exc:
-            raise ValueError(f"{file_name}: cannot read {path}: {exc}") from exc
-    return text
-
-
-def _timeout(environ: Mapping[str, str]) -> float:
-    raw = _get(environ, "PUSH_TIMEOUT_S")
-    try:
-        timeout = float(raw) if raw else DEFAULT_TIMEOUT_S
-    except ValueError:
-        raise ValueError(f"PUSH_TIMEOUT_S must be a number of seconds, not {raw!r}") from None
-    if not 0 < timeout <= 300:
-        raise ValueError("PUSH_TIMEOUT_S must be in (0, 300]")
-    return timeout
-
-
-def fcm_from_env(environ: Mapping[str, str], timeout_s: float) -> FcmProvider | None:
+def fcm_from_settings(settings: Settings) -> FcmProvider | None:
     """The FCM provider, or None when no credentials are set."""
-    text = _text_or_file(environ, "FCM_CREDENTIALS_JSON", "FCM_CREDENTIALS_FILE")
+    text = settings.fcm_credentials
     if not text:
         return None
     try:
@@ -112,36 +82,39 @@ def fcm_from_env(environ: Mapping[str, str], timeout_s: float) -> FcmProvider | 
         raise ValueError("FCM credentials must be a service-account JSON object")
     return FcmProvider(
         info,
-        project_id=_get(environ, "FCM_PROJECT_ID") or None,
-        endpoint=_get(environ, "FCM_ENDPOINT") or DEFAULT_FCM_ENDPOINT,
-        timeout_s=timeout_s,
+        project_id=settings.fcm_project_id,
+        endpoint=settings.fcm_endpoint,
+        timeout_s=settings.push_timeout_s,
     )
 
 
-def apns_from_env(environ: Mapping[str, str], timeout_s: float) -> ApnsProvider | None:
+def apns_from_settings(settings: Settings) -> ApnsProvider | None:
     """The APNs provider, or None when none of its variables is set."""
-    key = _text_or_file(environ, "APNS_KEY", "APNS_KEY_FILE")
-    if not key and not any(_get(environ, name) for name in _APNS_VARS):
+    key = settings.apns_private_key
+    key_id, team_id, topic = settings.apns_key_id, settings.apns_team_id, settings.apns_topic
+    if not (key or key_id or team_id or topic):
         return None
-    missing = [name for name in _APNS_VARS if not _get(environ, name)]
-    if not key:
-        missing.insert(0, "APNS_KEY (or APNS_KEY_FILE)")
-    if missing:
-        raise ValueError(f"APNs is partly configured; missing {', '.join(missing)}")
+    if not (key and key_id and team_id and topic):
+        named = {
+            "APNS_KEY (or APNS_KEY_FILE)": key,
+            "APNS_KEY_ID": key_id,
+            "APNS_TEAM_ID": team_id,
+            "APNS_TOPIC": topic,
+        }
+        missing = ", ".join(name for name, value in named.items() if not value)
+        raise ValueError(f"APNs is partly configured; missing {missing}")
     if "\\n" in key and "\n" not in key.strip():
         key = key.replace("\\n", "\n")  # a PEM pasted into a one-line config var
     return ApnsProvider(
         key_pem=key,
-        key_id=_get(environ, "APNS_KEY_ID"),
-        team_id=_get(environ, "APNS_TEAM_ID"),
-        topic=_get(environ, "APNS_TOPIC"),
-        endpoint=_get(environ, "APNS_ENDPOINT") or APNS_PRODUCTION,
-        timeout_s=timeout_s,
+        key_id=key_id,
+        team_id=team_id,
+        topic=topic,
+        endpoint=settings.apns_endpoint,
+        timeout_s=settings.push_timeout_s,
     )
 
 
-def providers_from_env(environ: Mapping[str, str]) -> Providers:
-    """Providers for what the environment configures; ValueError for a broken config."""
-    timeout_s = _timeout(environ)
-    fcm = fcm_from_env(environ, timeout_s)
-    return Providers(fcm=fcm, apns=apns_from_env(environ, timeout_s))
+def providers_from_settings(settings: Settings) -> Providers:
+    """Providers for what the settings configure; ValueError for a broken configuration."""
+    return Providers(fcm=fcm_from_settings(settings), apns=apns_from_settings(settings))

@@ -16,6 +16,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from vigil.vocabulary import NotificationKind, Platform
+
 
 class Outcome(enum.Enum):
     SENT = "sent"  # the provider accepted it
@@ -31,8 +33,8 @@ class PushMessage:
     # field ``push_id``, so a resend after an ambiguous failure replaces, not adds.
     push_id: str
     token: str
-    platform: str  # ios | android | web
-    kind: str  # alert | summary
+    platform: Platform  # one of PUSH_PLATFORMS
+    kind: NotificationKind
     title: str
     body: str
     # Plain strings only (FCM data values must be strings): event_id, notification_id,
@@ -68,3 +70,11 @@ class PushProvider(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+class PlatformProviders(Protocol):
+    """The provider each device platform's pushes go to (``notify.providers.Providers``)."""
+
+    def for_platform(self, platform: str) -> PushProvider:
+        """ValueError for a platform that gets no pushes."""
+        ...

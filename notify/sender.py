@@ -22,18 +22,34 @@ from __future__ import annotations
 import logging
 import random
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Final, Literal
 
+from psycopg.rows import class_row
 from psycopg_pool import ConnectionPool
 
 from notify.links import Links
-from notify.payload import ALERT_TTL_S, SUMMARY_TTL_S, build_message
-from notify.push import Outcome, PushProvider, SendResult
+from notify.outbox import ClaimedDelivery
+from notify.payload import build_message, ttl_s
+from notify.push import Outcome, PlatformProviders, SendResult
+from vigil.settings import Settings
+from vigil.vocabulary import DeliveryStatus
 
 log = logging.getLogger(__name__)
+
+# What became of one claimed delivery: its new status, or lost_lease when another attempt
+# took it over meanwhile and this one's answer was not recorded.
+LOST_LEASE: Final = "lost_lease"
+SendStatus = DeliveryStatus | Literal["lost_lease"]
+NO_PROVIDER = "none"  # recorded when no provider was asked (phone removed, push expired)
+
+_FINAL = {
+    Outcome.SENT: DeliveryStatus.SENT,
+    Outcome.INVALID_TOKEN: DeliveryStatus.INVALID_TOKEN,
+    Outcome.FAILED: DeliveryStatus.FAILED,
+}
 
 
 @dataclass(frozen=True)
@@ -45,30 +61,43 @@ class SenderConfig:
     threads: int = 8  # concurrent provider requests per sender
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str]) -> SenderConfig:
-        """PUSH_LEASE_S, PUSH_MAX_ATTEMPTS, PUSH_BACKOFF_BASE_S, PUSH_BACKOFF_MAX_S,
-        PUSH_THREADS; unset ones keep their defaults."""
-        names = {
-            "lease_s": ("PUSH_LEASE_S", float),
-            "max_attempts": ("PUSH_MAX_ATTEMPTS", int),
-            "backoff_base_s": ("PUSH_BACKOFF_BASE_S", float),
-            "backoff_max_s": ("PUSH_BACKOFF_MAX_S", float),
-            "threads": ("PUSH_THREADS", int),
-        }
-        values = {
-            field_name: kind(environ[env])
-            for field_name, (env, kind) in names.items()
-            if environ.get(env)
-        }
-        return cls(**values)
+    def from_settings(cls, settings: Settings) -> SenderConfig:
+        """PUSH_LEASE_S, PUSH_MAX_ATTEMPTS, PUSH_BACKOFF_BASE_S, PUSH_BACKOFF_MAX_S and
+        PUSH_THREADS."""
+        return cls(
+            lease_s=settings.push_lease_s,
+            max_attempts=settings.push_max_attempts,
+            backoff_base_s=settings.push_backoff_base_s,
+            backoff_max_s=settings.push_backoff_max_s,
+            threads=settings.push_threads,
+        )
 
 
 @dataclass
 class SendReport:
     claimed: int = 0
-    outcomes: Counter = field(default_factory=Counter)  # final status → count
-    by_provider: Counter = field(default_factory=Counter)  # provider → sent
+    outcomes: Counter[str] = field(default_factory=Counter)  # final status → count
+    by_provider: Counter[str] = field(default_factory=Counter)  # provider → sent
     resent_after_lease: int = 0  # reclaimed from a sender that vanished mid-send
+
+
+OnSettled = Callable[[ClaimedDelivery, str, SendStatus], None]
+
+
+@dataclass(frozen=True)
+class _Lease:
+    id: int
+    reclaimed: bool
+
+
+@dataclass(frozen=True)
+class _Settlement:
+    """What to record for one attempt."""
+
+    provider: str
+    status: DeliveryStatus
+    result: SendResult
+    next_in_s: float | None = None  # pending again after this long
 
 
 _DUE = (
@@ -88,7 +117,7 @@ UPDATE deliveries d
 SET status = 'sending', attempts = d.attempts + 1,
     claimed_until = now() + make_interval(secs => %(lease_s)s)
 FROM due WHERE d.id = due.id
-RETURNING d.id, d.attempts, due.was
+RETURNING d.id, due.was = 'sending' AS reclaimed
 """
 
 _DETAILS = """
@@ -96,13 +125,26 @@ SELECT d.id, d.attempts, d.push_id, d.device_id, d.created_at, d.notification_id
        n.home_id, n.event_id, n.kind, n.title, n.body, n.data,
        dev.push_token, dev.platform,
        (e.snapshot IS NOT NULL) AS has_snapshot,
-       now() AS now
+       now() AS now,
+       d.id = ANY(%(reclaimed)s) AS reclaimed
 FROM deliveries d
 JOIN notifications n ON n.id = d.notification_id
 LEFT JOIN devices dev ON dev.id = d.device_id
 LEFT JOIN events e ON e.id = n.event_id
-WHERE d.id = ANY(%s)
+WHERE d.id = ANY(%(ids)s)
 ORDER BY d.id
+"""
+
+_SETTLE = """
+UPDATE deliveries SET
+    status = %(status)s, provider = %(provider)s,
+    provider_id = coalesce(%(provider_id)s, provider_id),
+    last_status = %(http)s, last_error = %(error)s, claimed_until = NULL,
+    sent_at = CASE WHEN %(status)s = 'sent' THEN now() END,
+    next_attempt_at = CASE WHEN %(next_in_s)s::float8 IS NULL
+        THEN next_attempt_at
+        ELSE now() + make_interval(secs => %(next_in_s)s::float8) END
+WHERE id = %(id)s AND status = 'sending' AND attempts = %(attempts)s
 """
 
 
@@ -111,20 +153,25 @@ def claim(
     config: SenderConfig,
     ids: Sequence[int] | None = None,
     limit: int = 100,
-) -> list[dict[str, Any]]:
+) -> list[ClaimedDelivery]:
     """Lease due deliveries (only ``ids`` when given) and return them with what to send."""
     only = "AND d.id = ANY(%(ids)s)" if ids is not None else ""
     params = {"limit": limit, "lease_s": config.lease_s, "ids": list(ids or [])}
     with pool.connection() as conn:
         with conn.transaction():
-            leased = conn.execute(_CLAIM.format(only=only), params).fetchall()
-        if not leased:
+            leases = (
+                conn.cursor(row_factory=class_row(_Lease))
+                .execute(_CLAIM.format(only=only), params)
+                .fetchall()
+            )
+        if not leases:
             return []
-        was = {row["id"]: row["was"] for row in leased}
-        rows = conn.execute(_DETAILS, (list(was),)).fetchall()
-    for row in rows:
-        row["reclaimed"] = was[row["id"]] == "sending"
-    return rows
+        leased = {
+            "ids": [lease.id for lease in leases],
+            "reclaimed": [lease.id for lease in leases if lease.reclaimed],
+        }
+        details = conn.cursor(row_factory=class_row(ClaimedDelivery))
+        return details.execute(_DETAILS, leased).fetchall()
 
 
 def backoff_s(attempts: int, config: SenderConfig, retry_after_s: float | None) -> float:
@@ -136,99 +183,96 @@ def backoff_s(attempts: int, config: SenderConfig, retry_after_s: float | None) 
     return delay
 
 
-def _settle(
-    pool: ConnectionPool, row: dict[str, Any], provider: str, result: SendResult, status: str,
-    next_in_s: float | None = None,
-) -> bool:  # fmt: skip
+def _age_s(row: ClaimedDelivery) -> float:
+    return (row.now - row.created_at).total_seconds()
+
+
+def _attempt(
+    providers: PlatformProviders, links: Links, row: ClaimedDelivery
+) -> tuple[str, SendResult]:
+    """Ask the phone's provider once: (the provider's name, its answer)."""
+    if row.device_id is None or row.platform is None:
+        return NO_PROVIDER, SendResult(Outcome.FAILED, reason="device removed")
+    if _age_s(row) > ttl_s(row.kind):
+        return NO_PROVIDER, SendResult(Outcome.FAILED, reason="expired")
+    provider = providers.for_platform(row.platform)
+    if not row.push_token and provider.name != "embedded":
+        return provider.name, SendResult(Outcome.INVALID_TOKEN, reason="no push token")
+    try:
+        return provider.name, provider.send(build_message(row, links))
+    except Exception as error:  # a provider bug must not strand the lease
+        log.exception("push provider %s raised", provider.name)
+        return provider.name, SendResult(Outcome.RETRY, reason=f"{type(error).__name__}: {error}")
+
+
+def _settlement(
+    row: ClaimedDelivery, config: SenderConfig, provider: str, result: SendResult
+) -> _Settlement:
+    """Final, or pending again after a backoff while attempts and the push's ttl allow."""
+    if result.outcome is not Outcome.RETRY:
+        return _Settlement(provider, _FINAL[result.outcome], result)
+    delay = backoff_s(row.attempts, config, result.retry_after_s)
+    if row.attempts < config.max_attempts and _age_s(row) + delay <= ttl_s(row.kind):
+        return _Settlement(provider, DeliveryStatus.PENDING, result, next_in_s=delay)
+    reason = f"gave up after {row.attempts} attempts: {result.reason}"
+    gave_up = SendResult(Outcome.FAILED, status=result.status, reason=reason)
+    return _Settlement(provider, DeliveryStatus.FAILED, gave_up)
+
+
+def _settle(pool: ConnectionPool, row: ClaimedDelivery, settlement: _Settlement) -> bool:
     """Write the answer, fenced by the attempt that holds the lease; False if it lost it."""
-    with pool.connection() as conn:
-        with conn.transaction():
-            cur = conn.execute(
-                """
-                UPDATE deliveries SET
-                    status = %(status)s, provider = %(provider)s,
-                    provider_id = coalesce(%(provider_id)s, provider_id),
-                    last_status = %(http)s, last_error = %(error)s, claimed_until = NULL,
-                    sent_at = CASE WHEN %(status)s = 'sent' THEN now() END,
-                    next_attempt_at = CASE WHEN %(next_in_s)s::float8 IS NULL
-                        THEN next_attempt_at
-                        ELSE now() + make_interval(secs => %(next_in_s)s::float8) END
-                WHERE id = %(id)s AND status = 'sending' AND attempts = %(attempts)s
-                """,
-                {
-                    "status": status, "provider": provider, "provider_id": result.provider_id,
-                    "http": result.status, "error": result.reason, "next_in_s": next_in_s,
-                    "id": row["id"], "attempts": row["attempts"],
-                },
-            )  # fmt: skip
-            if cur.rowcount and status == "invalid_token" and row["push_token"]:
-                # Prune the token, unless the phone registered a new one meanwhile.
-                conn.execute(
-                    "UPDATE devices SET push_token = NULL WHERE id = %s AND push_token = %s",
-                    (row["device_id"], row["push_token"]),
-                )
-    return bool(cur.rowcount)
-
-
-def _ttl_s(row: dict[str, Any]) -> float:
-    return ALERT_TTL_S if row["kind"] == "alert" else SUMMARY_TTL_S
+    result = settlement.result
+    params = {
+        "status": settlement.status,
+        "provider": settlement.provider,
+        "provider_id": result.provider_id,
+        "http": result.status,
+        "error": result.reason,
+        "next_in_s": settlement.next_in_s,
+        "id": row.id,
+        "attempts": row.attempts,
+    }
+    with pool.connection() as conn, conn.transaction():
+        recorded = conn.execute(_SETTLE, params).rowcount > 0
+        dead_token = settlement.status is DeliveryStatus.INVALID_TOKEN and bool(row.push_token)
+        if recorded and dead_token:
+            # Prune the token, unless the phone registered a new one meanwhile.
+            conn.execute(
+                "UPDATE devices SET push_token = NULL WHERE id = %s AND push_token = %s",
+                (row.device_id, row.push_token),
+            )
+    return recorded
 
 
 def send_one(
     pool: ConnectionPool,
-    providers: Any,
+    providers: PlatformProviders,
     links: Links,
     config: SenderConfig,
-    row: dict[str, Any],
-) -> tuple[str, str]:
+    row: ClaimedDelivery,
+) -> tuple[str, SendStatus]:
     """Send one claimed delivery and record the answer; returns (provider, final status)."""
-    age_s = (row["now"] - row["created_at"]).total_seconds()
-    if row["device_id"] is None:
-        result, provider_name = SendResult(Outcome.FAILED, reason="device removed"), "none"
-    elif age_s > _ttl_s(row):
-        result, provider_name = SendResult(Outcome.FAILED, reason="expired"), "none"
-    else:
-        provider: PushProvider = providers.for_platform(row["platform"])
-        provider_name = provider.name
-        if not row["push_token"] and provider_name != "embedded":
-            result = SendResult(Outcome.INVALID_TOKEN, reason="no push token")
-        else:
-            try:
-                result = provider.send(build_message(row, links))
-            except Exception as error:  # a provider bug must not strand the lease
-                log.exception("push provider %s raised", provider_name)
-                result = SendResult(Outcome.RETRY, reason=f"{type(error).__name__}: {error}")
-    status = result.outcome.value
-    next_in_s = None
-    if result.outcome is Outcome.RETRY:
-        delay = backoff_s(row["attempts"], config, result.retry_after_s)
-        if row["attempts"] >= config.max_attempts or age_s + delay > _ttl_s(row):
-            status = "failed"
-            result = SendResult(
-                Outcome.FAILED, status=result.status,
-                reason=f"gave up after {row['attempts']} attempts: {result.reason}",
-            )  # fmt: skip
-        else:
-            status, next_in_s = "pending", delay
-    if not _settle(pool, row, provider_name, result, status, next_in_s):
-        return provider_name, "lost_lease"
-    return provider_name, status
+    provider, result = _attempt(providers, links, row)
+    settlement = _settlement(row, config, provider, result)
+    if not _settle(pool, row, settlement):
+        return provider, LOST_LEASE
+    return provider, settlement.status
 
 
 def send_claimed(
     pool: ConnectionPool,
-    providers: Any,
+    providers: PlatformProviders,
     links: Links,
-    rows: Sequence[dict[str, Any]],
+    rows: Sequence[ClaimedDelivery],
     config: SenderConfig = SenderConfig(),
-    on_settled: Callable[[dict[str, Any], str, str], None] | None = None,
+    on_settled: OnSettled | None = None,
 ) -> SendReport:
     """Send claimed rows concurrently (one request each); ``on_settled(row, provider,
     status)`` runs after each answer is committed (live stream, metrics)."""
     report = SendReport(claimed=len(rows))
-    report.resent_after_lease = sum(1 for row in rows if row["reclaimed"])
+    report.resent_after_lease = sum(1 for row in rows if row.reclaimed)
 
-    def work(row: dict[str, Any]) -> tuple[dict[str, Any], str, str]:
+    def work(row: ClaimedDelivery) -> tuple[ClaimedDelivery, str, SendStatus]:
         return (row, *send_one(pool, providers, links, config, row))
 
     if len(rows) <= 1:
@@ -238,7 +282,7 @@ def send_claimed(
             results = list(executor.map(work, rows))
     for row, provider_name, status in results:
         report.outcomes[status] += 1
-        if status == "sent":
+        if status == DeliveryStatus.SENT:
             report.by_provider[provider_name] += 1
         if on_settled is not None:
             on_settled(row, provider_name, status)
@@ -247,12 +291,12 @@ def send_claimed(
 
 def send_deliveries(
     pool: ConnectionPool,
-    providers: Any,
+    providers: PlatformProviders,
     links: Links,
     ids: Sequence[int] | None = None,
     config: SenderConfig = SenderConfig(),
     limit: int = 100,
-    on_settled: Callable[[dict[str, Any], str, str], None] | None = None,
+    on_settled: OnSettled | None = None,
 ) -> SendReport:
     """Claim and send due deliveries: ``ids`` right after a digest, or any (the sweep)."""
     rows = claim(pool, config, ids=ids, limit=limit)

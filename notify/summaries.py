@@ -11,20 +11,50 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
+import psycopg
+from psycopg.rows import class_row
 from psycopg_pool import ConnectionPool
 
 from inference.labels import PRESENCE_GROUPS
-from notify.outbox import record_notification
+from notify.outbox import Recorded, record_notification
 from notify.policy import HomePolicy, in_quiet_hours, place_name
 from notify.policy_store import load_policy
 from store.db import transaction
+from vigil.vocabulary import DecisionKind, NotificationKind
 
 # Summaries speak of people, vehicles and animals, not of benches and potted plants.
 SUMMARY_LABELS = sorted(set().union(*PRESENCE_GROUPS.values()))
 MAX_PLACES = 3  # places named in one summary, busiest first
+_IRREGULAR = {"person": ("a person", "people")}  # (one, many)
+
+
+@dataclass(frozen=True)
+class HeldHome:
+    """A home with events held for a summary: when the first and the last were analysed."""
+
+    home_id: int
+    first: datetime
+    last: datetime
+    now: datetime  # the database's clock
+
+
+@dataclass(frozen=True)
+class HeldEvent:
+    id: int
+    location: str
+    at: datetime  # analysed (or last updated)
+
+
+@dataclass(frozen=True)
+class LabelCount:
+    """How many of one label an event's picture showed."""
+
+    event_id: int
+    label: str
+    n: int
 
 
 @dataclass
@@ -34,8 +64,9 @@ class SummaryReport:
 
 
 def _plural(label: str, n: int) -> str:
-    if label == "person":
-        return "a person" if n == 1 else f"{n} people"
+    if label in _IRREGULAR:
+        one, many = _IRREGULAR[label]
+        return one if n == 1 else f"{n} {many}"
     if n == 1:
         return f"an {label}" if label[0] in "aeiou" else f"a {label}"
     return f"{n} {label}es" if label.endswith(("s", "sh", "ch", "x", "z")) else f"{n} {label}s"
@@ -46,7 +77,10 @@ def _listing(parts: list[str]) -> str:
 
 
 def summary_text(
-    seen: dict[str, Counter], start: datetime, end: datetime, order: list[str] | None = None
+    seen: dict[str, Counter[str]],
+    start: datetime,
+    end: datetime,
+    order: list[str] | None = None,
 ) -> str:
     """E.g. "3 people and a car at the front door, a cat in the garden, 14:00–14:10"."""
     places = []
@@ -70,7 +104,7 @@ def summary_due(policy: HomePolicy, first: datetime, last: datetime, now: dateti
         # Periods of the local wall clock: the first event's period must have ended.
         tz = ZoneInfo(policy.timezone)
 
-        def period(t: datetime) -> tuple:
+        def period(t: datetime) -> tuple[date, int]:
             local = t.astimezone(tz)
             wall_s = local.hour * 3600 + local.minute * 60 + local.second
             return local.date(), wall_s // policy.summary_interval_s
@@ -86,27 +120,31 @@ def flush_summaries(pool: ConnectionPool, now: datetime | None = None) -> Summar
     (``now``: the database clock unless given)."""
     report = SummaryReport()
     with pool.connection() as conn:
-        homes = conn.execute(
-            """
-            SELECT home_id, min(coalesce(analyzed_at, updated_at)) AS first,
-                   max(coalesce(analyzed_at, updated_at)) AS last, now() AS now
-            FROM events WHERE digest = 'summary' AND summary_id IS NULL
-            GROUP BY home_id
-            """
-        ).fetchall()
-        policies = {row["home_id"]: load_policy(conn, row["home_id"]) for row in homes}
-    for row in homes:
-        policy = policies[row["home_id"]]
-        if summary_due(policy, row["first"], row["last"], now or row["now"]):
-            _fold_home(pool, row["home_id"], policy, report)
+        homes = (
+            conn.cursor(row_factory=class_row(HeldHome))
+            .execute(
+                """
+                SELECT home_id, min(coalesce(analyzed_at, updated_at)) AS first,
+                       max(coalesce(analyzed_at, updated_at)) AS last, now() AS now
+                FROM events WHERE digest = 'summary' AND summary_id IS NULL
+                GROUP BY home_id
+                """
+            )
+            .fetchall()
+        )
+        policies = {home.home_id: load_policy(conn, home.home_id) for home in homes}
+    for home in homes:
+        policy = policies[home.home_id]
+        if summary_due(policy, home.first, home.last, now or home.now):
+            _fold_home(pool, home.home_id, policy, report)
     return report
 
 
-def _fold_home(
-    pool: ConnectionPool, home_id: int, policy: HomePolicy, report: SummaryReport
-) -> None:
-    with transaction(pool) as conn:
-        events = conn.execute(
+def _held_events(conn: psycopg.Connection, home_id: int) -> list[HeldEvent]:
+    """The home's events waiting for a summary, locked (those another flush holds are its)."""
+    return (
+        conn.cursor(row_factory=class_row(HeldEvent))
+        .execute(
             """
             SELECT e.id, e.location, coalesce(e.analyzed_at, e.updated_at) AS at
             FROM events e
@@ -114,38 +152,72 @@ def _fold_home(
             ORDER BY e.id FOR UPDATE OF e SKIP LOCKED
             """,
             (home_id,),
-        ).fetchall()
-        if not events:
-            return
-        ids = [e["id"] for e in events]
-        location_of = {e["id"]: e["location"] for e in events}
-        # The same camera sees the same car in frame after frame: count each kind by the
-        # most seen at once at a place, not by detections summed over the window.
-        # Every place is named, even one that saw motion only.
-        seen = {location: Counter() for location in location_of.values()}
-        for row in conn.execute(
+        )
+        .fetchall()
+    )
+
+
+def _seen_by_place(
+    conn: psycopg.Connection, events: list[HeldEvent], policy: HomePolicy
+) -> dict[str, Counter[str]]:
+    """Per place, how many of each kind were seen at once at most.
+
+    The same camera sees the same car in frame after frame: each kind counts by the most
+    seen at once at a place, not by detections summed over the window. Every place is
+    named, even one that saw motion only.
+    """
+    location_of = {event.id: event.location for event in events}
+    seen: dict[str, Counter[str]] = {location: Counter() for location in location_of.values()}
+    counts = (
+        conn.cursor(row_factory=class_row(LabelCount))
+        .execute(
             """
             SELECT event_id, label, count(*) AS n FROM detections
             WHERE event_id = ANY(%s) AND score >= %s AND label = ANY(%s)
             GROUP BY event_id, label
             """,
-            (ids, policy.min_score, SUMMARY_LABELS),
-        ).fetchall():
-            counts = seen[location_of[row["event_id"]]]
-            counts[row["label"]] = max(counts[row["label"]], row["n"])
-        busiest = sorted(seen, key=lambda loc: -sum(seen[loc].values()))
-        tz = ZoneInfo(policy.timezone)
-        times = [e["at"].astimezone(tz) for e in events]
-        title = f"Summary: {len(ids)} event{'s' if len(ids) > 1 else ''}"
-        body = summary_text(seen, min(times), max(times), busiest)
-        recorded = record_notification(
-            conn, home_id, "summary", title, body, summary_key=f"summary:{home_id}:{ids[0]}",
-            location=busiest[0], labels=sorted({label for c in seen.values() for label in c}),
-            reason="summary",
-        )  # fmt: skip
+            (list(location_of), policy.min_score, SUMMARY_LABELS),
+        )
+        .fetchall()
+    )
+    for count in counts:
+        at_place = seen[location_of[count.event_id]]
+        at_place[count.label] = max(at_place[count.label], count.n)
+    return seen
+
+
+def _record_summary(
+    conn: psycopg.Connection, home_id: int, events: list[HeldEvent], policy: HomePolicy
+) -> Recorded:
+    seen = _seen_by_place(conn, events, policy)
+    busiest = sorted(seen, key=lambda location: -sum(seen[location].values()))
+    tz = ZoneInfo(policy.timezone)
+    times = [event.at.astimezone(tz) for event in events]
+    title = f"Summary: {len(events)} event{'s' if len(events) > 1 else ''}"
+    return record_notification(
+        conn,
+        home_id,
+        NotificationKind.SUMMARY,
+        title,
+        summary_text(seen, min(times), max(times), busiest),
+        summary_key=f"summary:{home_id}:{events[0].id}",
+        location=busiest[0],
+        labels=sorted({label for counts in seen.values() for label in counts}),
+        reason=DecisionKind.SUMMARY,
+    )
+
+
+def _fold_home(
+    pool: ConnectionPool, home_id: int, policy: HomePolicy, report: SummaryReport
+) -> None:
+    with transaction(pool) as conn:
+        events = _held_events(conn, home_id)
+        if not events:
+            return
+        recorded = _record_summary(conn, home_id, events, policy)
         conn.execute(
             "UPDATE events SET summary_id = %s WHERE id = ANY(%s)",
-            (recorded.notification_id, ids),
+            (recorded.notification_id, [event.id for event in events]),
         )
     report.summaries.append((home_id, recorded.notification_id))
     report.deliveries.extend(recorded.delivery_ids)

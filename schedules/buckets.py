@@ -13,7 +13,7 @@ import math
 import redis
 
 from .config import TierConfig
-from .scripts import LUA_COMMON, script, tier_bucket_key
+from .scripts import LUA_COMMON, ScriptArg, script, tier_bucket_key
 
 # KEYS[1] bucket hash
 # ARGV[1] capacity  ARGV[2] refill per ms  ARGV[3] n wanted (0 = only look)
@@ -68,6 +68,11 @@ class TokenBucket:
         return self._call(0, time_offset_ms)[1]
 
     def _call(self, n: int, time_offset_ms: float) -> tuple[int, float]:
-        args = [repr(self.capacity), repr(self.refill_per_s / 1000.0), n, time_offset_ms]
+        args: list[ScriptArg] = [
+            repr(self.capacity),
+            repr(self.refill_per_s / 1000.0),
+            n,
+            time_offset_ms,
+        ]
         granted, tokens = self._take(keys=[self.key], args=args)
         return int(granted), float(tokens)

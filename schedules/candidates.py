@@ -18,7 +18,9 @@ from enum import IntEnum
 
 import redis
 
-from .config import SchedulerConfig, configured
+from vigil.settings import current
+
+from .config import SchedulerConfig
 from .scripts import (
     EXPIRY,
     HOME_TIERS,
@@ -26,6 +28,8 @@ from .scripts import (
     LUA_COMMON,
     ORPHAN_GRACE_MS,
     PENDING,
+    EntityId,
+    ScriptArg,
     cand_key,
     check_id,
     ev_key,
@@ -33,6 +37,7 @@ from .scripts import (
     processing_key,
     script,
     settled_key,
+    sync_reply,
     text,
 )
 
@@ -220,11 +225,11 @@ def candidate_fields(location: str, mode: str, motion_score: float) -> dict[str,
 
 
 class CandidateStore:
-    """Candidates in Redis. ``config`` (default: the environment's) supplies the TTL."""
+    """Candidates in Redis. ``config`` (default: this process's settings) supplies the TTL."""
 
     def __init__(self, redis_client: redis.Redis, config: SchedulerConfig | None = None) -> None:
         self.redis = redis_client
-        self.config = config or configured()
+        self.config = config or current().scheduler
         self._add = script(redis_client, ADD)
         self._update = script(redis_client, UPDATE_SCORE)
         self._remove = script(redis_client, REMOVE)
@@ -232,8 +237,8 @@ class CandidateStore:
 
     def add(
         self,
-        home_id: str,
-        event_id: str,
+        home_id: EntityId,
+        event_id: EntityId,
         tier: str,
         score: float,
         fields: Mapping[str, str] | None = None,
@@ -252,15 +257,22 @@ class CandidateStore:
         since the caller read it as pending is left alone.
         """
         outcome = self.admit(
-            home_id, event_id, tier, score, fields, ttl_s, lite=lite,
-            unless_settled=unless_settled, time_offset_ms=time_offset_ms,
-        )  # fmt: skip
+            home_id,
+            event_id,
+            tier,
+            score,
+            fields,
+            ttl_s,
+            lite=lite,
+            unless_settled=unless_settled,
+            time_offset_ms=time_offset_ms,
+        )
         return outcome.status is AddStatus.NEW
 
     def admit(
         self,
-        home_id: str,
-        event_id: str,
+        home_id: EntityId,
+        event_id: EntityId,
         tier: str,
         score: float,
         fields: Mapping[str, str] | None = None,
@@ -297,16 +309,24 @@ class CandidateStore:
             settled_key(event_id),
             *(b.key for b in buckets),
         ]
-        argv: list[str | float | int] = [
-            home_id, event_id, tier, repr(float(score)), ttl_s * 1000.0, ORPHAN_GRACE_MS,
-            time_offset_ms, int(lite), int(unless_settled), len(buckets),
-        ]  # fmt: skip
+        argv: list[ScriptArg] = [
+            home_id,
+            event_id,
+            tier,
+            repr(float(score)),
+            ttl_s * 1000.0,
+            ORPHAN_GRACE_MS,
+            time_offset_ms,
+            int(lite),
+            int(unless_settled),
+            len(buckets),
+        ]
         for b in buckets:
             argv += [b.capacity, b.refill_per_s / 1000.0, int(b.may_pass)]
         status, wait_ms = self._add(keys=keys, args=[*argv, *flat])
         return Admission(AddStatus(int(status)), int(wait_ms) / 1000.0)
 
-    def update_score(self, home_id: str, event_id: str, score: float) -> bool:
+    def update_score(self, home_id: EntityId, event_id: EntityId, score: float) -> bool:
         """Set a candidate's score (e.g. after the lite scorer ran); False if not a candidate."""
         home_id = check_id("home_id", home_id)
         event_id = check_id("event_id", event_id)
@@ -314,14 +334,14 @@ class CandidateStore:
         keys = [cand_key(home_id), HOME_TIERS]
         return int(self._update(keys=keys, args=[home_id, event_id, repr(float(score))])) == 1
 
-    def remove(self, home_id: str, event_id: str) -> bool:
+    def remove(self, home_id: EntityId, event_id: EntityId) -> bool:
         """Drop a candidate; False if it was not one."""
         home_id = check_id("home_id", home_id)
         event_id = check_id("event_id", event_id)
         keys = [cand_key(home_id), ev_key(home_id, event_id), HOME_TIERS, PENDING, EXPIRY]
         return int(self._remove(keys=keys, args=[home_id, event_id])) == 1
 
-    def get(self, home_id: str, event_id: str) -> Candidate | None:
+    def get(self, home_id: EntityId, event_id: EntityId) -> Candidate | None:
         home_id = check_id("home_id", home_id)
         event_id = check_id("event_id", event_id)
         pipe = self.redis.pipeline(transaction=True)
@@ -334,12 +354,12 @@ class CandidateStore:
             home_id, event_id, float(score), {text(k): text(v) for k, v in fields.items()}
         )
 
-    def count(self, home_id: str) -> int:
-        return int(self.redis.zcard(cand_key(check_id("home_id", home_id))))
+    def count(self, home_id: EntityId) -> int:
+        return int(sync_reply(self.redis.zcard(cand_key(check_id("home_id", home_id)))))
 
     def pending_total(self, tier: str) -> int:
         self.config.tier(tier)
-        return int(self.redis.hget(PENDING, tier) or 0)
+        return int(sync_reply(self.redis.hget(PENDING, tier)) or 0)
 
     def expire_due(self, limit: int | None = None, *, time_offset_ms: float = 0.0) -> list[Expired]:
         """Drop up to ``limit`` candidates past their TTL and return them (caller: skipped)."""

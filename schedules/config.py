@@ -9,20 +9,19 @@ Each home has its own token bucket with ``refill = home_share × tier rate`` and
 dispatches at most ``home_capacity + home_share × rate_per_min × T / 60`` events, and a
 noisy home cannot take a tier's budget.
 
-Built from code (``SchedulerConfig()``), a dict, or the environment
-(``SchedulerConfig.from_mapping(os.environ)``) with ``SCHEDULER_*`` names, e.g.
+Built from code (``SchedulerConfig()``), a dict, or the environment with ``SCHEDULER_*``
+names (``SchedulerConfig.from_mapping(environ)``, which ``vigil.settings`` calls), e.g.
 ``SCHEDULER_MAX_BATCH_SIZE=10``, ``SCHEDULER_TIER_PREMIUM_RATE_PER_MIN=90``.
 """
 
 from __future__ import annotations
 
-import functools
 import math
-import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from types import MappingProxyType
+from typing import Any
 
 TIER_NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 ENV_PREFIX = "SCHEDULER_"
@@ -141,7 +140,9 @@ class SchedulerConfig:
             if tier_name not in tiers:
                 raise ValueError(f"{key}: unknown tier {tier_name!r}")
             value = _parse(key, raw, tier_fields[attr])
-            tiers[tier_name] = replace(tiers[tier_name], **{attr.lower(): value})
+            # Any: the field (a float or an int) is chosen by the variable's name at run time.
+            change: dict[str, Any] = {attr.lower(): value}
+            tiers[tier_name] = replace(tiers[tier_name], **change)
         return cls(tiers=tiers, **kwargs)  # type: ignore[arg-type]
 
 
@@ -154,13 +155,3 @@ def _parse(key: str, raw: object, kind: type) -> int | float:
         return float(raw)  # type: ignore[arg-type]
     except (TypeError, ValueError):
         raise ValueError(f"{key} must be {kind.__name__}, got {raw!r}") from None
-
-
-@functools.cache
-def configured() -> SchedulerConfig:
-    """This process's settings: ``SCHEDULER_*`` environment variables over the defaults.
-
-    Read once; every component of a process (web, tick, lite scorer) then agrees on tiers
-    and candidate TTL.
-    """
-    return SchedulerConfig.from_mapping(os.environ)

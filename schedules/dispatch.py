@@ -36,6 +36,7 @@ from .scripts import (
     LUA_COMMON,
     ORPHAN_GRACE_MS,
     PENDING,
+    ScriptArg,
     index_key,
     script,
     text,
@@ -166,7 +167,7 @@ def dispatch(
     if isinstance(free_capacity, bool) or not isinstance(free_capacity, int) or free_capacity < 0:
         raise ValueError(f"free_capacity must be an int >= 0, got {free_capacity!r}")
     keys = [index_key(tier.name), tier_bucket_key(tier.name), INFLIGHT, EXPIRY, PENDING]
-    args = [
+    args: list[ScriptArg] = [
         tier.name,
         repr(float(tier.burst)),
         repr(tier.refill_per_s / 1000.0),

@@ -11,13 +11,22 @@ harmless.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import redis
 
 from .config import SchedulerConfig
-from .scripts import INFLIGHT, LUA_COMMON, ORPHAN_GRACE_MS, processing_key, script, text
+from .scripts import (
+    INFLIGHT,
+    LUA_COMMON,
+    ORPHAN_GRACE_MS,
+    EntityId,
+    ScriptArg,
+    processing_key,
+    script,
+    text,
+)
 
 # Shared by REAP and RELEASE: put a leased event back among its home's candidates.
 _REQUEUE = r"""
@@ -128,12 +137,12 @@ class ReapReport:
     failed: list[Reaped] = field(default_factory=list)  # caller marks them failed
 
 
-def complete(redis_client: redis.Redis, event_id: str) -> bool:
+def complete(redis_client: redis.Redis, event_id: EntityId) -> bool:
     """Clear an event's lease after analysis; False (harmless) if there was none."""
     return complete_all(redis_client, [event_id]) == 1
 
 
-def complete_all(redis_client: redis.Redis, event_ids: Iterable[str | int]) -> int:
+def complete_all(redis_client: redis.Redis, event_ids: Iterable[EntityId]) -> int:
     """``complete`` for a whole batch in one round trip; returns how many had a lease."""
     ids = [str(e) for e in event_ids]
     if not ids:
@@ -148,16 +157,16 @@ def complete_all(redis_client: redis.Redis, event_ids: Iterable[str | int]) -> i
 def release(
     redis_client: redis.Redis,
     config: SchedulerConfig,
-    event_ids: Iterable[str],
+    event_ids: Iterable[EntityId],
     *,
     time_offset_ms: float = 0.0,
 ) -> int:
     """Return leased events to their candidates without counting an attempt (the batch
     never reached a worker); returns how many were still leased."""
-    ids = list(event_ids)
+    ids = [str(e) for e in event_ids]
     if not ids:
         return 0
-    args = [config.candidate_ttl_s * 1000.0, ORPHAN_GRACE_MS, time_offset_ms, *ids]
+    args: list[ScriptArg] = [config.candidate_ttl_s * 1000.0, ORPHAN_GRACE_MS, time_offset_ms, *ids]
     return int(script(redis_client, RELEASE)(keys=[INFLIGHT], args=args))
 
 
@@ -172,7 +181,7 @@ def reap(
     limit = config.reap_limit if limit is None else limit
     if limit < 1:
         raise ValueError("limit must be >= 1")
-    args = [
+    args: list[ScriptArg] = [
         config.max_attempts,
         config.candidate_ttl_s * 1000.0,
         ORPHAN_GRACE_MS,
@@ -181,7 +190,7 @@ def reap(
     ]
     returned, failed = script(redis_client, REAP)(keys=[INFLIGHT], args=args)
 
-    def rows(raw: list) -> list[Reaped]:
+    def rows(raw: Sequence[Sequence[str | bytes]]) -> list[Reaped]:
         return [Reaped(text(h), text(e), text(t), int(a)) for h, e, t, a in raw]
 
     return ReapReport(rows(returned), rows(failed))

@@ -14,14 +14,17 @@ from collections.abc import Sequence
 
 import redis
 
-from .scripts import LITE_PENDING
+from .scripts import LITE_PENDING, sync_reply
 
 
 def take(client: redis.Redis, n: int) -> list[int]:
     """Remove and return up to ``n`` of the oldest waiting event ids."""
     if n <= 0:
         return []
-    return [int(event) for event in client.lpop(LITE_PENDING, n) or []]
+    taken = sync_reply(client.lpop(LITE_PENDING, n))
+    if not isinstance(taken, list):  # with a count, LPOP answers a list, or nil when empty
+        return []
+    return [int(event) for event in taken]
 
 
 def give_back(client: redis.Redis, event_ids: Sequence[int]) -> None:
@@ -31,4 +34,4 @@ def give_back(client: redis.Redis, event_ids: Sequence[int]) -> None:
 
 
 def waiting(client: redis.Redis) -> int:
-    return int(client.llen(LITE_PENDING))
+    return int(sync_reply(client.llen(LITE_PENDING)))

@@ -12,23 +12,24 @@ add re-checks that mark atomically: a settled event is never made a candidate ag
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Iterable, Sequence
 
 import redis
+
+from store.analysis import PendingEvent
 
 from .candidates import CandidateStore, candidate_fields
 from .scripts import cand_key, processing_key
 
 
 def missing_from_redis(
-    redis_client: redis.Redis, events: list[Mapping[str, Any]]
-) -> list[Mapping[str, Any]]:
+    redis_client: redis.Redis, events: Sequence[PendingEvent]
+) -> list[PendingEvent]:
     """The events that are neither a candidate nor under a lease (two reads per event)."""
     pipe = redis_client.pipeline(transaction=False)
     for event in events:
-        pipe.zscore(cand_key(str(event["home_id"])), str(event["id"]))
-        pipe.exists(processing_key(str(event["id"])))
+        pipe.zscore(cand_key(str(event.home_id)), str(event.id))
+        pipe.exists(processing_key(str(event.id)))
     answers = pipe.execute()
     return [
         event
@@ -37,21 +38,21 @@ def missing_from_redis(
     ]
 
 
-def restore(store: CandidateStore, events: Iterable[Mapping[str, Any]]) -> list[int]:
+def restore(store: CandidateStore, events: Iterable[PendingEvent]) -> list[int]:
     """Add each event back as a candidate with its last priority (and, if it still has no
     lite result, back in the lite queue); returns the ids added."""
     restored = []
     for event in events:
-        fields = candidate_fields(event["location"], event["mode"], event["motion_score"])
+        fields = candidate_fields(event.location, event.mode, event.motion_score)
         if store.add(
-            event["home_id"],
-            event["id"],
-            event["tier"],
-            float(event["priority"]),
+            event.home_id,
+            event.id,
+            event.tier,
+            event.priority,
             fields,
-            lite=bool(event.get("needs_lite")),  # lite:pending was lost with the rest
+            lite=event.needs_lite,  # lite:pending was lost with the rest
             # Settled between our PostgreSQL read and now (expiry, a worker): leave it.
             unless_settled=True,
         ):
-            restored.append(event["id"])
+            restored.append(event.id)
     return restored

@@ -26,11 +26,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from inference.labels import PRESENCE_GROUPS
+from vigil.vocabulary import ARMED_MODES, FULLY_ARMED, ArmMode, PresenceGroup
 
-LABELS = tuple(PRESENCE_GROUPS)  # person, vehicle, animal: what lite models report
-ARM_MODES = ("away", "night", "home", "disarmed")
-ARMED_MODES = frozenset({"away", "night", "home"})
+# Plain values, not members: request models build Literal types from these, and a member
+# would show as its repr in their validation errors.
+LABELS = tuple(group.value for group in PresenceGroup)  # what lite models report
+ARM_MODES = tuple(
+    mode.value for mode in (ArmMode.AWAY, ArmMode.NIGHT, ArmMode.HOME, ArmMode.DISARMED)
+)
 
 
 def _frozen(values: Mapping[str, float]) -> Mapping[str, float]:
@@ -41,8 +44,17 @@ def _factory(values: Mapping[str, float]) -> Callable[[], Mapping[str, float]]:
     return lambda: _frozen(values)
 
 
-_ARM = {"away": 1.0, "night": 1.0, "home": 0.6, "disarmed": 0.3}
-_LABEL = {"person": 1.0, "vehicle": 0.6, "animal": 0.3}
+_ARM: dict[str, float] = {
+    ArmMode.AWAY: 1.0,
+    ArmMode.NIGHT: 1.0,
+    ArmMode.HOME: 0.6,
+    ArmMode.DISARMED: 0.3,
+}
+_LABEL: dict[str, float] = {
+    PresenceGroup.PERSON: 1.0,
+    PresenceGroup.VEHICLE: 0.6,
+    PresenceGroup.ANIMAL: 0.3,
+}
 _LOCATION = {
     "front_door": 1.0,
     "back_door": 1.0,
@@ -69,6 +81,10 @@ DOOR_LOCATIONS = frozenset(
 )
 
 
+def _listed(words: tuple[str, ...]) -> str:
+    return ", ".join(words)
+
+
 def _check_unit(name: str, value: float) -> None:
     if not (isinstance(value, int | float) and math.isfinite(value) and 0.0 <= value <= 1.0):
         raise ValueError(f"{name} must be in [0, 1], got {value!r}")
@@ -79,13 +95,13 @@ def _check_lite(lite: Mapping[str, float] | None) -> None:
         return
     for label, conf in lite.items():
         if label not in LABELS:
-            raise ValueError(f"unknown lite label {label!r}; expected one of {LABELS}")
+            raise ValueError(f"unknown lite label {label!r}; expected one of {_listed(LABELS)}")
         _check_unit(f"lite[{label!r}]", conf)
 
 
 def _check_arm(arm_mode: str, weights: ScoreWeights) -> None:
     if arm_mode not in weights.arm:
-        raise ValueError(f"arm_mode must be one of {ARM_MODES}, got {arm_mode!r}")
+        raise ValueError(f"arm_mode must be one of {_listed(ARM_MODES)}, got {arm_mode!r}")
 
 
 @dataclass(frozen=True)
@@ -106,9 +122,9 @@ class ScoreWeights:
         for name in ("arm", "labels", "locations"):
             object.__setattr__(self, name, _frozen(getattr(self, name)))
         if set(self.arm) != set(ARM_MODES):
-            raise ValueError(f"arm weights must name exactly {ARM_MODES}")
+            raise ValueError(f"arm weights must name exactly {_listed(ARM_MODES)}")
         if set(self.labels) != set(LABELS):
-            raise ValueError(f"label weights must name exactly {LABELS}")
+            raise ValueError(f"label weights must name exactly {_listed(LABELS)}")
         weights = [*self.arm.values(), *self.labels.values(), *self.locations.values()]
         for w in (*weights, self.default_location_weight):
             if not (math.isfinite(w) and 0.0 < w <= 1.0):
@@ -166,8 +182,8 @@ def is_critical(
     armed at all. Without a lite result nothing is critical: motion alone is not enough."""
     _check_lite(lite)
     _check_arm(arm_mode, weights)
-    if lite is None or lite.get("person", 0.0) < weights.critical_person_confidence:
+    if lite is None or lite.get(PresenceGroup.PERSON, 0.0) < weights.critical_person_confidence:
         return False
-    if arm_mode in ("away", "night"):
+    if arm_mode in FULLY_ARMED:
         return True
     return arm_mode in ARMED_MODES and normalise_location(location) in weights.door_locations

@@ -22,17 +22,26 @@ so one home's keys share a slot):
 
 Times are milliseconds from Redis ``TIME``. Every time-reading script takes a
 ``time offset`` ARGV that shifts ``TIME``; it is always 0 in production and exists only so
-tests can simulate minutes of traffic without sleeping.
+tests can simulate minutes of traffic without sleeping. docs/architecture.md ("Redis keys")
+shows where these keys sit among the rest of the system's state.
 """
 
 from __future__ import annotations
 
 import re
 import weakref
-from collections.abc import Iterable
+from collections.abc import Awaitable, Iterable
+from typing import TypeAlias, TypeVar
 
 import redis
 from redis.commands.core import Script
+
+# An id as callers hold it: a database id, or its decimal text (``check_id`` makes the text).
+EntityId: TypeAlias = str | int
+# What a Lua script takes as one ARGV item (redis-py encodes numbers as their text).
+ScriptArg: TypeAlias = str | int | float
+
+Reply = TypeVar("Reply")
 
 ID_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
 
@@ -52,7 +61,7 @@ ORPHAN_GRACE_MS = 3_600_000
 SETTLED_TTL_MS = 600_000
 
 
-def check_id(kind: str, value: str | int) -> str:
+def check_id(kind: str, value: EntityId) -> str:
     """Ids go into key names and ``home:event`` members: no braces, colons or spaces.
 
     Database ids (non-negative ints) are accepted and returned as their decimal text.
@@ -158,6 +167,17 @@ def script(client: redis.Redis, source: str) -> Script:
     if found is None:
         found = per_client[source] = client.register_script(source)
     return found
+
+
+def sync_reply(reply: Awaitable[Reply] | Reply) -> Reply:
+    """A command's reply, typed for the synchronous ``redis.Redis`` this package takes.
+
+    redis-py declares each command once for its blocking and asyncio clients, as
+    ``Awaitable[T] | T``; a blocking client always answers ``T``.
+    """
+    if isinstance(reply, Awaitable):
+        raise TypeError("the scheduler needs a synchronous redis.Redis, not an asyncio client")
+    return reply
 
 
 def text(value: str | bytes) -> str:

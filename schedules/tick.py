@@ -20,7 +20,7 @@ import redis
 from .config import SchedulerConfig
 from .dispatch import Dispatched, dispatch
 from .leases import release
-from .scripts import TICK_LOCK, script
+from .scripts import TICK_LOCK, script, sync_reply
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ def run_tick(
     """Dispatch every tier once; ``free_capacity(tier)`` is how many more events its workers
     can start soon (negative counts as 0)."""
     token = uuid.uuid4().hex
-    if not redis_client.set(TICK_LOCK, token, nx=True, px=config.tick_lock_ms):
+    if not sync_reply(redis_client.set(TICK_LOCK, token, nx=True, px=config.tick_lock_ms)):
         return TickReport(locked_out=True)
     report = TickReport()
     try:

@@ -1,21 +1,38 @@
-"""Queries of the deep and lite workers: claim events, save detections, settle statuses."""
+"""Queries of the deep and lite workers: claim events, save detections, settle statuses.
+
+What these queries hand to other packages is a frozen dataclass per row (``EventToAnalyse``,
+``LiteEvent``, ``PendingEvent``), read with psycopg's ``class_row``; a status or tier column
+arrives as its ``vigil.vocabulary`` member.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import LiteralString, Protocol
 
+import psycopg
+from psycopg.rows import class_row, scalar_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
-from inference.contract import Detection
 from inference.urls import ImageUrl
 from store.db import transaction
+from vigil.vocabulary import ArmMode, EventStatus, Tier
+
+
+def stored_source(image: bytes | None, image_url: str | None) -> bytes | ImageUrl | None:
+    """An event's image source as stored: the uploaded bytes, else its URL typed as a URL,
+    so the fetcher fetches or refuses it and never opens it as a local file."""
+    if image is not None:
+        return bytes(image)
+    return ImageUrl(image_url) if image_url is not None else None
 
 
 @dataclass(frozen=True)
 class EventToAnalyse:
+    """An event claimed for a deep batch."""
+
     id: int
     home_id: int
     image_url: str | None
@@ -27,22 +44,94 @@ class EventToAnalyse:
         return stored_source(self.image, self.image_url)
 
 
-def stored_source(image: bytes | None, image_url: str | None) -> bytes | ImageUrl | None:
-    """An event's image source as stored: the uploaded bytes, else its URL typed as a URL,
-    so the fetcher fetches or refuses it and never opens it as a local file."""
-    if image is not None:
-        return bytes(image)
-    return ImageUrl(image_url) if image_url is not None else None
+@dataclass(frozen=True)
+class LiteEvent:
+    """A queued event with its frame and what its priority depends on."""
+
+    id: int
+    home_id: int
+    image_url: str | None
+    image: bytes | None
+    location: str
+    motion_score: float
+    arm_mode: ArmMode  # its home's, now
+    tier: Tier
+    age_s: float
+
+    def __post_init__(self) -> None:
+        # class_row passes the columns' text; the fields hold the vocabulary's members.
+        object.__setattr__(self, "arm_mode", ArmMode(self.arm_mode))
+        object.__setattr__(self, "tier", Tier(self.tier))
+
+    @property
+    def source(self) -> bytes | ImageUrl | None:
+        """What the lite scorer decodes: the uploaded frame, else the URL."""
+        return stored_source(self.image, self.image_url)
+
+
+@dataclass(frozen=True)
+class PendingEvent:
+    """A queued or processing event, with what its candidate in Redis is made of."""
+
+    id: int
+    home_id: int
+    status: EventStatus
+    tier: Tier
+    priority: float  # its last triage score
+    location: str
+    mode: str
+    motion_score: float
+    needs_lite: bool  # queued and still without a lite result
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "status", EventStatus(self.status))
+        object.__setattr__(self, "tier", Tier(self.tier))
+
+
+class DetectionToSave(Protocol):
+    """What is stored of one detection (``inference.contract.Detection`` is one); ``box``
+    is x1, y1, x2, y2 in the analysed image's pixels, ``alternatives`` (label, score)."""
+
+    @property
+    def label(self) -> str: ...
+
+    @property
+    def score(self) -> float: ...
+
+    @property
+    def box(self) -> tuple[float, float, float, float]: ...
+
+    @property
+    def alternatives(self) -> Sequence[tuple[str, float]]: ...
+
+
+@dataclass(frozen=True)
+class Failure:
+    """Why one event could not be analysed: a stable code and a human message."""
+
+    event_id: int
+    code: str
+    message: str
+
+
+def _returned_ids(
+    conn: psycopg.Connection, query: LiteralString, params: Sequence[object]
+) -> list[int]:
+    """The ids a ``... RETURNING id`` statement answered."""
+    with conn.cursor(row_factory=scalar_row) as cur:
+        ids: list[int] = cur.execute(query, params).fetchall()
+    return ids
 
 
 def claim_for_analysis(pool: ConnectionPool, event_ids: Sequence[int]) -> list[EventToAnalyse]:
-    """Mark still-pending events ``processing`` (one more attempt) and return them.
+    """Mark still-pending events ``processing`` (one more attempt) and return them, in the
+    order of ``event_ids``.
 
     Events already settled (analysed, skipped, failed) are left alone, so a redelivered
     batch never analyses an event twice.
     """
-    with transaction(pool) as conn:
-        rows = conn.execute(
+    with transaction(pool) as conn, conn.cursor(row_factory=class_row(EventToAnalyse)) as cur:
+        claimed = cur.execute(
             """
             UPDATE events SET status = 'processing', attempts = attempts + 1
             WHERE id = ANY(%s) AND status IN ('queued', 'processing')
@@ -50,15 +139,13 @@ def claim_for_analysis(pool: ConnectionPool, event_ids: Sequence[int]) -> list[E
             """,
             (list(event_ids),),
         ).fetchall()
-    by_id = {
-        r["id"]: EventToAnalyse(r["id"], r["home_id"], r["image_url"], r["image"]) for r in rows
-    }
+    by_id = {event.id: event for event in claimed}
     return [by_id[i] for i in event_ids if i in by_id]
 
 
 def save_detections(
     pool: ConnectionPool,
-    results: Iterable[tuple[int, Sequence[Detection]]],
+    results: Iterable[tuple[int, Sequence[DetectionToSave]]],
     model: str,
     snapshots: Mapping[int, bytes] | None = None,
 ) -> list[int]:
@@ -96,16 +183,7 @@ def save_detections(
     return written
 
 
-@dataclass(frozen=True)
-class Failure:
-    """Why one event could not be analysed: a stable code and a human message."""
-
-    event_id: int
-    code: str
-    message: str
-
-
-def _alternatives(detection: Detection) -> list[dict[str, Any]]:
+def _alternatives(detection: DetectionToSave) -> list[dict[str, str | float]]:
     return [{"label": label, "score": round(score, 4)} for label, score in detection.alternatives]
 
 
@@ -115,7 +193,8 @@ def mark_failed(pool: ConnectionPool, failures: Sequence[Failure]) -> list[int]:
     if not failures:
         return []
     with transaction(pool) as conn:
-        rows = conn.execute(
+        settled = _returned_ids(
+            conn,
             """
             UPDATE events e SET status = 'failed', error_code = f.code,
                                 error = f.code || ': ' || f.message
@@ -127,9 +206,9 @@ def mark_failed(pool: ConnectionPool, failures: Sequence[Failure]) -> list[int]:
                 [f.code for f in failures],
                 [f.message for f in failures],
             ),
-        ).fetchall()
-    settled = {r["id"] for r in rows}
-    return [f.event_id for f in failures if f.event_id in settled]
+        )
+    settled_now = set(settled)
+    return [f.event_id for f in failures if f.event_id in settled_now]
 
 
 def requeue(pool: ConnectionPool, event_ids: Sequence[int]) -> list[int]:
@@ -137,14 +216,14 @@ def requeue(pool: ConnectionPool, event_ids: Sequence[int]) -> list[int]:
     if not event_ids:  # the periodic reaper usually has nothing: no empty transaction
         return []
     with transaction(pool) as conn:
-        rows = conn.execute(
+        return _returned_ids(
+            conn,
             """
             UPDATE events SET status = 'queued'
             WHERE id = ANY(%s) AND status = 'processing' RETURNING id
             """,
             (list(event_ids),),
-        ).fetchall()
-    return [r["id"] for r in rows]
+        )
 
 
 def mark_skipped(
@@ -154,24 +233,24 @@ def mark_skipped(
     if not event_ids:
         return []
     with transaction(pool) as conn:
-        rows = conn.execute(
+        return _returned_ids(
+            conn,
             """
             UPDATE events SET status = 'skipped', error_code = %s, error = %s
             WHERE id = ANY(%s) AND status IN ('queued', 'processing') RETURNING id
             """,
             (code, reason, list(event_ids)),
-        ).fetchall()
-    return [r["id"] for r in rows]
+        )
 
 
-def load_for_lite(pool: ConnectionPool, event_id: int) -> dict[str, Any] | None:
-    """A queued event with its frame and what its priority depends on, or None."""
-    with pool.connection() as conn:
-        return conn.execute(
+def load_for_lite(pool: ConnectionPool, event_id: int) -> LiteEvent | None:
+    """The event if it is still queued, else None."""
+    with pool.connection() as conn, conn.cursor(row_factory=class_row(LiteEvent)) as cur:
+        return cur.execute(
             """
             SELECT e.id, e.home_id, e.image_url, e.image, e.location, e.motion_score,
-                   e.lite_results, e.created_at, h.tier, h.arm_mode,
-                   extract(epoch FROM now() - e.created_at) AS age_s
+                   h.arm_mode, h.tier,
+                   extract(epoch FROM now() - e.created_at)::float8 AS age_s
             FROM events e JOIN homes h ON h.id = e.home_id
             WHERE e.id = %s AND e.status = 'queued'
             """,
@@ -180,7 +259,7 @@ def load_for_lite(pool: ConnectionPool, event_id: int) -> dict[str, Any] | None:
 
 
 def save_lite_results(
-    pool: ConnectionPool, event_id: int, scores: dict[str, float], priority: float
+    pool: ConnectionPool, event_id: int, scores: Mapping[str, float], priority: float
 ) -> bool:
     """Record the lite scorer's presence scores and the new priority of a queued event."""
     with transaction(pool) as conn:
@@ -194,10 +273,10 @@ def save_lite_results(
     return row is not None
 
 
-def pending_events(pool: ConnectionPool, older_than_s: float, limit: int) -> list[dict[str, Any]]:
+def pending_events(pool: ConnectionPool, older_than_s: float, limit: int) -> list[PendingEvent]:
     """Oldest queued or processing events, for rebuilding Redis after it lost data."""
-    with pool.connection() as conn:
-        return conn.execute(
+    with pool.connection() as conn, conn.cursor(row_factory=class_row(PendingEvent)) as cur:
+        return cur.execute(
             """
             SELECT e.id, e.home_id, e.status, h.tier, e.priority, e.location, e.mode,
                    e.motion_score, e.status = 'queued' AND e.lite_results IS NULL AS needs_lite

@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
+from psycopg.rows import tuple_row
+
+from vigil.settings import SettingsError, current
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 # Arbitrary but fixed: every migrator of this schema must use the same key.
@@ -79,9 +81,16 @@ def migrate(url: str, directory: Path = MIGRATIONS_DIR) -> list[str]:
                 conn.execute("SELECT pg_advisory_unlock(%s)", (ADVISORY_LOCK_KEY,))
 
 
+def _applied_checksums(conn: psycopg.Connection) -> dict[str, str]:
+    """Version → checksum of every migration already applied."""
+    with conn.cursor(row_factory=tuple_row) as cur:
+        rows = cur.execute("SELECT version, checksum FROM schema_migrations").fetchall()
+    return {str(version): str(checksum) for version, checksum in rows}
+
+
 def _apply_pending(conn: psycopg.Connection, migrations: list[Migration]) -> list[str]:
     conn.execute(_CREATE_LEDGER)
-    applied = dict(conn.execute("SELECT version, checksum FROM schema_migrations").fetchall())
+    applied = _applied_checksums(conn)
     done = []
     for migration in migrations:
         if migration.version in applied:
@@ -109,7 +118,11 @@ def _apply_pending(conn: psycopg.Connection, migrations: list[Migration]) -> lis
 
 def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    url = os.environ.get("DATABASE_URL")
+    try:
+        url = current().database_url
+    except SettingsError as err:
+        print(f"store.migrate: {err}", file=sys.stderr)
+        return 2
     if not url:
         print("store.migrate: DATABASE_URL is not set", file=sys.stderr)
         return 2

@@ -14,6 +14,8 @@ import kombu
 from celery import Celery
 from celery.app.amqp import AMQP
 
+from vigil.settings import current
+
 TASK_MODULES = [
     "tasks.deep",
     "tasks.lite",
@@ -71,11 +73,18 @@ class BrokerAMQP(AMQP):
     Connection = BrokerConnection
 
 
-def create_celery(overrides: dict | None = None, *, set_as_current: bool = True) -> Celery:
+def create_celery(
+    overrides: dict[str, Any] | None = None, *, set_as_current: bool = True
+) -> Celery:
     """The Celery app. A second one (e.g. a producer of its own in a test) passes
     ``set_as_current=False``: shared tasks bind to the current app, which must stay ours."""
+    from tasks.routes import task_routes  # both import the task modules
+    from tasks.schedule import beat_schedule
+
     celery = Celery("vigil", include=TASK_MODULES, amqp=BrokerAMQP, set_as_current=set_as_current)
     celery.config_from_object("celery_config")
+    celery.conf.task_routes = task_routes()
+    celery.conf.beat_schedule = beat_schedule(current().scheduler)
     if overrides:
         celery.conf.update(overrides)
     return celery
@@ -86,10 +95,9 @@ def worker_argv(
 ) -> list[str]:
     """The command line of one worker of this app: the Procfile launcher, demo and tests."""
     queues = queues if isinstance(queues, str) else ",".join(queues)
-    return [
-        sys.executable, "-m", "celery", "-A", "tasks.app", "worker", "-Q", queues,
-        "-c", str(concurrency), "-n", f"{name}@%h", "--loglevel=INFO", *extra,
-    ]  # fmt: skip
+    celery = [sys.executable, "-m", "celery", "-A", "tasks.app"]
+    options = ["-Q", queues, "-c", str(concurrency), "-n", f"{name}@%h", "--loglevel=INFO"]
+    return [*celery, "worker", *options, *extra]
 
 
 app = create_celery()

@@ -9,63 +9,83 @@ does not pay for it.
 from __future__ import annotations
 
 import logging
-import os
 import threading
+from collections.abc import Mapping
 from functools import cached_property
+from typing import TYPE_CHECKING
 
-import redis
 from celery.signals import worker_process_init
 from psycopg_pool import ConnectionPool
+from redis import Redis
 
 from schedules.candidates import CandidateStore
 from store.db import create_pool
+from vigil.settings import Settings, current
+
+if TYPE_CHECKING:  # the detector and the scorers are imported only by the roles that run them
+    from inference.lite import LiteScorer
+    from inference.nanodet import NanoDet
+    from inference.retry import RetryPolicy
+    from notify.links import Links
+    from notify.providers import Providers
+    from notify.sender import SenderConfig
 
 log = logging.getLogger(__name__)
 # httpx logs every request at INFO: one line per push. Each answer is in its outbox row.
 logging.getLogger("httpx").setLevel(logging.WARNING)
 
 # "deep" workers load the detector at start; other roles load what they need lazily.
-ROLE_ENV = "VIGIL_WORKER_ROLE"
-PUSH_CREDENTIALS = ("FCM_CREDENTIALS_JSON", "FCM_CREDENTIALS_FILE", "APNS_KEY_ID")
+DEEP_ROLE = "deep"
 
 
 class WorkerContext:
-    """Lazily built clients and models of this process."""
+    """Lazily built clients and models of this process, from its settings."""
 
-    def __init__(self, environ: dict[str, str] | None = None):
-        self.environ = dict(os.environ if environ is None else environ)
+    def __init__(self, settings: Settings | None = None):
+        self.settings = current() if settings is None else settings
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str]) -> WorkerContext:
+        return cls(Settings.from_environ(environ))
+
+    def _required(self, url: str | None, name: str) -> str:
+        if not url:
+            raise RuntimeError(f"{name} must be set for a worker")
+        return url
 
     @cached_property
     def pool(self) -> ConnectionPool:
-        return create_pool(self.environ["DATABASE_URL"], min_size=1, max_size=4)
+        url = self._required(self.settings.database_url, "DATABASE_URL")
+        return create_pool(url, min_size=1, max_size=4)
 
     @cached_property
-    def redis(self) -> redis.Redis:
-        return redis.Redis.from_url(self.environ["REDIS_URL"], decode_responses=True)
+    def redis(self) -> Redis:
+        url = self._required(self.settings.redis_url, "REDIS_URL")
+        return Redis.from_url(url, decode_responses=True)
 
     @cached_property
-    def broker_redis(self) -> redis.Redis:
+    def broker_redis(self) -> Redis:
         """The broker's Redis, where Celery keeps each queue as a list."""
-        url = self.environ.get("CELERY_BROKER_URL") or self.environ["REDIS_URL"]
-        if url == self.environ["REDIS_URL"]:
+        url = self.settings.broker_url
+        if url == self.settings.redis_url:
             return self.redis  # one connection pool when the broker shares the server's DB
-        return redis.Redis.from_url(url, decode_responses=True)
+        return Redis.from_url(self._required(url, "CELERY_BROKER_URL"), decode_responses=True)
 
     @cached_property
     def candidates(self) -> CandidateStore:
-        return CandidateStore(self.redis)
+        return CandidateStore(self.redis, self.settings.scheduler)
 
     @cached_property
-    def detector(self):
+    def detector(self) -> NanoDet:
         from inference.nanodet import NanoDet  # torch is imported only where it is used
 
         model = NanoDet()
-        model.setup(self.environ.get("VIGIL_DEVICE") or None, warmup_batch=4)
+        model.setup(self.settings.vigil_device, warmup_batch=4)
         log.info("deep model %s ready on %s", model.name, model.device)
         return model
 
     @cached_property
-    def lite(self):
+    def lite(self) -> LiteScorer:
         from inference.lite import LiteScorer
 
         scorer = LiteScorer()
@@ -73,38 +93,35 @@ class WorkerContext:
         return scorer
 
     @cached_property
-    def providers(self):
-        """FCM / APNs from their credentials in the environment, else the embedded one."""
-        from notify.providers import providers_from_env
+    def providers(self) -> Providers:
+        """FCM / APNs from their credentials in the settings, else the embedded one."""
+        from notify.providers import providers_from_settings
 
-        return providers_from_env(self.environ)
+        return providers_from_settings(self.settings)
 
     @cached_property
-    def sender_config(self):
+    def sender_config(self) -> SenderConfig:
         from notify.sender import SenderConfig
 
-        return SenderConfig.from_env(self.environ)
+        return SenderConfig.from_settings(self.settings)
 
     @cached_property
-    def links(self):
+    def links(self) -> Links:
         from notify.links import Links
 
-        return Links.from_env(self.environ)
+        return Links.from_settings(self.settings)
 
     @cached_property
-    def fetch_retry(self):
+    def fetch_retry(self) -> RetryPolicy:
         """How transient image-fetch failures are retried, within half the event's lease."""
         from inference.retry import RetryPolicy
-        from schedules.config import SchedulerConfig
 
-        lease_s = SchedulerConfig.from_mapping(self.environ).processing_timeout_s
-        return RetryPolicy.from_env(self.environ, lease_s)
+        return RetryPolicy.from_settings(self.settings)
 
     @property
     def allowed_networks(self) -> tuple[str, ...]:
         """Private networks image URLs may point to (none unless an operator says so)."""
-        raw = self.environ.get("VIGIL_FETCH_ALLOWED_NETWORKS", "")
-        return tuple(n.strip() for n in raw.split(",") if n.strip())
+        return self.settings.vigil_fetch_allowed_networks
 
 
 _context: WorkerContext | None = None
@@ -118,12 +135,12 @@ def context() -> WorkerContext:
 
 
 @worker_process_init.connect
-def _init_process(**_kwargs) -> None:
+def _init_process(**_kwargs: object) -> None:
     global _context
     _context = WorkerContext()  # a fresh one in every forked child
-    if _context.environ.get(ROLE_ENV) == "deep":
+    if _context.settings.vigil_worker_role == DEEP_ROLE:
         _ = _context.detector
-    elif any(_context.environ.get(name) for name in PUSH_CREDENTIALS):
+    elif _context.settings.push_configured:
         # Ready before the first alert: the pool and providers are built here (no network),
         # the tokens are fetched in the background so a provider that is down does not hold
         # up the worker's start.
@@ -132,7 +149,7 @@ def _init_process(**_kwargs) -> None:
         threading.Thread(target=_warm_push, args=(providers,), daemon=True).start()
 
 
-def _warm_push(providers) -> None:
+def _warm_push(providers: Providers) -> None:
     try:
         providers.warm()
     except Exception:  # the first send retries, and records the error on its delivery

@@ -6,27 +6,38 @@ import logging
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import psycopg
 from celery import shared_task
+from PIL import Image
 from psycopg_pool import PoolTimeout
 
 from inference.annotate import annotate
+from inference.errors import ImageSourceError
 from inference.images import encode_jpeg
 from inference.pipeline import BatchPipeline
 from notify import live
-from schedules.config import configured
 from schedules.leases import complete_all, release
-from store.analysis import Failure, claim_for_analysis, mark_failed, save_detections
+from store.analysis import (
+    EventToAnalyse,
+    Failure,
+    claim_for_analysis,
+    mark_failed,
+    save_detections,
+)
 from tasks.context import WorkerContext, context
 from tasks.digest import digest
+
+if TYPE_CHECKING:
+    from inference.contract import Detection
 
 log = logging.getLogger(__name__)
 
 SNAPSHOT_SIDE = 960
 
 
-def snapshot_jpeg(image, detections) -> bytes:
+def snapshot_jpeg(image: Image.Image, detections: Sequence[Detection]) -> bytes:
     """The frame with boxes and labels drawn, at most SNAPSHOT_SIDE pixels a side."""
     annotated = annotate(image, detections)
     annotated.thumbnail((SNAPSHOT_SIDE, SNAPSHOT_SIDE))
@@ -61,13 +72,16 @@ def analyse_batch(ctx: WorkerContext, event_ids: Sequence[int]) -> BatchOutcome:
         allowed_networks=ctx.allowed_networks,
         retry=ctx.fetch_retry,  # transient fetch failures are tried again within the lease
     )
-    found, refused, snapshots = [], [], {}
+    found: list[tuple[int, list[Detection]]] = []
+    refused: list[tuple[EventToAnalyse, ImageSourceError]] = []
+    snapshots: dict[int, bytes] = {}
     for event, result in zip(events, pipeline.run([e.source for e in events]), strict=True):
-        if result.ok:
-            found.append((event.id, result.detections))
-            snapshots[event.id] = snapshot_jpeg(result.image, result.detections)
-        else:
+        if result.error is not None:
             refused.append((event, result.error))
+            continue
+        found.append((event.id, result.detections))
+        if result.image is not None:  # kept: the pipeline runs with keep_images
+            snapshots[event.id] = snapshot_jpeg(result.image, result.detections)
     analysed = save_detections(ctx.pool, found, model.name, snapshots)
     failed = mark_failed(
         ctx.pool, [Failure(event.id, error.code, str(error)) for event, error in refused]
@@ -92,15 +106,16 @@ def analyse_batch(ctx: WorkerContext, event_ids: Sequence[int]) -> BatchOutcome:
         codes[error.code] += 1
         log.warning(
             "analysis failed: event %s home %s code %s after %d attempt(s): %s",
-            event.id, event.home_id, error.code, error.attempts, error,
-        )  # fmt: skip
+            *(event.id, event.home_id, error.code, error.attempts, error),
+        )
         live.publish(
             ctx.redis, event.home_id, "event.failed", {"event_id": event.id, "error": error.code}
         )
     return BatchOutcome(analysed, failed, dict(codes))
 
 
-@shared_task(name="inference.deep_batch", acks_late=True, soft_time_limit=240, time_limit=270)
+# No queue of its own: the tick sends each batch to its tier's queue (tasks.queues.deep_queue).
+@shared_task(acks_late=True, soft_time_limit=240, time_limit=270)
 def deep_batch(tier: str, event_ids: list[int]) -> list[int]:
     """Analyse one batch; returns the settled ids, which the chained digest decides."""
     ctx = context()
@@ -109,13 +124,11 @@ def deep_batch(tier: str, event_ids: list[int]) -> list[int]:
     except (psycopg.OperationalError, PoolTimeout):
         # PostgreSQL is away: hand the events back to the candidates now (no attempt
         # counted) instead of leaving them to their lease; a later tick sends them again.
-        released = release(ctx.redis, configured(), [str(e) for e in event_ids])
+        released = release(ctx.redis, ctx.settings.scheduler, [str(e) for e in event_ids])
         log.warning("tier %s: database unavailable, %d events handed back", tier, released)
         raise
-    log.info(
-        "tier %s: analysed %d, failed %d of %d events",
-        tier, len(outcome.analysed), len(outcome.failed), len(event_ids),
-    )  # fmt: skip
+    analysed, failed = len(outcome.analysed), len(outcome.failed)
+    log.info("tier %s: analysed %d, failed %d of %d events", tier, analysed, failed, len(event_ids))
     if outcome.failed and not outcome.analysed:
         # The chain's digest only runs after a success: send the failures to it directly,
         # then fail the task so ops see the batch as failed.

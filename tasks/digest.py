@@ -3,24 +3,29 @@
 Alerts are sent by the digest task itself right after its decisions commit (no extra
 broker hop between "analysed" and the provider call); whatever that attempt leaves
 pending — a provider 500, a timeout, a worker that died — is picked up by the
-``notify.send_due`` sweep that beat runs every few seconds.
+``tasks.digest.send_due`` sweep that beat runs every few seconds.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import Any
 
 from celery import shared_task
 
 from notify import live
+from notify import summaries as summary_fold
 from notify.digest import DigestReport, digest_events, undigested
-from notify.sender import SendReport, send_deliveries
-from notify.summaries import flush_summaries
+from notify.outbox import ClaimedDelivery
+from notify.sender import LOST_LEASE, OnSettled, SendReport, SendStatus, send_deliveries
 from tasks.context import WorkerContext, context
+from tasks.queues import DIGEST_QUEUE
+from vigil.vocabulary import DeliveryStatus
 
 log = logging.getLogger(__name__)
+
+# The queue this module's tasks run on (tasks/routes.py).
+QUEUE = DIGEST_QUEUE
 
 SWEEP_LIMIT = 200
 # A settled event normally reaches the digest within a second (chained to its batch); one
@@ -28,47 +33,58 @@ SWEEP_LIMIT = 200
 UNDIGESTED_AFTER_S = 60.0
 
 
-def _publisher(ctx: WorkerContext):
-    def settled(row: dict[str, Any], provider: str, status: str) -> None:
-        if status in ("pending", "lost_lease"):
+def _publisher(ctx: WorkerContext) -> OnSettled:
+    def settled(row: ClaimedDelivery, provider: str, status: SendStatus) -> None:
+        if status in (DeliveryStatus.PENDING, LOST_LEASE):
             return  # retried later, or another attempt owns it: published when final
-        kind = "push.delivered" if status == "sent" else "push.failed"
-        live.publish(
-            ctx.redis, row["home_id"], kind,
-            {"notification_id": row["notification_id"], "device_id": row["device_id"],
-             "provider": provider, "status": status, "kind": row["kind"]},
-        )  # fmt: skip
+        kind = "push.delivered" if status == DeliveryStatus.SENT else "push.failed"
+        fields = {
+            "notification_id": row.notification_id,
+            "device_id": row.device_id,
+            "provider": provider,
+            "status": status,
+            "kind": row.kind,
+        }
+        live.publish(ctx.redis, row.home_id, kind, fields)
 
     return settled
 
 
-def send(ctx: WorkerContext, ids: Sequence[int] | None) -> SendReport:
+def push(ctx: WorkerContext, ids: Sequence[int] | None) -> SendReport:
+    """Send these deliveries (None: whatever is due) and publish each final outcome."""
+    config, on_settled = ctx.sender_config, _publisher(ctx)
     return send_deliveries(
-        ctx.pool, ctx.providers, ctx.links, ids=ids, config=ctx.sender_config,
-        limit=SWEEP_LIMIT, on_settled=_publisher(ctx),
-    )  # fmt: skip
+        ctx.pool,
+        ctx.providers,
+        ctx.links,
+        ids=ids,
+        config=config,
+        limit=SWEEP_LIMIT,
+        on_settled=on_settled,
+    )
 
 
 def publish_alerts(ctx: WorkerContext, report: DigestReport) -> None:
     """An ``alert`` entry on each alerted home's live log."""
     for alert in report.alerts:
-        live.publish(
-            ctx.redis, alert.home_id, "alert",
-            {"event_id": alert.event_id, "notification_id": alert.notification_id,
-             "title": alert.title},
-        )  # fmt: skip
+        fields = {
+            "event_id": alert.event_id,
+            "notification_id": alert.notification_id,
+            "title": alert.title,
+        }
+        live.publish(ctx.redis, alert.home_id, "alert", fields)
 
 
 def _summary(report: SendReport) -> dict:
     return {"claimed": report.claimed, **dict(report.outcomes)}
 
 
-@shared_task(name="notify.digest", acks_late=True, soft_time_limit=60, time_limit=90)
+@shared_task(acks_late=True, soft_time_limit=60, time_limit=90)
 def digest(event_ids: list[int]) -> dict:
     ctx = context()
     report = digest_events(ctx.pool, event_ids)
     publish_alerts(ctx, report)
-    pushed = send(ctx, report.deliveries) if report.deliveries else SendReport()
+    pushed = push(ctx, report.deliveries) if report.deliveries else SendReport()
     return {
         "alerts": [a.event_id for a in report.alerts],
         "held": report.held,
@@ -76,33 +92,34 @@ def digest(event_ids: list[int]) -> dict:
     }
 
 
-@shared_task(name="notify.flush_summaries", acks_late=True, soft_time_limit=60, time_limit=90)
-def summaries() -> int:
+@shared_task(acks_late=True, soft_time_limit=60, time_limit=90)
+def flush_summaries() -> int:
+    """Fold held events whose window closed into summaries, and send them."""
     ctx = context()
-    report = flush_summaries(ctx.pool)
+    report = summary_fold.flush_summaries(ctx.pool)
     for home_id, notification_id in report.summaries:
         live.publish(ctx.redis, home_id, "summary", {"notification_id": notification_id})
     if report.deliveries:
-        send(ctx, report.deliveries)
+        push(ctx, report.deliveries)
     return len(report.summaries)
 
 
-@shared_task(name="notify.send", acks_late=True, soft_time_limit=60, time_limit=90)
-def send_task(delivery_ids: list[int]) -> dict:
+@shared_task(acks_late=True, soft_time_limit=60, time_limit=90)
+def send(delivery_ids: list[int]) -> dict:
     """Send these deliveries now (alerts queued outside the digest, e.g. provisional)."""
-    return _summary(send(context(), delivery_ids))
+    return _summary(push(context(), delivery_ids))
 
 
-@shared_task(name="notify.send_due", acks_late=True, soft_time_limit=50, time_limit=60)
+@shared_task(acks_late=True, soft_time_limit=50, time_limit=60)
 def send_due() -> dict:
     """The sweep: retries whose backoff ended, and leases of senders that vanished."""
-    report = send(context(), None)
+    report = push(context(), None)
     if report.resent_after_lease:
         log.warning("resent %d deliveries whose sender vanished", report.resent_after_lease)
     return _summary(report)
 
 
-@shared_task(name="notify.digest_undigested", acks_late=True, soft_time_limit=50, time_limit=60)
+@shared_task(acks_late=True, soft_time_limit=50, time_limit=60)
 def digest_undigested() -> list[int]:
     """The sweep behind the chain: settled events nobody decided get their decision (and
     their alert) now, so a lost message never leaves a household unaware."""
@@ -113,5 +130,5 @@ def digest_undigested() -> list[int]:
         log.warning("decided %d settled events whose digest message was lost", len(decided))
     publish_alerts(ctx, report)
     if report.deliveries:
-        send(ctx, report.deliveries)
+        push(ctx, report.deliveries)
     return decided

@@ -10,20 +10,21 @@ reconnects on its own (tasks.app.BrokerConnection, docs/operations.md).
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
 import subprocess
 import time
 
-from celery_config import DEEP_QUEUES
 from tasks.app import worker_argv
+from tasks.context import DEEP_ROLE
+from tasks.queues import DEEP_QUEUES
+from vigil.settings import Settings, current, environment
 
 
-def visible_gpus(environ: dict[str, str]) -> list[str]:
+def visible_gpus(settings: Settings) -> list[str]:
     """GPU ids this machine offers: CUDA_VISIBLE_DEVICES if set, else nvidia-smi's list."""
-    if "CUDA_VISIBLE_DEVICES" in environ:
-        return [g for g in environ["CUDA_VISIBLE_DEVICES"].split(",") if g.strip()]
+    if settings.cuda_visible_devices is not None:
+        return list(settings.cuda_visible_devices)
     if shutil.which("nvidia-smi") is None:
         return []
     listing = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=30)
@@ -38,22 +39,27 @@ def worker_command(name: str) -> list[str]:
     return worker_argv(DEEP_QUEUES, name)
 
 
-def main() -> int:
-    environ = dict(os.environ, VIGIL_WORKER_ROLE="deep")
-    gpus = visible_gpus(environ)
-    children = []
-    for gpu in gpus or [None]:
-        env = dict(environ)
-        if gpu is None:
-            env["CUDA_VISIBLE_DEVICES"] = ""
-            env.setdefault("VIGIL_DEVICE", "cpu")
-            name = "deep-cpu"
-        else:
-            env["CUDA_VISIBLE_DEVICES"] = gpu
-            name = f"deep-gpu{gpu}"
-        children.append(subprocess.Popen(worker_command(name), env=env))
+def child_environments(settings: Settings, environ: dict[str, str]) -> dict[str, dict[str, str]]:
+    """Each deep worker's name and environment: pinned to one GPU, or the CPU without one."""
+    deep = dict(environ, VIGIL_WORKER_ROLE=DEEP_ROLE)
+    gpus = visible_gpus(settings)
+    if not gpus:
+        return {
+            "deep-cpu": dict(
+                deep, CUDA_VISIBLE_DEVICES="", VIGIL_DEVICE=settings.vigil_device or "cpu"
+            )
+        }
+    return {f"deep-gpu{gpu}": dict(deep, CUDA_VISIBLE_DEVICES=gpu) for gpu in gpus}
 
-    def stop(*_args) -> None:
+
+def main() -> int:
+    # The children inherit this process's environment, pinned; they read their own settings.
+    children = [
+        subprocess.Popen(worker_command(name), env=env)
+        for name, env in child_environments(current(), environment()).items()
+    ]
+
+    def stop(*_args: object) -> None:
         for child in children:
             if child.poll() is None:
                 child.send_signal(signal.SIGTERM)

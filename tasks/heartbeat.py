@@ -14,6 +14,12 @@ Writers: ``worker_ready`` and Celery's ``heartbeat_sent`` (the main process, eve
 heartbeat, throttled here) and ``task_postrun`` (the pool process that ran the task). One
 Lua step merges the record, so a main-process beat never erases a child's task count.
 Times come from Redis ``TIME``: one clock for every writer and for the health check.
+
+Celery messages carry no publish time, so every publish of this app stamps one in the
+message's headers (``before_task_publish``, in whichever process sends: beat, workers, a
+test). ``GET /health`` reads it back from a queue's oldest message (``published_at``) to
+tell a queue whose message has waited for minutes from one that was fed a moment ago,
+without writing anything itself.
 """
 
 from __future__ import annotations
@@ -26,9 +32,10 @@ import time
 from typing import Any
 
 import redis
-from celery.signals import heartbeat_sent, task_postrun, worker_ready
+from celery.signals import before_task_publish, heartbeat_sent, task_postrun, worker_ready
 
 from schedules.scripts import script
+from vigil.settings import current
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +46,8 @@ HEARTBEAT_TTL_S = 120
 # Celery's event heartbeat fires every 2 s; a beat this often is plenty for a 120 s TTL.
 BEAT_EVERY_S = 10.0
 REDIS_TIMEOUT_S = 1.0
+# The message header holding when the message was published (Unix time, the sender's clock).
+PUBLISHED_AT = "vigil_published_at"
 
 # KEYS[1] worker:heartbeat:<hostname>  KEYS[2] worker:heartbeats  KEYS[3] worker:consumed
 # ARGV[1] hostname  ARGV[2] queues (JSON list)  ARGV[3] ttl s  ARGV[4] task name or ''
@@ -101,7 +110,7 @@ class _Writer:
         with self._lock:
             if self._pid != os.getpid():
                 self._pid, self._client, self.last_beat = os.getpid(), None, 0.0
-            url = os.environ.get("REDIS_URL")
+            url = current().redis_url
             if self._client is None and url:
                 # Short timeouts: the main-process beat runs on the consumer's event loop.
                 self._client = redis.Redis.from_url(
@@ -112,12 +121,18 @@ class _Writer:
                 )
             return self._client
 
-    def write(self, hostname: str | None, queues: list[str], **task: str | None) -> None:
+    def write(
+        self,
+        hostname: str | None,
+        queues: list[str],
+        task: str | None = None,
+        queue: str | None = None,
+    ) -> None:
         client = self.client()
         if client is None or not hostname:
             return
         try:
-            record_heartbeat(client, hostname, queues, **task)
+            record_heartbeat(client, hostname, queues, task=task, queue=queue)
         except Exception as exc:  # a heartbeat must never fail a task or stall the loop
             log.warning("worker heartbeat not written: %r", exc)
 
@@ -133,24 +148,51 @@ def consumed_queues(app: Any) -> list[str]:
         return []
 
 
+def published_at(raw: str | bytes) -> float | None:
+    """When the queued message ``raw`` was published (Unix time), from its stamp.
+
+    ``raw`` is one entry of a queue's list in the broker's Redis as kombu's Redis transport
+    (kombu 5) writes it: a JSON object whose ``headers`` are the message's application
+    headers, which Celery's task protocol 2 fills with the task's headers, ``PUBLISHED_AT``
+    among them. None for anything else, or a message sent without the stamp.
+    """
+    try:
+        stamp = json.loads(raw)["headers"][PUBLISHED_AT]
+    except (ValueError, TypeError, KeyError):
+        return None
+    if isinstance(stamp, bool) or not isinstance(stamp, int | float):
+        return None
+    return float(stamp)
+
+
+@before_task_publish.connect
+def _stamp_published_at(headers: dict[str, Any] | None = None, **_kwargs: Any) -> None:
+    if headers is not None:
+        headers[PUBLISHED_AT] = time.time()
+
+
 @worker_ready.connect
 def _on_ready(sender: Any = None, **_kwargs: Any) -> None:
+    if sender is None:
+        return
     _writer.last_beat = time.monotonic()
     _writer.write(getattr(sender, "hostname", None), consumed_queues(sender.app))
 
 
 @heartbeat_sent.connect
 def _on_heartbeat(sender: Any = None, **_kwargs: Any) -> None:
+    eventer = getattr(sender, "eventer", None)
     now = time.monotonic()
-    if now - _writer.last_beat < BEAT_EVERY_S:
+    if eventer is None or now - _writer.last_beat < BEAT_EVERY_S:
         return
     _writer.last_beat = now
-    eventer = getattr(sender, "eventer", None)
     _writer.write(getattr(eventer, "hostname", None), consumed_queues(eventer.app))
 
 
 @task_postrun.connect
 def _on_task_done(sender: Any = None, **_kwargs: Any) -> None:
+    if sender is None:
+        return
     request = sender.request
     queue = (request.delivery_info or {}).get("routing_key")
     _writer.write(request.hostname, consumed_queues(sender.app), task=sender.name, queue=queue)

@@ -10,10 +10,14 @@ from celery.exceptions import SoftTimeLimitExceeded
 from inference.errors import ImageSourceError
 from schedules import lite_queue
 from schedules.score import priority
-from store.analysis import load_for_lite, save_lite_results, stored_source
+from store.analysis import load_for_lite, save_lite_results
 from tasks.context import WorkerContext, context
+from tasks.queues import LITE_QUEUE
 
 log = logging.getLogger(__name__)
+
+# The queue this module's tasks run on (tasks/routes.py).
+QUEUE = LITE_QUEUE
 
 
 def score_event(ctx: WorkerContext, event_id: int) -> float | None:
@@ -21,21 +25,23 @@ def score_event(ctx: WorkerContext, event_id: int) -> float | None:
     event = load_for_lite(ctx.pool, event_id)
     if event is None:  # already dispatched or settled: deep results beat lite ones
         return None
-    source = stored_source(event["image"], event["image_url"])
+    source = event.source
+    if source is None:  # no frame stored: nothing to score
+        return None
     try:
         result = ctx.lite.score(source, allowed_networks=ctx.allowed_networks)
     except ImageSourceError as exc:
         log.info("event %s: lite scoring refused the image (%s)", event_id, exc.code)
         return None
     new_priority = priority(
-        event["motion_score"],
+        event.motion_score,
         result.scores,
-        event["arm_mode"],
-        event["location"],
-        float(event["age_s"]),
+        event.arm_mode,
+        event.location,
+        event.age_s,
     )
     if save_lite_results(ctx.pool, event_id, result.scores, new_priority):
-        ctx.candidates.update_score(event["home_id"], event_id, new_priority)
+        ctx.candidates.update_score(event.home_id, event_id, new_priority)
     return new_priority
 
 
@@ -56,6 +62,6 @@ def score_batch(ctx: WorkerContext, event_ids: list[int]) -> dict[str, int]:
     return {"scored": scored, "skipped": skipped}
 
 
-@shared_task(name="inference.lite_batch", acks_late=True, soft_time_limit=60, time_limit=90)
+@shared_task(acks_late=True, soft_time_limit=60, time_limit=90)
 def lite_batch(event_ids: list[int]) -> dict[str, int]:
     return score_batch(context(), event_ids)

@@ -1,28 +1,36 @@
-"""Beat-driven triage: the tick fans deep batches out, the lite dispatch feeds the lite
-workers; reaper and expiry settle stragglers."""
+"""Beat-driven triage: the tick fans deep batches out, the lite feed fills the lite
+workers' queue; reaper and expiry settle stragglers; reconcile restores what Redis lost.
+
+Each task is a thin wrapper around a plain function of the same module (``dispatch_deep``,
+``dispatch_lite``, ``restore_lost``) that tests call directly.
+"""
 
 from __future__ import annotations
 
 import logging
 
-from celery import chain, shared_task
+from celery import Signature, chain, shared_task
 
-from celery_config import LITE_QUEUE, deep_queue
 from notify.digest import digest_events
-from schedules import lite_queue
+from schedules import leases, lite_queue
 from schedules.candidates import CandidateStore
-from schedules.config import SchedulerConfig, configured
+from schedules.config import SchedulerConfig
 from schedules.dispatch import Dispatched
-from schedules.leases import reap
 from schedules.reconcile import missing_from_redis, restore
-from schedules.tick import run_tick
+from schedules.scripts import sync_reply
+from schedules.tick import TickReport, run_tick
 from store.analysis import Failure, mark_failed, mark_skipped, pending_events, requeue
 from tasks.context import WorkerContext, context
 from tasks.deep import deep_batch
-from tasks.digest import digest, publish_alerts, send_task
+from tasks.digest import digest, publish_alerts, send
 from tasks.lite import lite_batch
+from tasks.queues import LITE_QUEUE, SCHEDULER_QUEUE, deep_queue
+from vigil.vocabulary import EventStatus
 
 log = logging.getLogger(__name__)
+
+# The queue this module's tasks run on (tasks/routes.py).
+QUEUE = SCHEDULER_QUEUE
 
 # Events younger than this may be between their row commit and their candidate write.
 RECONCILE_MIN_AGE_S = 30.0
@@ -31,7 +39,7 @@ RECONCILE_LIMIT = 1000
 
 def queue_room(ctx: WorkerContext, queue: str, max_batches: int, batch_size: int) -> int:
     """Events that may be sent to a bounded Celery queue now: its free batch slots."""
-    return max(0, max_batches - ctx.broker_redis.llen(queue)) * batch_size
+    return max(0, max_batches - sync_reply(ctx.broker_redis.llen(queue))) * batch_size
 
 
 def free_capacity(ctx: WorkerContext, config: SchedulerConfig, tier: str) -> int:
@@ -55,28 +63,34 @@ def dispatch_lite(ctx: WorkerContext, config: SchedulerConfig) -> int:
     return len(event_ids)
 
 
+def batch_chain(tier: str, event_ids: list[int]) -> Signature:
+    """A deep batch on its tier's queue, chained to the digest of the events it settles."""
+    return chain(deep_batch.si(tier, event_ids).set(queue=deep_queue(tier)), digest.s())
+
+
 def send_batch(tier: str, batch: list[Dispatched]) -> None:
-    """One Celery message per batch, on its tier's queue, chained to the digest."""
-    ids = [int(d.event_id) for d in batch]
-    chain(
-        deep_batch.si(tier, ids).set(queue=deep_queue(tier)),
-        digest.s(),
-    ).apply_async()
+    """One Celery message per batch."""
+    batch_chain(tier, [int(d.event_id) for d in batch]).apply_async()
 
 
-def tick(ctx: WorkerContext, config: SchedulerConfig):
+def dispatch_deep(ctx: WorkerContext, config: SchedulerConfig) -> TickReport:
+    """One triage tick: the best candidates of every tier, to the deep queues' free room."""
     return run_tick(ctx.redis, config, lambda tier: free_capacity(ctx, config, tier), send_batch)
 
 
-@shared_task(name="schedules.tick", acks_late=False, soft_time_limit=5, time_limit=10)
-def tick_task() -> dict:
-    report = tick(context(), configured())
+# The beat-driven tasks are not acknowledged late: a tick or a feed lost with its worker is
+# simply the next one, a second later.
+@shared_task(acks_late=False, soft_time_limit=5, time_limit=10)
+def tick() -> dict:
+    ctx = context()
+    report = dispatch_deep(ctx, ctx.settings.scheduler)
     return {"dispatched": report.dispatched, "batches": report.batches}
 
 
-@shared_task(name="schedules.lite", acks_late=False, soft_time_limit=5, time_limit=10)
-def lite_task() -> int:
-    return dispatch_lite(context(), configured())
+@shared_task(acks_late=False, soft_time_limit=5, time_limit=10)
+def feed_lite() -> int:
+    ctx = context()
+    return dispatch_lite(ctx, ctx.settings.scheduler)
 
 
 ATTEMPTS_EXHAUSTED = "analysis_attempts_exhausted"
@@ -88,13 +102,14 @@ def failsafe(ctx: WorkerContext, event_ids: list[int]) -> None:
     report = digest_events(ctx.pool, event_ids)
     publish_alerts(ctx, report)
     if report.deliveries:
-        send_task.delay(report.deliveries)
+        send.delay(report.deliveries)
 
 
-@shared_task(name="schedules.reap", soft_time_limit=20, time_limit=30)
-def reap_task() -> dict:
-    ctx, config = context(), configured()
-    report = reap(ctx.redis, config)
+@shared_task(soft_time_limit=20, time_limit=30)
+def reap() -> dict:
+    ctx = context()
+    config = ctx.settings.scheduler
+    report = leases.reap(ctx.redis, config)
     requeue(ctx.pool, [int(r.event_id) for r in report.returned])
     message = f"analysis did not finish after {config.max_attempts} attempts"
     failed = mark_failed(
@@ -102,16 +117,14 @@ def reap_task() -> dict:
     )
     homes = {int(r.event_id): r.home_id for r in report.failed}
     for event_id in failed:
-        log.warning(
-            "analysis failed: event %s home %s code %s", event_id, homes[event_id],
-            ATTEMPTS_EXHAUSTED,
-        )  # fmt: skip
+        code = ATTEMPTS_EXHAUSTED
+        log.warning("analysis failed: event %s home %s code %s", event_id, homes[event_id], code)
     failsafe(ctx, failed)
     return {"returned": len(report.returned), "failed": failed}
 
 
-@shared_task(name="schedules.expire", soft_time_limit=20, time_limit=30)
-def expire_task() -> list[int]:
+@shared_task(soft_time_limit=20, time_limit=30)
+def expire() -> list[int]:
     ctx = context()
     expired = ctx.candidates.expire_due()
     skipped = mark_skipped(
@@ -126,17 +139,18 @@ def expire_task() -> list[int]:
     return skipped
 
 
-def reconcile(ctx: WorkerContext, config: SchedulerConfig) -> list[int]:
+def restore_lost(ctx: WorkerContext, config: SchedulerConfig) -> list[int]:
     """Add back every pending event Redis has lost; returns the ids restored."""
     events = pending_events(ctx.pool, RECONCILE_MIN_AGE_S, RECONCILE_LIMIT)
     lost = missing_from_redis(ctx.redis, events)
-    requeue(ctx.pool, [e["id"] for e in lost if e.get("status") == "processing"])
+    requeue(ctx.pool, [e.id for e in lost if e.status == EventStatus.PROCESSING])
     return restore(CandidateStore(ctx.redis, config), lost)
 
 
-@shared_task(name="schedules.reconcile", soft_time_limit=50, time_limit=60)
-def reconcile_task() -> list[int]:
-    restored = reconcile(context(), configured())
+@shared_task(soft_time_limit=50, time_limit=60)
+def reconcile() -> list[int]:
+    ctx = context()
+    restored = restore_lost(ctx, ctx.settings.scheduler)
     if restored:
         log.warning("restored %d candidates missing from Redis", len(restored))
     return restored

@@ -160,7 +160,7 @@ def dispatch_lite_now(redis_url: str, database_url: str) -> int:
     """What beat's lite dispatch does: send ``lite:pending`` to the lite queue in batches."""
     env = worker_env(redis_url, database_url)
     celery_app.conf.broker_url = env["CELERY_BROKER_URL"]  # this process sends the batches
-    return dispatch_lite(WorkerContext(env), SchedulerConfig())
+    return dispatch_lite(WorkerContext.from_environ(env), SchedulerConfig())
 
 
 def queued_tasks(broker: Any, queue: str) -> list[tuple[str, list]]:

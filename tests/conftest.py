@@ -6,6 +6,8 @@ instead; they are flushed/truncated before every test, so never point them at da
 care about.
 
 Servers start lazily: a test session that uses none of these fixtures starts nothing.
+
+Every test has one tier, unit, integration or e2e (pytest_collection_modifyitems below).
 """
 
 from __future__ import annotations
@@ -29,12 +31,57 @@ from store.migrate import migrate
 # The API tests' app, client and owners.
 pytest_plugins = ["tests.api_fixtures"]
 
+# The test tiers, from fastest to slowest (pyproject.toml describes each).
+TIERS = ("unit", "integration", "e2e")
+
 # Truncated before each test: every table but the migrations ledger.
 _USER_TABLES = """
 SELECT schemaname, tablename FROM pg_tables
 WHERE schemaname = 'public' AND tablename <> 'schema_migrations'
 ORDER BY tablename
 """
+
+
+def tiers_of(node: pytest.Item | pytest.Collector) -> set[str]:
+    return {mark.name for mark in node.own_markers if mark.name in TIERS}
+
+
+def closest_tier(item: pytest.Item) -> str | None:
+    """The tier marked nearest the test: its own, else its class's, else its module's."""
+    return next((mark.name for mark in item.iter_markers() if mark.name in TIERS), None)
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest deselects by `-m`
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test runs in exactly one tier, the closest one marked.
+
+    A module (or class) names its default tier with `pytestmark`; a test marked with
+    another tier is an exception to it. Once each test's tier is known, tier marks are
+    taken off modules and classes and each test carries its own, so `-m unit` selects
+    exactly the tests whose closest tier is unit. Refused, naming the tests: a test with no
+    tier, a test marked with two tiers at once, and a unit test that needs the servers.
+    """
+    tiers = {item: closest_tier(item) for item in items}
+    problems = [f"{item.nodeid}: no tier" for item, tier in tiers.items() if tier is None]
+    problems += [
+        f"{item.nodeid}: marked {' and '.join(sorted(marked))} at once"
+        for item in items
+        for marked in map(tiers_of, item.listchain())
+        if len(marked) > 1
+    ]
+    problems += [
+        f"{item.nodeid}: a unit test cannot use the servers"
+        for item, tier in tiers.items()
+        if tier == "unit" and "servers" in item.fixturenames
+    ]
+    if problems:
+        raise pytest.UsageError(
+            f"each test needs one tier of {', '.join(TIERS)}:\n  " + "\n  ".join(problems)
+        )
+    for item, tier in tiers.items():
+        for node in item.listchain():
+            node.own_markers[:] = [mark for mark in node.own_markers if mark.name not in TIERS]
+        item.add_marker(tier)
 
 
 @pytest.fixture(scope="session")

@@ -2,17 +2,27 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
+import pytest
+
 from inference.contract import Detection
 from store.analysis import (
     Failure,
+    PendingEvent,
     claim_for_analysis,
     load_for_lite,
     mark_failed,
     mark_skipped,
+    pending_events,
     save_detections,
     save_lite_results,
 )
 from tests.factories import make_home
+from vigil.vocabulary import ArmMode, EventStatus, Tier
+
+pytestmark = pytest.mark.integration
 
 
 def new_event(db, home, camera, image=b"\xff\xd8jpeg") -> int:
@@ -68,8 +78,9 @@ def test_failed_and_skipped_settle_only_pending_events(db):
             "SELECT id, error_code, error FROM events WHERE id = ANY(%s) ORDER BY id", ([a, b],)
         ).fetchall()
     assert [(r["error_code"], r["error"]) for r in rows] == [
-        ("image_corrupt", "image_corrupt: cut short"), ("expired", "expired before analysis"),
-    ]  # fmt: skip
+        ("image_corrupt", "image_corrupt: cut short"),
+        ("expired", "expired before analysis"),
+    ]
 
 
 def test_lite_results_update_only_queued_events(db):
@@ -77,8 +88,59 @@ def test_lite_results_update_only_queued_events(db):
         home, camera = make_home(conn, arm_mode="night")
     event = new_event(db, home, camera)
     loaded = load_for_lite(db, event)
-    assert loaded["arm_mode"] == "night" and loaded["tier"] == "premium"
+    assert loaded is not None and loaded.id == event and loaded.home_id == home
+    assert loaded.arm_mode is ArmMode.NIGHT and loaded.tier is Tier.PREMIUM
+    assert loaded.source == b"\xff\xd8jpeg" and loaded.location == "front_door"
+    assert loaded.motion_score == 0.5 and 0 <= loaded.age_s < 60
     assert save_lite_results(db, event, {"person": 0.7, "vehicle": 0.0, "animal": 0.0}, 42.0)
     claim_for_analysis(db, [event])
     assert load_for_lite(db, event) is None
     assert not save_lite_results(db, event, {"person": 0.1}, 1.0)
+
+
+def test_pending_events_are_read_as_typed_rows_oldest_first(db):
+    with db.connection() as conn:
+        home, camera = make_home(conn)
+        conn.execute("UPDATE homes SET tier = 'enterprise' WHERE id = %s", (home,))
+    oldest, leased, unscored = (new_event(db, home, camera) for _ in range(3))
+    settled = new_event(db, home, camera)
+    save_lite_results(db, oldest, {"person": 0.7}, 0.75)
+    claim_for_analysis(db, [leased])
+    mark_skipped(db, [settled], "expired", "expired before analysis")
+    with db.connection() as conn:
+        for event, age_s in ((oldest, 300), (leased, 200), (unscored, 100), (settled, 400)):
+            conn.execute(
+                "UPDATE events SET created_at = now() - make_interval(secs => %s) WHERE id = %s",
+                (age_s, event),
+            )
+
+    def pending(event_id, status, priority, needs_lite):
+        return PendingEvent(
+            id=event_id,
+            home_id=home,
+            status=status,
+            tier=Tier.ENTERPRISE,
+            priority=priority,
+            location="front_door",
+            mode="security",
+            motion_score=0.5,
+            needs_lite=needs_lite,
+        )
+
+    read = pending_events(db, 50, 10)
+    assert read == [
+        pending(oldest, EventStatus.QUEUED, 0.75, needs_lite=False),
+        pending(leased, EventStatus.PROCESSING, 0.0, needs_lite=False),
+        pending(unscored, EventStatus.QUEUED, 0.0, needs_lite=True),
+    ]
+    assert all(type(e.status) is EventStatus and type(e.tier) is Tier for e in read)
+    assert [e.id for e in pending_events(db, 150, 10)] == [oldest, leased]  # old enough
+    assert [e.id for e in pending_events(db, 50, 1)] == [oldest]
+
+
+@pytest.mark.e2e
+def test_the_worker_queries_import_no_deep_learning_framework():
+    # The scheduler and the API read these rows; only deep workers load torch.
+    code = "import sys, store.analysis, schedules.reconcile; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

@@ -25,6 +25,8 @@ from inference.labels import COCO_LABELS, group_of
 from inference.nanodet import NanoDet
 from tests.photos import PHOTO_NAMES, open_photo
 
+pytestmark = pytest.mark.unit
+
 CHAR_W, TAG_H = 7, 14
 
 
@@ -194,6 +196,7 @@ def detector() -> NanoDet:
     return model
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("name", PHOTO_NAMES)
 def test_real_photos_get_separate_tags_inside_the_frame(detector, name):
     image = open_photo(name)
@@ -205,6 +208,7 @@ def test_real_photos_get_separate_tags_inside_the_frame(detector, name):
     assert all(t.text == tag_text(dets[t.index]) for t in tags)
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("name", PHOTO_NAMES)
 def test_tags_are_drawn_where_laid_out_in_their_group_colour(detector, name):
     image = open_photo(name)

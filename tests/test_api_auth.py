@@ -6,10 +6,13 @@ from __future__ import annotations
 import datetime as dt
 import threading
 
+import pytest
 from flask_jwt_extended import create_access_token
 
 from tests.api_helpers import PASSWORD, api_app, bearer, count, error_code, make_owner
 from webapp.tokens import SESSION_KEY
+
+pytestmark = pytest.mark.integration
 
 
 def test_login_returns_an_access_and_a_refresh_token_that_work(client, owner):

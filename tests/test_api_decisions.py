@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import pytest
+
 from notify.digest import digest_events
 from notify.summaries import flush_summaries
 from tests.api_helpers import error_code
 from tests.factories import analysed_event
+
+pytestmark = pytest.mark.integration
 
 LATER = datetime(2100, 1, 1, tzinfo=UTC)
 
@@ -57,8 +61,10 @@ def test_each_event_says_whether_it_alerted_and_why(client, owner, db):
     assert first["kind"] == "alert" and first["reason"] == "life_safety"
     assert len(first["notification_ids"]) == 1
     assert decision(client, owner, cooled) == {
-        "kind": "summary", "reason": "cooldown", "summary_id": None,
-    }  # fmt: skip
+        "kind": "summary",
+        "reason": "cooldown",
+        "summary_id": None,
+    }
     failsafe = decision(client, owner, broken)
     assert (failsafe["kind"], failsafe["reason"]) == ("failsafe", "armed")
     assert failsafe["analysis_error"] == "fetch_timeout" and len(failsafe["notification_ids"]) == 1

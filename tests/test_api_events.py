@@ -17,6 +17,8 @@ from tests.api_helpers import (
 )
 from tests.photos import photo
 
+pytestmark = pytest.mark.integration
+
 
 def _event_row(db, event_id):
     with db.connection() as conn:

@@ -15,6 +15,8 @@ from tests.api_helpers import (
 )
 from tests.photos import photo
 
+pytestmark = pytest.mark.integration
+
 SMALL_CAP = 120_000  # person.jpg (113,880 bytes) fits; giraffe.jpg (382,965) does not
 
 

@@ -8,6 +8,8 @@ import pytest
 
 from tests.api_helpers import error_code, post_event
 
+pytestmark = pytest.mark.integration
+
 
 def _insert_tied_events(db, owner, n, created_at, status="queued"):
     """Rows sharing one created_at, so the cursor must break ties by id."""

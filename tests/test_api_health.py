@@ -9,9 +9,12 @@ import threading
 import time
 from collections.abc import Iterator
 
+import kombu
 import pytest
+import redis
+from celery import Celery
 
-from tasks.heartbeat import HEARTBEAT_KEY, HEARTBEATS, record_heartbeat
+from tasks.heartbeat import HEARTBEAT_KEY, HEARTBEATS, published_at, record_heartbeat
 from tests.api_helpers import (
     api_app,
     broker_url,
@@ -23,6 +26,9 @@ from tests.api_helpers import (
     wait_for,
     worker_env,
 )
+from webapp.queue_health import QueueState
+
+pytestmark = pytest.mark.integration
 
 
 def _health(client):
@@ -118,6 +124,7 @@ def test_a_hung_postgres_is_down_within_a_second(redis_url, redis_client):
     assert next(apps, None) is None
 
 
+@pytest.mark.e2e
 def test_a_queued_lite_task_is_degraded_until_a_real_worker_consumes_it(
     app, client, db, redis_client, broker, redis_url, database_url
 ):
@@ -143,7 +150,7 @@ def test_a_queued_lite_task_is_degraded_until_a_real_worker_consumes_it(
         assert hostname.startswith("health@")
         record = json.loads(redis_client.get(HEARTBEAT_KEY.format(hostname=hostname)))
         assert record["queues"] == ["lite"] and record["tasks_done"] == 1
-        assert record["last_task"] == "inference.lite_batch"
+        assert record["last_task"] == "tasks.lite.lite_batch"
         assert abs(record["at"] - time.time()) < 30
         assert 0 < redis_client.ttl(HEARTBEAT_KEY.format(hostname=hostname)) <= 120
         lite = body["workers"]["queues"]["lite"]
@@ -182,9 +189,9 @@ def test_a_live_worker_that_stops_consuming_is_degraded(
 
 
 def test_heartbeats_count_tasks_and_expire_from_the_live_set(redis_client):
-    record_heartbeat(redis_client, "w1@host", ["lite"], task="inference.lite_batch", queue="lite")
+    record_heartbeat(redis_client, "w1@host", ["lite"], task="tasks.lite.lite_batch", queue="lite")
     beat = record_heartbeat(redis_client, "w1@host", ["lite"])  # a beat keeps the task count
-    assert beat["tasks_done"] == 1 and beat["last_task"] == "inference.lite_batch"
+    assert beat["tasks_done"] == 1 and beat["last_task"] == "tasks.lite.lite_batch"
     done = record_heartbeat(redis_client, "w1@host", ["lite"], task="x", queue="lite")
     assert done["tasks_done"] == 2 and done["at"] >= beat["at"]
     assert redis_client.zrange(HEARTBEATS, 0, -1) == ["w1@host"]
@@ -192,3 +199,69 @@ def test_heartbeats_count_tasks_and_expire_from_the_live_set(redis_client):
     redis_client.zadd(HEARTBEATS, {"gone@host": 1.0})  # a worker silent since 1970
     record_heartbeat(redis_client, "w2@host", ["digest"])  # every write trims past the TTL
     assert redis_client.zrange(HEARTBEATS, 0, -1) == ["w1@host", "w2@host"]
+
+
+@contextlib.contextmanager
+def celery_sender(url: str) -> Iterator[Celery]:
+    """A Celery app of its own that only sends, as beat or a worker sends a task."""
+    sender = Celery("sender", broker=url, set_as_current=False)
+    try:
+        yield sender
+    finally:
+        sender.close()
+
+
+def test_a_sent_task_carries_its_publish_time_for_the_health_check(broker, redis_url):
+    with celery_sender(broker_url(redis_url)) as sender:
+        before = time.time()
+        sender.send_task("lite_batch", args=[[1]], queue="lite")
+        after = time.time()
+    sent = published_at(broker.lindex("lite", -1))
+    assert sent is not None and before <= sent <= after
+    # A message sent by a plain kombu producer carries no stamp: its wait is unknown.
+    with kombu.Connection(broker_url(redis_url)) as conn:
+        conn.SimpleQueue("plain").put({"hello": "world"})
+    assert published_at(broker.lindex("plain", -1)) is None
+    assert published_at("not a kombu message") is None
+
+
+@pytest.mark.unit
+def test_a_queue_stalls_only_when_its_message_waited_and_nothing_was_consumed():
+    def problem(wait: float | None, ago: float | None, workers: int = 1) -> str | None:
+        return QueueState("lite", 3, workers, wait, ago).problem(stall_s=300)
+
+    assert problem(10.0, None) is None  # just queued
+    assert problem(400.0, 20.0) is None  # waiting long, but the queue moves
+    assert problem(400.0, None) == "lite: oldest message waiting 400 s, never consumed"
+    assert problem(400.0, 350.0) == "lite: oldest message waiting 400 s, last consumed 350 s ago"
+    # Without a publish time, consumption alone decides.
+    assert problem(None, 20.0) is None
+    assert problem(None, 350.0) == (
+        "lite: oldest message waiting an unknown time, last consumed 350 s ago"
+    )
+    assert problem(None, None, workers=0) == "lite: 3 waiting and no live worker consumes it"
+    assert QueueState("lite", 0, 0, None, None).problem(stall_s=300) is None
+
+
+def _contents(url: str) -> dict[bytes, bytes | None]:
+    """Every key of the database at ``url`` with its serialized value (DUMP)."""
+    with redis.Redis.from_url(url) as raw:
+        return {key: raw.dump(key) for key in raw.scan_iter()}
+
+
+def test_health_reads_redis_and_the_broker_and_writes_nothing(
+    client, redis_client, broker, redis_url
+):
+    record_heartbeat(
+        redis_client, "busy@host", ["lite"], task="tasks.lite.lite_batch", queue="lite"
+    )
+    with celery_sender(broker_url(redis_url)) as sender:
+        sender.send_task("tasks.lite.lite_batch", args=[[1]], queue="lite")
+    before = _contents(redis_url), _contents(broker_url(redis_url))
+    sizes = redis_client.dbsize(), broker.dbsize()
+    for _ in range(2):  # a second look at the same oldest message, too
+        status, body = _health(client)
+        assert status == 200 and body["workers"]["queues"]["lite"]["length"] == 1, body
+        assert body["workers"]["queues"]["lite"]["oldest_wait_s"] is not None
+    assert (redis_client.dbsize(), broker.dbsize()) == sizes
+    assert (_contents(redis_url), _contents(broker_url(redis_url))) == before

@@ -6,6 +6,8 @@ import pytest
 
 from tests.api_helpers import count, error_code, make_owner
 
+pytestmark = pytest.mark.integration
+
 
 @pytest.fixture
 def owner(app, client):
@@ -113,9 +115,14 @@ def test_each_home_sets_its_own_notification_policy(client, ana, bob):
     url = f"/homes/{ana.home_id}/policy"
     default = client.get(url, headers=ana.headers).get_json()
     assert default == {
-        "cooldown_s": 300, "hourly_budget": 10, "alert_labels": ["person", "vehicle"],
-        "min_score": 0.45, "summary_window_s": 90, "summary_idle_s": 30, "summary_interval_s": 0,
-    }  # fmt: skip
+        "cooldown_s": 300,
+        "hourly_budget": 10,
+        "alert_labels": ["person", "vehicle"],
+        "min_score": 0.45,
+        "summary_window_s": 90,
+        "summary_idle_s": 30,
+        "summary_interval_s": 0,
+    }
     changed = client.put(
         url, json={"cooldown_s": 60, "alert_labels": ["animal", "person"]}, headers=ana.headers
     )

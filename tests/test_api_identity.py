@@ -9,6 +9,8 @@ import pytest
 
 from tests.api_helpers import PASSWORD, api_app, bearer, count, error_code, make_owner
 
+pytestmark = pytest.mark.integration
+
 DEAD_REDIS = "redis://127.0.0.1:1/0"  # nothing listens on port 1
 
 

@@ -7,9 +7,25 @@ from typing import Any
 
 import pytest
 
-from tests.api_helpers import add_device, candidates, count, error_code, photo_upload, post_event
+from tests.api_helpers import (
+    SOURCE_EVENT,
+    add_device,
+    candidates,
+    count,
+    error_code,
+    photo_upload,
+    post_event,
+)
+
+pytestmark = pytest.mark.integration
 
 PERSON = {"person": 0.95, "vehicle": 0.0, "animal": 0.0}
+PORCH_EVENT = {
+    **SOURCE_EVENT,
+    "location": "porch",
+    "motion_score": 0.5,
+    "image_url": "https://example.com/a.jpg",
+}
 
 
 @pytest.fixture
@@ -58,23 +74,19 @@ def test_a_replay_of_a_refused_event_is_a_new_try(client, owner, db):
     for _ in range(3):
         post_event(client, owner, location="garden")
     key = {"Idempotency-Key": "retry-1"}
-    body = {"device_id": "test_device_001", "location": "porch", "mode": "security",
-            "motion_score": 0.5, "image_url": "https://example.com/a.jpg"}  # fmt: skip
-    first = client.post("/events", json=body, headers={**owner.headers, **key})
-    again = client.post("/events", json=body, headers={**owner.headers, **key})
+    first = client.post("/events", json=PORCH_EVENT, headers={**owner.headers, **key})
+    again = client.post("/events", json=PORCH_EVENT, headers={**owner.headers, **key})
     assert (first.status_code, again.status_code) == (429, 429)  # refused, not replayed
     assert count(db, "events") == 3
 
 
 def test_the_same_idempotency_key_with_another_body_is_refused(client, owner, db):
     headers = {**owner.headers, "Idempotency-Key": "k-1"}
-    body = {"device_id": "test_device_001", "location": "porch", "mode": "security",
-            "motion_score": 0.5, "image_url": "https://example.com/a.jpg"}  # fmt: skip
-    first = client.post("/events", json=body, headers=headers)
-    replay = client.post("/events", json=body, headers=headers)
+    first = client.post("/events", json=PORCH_EVENT, headers=headers)
+    replay = client.post("/events", json=PORCH_EVENT, headers=headers)
     assert (first.status_code, replay.status_code) == (202, 200)
     assert replay.get_json()["event_id"] == first.get_json()["event_id"]
-    changed = client.post("/events", json={**body, "motion_score": 0.9}, headers=headers)
+    changed = client.post("/events", json={**PORCH_EVENT, "motion_score": 0.9}, headers=headers)
     assert changed.status_code == 422 and error_code(changed) == "idempotency_key_reused"
     assert count(db, "events") == 1
 

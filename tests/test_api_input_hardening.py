@@ -24,6 +24,8 @@ from store.analysis import claim_for_analysis, stored_source
 from tests.api_helpers import SOURCE_EVENT, count, error_code, photo_upload, post_event
 from tests.photos import photo
 
+pytestmark = pytest.mark.integration
+
 # --- control characters: 422 naming the field, in every request model ---------------------
 
 CONTROLS = ["\x00", "\x01", "\x1f", "\x7f", "\t", "\n", "\ud800"]
@@ -39,9 +41,12 @@ def _field_error(response: Any) -> dict[str, str]:
 def _raw_json(client, method: str, path: str, body: Any, headers: dict[str, str] | None = None):
     # json.dumps escapes a lone surrogate as \ud800, which Flask's client would refuse to send.
     return client.open(
-        path, method=method, data=json.dumps(body), content_type="application/json",
+        path,
+        method=method,
+        data=json.dumps(body),
+        content_type="application/json",
         headers=headers or {},
-    )  # fmt: skip
+    )
 
 
 @pytest.mark.parametrize("char", CONTROLS, ids=[hex(ord(c)) for c in CONTROLS])
@@ -55,16 +60,16 @@ def test_login_refuses_control_characters_in_either_field(client, db, char):
 @pytest.mark.parametrize("char", CONTROLS, ids=[hex(ord(c)) for c in CONTROLS])
 def test_every_json_body_refuses_control_characters_and_writes_nothing(client, owner, db, char):
     device = {"home_id": owner.home_id, "kind": "phone", "platform": "ios", "name": "phone"}
+    home = f"/homes/{owner.home_id}"
     cases = [
         ("POST", "/devices", {**device, "name": f"ph{char}one"}, "name"),
         ("POST", "/devices", {**device, "push_token": f"tok{char}"}, "push_token"),
         ("POST", "/events", {**SOURCE_EVENT, "location": f"front{char}door"}, "location"),
         ("POST", "/events", {**SOURCE_EVENT, "device_id": f"test{char}"}, "device_id"),
         ("POST", "/events", {**SOURCE_EVENT, "image_url": f"https://e.x/{char}a.jpg"}, "image_url"),
-        ("PATCH", f"/homes/{owner.home_id}", {"timezone": f"Europe/Paris{char}"}, "timezone"),
-        ("PUT", f"/homes/{owner.home_id}/policy", {"alert_labels": [f"person{char}"]},
-         "alert_labels"),
-    ]  # fmt: skip
+        ("PATCH", home, {"timezone": f"Europe/Paris{char}"}, "timezone"),
+        ("PUT", f"{home}/policy", {"alert_labels": [f"person{char}"]}, "alert_labels"),
+    ]
     for method, path, body, field in cases:
         detail = _field_error(_raw_json(client, method, path, body, owner.headers))
         assert detail["field"] == field, (path, detail)
@@ -186,6 +191,7 @@ def test_malformed_snapshot_signatures_are_403_invalid_signature(app, client, ow
         assert error_code(response) == "invalid_signature"
 
 
+@pytest.mark.unit
 def test_signature_checks_take_any_client_value_without_raising():
     from notify.links import snapshot_signature, snapshot_signature_valid
 
@@ -266,6 +272,7 @@ GUNICORN_REFUSALS = {
 }
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("case", GUNICORN_REFUSALS, ids=list(GUNICORN_REFUSALS))
 def test_gunicorn_refusals_answer_the_api_json_error_shape(gunicorn_base_url, case):
     request, status, code = GUNICORN_REFUSALS[case]
@@ -277,6 +284,7 @@ def test_gunicorn_refusals_answer_the_api_json_error_shape(gunicorn_base_url, ca
     assert error["error"]["message"] and b"aaaa" not in body  # the request is not echoed
 
 
+@pytest.mark.e2e
 def test_the_app_behind_that_gunicorn_answers_json_as_before(gunicorn_base_url):
     status, headers, body = _raw_http(
         gunicorn_base_url, b"GET /nope HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
@@ -319,8 +327,9 @@ def _fetcher_accepts(url: str) -> bool:
 @pytest.mark.parametrize("url,ok", URLS, ids=[repr(u)[:40] for u, _ in URLS])
 def test_the_api_accepts_exactly_the_urls_the_fetcher_fetches(client, owner, url, ok):
     assert _fetcher_accepts(url) is ok
-    response = _raw_json(client, "POST", "/events", {**SOURCE_EVENT, "image_url": url},
-                         owner.headers)  # fmt: skip
+    response = _raw_json(
+        client, "POST", "/events", {**SOURCE_EVENT, "image_url": url}, owner.headers
+    )
     if ok:
         assert response.status_code == 202, response.get_json()
     else:
@@ -352,6 +361,7 @@ def test_a_stored_url_is_fetched_or_refused_never_read_as_a_file(client, owner, 
     assert stored_source(b"\xff\xd8", real_file) == b"\xff\xd8"
 
 
+@pytest.mark.unit
 def test_load_source_reads_files_only_from_paths():
     with pytest.raises(UrlSchemeError):
         load_source(str(photo("dog")))  # a plain string is a URL or nothing
@@ -364,13 +374,13 @@ def test_load_source_reads_files_only_from_paths():
 
 # JSON Schema 2020-12 and OpenAPI 3.1 schema keywords the document may use.
 SCHEMA_KEYWORDS = {
-    "$ref", "type", "enum", "const", "properties", "additionalProperties", "required",
-    "items", "prefixItems", "anyOf", "oneOf", "allOf", "not", "minimum", "maximum",
-    "exclusiveMinimum", "exclusiveMaximum", "multipleOf", "minLength", "maxLength",
-    "pattern", "format", "minItems", "maxItems", "uniqueItems", "propertyNames",
-    "minProperties", "maxProperties", "title", "description", "default", "examples",
-    "contentMediaType", "contentEncoding", "readOnly", "writeOnly", "deprecated",
-}  # fmt: skip
+    *("$ref", "type", "enum", "const", "properties", "additionalProperties", "required"),
+    *("items", "prefixItems", "anyOf", "oneOf", "allOf", "not", "minimum", "maximum"),
+    *("exclusiveMinimum", "exclusiveMaximum", "multipleOf", "minLength", "maxLength"),
+    *("pattern", "format", "minItems", "maxItems", "uniqueItems", "propertyNames"),
+    *("minProperties", "maxProperties", "title", "description", "default", "examples"),
+    *("contentMediaType", "contentEncoding", "readOnly", "writeOnly", "deprecated"),
+}
 
 
 def _schemas(node: Any):
@@ -410,8 +420,8 @@ def test_the_document_uses_json_schema_keywords_only(client):
     unknown = {key for schema in schemas for key in schema} - SCHEMA_KEYWORDS
     assert unknown == set()
     policy = document["components"]["schemas"]["PolicyUpdate"]["properties"]
-    for name in ("cooldown_s", "hourly_budget", "min_score", "summary_window_s",
-                 "summary_idle_s", "summary_interval_s"):  # fmt: skip
+    numbers = ("cooldown_s", "hourly_budget", "min_score", "summary_window_s", "summary_idle_s")
+    for name in (*numbers, "summary_interval_s"):
         (number,) = [opt for opt in policy[name]["anyOf"] if opt.get("type") != "null"]
         assert {"minimum", "maximum"} <= set(number), name
 

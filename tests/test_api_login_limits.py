@@ -18,6 +18,8 @@ from flask.testing import FlaskClient
 
 from tests.api_helpers import PASSWORD, api_app, error_code, make_owner
 
+pytestmark = pytest.mark.integration
+
 DEAD_REDIS = "redis://127.0.0.1:1/0"  # nothing listens on port 1
 ROOMY = "1000/minute"  # a limit a test does not mean to reach
 SHORT = "3/3 seconds"  # for the tests that wait for a lockout to end

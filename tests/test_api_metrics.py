@@ -29,6 +29,8 @@ from tests.api_helpers import (
     worker_env,
 )
 
+pytestmark = pytest.mark.integration
+
 
 @pytest.fixture
 def app_config() -> dict[str, Any]:
@@ -81,12 +83,12 @@ def test_lite_dispatch_sends_batches_up_to_the_broker_bound_and_keeps_the_rest(
     config = SchedulerConfig()
     assert sent == config.lite_batch_size * config.lite_queued_batches == 64
     tasks = queued_tasks(broker, "lite")
-    assert [name for name, _ in tasks] == ["inference.lite_batch"] * 4
+    assert [name for name, _ in tasks] == ["tasks.lite.lite_batch"] * 4
     assert [e for _, (batch,) in tasks for e in batch] == ids[:64]  # oldest first
     assert dispatch_lite_now(redis_url, database_url) == 0  # the broker bound is reached
     broker.delete("lite")  # the workers took them
     assert dispatch_lite_now(redis_url, database_url) == 6
-    assert queued_tasks(broker, "lite") == [("inference.lite_batch", [ids[64:]])]
+    assert queued_tasks(broker, "lite") == [("tasks.lite.lite_batch", [ids[64:]])]
     assert lite_queue.waiting(redis_client) == 0
 
 
@@ -112,8 +114,9 @@ def test_a_lite_dispatch_the_broker_refuses_keeps_every_event_queued(
 ):
     ids = [post_event(client, owner).get_json()["event_id"] for _ in range(3)]
     env = worker_env(redis_url, database_url)
-    with broker_at("redis://127.0.0.1:1/1"), pytest.raises(kombu.exceptions.OperationalError):
-        dispatch_lite(WorkerContext(env), SchedulerConfig())  # nothing listens on port 1
+    dead_broker = "redis://127.0.0.1:1/1"  # nothing listens on port 1
+    with broker_at(dead_broker), pytest.raises(kombu.exceptions.OperationalError):
+        dispatch_lite(WorkerContext.from_environ(env), SchedulerConfig())
     assert lite_queue.take(redis_client, 10) == ids  # all back, in order
 
 

@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import datetime as dt
 
+import pytest
+
 from notify.outbox import record_notification
 from tests.api_helpers import add_device, error_code
+
+pytestmark = pytest.mark.integration
 
 T0 = dt.datetime(2024, 5, 1, 12, 0, tzinfo=dt.UTC)
 
@@ -37,10 +41,11 @@ def test_alerts_and_summaries_of_your_homes_newest_first(client, ana, bob, db):
     phone = add_device(db, ana.home_id, "ana-phone", kind="phone")
     with db.connection() as conn:
         event = _event(conn, ana)
+        title = "Person at the front door"
+        why = {"location": "front_door", "labels": ["person"], "reason": "life_safety"}
         alert = record_notification(
-            conn, ana.home_id, "alert", "Person at the front door", "b", event_id=event,
-            location="front_door", labels=["person"], reason="life_safety", life_safety=True,
-        )  # fmt: skip
+            conn, ana.home_id, "alert", title, "b", event_id=event, life_safety=True, **why
+        )
         record_notification(conn, ana.home_id, "summary", "2 people", "14:00", summary_key="s1")
         _notification(conn, bob, minutes=5)
         conn.execute(
@@ -52,9 +57,9 @@ def test_alerts_and_summaries_of_your_homes_newest_first(client, ana, bob, db):
     assert body["next_cursor"] is None
     summary, alert_json = body["notifications"]
     assert set(alert_json) == {
-        "id", "kind", "title", "body", "event_id", "home_id", "location", "labels", "reason",
-        "life_safety", "created_at", "read_at", "deliveries",
-    }  # fmt: skip
+        *("id", "kind", "title", "body", "event_id", "home_id", "location", "labels", "reason"),
+        *("life_safety", "created_at", "read_at", "deliveries"),
+    }
     assert (alert_json["kind"], alert_json["event_id"]) == ("alert", event)
     assert alert_json["labels"] == ["person"] and alert_json["life_safety"] is True
     (delivery,) = alert_json["deliveries"]
@@ -80,8 +85,9 @@ def test_filters_by_unread_event_and_delivery_state(client, ana, db):
             "UPDATE deliveries SET status = 'failed' WHERE notification_id = %s",
             (failed.notification_id,),
         )
-        conn.execute("UPDATE notifications SET read_at = now() WHERE id = %s",
-                     (ok.notification_id,))  # fmt: skip
+        conn.execute(
+            "UPDATE notifications SET read_at = now() WHERE id = %s", (ok.notification_id,)
+        )
 
     def ids(**params):
         return [n["id"] for n in _list(client, ana, **params)["notifications"]]

@@ -7,6 +7,8 @@ import pytest
 
 from tests.api_helpers import count, error_code, photo_upload
 
+pytestmark = pytest.mark.integration
+
 
 @pytest.fixture
 def ana_event(client, ana):

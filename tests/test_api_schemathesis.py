@@ -26,6 +26,8 @@ from tests.api_helpers import Owner
 from webapp import tokens
 from webapp.openapi import build_document
 
+pytestmark = pytest.mark.integration
+
 # Enough to reach every branch of input validation once or twice per operation, few enough
 # that the module runs in about a minute on two cores.
 MAX_EXAMPLES = 15
@@ -67,7 +69,7 @@ def _headers(app, owner: Owner, method: str, path: str) -> dict[str, str]:
     with app.app_context():
         pair = tokens.start_session(owner.user_id)
     assert pair is not None
-    token = pair["refresh_token"] if path == "/auth/refresh" else pair["access_token"]
+    token = pair.refresh_token if path == "/auth/refresh" else pair.access_token
     return {"Authorization": f"Bearer {token}"}
 
 

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import re
 
 import pytest
 
 from tests.api_helpers import api_app, count, error_code, login
+from vigil.settings import Settings
 from webapp import create_app
+from webapp.config import app_settings
+
+pytestmark = pytest.mark.integration
 
 
 def test_health_reports_redis_and_postgres(client):
@@ -59,10 +64,23 @@ def test_unknown_routes_and_methods_answer_json_not_html(client):
     assert "POST" in wrong.headers["Allow"]
 
 
-def test_create_app_requires_a_jwt_secret_outside_testing(monkeypatch):
-    monkeypatch.delenv("JWT_SECRET_KEY", raising=False)
+def test_the_config_comes_from_the_settings_then_the_test_config():
+    settings = Settings.from_environ(
+        {"STREAM_KEEPALIVE_S": "2.5", "INGEST_HOME_BURST": "7", "JWT_ACCESS_TOKEN_EXPIRES_S": "60"}
+    )
+    app = create_app({"TESTING": True, "INGEST_HOME_BURST": 9}, settings=settings)
+    assert app.config["STREAM_KEEPALIVE_S"] == 2.5
+    assert app.config["JWT_ACCESS_TOKEN_EXPIRES"] == dt.timedelta(seconds=60)
+    assert app.config["INGEST_HOME_BURST"] == 9  # the test config has the last word
+    assert app.config["STREAM_MAX_S"] == Settings().stream_max_s  # a default, from one place
+    # Snapshot links are checked with the key the app really has (a testing one here).
+    assert app_settings(app).snapshot_secret == app.config["JWT_SECRET_KEY"]
+
+
+def test_create_app_requires_a_jwt_secret_outside_testing():
     with pytest.raises(RuntimeError, match="JWT_SECRET_KEY"):
-        create_app()
+        create_app(settings=Settings.from_environ({}))
+    assert create_app(settings=Settings.from_environ({"JWT_SECRET_KEY": "k" * 32}))
 
 
 def test_cli_creates_a_user_and_a_premium_home_who_can_log_in(app, client, db):

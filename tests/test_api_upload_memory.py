@@ -12,7 +12,11 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 from demo.processes import ROOT
+
+pytestmark = pytest.mark.e2e
 
 SCRIPT = textwrap.dedent(
     """

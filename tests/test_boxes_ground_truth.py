@@ -29,6 +29,8 @@ from inference.lite import LiteScorer
 from inference.nanodet import NanoDet
 from tests.photos import PHOTOS, open_photo
 
+pytestmark = pytest.mark.integration
+
 DEEP_MIN_IOU = {True: 0.85, False: 0.6}  # by "large"
 LITE_MIN_IOU = {True: 0.75, False: 0.5}
 LITE_MIN_SIDE = 1 / 10  # of the frame's shorter side
@@ -105,6 +107,7 @@ def lite_found(lite) -> dict[str, list[Detection]]:
     }
 
 
+@pytest.mark.unit
 def test_the_labels_cover_every_photo_and_are_well_formed():
     assert {obj.name for obj in LABELS} == {"dog", "eagle", "giraffe", "horses", "person"}
     for obj in LABELS:

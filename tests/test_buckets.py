@@ -9,6 +9,8 @@ from hypothesis import strategies as st
 from schedules.buckets import TokenBucket
 from schedules.config import DEFAULT_TIERS
 
+pytestmark = pytest.mark.integration
+
 # Real Redis per example: flushed inside the test; no example database on disk.
 PROPERTY = settings(
     max_examples=50,

@@ -12,6 +12,8 @@ from schedules.config import SchedulerConfig, TierConfig
 from schedules.dispatch import dispatch
 from schedules.leases import complete, reap
 
+pytestmark = pytest.mark.integration
+
 HOURS_MS = 3_600_000.0
 
 # Real Redis per example: flushed inside the test; no example database on disk.
@@ -171,16 +173,18 @@ TIERS = {
 HOMES = ["h0", "h1", "h2", "h3"]
 EVENTS = [f"e{i}" for i in range(8)]
 scores = st.floats(min_value=0, max_value=2, allow_nan=False)
+home_ids = st.sampled_from(HOMES)
+event_ids = st.sampled_from(EVENTS)
+tier_names = st.sampled_from(sorted(TIERS))
 ops = st.one_of(
-    st.tuples(st.just("add"), st.sampled_from(HOMES), st.sampled_from(EVENTS),
-              st.sampled_from(sorted(TIERS)), scores),
-    st.tuples(st.just("update"), st.sampled_from(HOMES), st.sampled_from(EVENTS), scores),
-    st.tuples(st.just("remove"), st.sampled_from(HOMES), st.sampled_from(EVENTS)),
-    st.tuples(st.just("dispatch"), st.sampled_from(sorted(TIERS)), st.integers(0, 5)),
-    st.tuples(st.just("complete"), st.sampled_from(EVENTS)),
+    st.tuples(st.just("add"), home_ids, event_ids, tier_names, scores),
+    st.tuples(st.just("update"), home_ids, event_ids, scores),
+    st.tuples(st.just("remove"), home_ids, event_ids),
+    st.tuples(st.just("dispatch"), tier_names, st.integers(0, 5)),
+    st.tuples(st.just("complete"), event_ids),
     st.tuples(st.just("reap"), st.integers(0, 400_000)),
     st.tuples(st.just("expire"), st.integers(0, 700_000)),
-)  # fmt: skip
+)
 
 
 @PROPERTY

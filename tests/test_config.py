@@ -1,21 +1,23 @@
-"""schedules.config: defaults, parsing from env, validation."""
+"""schedules.config: tiers, parsing from SCHEDULER_* names, validation."""
 
 from __future__ import annotations
 
 import pytest
 
-from schedules.config import DEFAULT_TIERS, SchedulerConfig, TierConfig, configured
+from schedules.config import DEFAULT_TIERS, SchedulerConfig, TierConfig
+from vigil import settings
+
+pytestmark = pytest.mark.unit
 
 
-def test_default_tiers_follow_the_source_rates():
-    rates = {name: tier.rate_per_min for name, tier in DEFAULT_TIERS.items()}
-    assert rates == {"standard": 30, "premium": 60, "enterprise": 120}
-    config = SchedulerConfig()
-    assert (config.max_batch_size, config.processing_timeout_s, config.max_attempts) == (
-        10,
-        300,
-        3,
+def test_each_higher_tier_buys_more_analysis_and_bigger_bursts():
+    standard, premium, enterprise = (
+        DEFAULT_TIERS[t] for t in ("standard", "premium", "enterprise")
     )
+    assert standard.rate_per_min < premium.rate_per_min < enterprise.rate_per_min
+    assert standard.burst < premium.burst < enterprise.burst
+    # A home may take only part of its tier: at least four homes fit in any tier's rate.
+    assert all(tier.home_share <= 0.25 for tier in DEFAULT_TIERS.values())
 
 
 def test_home_cap_is_a_share_of_the_tier_rate():
@@ -72,11 +74,11 @@ def test_bad_tiers_and_unknown_tier_lookups_raise():
 
 
 def test_the_process_settings_come_from_the_environment_once(monkeypatch):
-    configured.cache_clear()
+    settings.current.cache_clear()
     monkeypatch.setenv("SCHEDULER_CANDIDATE_TTL_S", "45")
     try:
-        assert configured().candidate_ttl_s == 45
+        assert settings.current().scheduler.candidate_ttl_s == 45
         monkeypatch.setenv("SCHEDULER_CANDIDATE_TTL_S", "90")
-        assert configured().candidate_ttl_s == 45  # read once per process
+        assert settings.current().scheduler.candidate_ttl_s == 45  # read once per process
     finally:
-        configured.cache_clear()
+        settings.current.cache_clear()

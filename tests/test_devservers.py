@@ -17,6 +17,8 @@ from devservers import DATABASE_URL, REDIS_URL, DevServers, read_env_file
 from devservers.postgres import PostgresServer
 from devservers.redis import RedisServer
 
+pytestmark = pytest.mark.e2e
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -75,6 +77,7 @@ def _env_with(**values: str) -> dict[str, str]:
     return env
 
 
+@pytest.mark.integration
 def test_redis_answers_on_loopback_with_aof_on(redis_client: redis.Redis) -> None:
     assert redis_client.ping()
     if not os.environ.get(REDIS_URL):  # embedded, not a server named by the environment

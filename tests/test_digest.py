@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from psycopg.types.json import Jsonb
 
 from notify.digest import digest_events
@@ -12,6 +13,8 @@ from notify.policy_store import load_policy, save_policy
 from notify.summaries import flush_summaries, summary_due, summary_text
 from store.analysis import claim_for_analysis, save_detections
 from tests.factories import analysed_event, make_home
+
+pytestmark = pytest.mark.integration
 
 LATER = datetime(2100, 1, 1, tzinfo=UTC)  # every summary window has closed by then
 
@@ -30,9 +33,8 @@ def test_an_alert_is_one_notification_with_one_pending_delivery_per_phone(db):
     again = digest_events(db, [event])  # a redelivered digest
     assert again.alerts == [] and again.deliveries == []
     (n,) = rows(db, "SELECT id, kind, title, labels, reason, life_safety FROM notifications")
-    assert (n["kind"], n["title"], n["labels"], n["reason"], n["life_safety"]) == (
-        "alert", "Person at the front door", ["person"], "life_safety", True,
-    )  # fmt: skip
+    assert (n["kind"], n["title"], n["labels"]) == ("alert", "Person at the front door", ["person"])
+    assert (n["reason"], n["life_safety"]) == ("life_safety", True)
     deliveries = rows(db, "SELECT notification_id, status, attempts FROM deliveries")
     assert [(d["notification_id"], d["status"], d["attempts"]) for d in deliveries] == [
         (n["id"], "pending", 0)
@@ -49,9 +51,9 @@ def test_the_second_person_at_the_same_door_is_folded_by_the_cooldown(db):
     assert [a.event_id for a in report.alerts] == [first, elsewhere]
     assert report.held == [second]
     reasons = rows(db, "SELECT id, digest, digest_reason FROM events ORDER BY id")
-    assert [(r["digest"], r["digest_reason"]) for r in reasons] == [
-        ("alert", "life_safety"), ("summary", "cooldown"), ("alert", "life_safety"),
-    ]  # fmt: skip
+    decided = [(r["digest"], r["digest_reason"]) for r in reasons]
+    life_safety, cooldown = ("alert", "life_safety"), ("summary", "cooldown")
+    assert decided == [life_safety, cooldown, life_safety]
 
 
 def test_the_hourly_budget_folds_routine_alerts_and_is_set_per_home(db):
@@ -112,6 +114,7 @@ def test_summaries_wait_for_the_window_the_idle_gap_or_the_period(db):
     assert summary_due(periodic, t, t, t.replace(minute=10))
 
 
+@pytest.mark.unit
 def test_summary_text_reads_as_a_sentence():
     start, end = datetime(2026, 5, 1, 14, 0), datetime(2026, 5, 1, 14, 10)
     text = summary_text({"front_door": Counter({"person": 3, "car": 1})}, start, end)
@@ -174,8 +177,9 @@ def test_an_armed_home_hears_of_motion_it_could_not_analyse(db):
     calm_lite = skipped_event(db, home, camera, "backyard", {"person": 0.1})
     report = digest_events(db, [broken, calm_lite])
     assert [(a.event_id, a.kind) for a in report.alerts] == [
-        (broken, "failsafe"), (calm_lite, "failsafe"),
-    ]  # fmt: skip
+        (broken, "failsafe"),
+        (calm_lite, "failsafe"),
+    ]
     notes = rows(db, "SELECT event_id, title, body, labels, data FROM notifications ORDER BY id")
     assert notes[0]["title"] == "Motion at the garden — the picture could not be analysed"
     assert notes[0]["body"].startswith("The camera's picture could not be fetched. Seen at ")
@@ -223,8 +227,10 @@ def test_a_disarmed_home_finds_an_unanalysed_event_in_its_summary(db):
     report = digest_events(db, [broken, garden, door])
     assert report.held == [broken, garden] and [a.event_id for a in report.alerts] == [door]
     assert decisions(db, broken, garden, door) == [
-        ("summary", "not_armed"), ("summary", "routine"), ("failsafe", "armed"),
-    ]  # fmt: skip
+        ("summary", "not_armed"),
+        ("summary", "routine"),
+        ("failsafe", "armed"),
+    ]
     report = flush_summaries(db, now=LATER)
     assert len(report.summaries) == 2
     bodies = rows(db, "SELECT body FROM notifications WHERE kind = 'summary' ORDER BY id")
@@ -240,8 +246,9 @@ def test_nothing_seen_is_suppressed_when_disarmed_and_summarised_when_armed(db):
     report = digest_events(db, [quiet, armed])
     assert report.suppressed == [quiet] and report.held == [armed]
     assert decisions(db, quiet, armed) == [
-        ("suppressed", "below_threshold"), ("summary", "below_threshold"),
-    ]  # fmt: skip
+        ("suppressed", "below_threshold"),
+        ("summary", "below_threshold"),
+    ]
     assert rows(db, "SELECT id FROM notifications") == []
 
 

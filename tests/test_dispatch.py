@@ -16,6 +16,8 @@ from schedules.dispatch import dispatch
 from schedules.score import priority
 from schedules.scripts import ORPHAN_GRACE_MS, ev_key
 
+pytestmark = pytest.mark.integration
+
 WIDE = TierConfig("standard", rate_per_min=60_000, burst=1000, home_share=1.0)
 
 # Real Redis per example: flushed inside the test; no example database on disk.

@@ -32,10 +32,12 @@ from schedules.config import SchedulerConfig
 from tasks.app import app as celery_app
 from tasks.app import worker_argv
 from tasks.context import WorkerContext
-from tasks.scheduling import tick
+from tasks.scheduling import dispatch_deep
 from tests.api_helpers import PASSWORD, TEST_WORKER_FLAGS, api_app, broker_url, wait_for
 from tests.photos import PHOTOS, photo
 from webapp.cli import create_user
+
+pytestmark = pytest.mark.e2e
 
 QUEUES = "deep_processing_enterprise,deep_processing_premium,deep_processing_standard,lite,digest"
 SETTLED = ("analyzed", "skipped", "failed")
@@ -79,10 +81,8 @@ def stack(redis_url, database_url, tmp_path_factory, apns):
         worker.wait_for_log("ready.", 90)
         worker.wait_for_log("deep model", 90)
         with StaticServer(PHOTOS) as static:
-            yield {
-                "base_url": base_url, "env": env, "static": static,
-                "redis": redis.Redis.from_url(redis_url, decode_responses=True),
-            }  # fmt: skip
+            client = redis.Redis.from_url(redis_url, decode_responses=True)
+            yield {"base_url": base_url, "env": env, "static": static, "redis": client}
     finally:
         stop_all(children)
 
@@ -124,10 +124,10 @@ def arm(api: ApiClient, mode: str) -> None:
 
 def poll_until_settled(api: ApiClient, stack, event_id: int, timeout: float = 90.0) -> dict:
     """Run the tick (beat's job) and read the event back over HTTP until it is settled."""
-    ctx, config = WorkerContext(stack["env"]), SchedulerConfig()
+    ctx, config = WorkerContext.from_environ(stack["env"]), SchedulerConfig()
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        tick(ctx, config)
+        dispatch_deep(ctx, config)
         event = api.call("GET", f"/events/{event_id}")
         if event["status"] in SETTLED:
             return event

@@ -7,7 +7,7 @@ production where both share REDIS_URL), so the session's Redis is never disturbe
 worker runs the CPU worker's queues with two pool processes, like the Procfile's
 ``worker_cpu``; the producer sends the smallest real tasks of two of them, in turn:
 ``schedules.lite`` (acknowledged on receipt; with nothing in ``lite:pending`` it only reads
-the lite queue's length) and ``inference.lite_batch`` of no events (acknowledged after it
+the lite queue's length) and ``tasks.lite.lite_batch`` of no events (acknowledged after it
 ran). Consumption is read from the heartbeat records of tasks/heartbeat.py, stamped by the
 worker after each task.
 """
@@ -30,18 +30,18 @@ from pathlib import Path
 import pytest
 import redis
 
-from celery_config import DIGEST_QUEUE, LITE_QUEUE, SCHEDULER_QUEUE
 from devservers.redis import RedisServer
 from tasks.app import create_celery, worker_argv
 from tasks.heartbeat import CONSUMED, HEARTBEAT_KEY
+from tasks.queues import DIGEST_QUEUE, LITE_QUEUE, SCHEDULER_QUEUE
 from tests.api_helpers import ROOT, TEST_WORKER_FLAGS, broker_url, wait_for
 
-pytestmark = pytest.mark.fault
+pytestmark = [pytest.mark.e2e, pytest.mark.fault]
 
 QUEUES = ",".join((SCHEDULER_QUEUE, DIGEST_QUEUE, LITE_QUEUE))
 WORKER = "broker-fault"
 CONCURRENCY = 2  # as worker_cpu (CPU_CONCURRENCY)
-TASKS = (("schedules.lite", []), ("inference.lite_batch", [[]]))
+TASKS = (("tasks.scheduling.feed_lite", []), ("tasks.lite.lite_batch", [[]]))
 SEND_EVERY_S = 0.02
 READY_S = 60.0
 RESUME_S = 20.0  # from a restarted Redis to the next task consumed

@@ -12,17 +12,17 @@ import time
 
 import pytest
 
-from celery_config import DIGEST_QUEUE
 from devservers.fcm_server import FcmServer
 from devservers.push_env import push_env
 from inference.contract import Detection
 from store.analysis import claim_for_analysis, save_detections
 from tasks.app import app as celery_app
 from tasks.heartbeat import HEARTBEAT_KEY
+from tasks.queues import DIGEST_QUEUE
 from tests.api_helpers import kill_group, start_killable_worker, wait_for, worker_env
 from tests.factories import make_home
 
-pytestmark = pytest.mark.fault
+pytestmark = [pytest.mark.e2e, pytest.mark.fault]
 
 LEASE_S = 2
 
@@ -65,7 +65,7 @@ def test_an_alert_whose_worker_died_after_the_send_is_replaced_not_doubled(
 
     doomed = start_worker(env, "doomed")
     try:
-        celery_app.send_task("notify.digest", args=[[event]])
+        celery_app.send_task("tasks.digest.digest", args=[[event]])
         wait_for(lambda: fcm.accepted, timeout=60)  # FCM has it; the answer is on its way
     finally:
         kill_group(doomed, signal.SIGKILL)
@@ -76,10 +76,10 @@ def test_an_alert_whose_worker_died_after_the_send_is_replaced_not_doubled(
     rescuer = start_worker(env, "rescuer")
     try:
         time.sleep(LEASE_S + 0.5)  # the dead sender's lease runs out
-        celery_app.send_task("notify.send_due")  # beat's sweep
+        celery_app.send_task("tasks.digest.send_due")  # beat's sweep
         row = wait_for(lambda: (r := delivery(db))["status"] == "sent" and r, timeout=60)
-        celery_app.send_task("notify.digest", args=[[event]])  # a redelivered digest
-        celery_app.send_task("notify.send_due")
+        celery_app.send_task("tasks.digest.digest", args=[[event]])  # a redelivered digest
+        celery_app.send_task("tasks.digest.send_due")
         wait_for(lambda: tasks_done(redis_client, "rescuer") >= 3, timeout=60)  # both ran
     finally:
         kill_group(rescuer, signal.SIGTERM)

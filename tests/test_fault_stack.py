@@ -46,7 +46,7 @@ from store.migrate import migrate
 from tests.api_helpers import broker_url, wait_for
 from tests.photos import photo
 
-pytestmark = pytest.mark.fault
+pytestmark = [pytest.mark.e2e, pytest.mark.fault]
 
 EVENTS = 16  # per test
 EVERY_S = 0.25
@@ -104,12 +104,14 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         env = venv_env(os.environ)
         env.pop("VIGIL_WORKER_ROLE", None)
         env.update(
-            REDIS_URL=redis_url, DATABASE_URL=database_url,
-            CELERY_BROKER_URL=broker_url(redis_url), JWT_SECRET_KEY=secrets.token_urlsafe(32),
+            REDIS_URL=redis_url,
+            DATABASE_URL=database_url,
+            CELERY_BROKER_URL=broker_url(redis_url),
+            JWT_SECRET_KEY=secrets.token_urlsafe(32),
             # A killed worker's leases expire in 30 s, not 300: the test waits for the reaper.
             SCHEDULER_PROCESSING_TIMEOUT_S="30",
             **push_env(fcm, apns),
-        )  # fmt: skip
+        )
         web, base_url = start_web(env, root / "logs", workers=1, threads=8)
         children.append(web)
         env["PUBLIC_BASE_URL"] = base_url
@@ -154,14 +156,19 @@ class Load:
 
     def _run(self) -> None:
         image = photo("person").read_bytes()
-        clients = {h.home_id: ApiClient(self.stack.base_url, h.token, timeout=10) for h in
-                   self.stack.homes}  # fmt: skip
+        clients = {
+            h.home_id: ApiClient(self.stack.base_url, h.token, timeout=10) for h in self.stack.homes
+        }
         try:
             for i in range(EVENTS):
                 home = self.stack.homes[i % len(self.stack.homes)]
                 location = ("front_door", "backyard", "driveway")[i % 3]
-                fields = {"device_id": f"{location}_cam", "location": location,
-                          "mode": "security", "motion_score": 0.8}  # fmt: skip
+                fields = {
+                    "device_id": f"{location}_cam",
+                    "location": location,
+                    "mode": "security",
+                    "motion_score": 0.8,
+                }
                 self._post(clients[home.home_id], fields, image, f"fault-{uuid.uuid4()}")
                 self.sent += 1
                 time.sleep(EVERY_S)

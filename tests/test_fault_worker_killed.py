@@ -10,19 +10,19 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from celery_config import DEEP_QUEUES
 from schedules.candidates import CandidateStore
 from schedules.config import SchedulerConfig
 from schedules.leases import reap
 from store.analysis import requeue
 from tasks.app import app as celery_app
 from tasks.context import WorkerContext
-from tasks.scheduling import tick
+from tasks.queues import DEEP_QUEUES
+from tasks.scheduling import dispatch_deep
 from tests.api_helpers import kill_group, start_killable_worker, wait_for, worker_env
 from tests.factories import make_home
 from tests.photos import photo
 
-pytestmark = pytest.mark.fault
+pytestmark = [pytest.mark.e2e, pytest.mark.fault]
 
 
 class FrameServer:
@@ -97,12 +97,12 @@ def test_events_of_a_killed_worker_are_reaped_and_analysed_by_another(
     for event in events:
         CandidateStore(redis_client).add(home, event, "premium", 0.9)
     config = SchedulerConfig()
-    ctx = WorkerContext(env)
+    ctx = WorkerContext.from_environ(env)
 
     frames.hold.set()  # the first worker will hang fetching its batch
     first = start_worker(env, "doomed")
     try:
-        assert sum(tick(ctx, config).dispatched.values()) == 2
+        assert sum(dispatch_deep(ctx, config).dispatched.values()) == 2
         wait_for(lambda: frames.requests > 0, timeout=90)  # mid-batch now
     finally:
         kill_group(first, signal.SIGKILL)
@@ -124,7 +124,7 @@ def test_events_of_a_killed_worker_are_reaped_and_analysed_by_another(
     frames.hold.clear()
     second = start_worker(env, "rescuer")
     try:
-        assert sum(tick(ctx, config).dispatched.values()) == 2
+        assert sum(dispatch_deep(ctx, config).dispatched.values()) == 2
 
         def analysed():
             with db.connection() as conn:

@@ -30,6 +30,9 @@ from inference.errors import (
 from inference.fetch import Resolver, fetch_url, load_source
 from inference.retry import RetryPolicy
 from inference.urls import ImageUrl, parse_image_url, split_image_url
+from vigil.settings import Settings
+
+pytestmark = pytest.mark.integration
 
 PHOTOS = Path(__file__).parent / "data" / "photos"
 PHOTO = (PHOTOS / "dog.jpg").read_bytes()
@@ -264,6 +267,7 @@ def test_live_loopback_server_is_refused_without_an_allowance(origin: OriginServ
     assert fetch_url(f"{origin.base}/photo", allowed_networks=LOCAL) == PHOTO  # it is live
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     "url",
     [
@@ -304,6 +308,7 @@ def test_public_looking_name_resolving_privately_is_refused_before_any_connectio
     assert origin.seen == []
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     "url",
     [
@@ -320,6 +325,7 @@ def test_schemes_other_than_http_and_https_are_refused(url: str) -> None:
     assert (info.value.code, info.value.status) == ("url_scheme_unsupported", 400)
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     "url",
     [
@@ -345,6 +351,7 @@ def test_urls_urlsplit_would_quietly_repair_are_refused(url: str) -> None:
         fetch_url(url, allowed_networks=LOCAL, timeout_s=0.5)
 
 
+@pytest.mark.unit
 def test_the_parser_splits_what_the_fetcher_connects_to() -> None:
     parts = split_image_url("HTTPS://Cam.Example.com:8443/snap shot.jpg?size=large&é=1#top")
     assert (parts.scheme, parts.host, parts.port) == ("https", "cam.example.com", 8443)
@@ -434,6 +441,7 @@ def test_load_source_decodes_bytes_paths_and_allowed_urls(origin: OriginServer) 
     assert load_source(ImageUrl(f"{origin.base}/photo"), allowed_networks=LOCAL).size == expected
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     "source",
     [str(PHOTOS / "dog.jpg"), "dog.jpg", "./dog.jpg", "C:\\photos\\dog.jpg", ImageUrl(str(PHOTOS))],
@@ -452,6 +460,7 @@ def test_load_source_refuses_what_the_fetcher_refuses(origin: OriginServer) -> N
         load_source(f"{origin.base}/svg", allowed_networks=LOCAL)
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("url", ["file:///etc/passwd", "ftp://example.com/x.jpg", "data:,x"])
 def test_load_source_never_reads_a_url_with_another_scheme(url: str) -> None:
     with pytest.raises(UrlSchemeError):
@@ -579,10 +588,15 @@ def test_a_blocked_address_fails_at_once_without_a_retry(origin: OriginServer) -
 
 def test_no_retry_starts_past_the_budget(origin: OriginServer) -> None:
     waits: list[float] = []
+    # Time passes only while waiting.
     policy = RetryPolicy(
-        attempts=10, base_s=1.0, max_s=1.0, budget_s=2.5,
-        sleep=waits.append, clock=lambda: sum(waits),  # time passes only while waiting
-    )  # fmt: skip
+        attempts=10,
+        base_s=1.0,
+        max_s=1.0,
+        budget_s=2.5,
+        sleep=waits.append,
+        clock=lambda: sum(waits),
+    )
     with pytest.raises(UpstreamStatusError):
         load_source(f"{origin.base}/flaky/slow?fails=99", allowed_networks=LOCAL, retry=policy)
     # each wait is in [0.5, 1.0]; the waits never add up past the 2.5 s budget
@@ -590,6 +604,7 @@ def test_no_retry_starts_past_the_budget(origin: OriginServer) -> None:
     assert all(0.5 <= w <= 1.0 for w in waits)
 
 
+@pytest.mark.unit
 def test_backoff_doubles_up_to_its_cap_with_jitter() -> None:
     policy = RetryPolicy(base_s=0.5, max_s=4.0)
     for retry, cap in [(1, 0.5), (2, 1.0), (3, 2.0), (4, 4.0), (5, 4.0), (9, 4.0)]:
@@ -597,11 +612,20 @@ def test_backoff_doubles_up_to_its_cap_with_jitter() -> None:
         assert all(cap / 2 <= d <= cap for d in delays) and len(delays) > 1
 
 
-def test_retry_settings_come_from_the_environment_within_half_the_lease() -> None:
-    env = {"FETCH_ATTEMPTS": "5", "FETCH_BACKOFF_BASE_S": "0.2", "FETCH_RETRY_BUDGET_S": "900"}
-    policy = RetryPolicy.from_env(env, lease_s=300)
-    assert (policy.attempts, policy.base_s, policy.budget_s) == (5, 0.2, 150)
+@pytest.mark.unit
+def test_retry_settings_come_from_the_settings_within_half_the_lease() -> None:
+    env = {
+        "FETCH_ATTEMPTS": "5",
+        "FETCH_BACKOFF_BASE_S": "0.2",
+        "FETCH_BACKOFF_MAX_S": "2",
+        "FETCH_RETRY_BUDGET_S": "900",
+        "SCHEDULER_PROCESSING_TIMEOUT_S": "300",
+    }
+    policy = RetryPolicy.from_settings(Settings.from_environ(env))
+    assert (policy.attempts, policy.base_s, policy.max_s, policy.budget_s) == (5, 0.2, 2.0, 150)
+    short = RetryPolicy.from_settings(Settings.from_environ({"FETCH_RETRY_BUDGET_S": "20"}))
+    assert short.budget_s == 20  # within half the default 300 s lease: kept as set
     with pytest.raises(ValueError, match="FETCH_ATTEMPTS"):
-        RetryPolicy.from_env({"FETCH_ATTEMPTS": "many"}, lease_s=300)
+        Settings.from_environ({"FETCH_ATTEMPTS": "many"})
     with pytest.raises(ValueError):
         RetryPolicy(attempts=0)

@@ -23,6 +23,8 @@ from inference.errors import (
 )
 from inference.images import decode_image, encode_jpeg, read_image_file
 
+pytestmark = pytest.mark.unit
+
 PHOTOS = Path(__file__).parent / "data" / "photos"
 PHOTO_NAMES = ["dog", "person", "horses", "eagle", "giraffe"]
 

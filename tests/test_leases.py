@@ -9,6 +9,8 @@ from schedules.config import SchedulerConfig, TierConfig
 from schedules.dispatch import dispatch
 from schedules.leases import complete, reap, release
 
+pytestmark = pytest.mark.integration
+
 TIER = TierConfig("standard", rate_per_min=60_000, burst=1000, home_share=1.0)
 CONFIG = SchedulerConfig(tiers={"standard": TIER}, processing_timeout_s=60, max_attempts=3)
 LATE_MS = 61_000  # past the 60 s lease

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 
 from inference.images import encode_jpeg
 from inference.labels import PRESENCE_GROUPS
-from inference.lite import LITE_SIZE, LiteScorer, presence_scores
+from inference.lite import LiteScorer, presence_scores
 from inference.nanodet import NanoDet
 from tests.photos import blank_frame, noise_frame, open_photo, photo
+
+pytestmark = pytest.mark.integration
 
 PRESENT = 0.35
 PHOTOS = ("dog", "person", "giraffe", "horses", "eagle")
@@ -63,5 +67,27 @@ def test_lite_agrees_with_the_deep_detector_on_the_test_photos(scorer):
     assert agree / total >= 0.85
 
 
-def test_lite_input_is_a_quarter_of_the_deep_input():
-    assert LITE_SIZE[0] * LITE_SIZE[1] <= 416 * 416 / 3
+def graph_input_sizes(detector: NanoDet, run: Callable[[], object]) -> list[tuple[int, int]]:
+    """(height, width) of each batch ``detector``'s graph actually ran on during ``run()``."""
+    sizes: list[tuple[int, int]] = []
+    assert detector.graph is not None
+    hook = detector.graph.register_forward_pre_hook(
+        lambda _module, args: sizes.append(tuple(args[0].shape[-2:]))
+    )
+    try:
+        run()
+    finally:
+        hook.remove()
+    return sizes
+
+
+def test_the_lite_model_runs_on_a_third_of_the_deep_models_pixels_or_less(scorer):
+    deep = NanoDet()
+    deep.setup("cpu")
+    landscape = open_photo("person")
+    portrait = landscape.crop((120, 40, 320, 400))
+    lite_sizes = graph_input_sizes(scorer.detector, lambda: scorer.score_image(landscape))
+    lite_sizes += graph_input_sizes(scorer.detector, lambda: scorer.score_image(portrait))
+    (deep_size,) = graph_input_sizes(deep, lambda: deep.detect([landscape]))
+    assert lite_sizes == [(192, 256), (256, 192)]  # landscape, then portrait
+    assert all(h * w * 3 <= deep_size[0] * deep_size[1] for h, w in lite_sizes)

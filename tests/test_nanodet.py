@@ -18,6 +18,8 @@ from inference.contract import Detection
 from inference.nanodet import DEFAULT_CROSS_CLASS_IOU, NanoDet
 from tests.photos import PHOTO_NAMES, blank_frame, noise_frame, open_photo
 
+pytestmark = pytest.mark.unit
+
 
 @pytest.fixture(scope="module")
 def detector() -> NanoDet:
@@ -34,6 +36,7 @@ def best(detections, label):
     return max((d for d in detections if d.label == label), key=lambda d: d.score)
 
 
+@pytest.mark.integration
 def test_finds_the_person_in_a_photo_of_a_person(detector):
     person = best(detector.detect([open_photo("person")])[0], "person")
     assert person.score > 0.4
@@ -42,6 +45,7 @@ def test_finds_the_person_in_a_photo_of_a_person(detector):
     assert 150 < x1 < 200 and 240 < x2 < 290 and y1 < 110 and y2 > 340
 
 
+@pytest.mark.integration
 def test_finds_the_dog_in_a_dog_photo(detector):
     found = detector.detect([open_photo("dog")])[0]
     dog = best(found, "dog")
@@ -51,11 +55,13 @@ def test_finds_the_dog_in_a_dog_photo(detector):
     assert "bicycle" in labels(found)
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("name,label", [("giraffe", "giraffe"), ("eagle", "bird")])
 def test_finds_animals_in_other_photos(detector, name, label):
     assert label in labels(detector.detect([open_photo(name)])[0])
 
 
+@pytest.mark.integration
 def test_the_eagle_is_one_bird_with_the_runner_up_label_recorded(detector):
     (eagle,) = detector.detect([open_photo("eagle")])[0]
     assert eagle.label == "bird" and eagle.score > 0.5
@@ -65,6 +71,7 @@ def test_the_eagle_is_one_bird_with_the_runner_up_label_recorded(detector):
     assert eagle.alternatives[0][1] < eagle.score
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("name", PHOTO_NAMES)
 def test_no_photo_has_two_labels_on_one_object(detector, name):
     found = detector.detect([open_photo(name)])[0]
@@ -78,6 +85,7 @@ def test_no_photo_has_two_labels_on_one_object(detector, name):
         assert scores == sorted(scores, reverse=True) and all(s <= a.score for s in scores)
 
 
+@pytest.mark.integration
 def test_cross_class_merging_follows_its_setting(detector):
     # The grazing horse in person.jpg is scored "cow" and "horse" on boxes at IoU ~0.97.
     image = open_photo("person")
@@ -91,6 +99,7 @@ def test_cross_class_merging_follows_its_setting(detector):
     assert all(d.alternatives == () for d in apart)
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize(
     "frame",
     [blank_frame(), blank_frame(value=128), noise_frame(), noise_frame(seed=7)],
@@ -100,6 +109,7 @@ def test_nothing_above_threshold_in_blank_or_noise_frames(detector, frame):
     assert detector.detect([frame])[0] == []
 
 
+@pytest.mark.integration
 def test_boxes_are_in_source_pixels_whatever_the_resolution(detector):
     image = open_photo("dog")
     small = detector.detect([image])[0]
@@ -111,6 +121,7 @@ def test_boxes_are_in_source_pixels_whatever_the_resolution(detector):
         assert 0 <= x1 < x2 <= image.width * 2 and 0 <= y1 < y2 <= image.height * 2
 
 
+@pytest.mark.integration
 def test_a_batch_gives_the_same_detections_as_single_runs(detector):
     images = [open_photo(n) for n in ("dog", "person", "giraffe", "horses", "eagle")]
     images.append(noise_frame())
@@ -124,10 +135,12 @@ def test_a_batch_gives_the_same_detections_as_single_runs(detector):
             assert a.box == pytest.approx(b.box, abs=1e-2)
 
 
+@pytest.mark.integration
 def test_an_empty_batch_gives_no_results(detector):
     assert detector.detect([]) == []
 
 
+@pytest.mark.integration
 def test_grayscale_and_rgba_images_are_accepted(detector):
     image = open_photo("person")
     for mode in ("L", "RGBA"):
@@ -263,6 +276,7 @@ def test_detections_carry_alternatives_in_their_dict_and_stay_positional():
     assert bird.to_dict()["alternatives"] == [{"label": "dog", "score": 0.4235}]
 
 
+@pytest.mark.integration
 def test_a_part_of_an_object_inside_it_is_not_a_second_object(detector):
     # The bicycle of dog.jpg also scores a box on its front half alone (IoU 0.43 with the
     # whole, so NMS keeps it); summaries would then count two bicycles for one.

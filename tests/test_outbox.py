@@ -13,9 +13,12 @@ from devservers.fcm_server import FcmServer
 from devservers.push_env import push_env
 from notify.digest import digest_events
 from notify.links import Links
-from notify.providers import Providers, providers_from_env
+from notify.providers import Providers, providers_from_settings
 from notify.sender import SenderConfig, claim, send_deliveries, send_one
 from tests.factories import analysed_event, make_home
+from vigil.settings import Settings
+
+pytestmark = pytest.mark.integration
 
 IOS_TOKEN = "ab" * 32
 LINKS = Links(base_url="https://vigil.example", secret="s3cret")
@@ -39,7 +42,8 @@ def apns():
 def providers(fcm, apns):
     fcm.reset()
     apns.reset()
-    providers = providers_from_env({**push_env(fcm, apns), "PUSH_TIMEOUT_S": "1"})
+    settings = Settings.from_environ({**push_env(fcm, apns), "PUSH_TIMEOUT_S": "1"})
+    providers = providers_from_settings(settings)
     yield providers
     providers.close()
 
@@ -195,7 +199,7 @@ def test_concurrent_senders_never_claim_the_same_delivery(db):
 
     def sender():
         barrier.wait()
-        claimed.append([r["id"] for r in claim(db, FAST, limit=20)])
+        claimed.append([r.id for r in claim(db, FAST, limit=20)])
 
     threads = [threading.Thread(target=sender) for _ in range(4)]
     for t in threads:
@@ -213,8 +217,29 @@ def test_a_sender_that_lost_its_lease_cannot_overwrite_the_newer_attempt(db, pro
     with db.connection() as conn:  # its lease ran out while it was stuck
         conn.execute("UPDATE deliveries SET claimed_until = now() - interval '1 s'")
     (fresh,) = claim(db, FAST, ids)
-    assert fresh["attempts"] == 2 and fresh["reclaimed"]
+    assert fresh.attempts == 2 and fresh.reclaimed and not stale.reclaimed
     assert send_one(db, providers, LINKS, FAST, fresh) == ("fcm", "sent")
     assert send_one(db, providers, LINKS, FAST, stale) == ("fcm", "lost_lease")
     (row,) = deliveries(db)
     assert (row["status"], row["attempts"]) == ("sent", 2)
+
+
+@pytest.mark.unit
+def test_the_settings_configure_the_sender_and_the_links_pushes_carry():
+    settings = Settings.from_environ(
+        {
+            "PUSH_LEASE_S": "12",
+            "PUSH_MAX_ATTEMPTS": "3",
+            "PUSH_THREADS": "2",
+            "PUBLIC_BASE_URL": "https://vigil.example/",
+            "JWT_SECRET_KEY": "jwt-secret",
+        }
+    )
+    assert SenderConfig.from_settings(settings) == SenderConfig(
+        lease_s=12.0, max_attempts=3, threads=2
+    )
+    links = Links.from_settings(settings)
+    assert (links.base_url, links.secret) == ("https://vigil.example", "jwt-secret")
+    signed = Links.from_settings(settings.replace(snapshot_url_secret="snapshots"))
+    assert signed.secret == "snapshots"
+    assert Links.from_settings(Settings()).snapshot_url(7) is None  # no secret, no link

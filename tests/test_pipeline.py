@@ -15,6 +15,8 @@ from inference.nanodet import NanoDet
 from inference.pipeline import BatchPipeline
 from tests.photos import open_photo, photo
 
+pytestmark = pytest.mark.integration
+
 
 @pytest.fixture(scope="module")
 def detector() -> NanoDet:
@@ -92,6 +94,7 @@ def test_a_bad_image_fails_alone_and_the_rest_of_its_batch_is_analysed(detector)
     assert results[0].detections == results[-1].detections
 
 
+@pytest.mark.unit
 def test_next_batch_is_decoded_while_the_current_one_is_inferred():
     model = RecordingModel(infer_s=1.0)
     sources = [photo("dog")] * 6
@@ -105,6 +108,7 @@ def test_next_batch_is_decoded_while_the_current_one_is_inferred():
     assert all(name.startswith("decode") for kind, _, name in model.events if kind == "decoded")
 
 
+@pytest.mark.unit
 def test_a_model_returning_too_few_results_is_a_contract_error():
     with pytest.raises(ModelContractError, match="1 results for 2 images"):
         list(BatchPipeline(RecordingModel(drop_one=True), batch_size=2).run([photo("dog")] * 2))

@@ -8,6 +8,8 @@ import pytest
 
 from notify.policy import AlertHistory, HomePolicy, decide, in_quiet_hours
 
+pytestmark = pytest.mark.unit
+
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 PERSON = [("person", 0.9)]
 CAR = [("car", 0.8)]

@@ -16,8 +16,12 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from devservers.apns_server import ApnsServer
 from devservers.fcm_server import FcmServer
 from notify.apns import ApnsProvider
-from notify.providers import EmbeddedProvider, providers_from_env
+from notify.providers import EmbeddedProvider, Providers, providers_from_settings
 from notify.push import Outcome, PushMessage
+from vigil.settings import Settings
+from vigil.vocabulary import NotificationKind, Platform
+
+pytestmark = pytest.mark.integration
 
 TOKEN = "a3f1" * 16  # 32 bytes in hex, like a device token
 PUSH_ID = "0b6d1f0e-5a7c-4b1e-9d3a-2f4c6e8a0b1c"
@@ -28,8 +32,8 @@ def message(**overrides) -> PushMessage:
         delivery_id=9,
         push_id=PUSH_ID,
         token=TOKEN,
-        platform="ios",
-        kind="alert",
+        platform=Platform.IOS,
+        kind=NotificationKind.ALERT,
         title="Person at the front door",
         body="Front door, 21:04",
         data={"event_id": "42", "home_id": "3", "deep_link": "vigil://e/42"},
@@ -298,14 +302,21 @@ def test_bad_key_is_a_value_error(server):
         ApnsProvider(key_pem=server.key_pem(), key_id="K", team_id="", topic="t")
 
 
+def providers_for(environ: dict[str, str]) -> Providers:
+    """The providers a process with this environment configures."""
+    return providers_from_settings(Settings.from_environ(environ))
+
+
 def test_partial_apns_env_names_what_is_missing(server):
     with pytest.raises(ValueError, match="APNS_TEAM_ID") as raised:
-        providers_from_env({"APNS_KEY": server.key_pem(), "APNS_KEY_ID": "K"})
+        providers_for({"APNS_KEY": server.key_pem(), "APNS_KEY_ID": "K"})
     assert "APNS_TOPIC" in str(raised.value) and "APNS_KEY " not in str(raised.value)
-    with pytest.raises(ValueError, match="APNS_KEY"):
-        providers_from_env({"APNS_KEY_ID": "K", "APNS_TEAM_ID": "T", "APNS_TOPIC": "t"})
+    with pytest.raises(ValueError, match=r"missing APNS_KEY \(or APNS_KEY_FILE\)$"):
+        providers_for({"APNS_KEY_ID": "K", "APNS_TEAM_ID": "T", "APNS_TOPIC": "t"})
     with pytest.raises(ValueError, match="PUSH_TIMEOUT_S"):
-        providers_from_env({"PUSH_TIMEOUT_S": "fast"})
+        providers_for({"PUSH_TIMEOUT_S": "fast"})
+    with pytest.raises(ValueError, match="APNS_KEY_FILE"):
+        providers_for({"APNS_KEY_FILE": "/nonexistent/AuthKey.p8", "APNS_KEY_ID": "K"})
 
 
 def test_env_picks_apns_for_ios_and_fcm_for_android_and_web(server, tmp_path):
@@ -322,7 +333,7 @@ def test_env_picks_apns_for_ios_and_fcm_for_android_and_web(server, tmp_path):
             "APNS_ENDPOINT": server.endpoint,
             "PUSH_TIMEOUT_S": "1.5",
         }
-        providers = providers_from_env(env)
+        providers = providers_for(env)
         try:
             assert [providers.for_platform(p).name for p in ("ios", "android", "web")] == [
                 "apns",
@@ -340,7 +351,7 @@ def test_env_picks_apns_for_ios_and_fcm_for_android_and_web(server, tmp_path):
 
 def test_apns_only_env_leaves_android_on_the_embedded_provider(server):
     escaped = server.key_pem().replace("\n", "\\n")  # a PEM pasted into one config line
-    providers = providers_from_env(
+    providers = providers_for(
         {
             "APNS_KEY": escaped,
             "APNS_KEY_ID": server.key_id,

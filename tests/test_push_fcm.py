@@ -2,17 +2,26 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import threading
 import time
 from collections.abc import Iterator
 
+import pyfcm
 import pytest
+from google.oauth2 import service_account
+from pyfcm import FCMNotification
 
 from devservers.fcm_server import FcmServer
-from notify.fcm import FcmProvider, classify_response, retry_after_s
-from notify.providers import EmbeddedProvider, providers_from_env
+from notify.fcm import FcmProvider, classify_response, payload_args
+from notify.http_push import retry_after_s
+from notify.providers import EmbeddedProvider, Providers, providers_from_settings
 from notify.push import Outcome, PushMessage
+from vigil.settings import Settings
+from vigil.vocabulary import NotificationKind, Platform
+
+pytestmark = pytest.mark.integration
 
 TOKEN = "dXk2c3R1YjE6APA91bF-test_token"
 
@@ -22,8 +31,8 @@ def message(**overrides) -> PushMessage:
         delivery_id=7,
         push_id="0b6d1f0e-5a7c-4b1e-9d3a-2f4c6e8a0b1c",
         token=TOKEN,
-        platform="android",
-        kind="alert",
+        platform=Platform.ANDROID,
+        kind=NotificationKind.ALERT,
         title="Person at the front door",
         body="Front door, 21:04",
         data={"event_id": "42", "home_id": "3", "kind": "alert", "deep_link": "vigil://e/42"},
@@ -34,6 +43,11 @@ def message(**overrides) -> PushMessage:
         ttl_s=600,
     )
     return PushMessage(**{**fields, **overrides})
+
+
+def providers_for(environ: dict[str, str]) -> Providers:
+    """The providers a process with this environment configures."""
+    return providers_from_settings(Settings.from_environ(environ))
 
 
 @pytest.fixture(scope="module")
@@ -213,13 +227,13 @@ def test_malformed_service_account_is_a_value_error(server):
     with pytest.raises(ValueError, match="project"):
         FcmProvider({k: v for k, v in info.items() if k != "project_id"})
     with pytest.raises(ValueError):
-        providers_from_env({"FCM_CREDENTIALS_JSON": "{not json"})
+        providers_for({"FCM_CREDENTIALS_JSON": "{not json"})
 
 
 def test_env_with_fcm_only_sends_every_platform_through_fcm(server, tmp_path):
     path = tmp_path / "sa.json"
     path.write_text(json.dumps(server.service_account_info()))
-    providers = providers_from_env(
+    providers = providers_for(
         {"FCM_CREDENTIALS_FILE": str(path), "FCM_ENDPOINT": server.endpoint, "PUSH_TIMEOUT_S": "2"}
     )
     try:
@@ -231,8 +245,9 @@ def test_env_with_fcm_only_sends_every_platform_through_fcm(server, tmp_path):
         providers.close()
 
 
+@pytest.mark.unit
 def test_empty_env_uses_the_embedded_provider():
-    providers = providers_from_env({})
+    providers = providers_for({})
     provider = providers.for_platform("android")
 
     assert isinstance(provider, EmbeddedProvider)
@@ -241,6 +256,7 @@ def test_empty_env_uses_the_embedded_provider():
         providers.for_platform("blackberry")
 
 
+@pytest.mark.unit
 def test_retry_after_accepts_seconds_and_http_dates():
     assert retry_after_s("12") == 12.0
     assert retry_after_s("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0  # in the past
@@ -257,6 +273,7 @@ def google_error(status: int, code: str, field: str = "") -> bytes:
     return json.dumps({"error": {"code": status, "message": "x", "details": details}}).encode()
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     ("status", "body", "outcome"),
     [
@@ -276,3 +293,56 @@ def test_warm_fetches_the_oauth_token_before_the_first_send(fcm, server):
     assert server.token_requests == 1 and sends(server) == []
     assert fcm.send(message()).outcome is Outcome.SENT
     assert server.token_requests == 1  # the send used the warm token
+
+
+def test_pyfcm_parse_payload_writes_the_message_the_provider_sends(server):
+    """The provider uses pyfcm for ``parse_payload`` alone (notify/fcm.py says why); an
+    upgrade of pyfcm must pass this before the provider trusts it."""
+    assert pyfcm.__version__ == "2.1.1"
+    web = message(platform=Platform.WEB)
+    args = payload_args(web)
+    assert set(args) <= set(inspect.signature(FCMNotification.parse_payload).parameters)
+    credentials = service_account.Credentials.from_service_account_info(
+        server.service_account_info()
+    )
+
+    written = json.loads(FCMNotification(credentials=credentials).parse_payload(**args))
+
+    assert written["validate_only"] is False
+    sent = written["message"]
+    assert sent["token"] == TOKEN
+    assert sent["notification"] == {
+        "title": web.title,
+        "body": web.body,
+        "image": web.image_url,
+    }
+    assert sent["data"] == web.data
+    assert (sent["android"], sent["apns"], sent["webpush"]) == (
+        args["android_config"],
+        args["apns_config"],
+        args["webpush_config"],
+    )
+
+
+def test_pyfcm_own_sending_sleeps_on_retry_after_and_sends_again(server):
+    """Why the provider posts itself: pyfcm's ``send_request`` waits out Retry-After inside
+    the call and resends, where a worker must hand the answer to the outbox's backoff."""
+    server.reset()
+
+    class LocalFCM(FCMNotification):
+        FCM_END_POINT_BASE = server.endpoint
+
+    credentials = service_account.Credentials.from_service_account_info(
+        server.service_account_info(), scopes=["https://www.googleapis.com/auth/firebase.messaging"]
+    )
+    client = LocalFCM(credentials=credentials)
+    body = client.parse_payload(**payload_args(message()))
+    assert client.send_request(body, timeout=3).status_code == 200  # token fetched, warm
+    server.fail_next(1, status=429, retry_after=1)
+
+    started = time.monotonic()
+    response = client.send_request(body, timeout=3)
+
+    assert response.status_code == 200
+    assert time.monotonic() - started >= 1.0
+    assert [r["status"] for r in sends(server)] == [200, 429, 200]

@@ -7,6 +7,8 @@ import pytest
 from webapp.errors import ApiError
 from webapp.ratelimit import Policy, RateLimits
 
+pytestmark = pytest.mark.integration
+
 DEAD_REDIS = "redis://127.0.0.1:1/0"  # nothing listens on port 1
 
 
@@ -39,6 +41,7 @@ def test_a_refused_request_uses_none_of_the_rates(redis_url, redis_client):
     assert limits.peek(hourly, "k").remaining == 8  # the refusals were not counted
 
 
+@pytest.mark.unit
 def test_a_fail_open_policy_counts_in_memory_while_redis_is_down():
     limits = RateLimits(DEAD_REDIS)
     policy = Policy.parse("t_open", "2/minute")
@@ -48,6 +51,7 @@ def test_a_fail_open_policy_counts_in_memory_while_redis_is_down():
     assert info.value.status == 429
 
 
+@pytest.mark.unit
 def test_a_fail_closed_policy_answers_503_while_redis_is_down():
     limits = RateLimits(DEAD_REDIS)
     policy = Policy.parse("t_closed", "2/minute", fail_open=False)
@@ -56,6 +60,7 @@ def test_a_fail_closed_policy_answers_503_while_redis_is_down():
     assert info.value.status == 503 and info.value.headers["Retry-After"] == "5"
 
 
+@pytest.mark.unit
 def test_a_bad_rate_is_refused_by_name():
     with pytest.raises(ValueError, match="t_bad"):
         Policy.parse("t_bad", "often")

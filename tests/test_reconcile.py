@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import pytest
+
 from schedules.candidates import CandidateStore
 from schedules.config import SchedulerConfig
 from schedules.dispatch import dispatch
 from tasks.context import WorkerContext
-from tasks.scheduling import reconcile
+from tasks.scheduling import restore_lost
 from tests.factories import make_home
+
+pytestmark = pytest.mark.integration
 
 
 def queued_event(db, home, camera, age_s=60, status="queued") -> int:
@@ -21,7 +25,7 @@ def queued_event(db, home, camera, age_s=60, status="queued") -> int:
 
 
 def context(redis_url, database_url) -> WorkerContext:
-    return WorkerContext({"REDIS_URL": redis_url, "DATABASE_URL": database_url})
+    return WorkerContext.from_environ({"REDIS_URL": redis_url, "DATABASE_URL": database_url})
 
 
 def test_pending_events_lost_by_redis_are_restored_once(db, redis_client, redis_url, database_url):
@@ -29,10 +33,10 @@ def test_pending_events_lost_by_redis_are_restored_once(db, redis_client, redis_
         home, camera = make_home(conn)
     events = [queued_event(db, home, camera) for _ in range(3)]
     ctx = context(redis_url, database_url)
-    assert sorted(reconcile(ctx, SchedulerConfig())) == events
+    assert sorted(restore_lost(ctx, SchedulerConfig())) == events
     store = CandidateStore(redis_client)
     assert store.count(home) == 3 and store.pending_total("premium") == 3
-    assert reconcile(ctx, SchedulerConfig()) == []  # nothing missing any more
+    assert restore_lost(ctx, SchedulerConfig()) == []  # nothing missing any more
 
 
 def test_leased_and_fresh_events_are_left_alone(db, redis_client, redis_url, database_url):
@@ -43,7 +47,7 @@ def test_leased_and_fresh_events_are_left_alone(db, redis_client, redis_url, dat
     config = SchedulerConfig()
     assert len(dispatch(redis_client, config.tier("premium"), config, 10).events) == 1
     fresh = queued_event(db, home, camera, age_s=0)  # its candidate may be on its way
-    assert reconcile(context(redis_url, database_url), SchedulerConfig()) == []
+    assert restore_lost(context(redis_url, database_url), SchedulerConfig()) == []
     assert CandidateStore(redis_client).get(home, fresh) is None
 
 
@@ -53,7 +57,7 @@ def test_processing_events_without_a_lease_go_back_to_queued(
     with db.connection() as conn:
         home, camera = make_home(conn)
     event = queued_event(db, home, camera, status="processing")
-    assert reconcile(context(redis_url, database_url), SchedulerConfig()) == [event]
+    assert restore_lost(context(redis_url, database_url), SchedulerConfig()) == [event]
     with db.connection() as conn:
         status = conn.execute("SELECT status FROM events WHERE id = %s", (event,)).fetchone()
     assert status["status"] == "queued"
@@ -76,6 +80,6 @@ def test_an_event_settled_between_the_read_and_the_write_is_not_revived(db, redi
     complete_all(redis_client, [finishing])  # ...and a worker finishes the other
     assert [e.event_id for e in expired] == [str(expiring)]
     lost = missing_from_redis(redis_client, read)
-    assert {e["id"] for e in lost} == {expiring, finishing}  # what the read alone would say
+    assert {e.id for e in lost} == {expiring, finishing}  # what the read alone would say
     assert restore(store, lost) == []
     assert store.count(home) == 0 and store.pending_total("premium") == 0

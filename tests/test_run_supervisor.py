@@ -23,6 +23,8 @@ from demo.supervisor import Backoff, parse_procfile
 from devservers import DevServers
 from tests.api_helpers import ROOT, wait_for
 
+pytestmark = pytest.mark.e2e
+
 # One script for every entry: it records each start (time, pid, whether release had run).
 PROC = textwrap.dedent(
     """
@@ -70,6 +72,7 @@ def gone(pid: int) -> bool:
     return state == "Z"
 
 
+@pytest.mark.unit
 def test_backoff_doubles_to_its_cap_and_resets_after_a_stable_run() -> None:
     policy = Backoff()  # make run's: 1 s doubling to 30 s, reset after 60 s up
     delays, previous = [], None
@@ -81,6 +84,7 @@ def test_backoff_doubles_to_its_cap_and_resets_after_a_stable_run() -> None:
     assert policy.next_delay(30, uptime=60.0) == 1
 
 
+@pytest.mark.unit
 def test_procfile_entries_are_read_in_order() -> None:
     names = list(parse_procfile(ROOT / "Procfile"))
     assert names[0] == "release"

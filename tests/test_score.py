@@ -17,6 +17,8 @@ from schedules.score import (
     priority,
 )
 
+pytestmark = pytest.mark.unit
+
 unit = st.floats(min_value=0.0, max_value=1.0)
 ages = st.floats(min_value=0.0, max_value=10_000.0)
 lites = st.none() | st.fixed_dictionaries(
@@ -147,14 +149,15 @@ def test_a_more_confident_person_never_lowers_the_score(m, p1, p2, mode, place, 
     assert low <= priority(m, {"person": hi}, mode, place, age)
 
 
+# priority's arguments: motion, lite, arm mode, location, age
+scored_events = st.tuples(unit, lites, modes, places, ages)
+
+
 @settings(max_examples=50, deadline=None, database=None)
-@given(m1=unit, m2=unit, lite1=lites, lite2=lites, mode1=modes, mode2=modes, place1=places,
-       place2=places, age1=ages, age2=ages)  # fmt: skip
-def test_every_critical_event_outranks_every_routine_one(
-    m1, m2, lite1, lite2, mode1, mode2, place1, place2, age1, age2
-):
-    s1, s2 = priority(m1, lite1, mode1, place1, age1), priority(m2, lite2, mode2, place2, age2)
-    c1, c2 = is_critical(lite1, mode1, place1), is_critical(lite2, mode2, place2)
+@given(first=scored_events, second=scored_events)
+def test_every_critical_event_outranks_every_routine_one(first, second):
+    s1, s2 = priority(*first), priority(*second)
+    c1, c2 = is_critical(*first[1:4]), is_critical(*second[1:4])
     assert (s1 > 1.0) == c1 and 0.0 <= s1 <= 3.0
     if c1 and not c2:
         assert s1 > s2

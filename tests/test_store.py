@@ -9,29 +9,36 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import psycopg
 import pytest
 from psycopg import errors, sql
-from psycopg.conninfo import make_conninfo
 from psycopg_pool import ConnectionPool
 
 from store.db import transaction
 from store.migrate import ADVISORY_LOCK_KEY, MigrationError, load_migrations, migrate
+
+pytestmark = pytest.mark.integration
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
 def fresh_database(database_url: str) -> Iterator[str]:
-    """Conninfo of a new, empty database on the test server, dropped afterwards."""
+    """URL of a new, empty database on the test server (DATABASE_URL is always a URL),
+    dropped afterwards."""
     name = f"migrate_{uuid.uuid4().hex[:12]}"
-    admin = make_conninfo(database_url, dbname="postgres")
+    admin = _on_database(database_url, "postgres")
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    yield make_conninfo(database_url, dbname=name)
+    yield _on_database(database_url, name)
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def _on_database(url: str, name: str) -> str:
+    return urlsplit(url)._replace(path=f"/{name}").geturl()
 
 
 def _ledger(conninfo: str) -> list[str]:
@@ -49,6 +56,7 @@ def test_migrating_twice_applies_nothing_the_second_time(fresh_database: str) ->
     assert _ledger(fresh_database) == every_version
 
 
+@pytest.mark.e2e
 def test_two_processes_migrating_at_once_apply_each_migration_once(fresh_database: str) -> None:
     env = {**os.environ, "DATABASE_URL": fresh_database}
     waiting_for_lock = (
@@ -95,10 +103,29 @@ def test_a_failing_migration_leaves_no_trace(fresh_database: str, tmp_path: Path
         assert conn.execute("SELECT to_regclass('half') IS NULL").fetchone() == (True,)
 
 
+@pytest.mark.unit
 def test_migration_files_must_be_numbered(tmp_path: Path) -> None:
     (tmp_path / "initial.sql").write_text("SELECT 1;")
     with pytest.raises(MigrationError, match="NNNN_name.sql"):
         load_migrations(tmp_path)
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize(
+    ("database_url", "says"),
+    [("", "DATABASE_URL is not set"), ("dbname=vigil", "DATABASE_URL must be a URL")],
+)
+def test_the_migrator_stops_without_a_usable_database_url(database_url: str, says: str) -> None:
+    env = {**os.environ, "DATABASE_URL": database_url}
+    done = subprocess.run(
+        [sys.executable, "-m", "store.migrate"],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2 and says in done.stderr, done.stderr
 
 
 # -- schema -------------------------------------------------------------------------------

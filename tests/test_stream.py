@@ -21,6 +21,8 @@ from tasks.deep import analyse_batch
 from tests.api_helpers import error_code, wait_for, worker_env
 from tests.photos import photo
 
+pytestmark = pytest.mark.integration
+
 KEEPALIVE_S = 0.2
 
 
@@ -241,7 +243,7 @@ def test_the_deep_worker_publishes_analysed_and_failed_events_to_the_stream(
             for image in (photo("person").read_bytes(), b"\xff\xd8not a jpeg")
         )
     sse = open_stream(client, owner)
-    ctx = WorkerContext(dict(worker_env(redis_url, database_url), VIGIL_DEVICE="cpu"))
+    ctx = WorkerContext.from_environ(dict(worker_env(redis_url, database_url), VIGIL_DEVICE="cpu"))
     try:
         outcome = analyse_batch(ctx, [good, broken])
         assert (outcome.analysed, outcome.failed) == ([good], [broken])

@@ -16,6 +16,8 @@ from demo.stack import start_web
 from tests.api_helpers import api_app, error_code, make_owner
 from webapp.stream import SLOTS_EXTENSION
 
+pytestmark = pytest.mark.integration
+
 
 @pytest.fixture
 def app_config() -> dict[str, Any]:
@@ -89,15 +91,19 @@ def _stream_socket(base: str, token: str, home_id: int) -> tuple[socket.socket, 
     return sock, head + b"\r\n\r\n" + body
 
 
+@pytest.mark.e2e
 def test_streams_at_the_cap_leave_the_web_threads_to_the_api(
     redis_url, database_url, db, redis_client, tmp_path
 ):
     secret = secrets.token_urlsafe(32)
     env = venv_env(os.environ)
     env.update(
-        REDIS_URL=redis_url, DATABASE_URL=database_url, JWT_SECRET_KEY=secret,
-        STREAM_MAX_PER_PROCESS="2", STREAM_MAX_PER_USER="10",
-    )  # fmt: skip
+        REDIS_URL=redis_url,
+        DATABASE_URL=database_url,
+        JWT_SECRET_KEY=secret,
+        STREAM_MAX_PER_PROCESS="2",
+        STREAM_MAX_PER_USER="10",
+    )
     for app in api_app(database_url, redis_url, JWT_SECRET_KEY=secret):
         owner = make_owner(app, app.test_client(), "streamer@example.com")
     children: list[Child] = []

@@ -18,6 +18,8 @@ from inference.tfjs_graph import (
 )
 from tests.fixtures.nanodet_tfjs.reference import load_reference
 
+pytestmark = pytest.mark.integration
+
 FIXTURE = Path(__file__).parent / "fixtures" / "nanodet_tfjs"
 TOLERANCE = 1e-4
 

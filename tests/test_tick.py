@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import threading
 
+import pytest
 import redis
 
 from schedules.candidates import CandidateStore
 from schedules.config import SchedulerConfig, TierConfig
 from schedules.tick import run_tick
+
+pytestmark = pytest.mark.integration
 
 TIERS = {
     "standard": TierConfig("standard", rate_per_min=60_000, burst=1000, home_share=1.0),

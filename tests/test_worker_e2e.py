@@ -23,10 +23,12 @@ from schedules.candidates import CandidateStore
 from schedules.config import SchedulerConfig
 from tasks.app import app as celery_app
 from tasks.context import WorkerContext
-from tasks.scheduling import tick
+from tasks.scheduling import dispatch_deep
 from tests.api_helpers import celery_worker, wait_for, worker_env
 from tests.factories import make_home
 from tests.photos import photo
+
+pytestmark = pytest.mark.e2e
 
 ALL_QUEUES = (
     "deep_processing_enterprise,deep_processing_premium,deep_processing_standard,"
@@ -115,8 +117,8 @@ def test_a_dispatched_photo_is_analysed_and_the_person_alerted(worker, db, redis
     with db.connection() as conn:
         home, camera = make_home(conn, arm_mode="away")
     event = add_event(db, redis_client, home, camera, photo("person").read_bytes())
-    ctx = WorkerContext(env_of(worker))
-    report = tick(ctx, SchedulerConfig())
+    ctx = WorkerContext.from_environ(env_of(worker))
+    report = dispatch_deep(ctx, SchedulerConfig())
     assert report.dispatched.get("premium") == 1
 
     def settled():
@@ -156,7 +158,7 @@ def test_a_refused_image_fails_visibly_and_the_rest_of_the_batch_is_analysed(
         home, camera = make_home(conn, arm_mode="home")
     good = add_event(db, redis_client, home, camera, photo("dog").read_bytes(), "backyard")
     bad = add_event(db, redis_client, home, camera, b"\xff\xd8\xff\xe0 truncated", "backyard")
-    tick(WorkerContext(env_of(worker)), SchedulerConfig())
+    dispatch_deep(WorkerContext.from_environ(env_of(worker)), SchedulerConfig())
 
     def statuses():
         with db.connection() as conn:
@@ -194,7 +196,7 @@ def test_an_armed_home_is_alerted_once_when_its_camera_image_cannot_be_fetched(
     fcm.reset()
     broken = add_event(db, redis_client, armed, armed_cam, None, "garage", camera.url("/broken"))
     ignored = add_event(db, redis_client, calm, calm_cam, None, "garage", camera.url("/broken"))
-    tick(WorkerContext(env_of(worker)), SchedulerConfig())
+    dispatch_deep(WorkerContext.from_environ(env_of(worker)), SchedulerConfig())
     rows = wait_for(lambda: settled_rows(db, [broken, ignored]), timeout=90)
     # Retried (503 is transient) up to the configured 3 attempts, then failed by name.
     assert camera.hits["/broken"] == 6
@@ -226,7 +228,7 @@ def test_a_flaky_camera_is_retried_and_its_event_analysed(worker, db, redis_clie
         home, cam = make_home(conn, arm_mode="home", email="flaky@e.x")
     event = add_event(db, redis_client, home, cam, None, "porch", camera.url("/flaky/1"))
     gone = add_event(db, redis_client, home, cam, None, "porch", camera.url("/gone"))
-    tick(WorkerContext(env_of(worker)), SchedulerConfig())
+    dispatch_deep(WorkerContext.from_environ(env_of(worker)), SchedulerConfig())
     rows = wait_for(lambda: settled_rows(db, [event, gone]), timeout=90)
     assert rows[event]["status"] == "analyzed" and camera.hits["/flaky/1"] == 3
     assert rows[gone]["status"] == "failed" and rows[gone]["error_code"] == "fetch_http_status"

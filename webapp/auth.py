@@ -10,9 +10,11 @@ from __future__ import annotations
 import functools
 import hashlib
 import ipaddress
+from dataclasses import dataclass
 
-from flask import Blueprint, Flask, current_app, jsonify, request
+from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from flask_jwt_extended import get_jwt, jwt_required
+from psycopg.rows import class_row
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from webapp import tokens
@@ -27,9 +29,6 @@ bp = Blueprint("auth", __name__, url_prefix="/auth")
 # Checked when the email is unknown, so both failures take as long (no user enumeration).
 _DUMMY_HASH = generate_password_hash("vigil-no-such-user")
 
-# Failed logins: layered windows, so a guesser who keeps going waits longer and longer.
-DEFAULT_LOGIN_LIMIT_ACCOUNT = "5/minute;20/hour"
-DEFAULT_LOGIN_LIMIT_ADDRESS = "30/minute;300/hour"
 # An IPv6 client usually holds a whole /64: counting its addresses one by one limits nothing.
 _IPV6_PREFIX = 64
 
@@ -39,19 +38,27 @@ def hash_password(password: str) -> str:
     return generate_password_hash(password)
 
 
+@dataclass(frozen=True)
+class _Account:
+    id: int
+    password_hash: str
+
+
 def find_user_id(email: str, password: str) -> int | None:
     """The id of the user with this email and password, or None.
 
     Takes as long for an unknown email as for a wrong password.
     """
     with get_pool().connection() as conn:
-        row = conn.execute(
-            "SELECT id, password_hash FROM users WHERE lower(email) = lower(%s)", (email,)
-        ).fetchone()
-    if row is None:
+        account = (
+            conn.cursor(row_factory=class_row(_Account))
+            .execute("SELECT id, password_hash FROM users WHERE lower(email) = lower(%s)", (email,))
+            .fetchone()
+        )
+    if account is None:
         check_password_hash(_DUMMY_HASH, password)
         return None
-    return row["id"] if check_password_hash(row["password_hash"], password) else None
+    return account.id if check_password_hash(account.password_hash, password) else None
 
 
 @functools.cache
@@ -61,13 +68,15 @@ def _policy(name: str, rates: str, message: str) -> Policy:
     return Policy.parse(name, rates, fail_open=True, message=message)
 
 
+# Failed logins: layered windows (e.g. "5/minute;20/hour"), so a guesser who keeps going
+# waits longer and longer.
 def account_policy() -> Policy:
-    rates = current_app.config.get("LOGIN_LIMIT_ACCOUNT", DEFAULT_LOGIN_LIMIT_ACCOUNT)
+    rates = current_app.config["LOGIN_LIMIT_ACCOUNT"]
     return _policy("login_account", rates, "Too many failed logins for this account; retry later.")
 
 
 def address_policy() -> Policy:
-    rates = current_app.config.get("LOGIN_LIMIT_ADDRESS", DEFAULT_LOGIN_LIMIT_ADDRESS)
+    rates = current_app.config["LOGIN_LIMIT_ADDRESS"]
     return _policy("login_address", rates, "Too many failed logins from this address; retry later.")
 
 
@@ -82,7 +91,7 @@ def client_address() -> str:
     front, the address the outermost of them saw (the Nth X-Forwarded-For entry from the
     right). Anything further left was written by the client and is not trusted."""
     address = request.remote_addr or ""
-    hops = int(current_app.config.get("TRUSTED_PROXIES", 0))
+    hops = int(current_app.config["TRUSTED_PROXIES"])
     if hops > 0:
         forwarded = [
             part.strip()
@@ -103,7 +112,7 @@ def client_address() -> str:
 
 
 @bp.post("/login")
-def login():
+def login() -> Response:
     body = LoginRequest.model_validate(json_body())
     limits = rate_limits()
     account, address = account_policy(), address_policy()
@@ -125,21 +134,27 @@ def login():
     pair = tokens.start_session(user_id)
     if pair is None:  # only ever said to someone who knows the password
         raise ApiError("account_disabled", 403, "This account is disabled.")
-    return jsonify(**pair, token_type="Bearer")
+    return _tokens_json(pair)
 
 
 @bp.post("/refresh")
 @jwt_required(refresh=True)
-def refresh():
+def refresh() -> Response:
     """New access and refresh tokens; the refresh token sent stops working (rotation)."""
-    return jsonify(**tokens.rotate(get_jwt()), token_type="Bearer")
+    return _tokens_json(tokens.rotate(get_jwt()))
+
+
+def _tokens_json(pair: tokens.TokenPair) -> Response:
+    return jsonify(
+        access_token=pair.access_token, refresh_token=pair.refresh_token, token_type="Bearer"
+    )
 
 
 @bp.post("/logout")
 # Idempotent: a token of a session that already ended is still answered 200, so a client
 # that logs out with its access token and then its refresh token sees no error.
 @jwt_required(verify_type=False, skip_revocation_check=True)
-def logout():
+def logout() -> Response:
     """End the session of the presented token, access or refresh: both stop working."""
     claims = get_jwt()
     tokens.end_session(claims)

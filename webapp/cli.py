@@ -12,14 +12,17 @@ refused from the very next request (docs/auth.md).
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 import psycopg
 from flask import Flask, current_app
 from flask.cli import AppGroup
+from psycopg.rows import scalar_row
 
-from celery_config import TIERS
 from store.db import transaction
 from store.migrate import MigrationError, migrate
+from vigil.vocabulary import RevokedReason, Tier
 from webapp import tokens
 from webapp.auth import hash_password
 from webapp.clients import get_pool
@@ -27,30 +30,40 @@ from webapp.schemas import check_timezone
 
 users_cli = AppGroup("users", help="Manage user accounts.")
 db_cli = AppGroup("db", help="Database schema and housekeeping.")
+# The tiers a subscription sells; the command line takes their values.
+TIER_CHOICE = click.Choice([tier.value for tier in Tier])
 # Expired sessions are kept this long before prune-sessions deletes them (a trail to audit).
-DEFAULT_PRUNE_AFTER_DAYS = 7
+KEEP_EXPIRED_SESSIONS_DAYS = 7
 
 
-def create_user(email: str, password: str, home: str, tier: str, timezone: str) -> tuple[int, int]:
+def _returned_id(conn: psycopg.Connection[Any], insert: str, params: tuple[Any, ...]) -> int:
+    """The id an ``INSERT ... RETURNING id`` gave its row."""
+    (new_id,) = conn.cursor(row_factory=scalar_row).execute(insert, params).fetchall()
+    return int(new_id)
+
+
+def create_user(email: str, password: str, home: str, tier: Tier, timezone: str) -> tuple[int, int]:
     """Insert a user and their first home; returns (user_id, home_id)."""
     with transaction(get_pool()) as conn:
-        user = conn.execute(
+        user_id = _returned_id(
+            conn,
             "INSERT INTO users (email, password_hash) VALUES (%s, %s) RETURNING id",
             (email, hash_password(password)),
-        ).fetchone()
-        home_row = conn.execute(
+        )
+        home_id = _returned_id(
+            conn,
             "INSERT INTO homes (owner_id, name, tier, timezone) VALUES (%s, %s, %s, %s) "
             "RETURNING id",
-            (user["id"], home, tier, timezone),
-        ).fetchone()
-    return user["id"], home_row["id"]
+            (user_id, home, tier, timezone),
+        )
+    return user_id, home_id
 
 
 @users_cli.command("create")
 @click.argument("email")
 @click.option("--password", prompt=True, hide_input=True, confirmation_prompt=True)
 @click.option("--home", "home", required=True, help="Name of the user's first home.")
-@click.option("--tier", type=click.Choice(TIERS), default="standard", show_default=True)
+@click.option("--tier", type=TIER_CHOICE, default=Tier.STANDARD.value, show_default=True)
 @click.option("--timezone", default="UTC", show_default=True, help="IANA zone of the home.")
 def users_create(email: str, password: str, home: str, tier: str, timezone: str) -> None:
     """Create a user EMAIL with a home."""
@@ -61,7 +74,7 @@ def users_create(email: str, password: str, home: str, tier: str, timezone: str)
     if not password:
         raise click.BadParameter("must not be empty", param_hint="--password")
     try:
-        user_id, home_id = create_user(email, password, home, tier, timezone)
+        user_id, home_id = create_user(email, password, home, Tier(tier), timezone)
     except psycopg.errors.UniqueViolation:
         raise click.ClickException(f"a user with email {email!r} already exists") from None
     except psycopg.errors.CheckViolation as exc:
@@ -69,20 +82,22 @@ def users_create(email: str, password: str, home: str, tier: str, timezone: str)
     click.echo(f"created user {user_id} ({email}) with home {home_id} ({home!r}, {tier})")
 
 
-def _user_id(conn: psycopg.Connection, email: str) -> int:
+def _user_id(conn: psycopg.Connection[Any], email: str) -> int:
     """The user's id, locked: a login that is creating a session waits, then sees the change."""
-    row = conn.execute(
-        "SELECT id FROM users WHERE lower(email) = lower(%s) FOR UPDATE", (email,)
-    ).fetchone()
-    if row is None:
+    user_id = (
+        conn.cursor(row_factory=scalar_row)
+        .execute("SELECT id FROM users WHERE lower(email) = lower(%s) FOR UPDATE", (email,))
+        .fetchone()
+    )
+    if user_id is None:
         raise click.ClickException(f"no user with email {email!r}")
-    return row["id"]
+    return int(user_id)
 
 
 def _end_in_cache(sids: list[str]) -> None:
     """Tell the cache, after the commit; if Redis is unreachable, say what that means."""
     if not tokens.mark_ended(sids):
-        ttl = current_app.config.get("AUTH_SESSION_CACHE_S", tokens.DEFAULT_SESSION_CACHE_S)
+        ttl = current_app.config["AUTH_SESSION_CACHE_S"]
         click.echo(
             f"warning: Redis unreachable; {len(sids)} session(s) are ended in PostgreSQL and "
             f"their tokens stop working within {ttl} s",
@@ -100,7 +115,7 @@ def disable_user(email: str) -> tuple[int, list[str]]:
         )
         # Revoked rather than only refused while disabled: enabling the user again must not
         # bring back the tokens they held.
-        tokens.revoke_user_sessions(conn, user_id, "user_disabled")
+        tokens.revoke_user_sessions(conn, user_id, RevokedReason.USER_DISABLED)
         sids = tokens.user_session_ids(conn, user_id)
     return user_id, sids
 
@@ -149,7 +164,7 @@ def users_delete(email: str, yes: bool) -> None:
 @click.option(
     "--older-than-days",
     type=click.IntRange(min=0),
-    default=DEFAULT_PRUNE_AFTER_DAYS,
+    default=KEEP_EXPIRED_SESSIONS_DAYS,
     show_default=True,
     help="Keep sessions that expired more recently than this.",
 )
@@ -166,7 +181,7 @@ def db_prune_sessions(older_than_days: int) -> None:
 @db_cli.command("migrate")
 def db_migrate() -> None:
     """Apply pending SQL migrations to DATABASE_URL."""
-    url = current_app.config.get("DATABASE_URL")
+    url = current_app.config["DATABASE_URL"]
     if not url:
         raise click.ClickException("DATABASE_URL is not set")
     try:

@@ -10,9 +10,9 @@ from __future__ import annotations
 import os
 import threading
 
-import redis
 from flask import Flask, current_app
 from psycopg_pool import ConnectionPool
+from redis import Redis
 
 from store.db import create_pool
 
@@ -39,8 +39,8 @@ class Clients:
         self._lock = threading.Lock()
         self._pid = os.getpid()
         self._pool: ConnectionPool | None = None
-        self._redis: redis.Redis | None = None
-        self._broker_redis: redis.Redis | None = None
+        self._redis: Redis | None = None
+        self._broker_redis: Redis | None = None
 
     def _check_fork(self) -> None:
         if self._pid != os.getpid():  # inherited from a parent: drop, never close
@@ -58,7 +58,7 @@ class Clients:
             return self._pool
 
     @property
-    def redis(self) -> redis.Redis:
+    def redis(self) -> Redis:
         with self._lock:
             self._check_fork()
             if self._redis is None:
@@ -66,7 +66,7 @@ class Clients:
             return self._redis
 
     @property
-    def broker_redis(self) -> redis.Redis:
+    def broker_redis(self) -> Redis:
         """The broker's Redis, where kombu keeps each Celery queue as a list."""
         if self.broker_url == self.redis_url:
             return self.redis
@@ -86,7 +86,7 @@ class Clients:
             self._pool = self._redis = self._broker_redis = None
 
 
-def redis_client(url: str | None, **overrides: object) -> redis.Redis:
+def redis_client(url: str | None, **overrides: object) -> Redis:
     """A Redis client with the web's settings (decoded replies, bounded waits)."""
     if not url:
         raise RuntimeError("REDIS_URL is not configured")
@@ -97,15 +97,15 @@ def redis_client(url: str | None, **overrides: object) -> redis.Redis:
         "socket_timeout": REDIS_SOCKET_TIMEOUT_S,
         **overrides,
     }
-    return redis.Redis.from_url(url, **settings)
+    return Redis.from_url(url, **settings)
 
 
 def init_app(app: Flask) -> None:
     app.extensions[EXTENSION] = Clients(
-        app.config.get("DATABASE_URL"),
-        app.config.get("REDIS_URL"),
+        app.config["DATABASE_URL"],
+        app.config["REDIS_URL"],
         int(app.config["DB_POOL_MAX_SIZE"]),
-        app.config.get("CELERY_BROKER_URL"),
+        app.config["CELERY_BROKER_URL"],
     )
 
 
@@ -117,5 +117,5 @@ def get_pool() -> ConnectionPool:
     return clients().pool
 
 
-def get_redis() -> redis.Redis:
+def get_redis() -> Redis:
     return clients().redis

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import psycopg
-from flask import Blueprint, jsonify
+from flask import Blueprint, Response, jsonify
 from flask_jwt_extended import jwt_required
+from psycopg.rows import dict_row
 
 from store.db import transaction
 from webapp.access import owned_home
@@ -23,17 +24,21 @@ DEVICE_COLUMNS = (
 
 @bp.post("")
 @jwt_required()
-def create_device():
+def create_device() -> tuple[Response, int]:
     body = DeviceCreate.model_validate(json_body())
     try:
         with transaction(get_pool()) as conn:
             owned_home(conn, current_user_id(), body.home_id)
-            row = conn.execute(
-                "INSERT INTO devices (home_id, kind, platform, name, push_token) "
-                "VALUES (%(home_id)s, %(kind)s, %(platform)s, %(name)s, %(push_token)s) "
-                f"RETURNING {DEVICE_COLUMNS}",
-                body.model_dump(),
-            ).fetchone()
+            row = (
+                conn.cursor(row_factory=dict_row)
+                .execute(
+                    "INSERT INTO devices (home_id, kind, platform, name, push_token) "
+                    "VALUES (%(home_id)s, %(kind)s, %(platform)s, %(name)s, %(push_token)s) "
+                    f"RETURNING {DEVICE_COLUMNS}",
+                    body.model_dump(),
+                )
+                .fetchone()
+            )
     except psycopg.errors.UniqueViolation:
         raise ApiError(
             "device_name_taken", 409, f"This home already has a device named {body.name!r}."
@@ -43,7 +48,7 @@ def create_device():
 
 @bp.delete("/<int:device_id>")
 @jwt_required()
-def delete_device(device_id: int):
+def delete_device(device_id: int) -> tuple[str, int]:
     with transaction(get_pool()) as conn:
         deleted = conn.execute(
             "DELETE FROM devices d USING homes h "

@@ -62,6 +62,16 @@ class ApiError(Exception):
         self.headers = dict(headers or {})
 
 
+def unavailable() -> ApiError:
+    """503: a store the API depends on is down; the request was fine, and may work later."""
+    return ApiError(
+        "service_unavailable",
+        503,
+        "A storage service is unavailable; retry later.",
+        headers={"Retry-After": str(UNAVAILABLE_RETRY_AFTER_S)},
+    )
+
+
 def not_found(what: str) -> ApiError:
     """404 for a missing resource *or* one owned by someone else: the answers are identical."""
     return ApiError(f"{what}_not_found", 404, f"No such {what.replace('_', ' ')}.")
@@ -93,9 +103,13 @@ def validation_details(exc: ValidationError) -> list[dict[str, str]]:
     ]
 
 
+def _api_error_response(exc: ApiError) -> Response:
+    return error_response(exc.code, exc.status, exc.message, exc.details, exc.headers.items())
+
+
 def handle_error(exc: Exception) -> Response:
     if isinstance(exc, ApiError):
-        return error_response(exc.code, exc.status, exc.message, exc.details, exc.headers.items())
+        return _api_error_response(exc)
     if isinstance(exc, ValidationError):
         details = validation_details(exc)
         first = details[0]
@@ -111,10 +125,7 @@ def handle_error(exc: Exception) -> Response:
         return error_response(code, status, exc.description or exc.name, None, exc.get_headers())
     if isinstance(exc, _UNAVAILABLE):
         logger.warning("dependency unavailable: %r", exc)
-        return error_response(
-            "service_unavailable", 503, "A storage service is unavailable; retry later.",
-            headers=(("Retry-After", str(UNAVAILABLE_RETRY_AFTER_S)),),
-        )  # fmt: skip
+        return _api_error_response(unavailable())
     logger.exception("unhandled error", exc_info=exc)
     return error_response("internal_error", 500, "Internal server error.")
 

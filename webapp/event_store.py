@@ -6,18 +6,57 @@ so inserts during paging neither repeat nor skip an older event.
 
 from __future__ import annotations
 
+import dataclasses
+import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import psycopg
+from psycopg.rows import class_row, dict_row
 from psycopg.types.json import Jsonb
 
-from notify.policy import NOTIFYING, DecisionKind
+from notify.policy import NOTIFYING
 from schedules.score import ARM_MODES
+from vigil.vocabulary import ArmMode, DecisionKind, EventStatus, Tier
+from webapp.access import owned_event
 from webapp.errors import ApiError, not_found
 from webapp.paging import owned_page
 from webapp.schemas import EventQuery
+
+
+@dataclass(frozen=True)
+class EventRow:
+    """An event as its owner reads it (``EVENT_COLUMNS``)."""
+
+    id: int
+    home_id: int
+    device_id: int | None  # None once the device is removed
+    location: str
+    mode: str  # as the client sent it
+    motion_score: float
+    image_url: str | None
+    has_image: bool
+    lite_results: dict[str, float] | None
+    priority: float
+    status: EventStatus
+    attempts: int
+    created_at: dt.datetime
+    updated_at: dt.datetime
+    analyzed_at: dt.datetime | None
+    error: str | None
+    error_code: str | None
+    digest: DecisionKind | None  # None until the digest has decided
+    digest_reason: str | None  # a Reason
+    summary_id: int | None
+    notification_ids: list[int]
+
+    def __post_init__(self) -> None:
+        # class_row passes the columns' text; the fields hold the vocabulary's members.
+        object.__setattr__(self, "status", EventStatus(self.status))
+        if self.digest is not None:
+            object.__setattr__(self, "digest", DecisionKind(self.digest))
+
 
 EVENT_COLUMNS = (
     "e.id, e.home_id, e.device_id, e.location, e.mode, e.motion_score, e.image_url, "
@@ -28,31 +67,58 @@ EVENT_COLUMNS = (
     "ARRAY(SELECT n.id FROM notifications n WHERE n.event_id = e.id ORDER BY n.id)"
     " AS notification_ids"
 )
-_DECISION_COLUMNS = ("digest", "digest_reason", "summary_id", "notification_ids")
+_DECISION_FIELDS = ("digest", "digest_reason", "summary_id", "notification_ids")
 
 
-def with_decision(row: dict[str, Any]) -> dict[str, Any]:
-    """The event as the API shows it: the digest's columns as one ``decision`` object
-    (null until the digest has decided), saying why it did or did not alert."""
-    kind, reason, summary_id, notification_ids = (row.pop(c) for c in _DECISION_COLUMNS)
+@dataclass(frozen=True)
+class Detection:
+    """One object in the analysed frame: its label, box, and the labels it was not given."""
+
+    label: str
+    score: float
+    x1: float
+    y1: float
+    x2: float
+    y2: float
+    model: str
+    alternatives: list[dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Picture:
+    """A frame stored with an event (the upload, or the analysed snapshot), if any."""
+
+    data: bytes | None
+
+
+def decision_json(event: EventRow) -> dict[str, Any] | None:
+    """The digest's columns as one object (null until the digest has decided), saying why
+    it did or did not alert."""
+    kind = event.digest
     if kind is None:
-        row["decision"] = None
-        return row
-    decision: dict[str, Any] = {"kind": kind, "reason": reason}
+        return None
+    decision: dict[str, Any] = {"kind": kind, "reason": event.digest_reason}
     if kind in NOTIFYING:
-        decision["notification_ids"] = notification_ids
+        decision["notification_ids"] = event.notification_ids
     if kind == DecisionKind.SUMMARY:
-        decision["summary_id"] = summary_id  # null while it waits for its summary
-    if kind == DecisionKind.FAILSAFE or (kind == DecisionKind.SUMMARY and row["error_code"]):
-        decision["analysis_error"] = row["error_code"]
-    row["decision"] = decision
-    return row
+        decision["summary_id"] = event.summary_id  # null while it waits for its summary
+    if kind == DecisionKind.FAILSAFE or (kind == DecisionKind.SUMMARY and event.error_code):
+        decision["analysis_error"] = event.error_code
+    return decision
+
+
+def event_json(event: EventRow) -> dict[str, Any]:
+    """The event as the API shows it: the digest's columns become ``decision``."""
+    fields = dataclasses.asdict(event)
+    body = {name: value for name, value in fields.items() if name not in _DECISION_FIELDS}
+    body["decision"] = decision_json(event)
+    return body
 
 
 # One statement, one round trip: the caller's device (by id or by name; two matches by
 # name are ambiguous), the insert with the priority for the home's arm mode, and, when the
 # Idempotency-Key was used before, that first event. ON CONFLICT waits for a concurrent
-# insert of the same key; its row is then read by a second query (``first_event``).
+# insert of the same key; its row is then read by a second query (``_first_event``).
 _CREATE = """
 WITH dev AS (
     SELECT d.id, d.home_id, h.tier, h.arm_mode
@@ -92,17 +158,32 @@ class Created:
     Idempotency-Key), and the device and home it belongs to."""
 
     event_id: int
-    status: str
+    status: EventStatus
     priority: float
     created: bool
     device_id: int
     home_id: int
-    tier: str
-    arm_mode: str
+    tier: Tier
+    arm_mode: ArmMode
+
+
+def _created(row: Mapping[str, Any], prefix: str, created: bool) -> Created:
+    """``Created`` from the statement's row: the new event's columns (``prefix`` "") or the
+    first event's (``prefix`` "first_")."""
+    return Created(
+        event_id=row[f"{prefix}id"],
+        status=EventStatus(row[f"{prefix}status"]),
+        priority=row[f"{prefix}priority"],
+        created=created,
+        device_id=row["device_id"],
+        home_id=row["home_id"],
+        tier=Tier(row["tier"]),
+        arm_mode=ArmMode(row["arm_mode"]),
+    )
 
 
 def store_event(
-    conn: psycopg.Connection,
+    conn: psycopg.Connection[Any],
     user_id: int,
     device: int | str,
     values: dict[str, Any],
@@ -123,7 +204,8 @@ def store_event(
         "lite_results": _jsonb(values.get("lite_results")),
         **{f"p_{mode}": priorities[mode] for mode in ARM_MODES},
     }
-    row = conn.execute(sql, params).fetchone()
+    # The anchor makes the statement answer exactly one row, whatever matched.
+    (row,) = conn.cursor(row_factory=dict_row).execute(sql, params).fetchall()
     if row["matches"] == 0:
         raise not_found("device")
     if row["matches"] > 1:
@@ -132,29 +214,34 @@ def store_event(
             409,
             "Several of your homes have a device of that name; send its numeric id instead.",
         )
-    where = {k: row[k] for k in ("device_id", "home_id", "tier", "arm_mode")}
     if row["id"] is not None:
-        return Created(row["id"], row["status"], row["priority"], True, **where)
-    first = row if row["first_id"] is not None else _first_event(conn, row, values)
-    if first["first_hash"] is not None and first["first_hash"] != values["request_hash"]:
+        return _created(row, "", created=True)
+    if row["first_id"] is None:
+        row = {**row, **_first_event(conn, row["device_id"], values["idempotency_key"])}
+    if row["first_hash"] is not None and row["first_hash"] != values["request_hash"]:
         raise ApiError(
             "idempotency_key_reused",
             422,
             "This Idempotency-Key was already used for a different request; use a new key "
             "for a new event.",
         )
-    return Created(first["first_id"], first["first_status"], first["first_priority"], False,
-                   **where)  # fmt: skip
+    return _created(row, "first_", created=False)
 
 
-def _first_event(conn: psycopg.Connection, row: dict, values: dict[str, Any]) -> dict:
+def _first_event(
+    conn: psycopg.Connection[Any], device_id: int, idempotency_key: str | None
+) -> dict[str, Any]:
     """The event a concurrent request inserted with the same key (committed by now)."""
-    first = conn.execute(
-        "SELECT id AS first_id, status AS first_status, priority AS first_priority,"
-        " request_hash AS first_hash FROM events"
-        " WHERE device_id = %s AND idempotency_key = %s",
-        (row["device_id"], values["idempotency_key"]),
-    ).fetchone()
+    first = (
+        conn.cursor(row_factory=dict_row)
+        .execute(
+            "SELECT id AS first_id, status AS first_status, priority AS first_priority,"
+            " request_hash AS first_hash FROM events"
+            " WHERE device_id = %s AND idempotency_key = %s",
+            (device_id, idempotency_key),
+        )
+        .fetchone()
+    )
     if first is None:  # the conflicting insert rolled back: nothing to replay
         raise ApiError("conflict", 409, "A concurrent request with this key failed; retry.")
     return first
@@ -164,23 +251,54 @@ def _jsonb(value: Any) -> Jsonb | None:
     return None if value is None else Jsonb(value)
 
 
-def event_detections(conn: psycopg.Connection, event_id: int) -> list[dict]:
-    """One row per object: its label, box, and the labels it was not given."""
-    return conn.execute(
-        "SELECT label, score, x1, y1, x2, y2, model, alternatives FROM detections "
-        "WHERE event_id = %s ORDER BY score DESC, id",
-        (event_id,),
-    ).fetchall()
+def owned_event_row(conn: psycopg.Connection[Any], user_id: int, event_id: int) -> EventRow:
+    """The caller's event ``event_id``; 404 otherwise."""
+    return owned_event(conn, user_id, event_id, EVENT_COLUMNS, class_row(EventRow))
+
+
+def event_detections(conn: psycopg.Connection[Any], event_id: int) -> list[Detection]:
+    """The event's objects, best score first."""
+    return (
+        conn.cursor(row_factory=class_row(Detection))
+        .execute(
+            "SELECT label, score, x1, y1, x2, y2, model, alternatives FROM detections "
+            "WHERE event_id = %s ORDER BY score DESC, id",
+            (event_id,),
+        )
+        .fetchall()
+    )
+
+
+def uploaded_image(conn: psycopg.Connection[Any], user_id: int, event_id: int) -> bytes | None:
+    """The frame uploaded with the caller's event (None if it was sent by URL); 404 if the
+    event is not theirs."""
+    return owned_event(conn, user_id, event_id, "e.image AS data", class_row(Picture)).data
+
+
+def snapshot(conn: psycopg.Connection[Any], event_id: int, user_id: int | None) -> bytes | None:
+    """The event's analysed frame (None until analysed). ``user_id`` None: any event (the
+    caller holds a signed link); otherwise only the caller's. 404 for no such event."""
+    if user_id is not None:
+        return owned_event(conn, user_id, event_id, "e.snapshot AS data", class_row(Picture)).data
+    picture = (
+        conn.cursor(row_factory=class_row(Picture))
+        .execute("SELECT snapshot AS data FROM events WHERE id = %s", (event_id,))
+        .fetchone()
+    )
+    if picture is None:
+        raise not_found("event")
+    return picture.data
 
 
 def list_events(
-    conn: psycopg.Connection, user_id: int, query: EventQuery
-) -> tuple[list[dict], str | None]:
+    conn: psycopg.Connection[Any], user_id: int, query: EventQuery
+) -> tuple[list[EventRow], str | None]:
     """One page of the user's events matching ``query``, and the cursor of the next page."""
-    rows, cursor = owned_page(
+    return owned_page(
         conn,
         user_id,
         query,
+        row=EventRow,
         select=f"SELECT {EVENT_COLUMNS} FROM events e JOIN homes h ON h.id = e.home_id",
         alias="e",
         filters=(
@@ -189,4 +307,3 @@ def list_events(
             ("reason", "e.digest_reason = %(reason)s"),
         ),
     )
-    return [with_decision(row) for row in rows], cursor

@@ -12,6 +12,7 @@ accepted event is never lost.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 
@@ -19,22 +20,24 @@ import redis
 from flask import Blueprint, Response, current_app, jsonify, url_for
 from flask_jwt_extended import jwt_required, verify_jwt_in_request
 
-from notify.links import signing_secret, snapshot_signature_valid
+from notify.links import snapshot_signature_valid
 from schedules.candidates import AddStatus, CandidateStore, IngestBucket, candidate_fields
 from schedules.score import ARM_MODES, is_critical, priority
 from schedules.scripts import device_limit_key, home_limit_key
 from store.db import single_statement
-from webapp.access import owned_event
 from webapp.clients import get_pool, get_redis
-from webapp.errors import ApiError, not_found
+from webapp.config import app_settings
+from webapp.errors import ApiError
 from webapp.event_input import image_content_type, read_new_event
 from webapp.event_store import (
-    EVENT_COLUMNS,
     Created,
     event_detections,
+    event_json,
     list_events,
+    owned_event_row,
+    snapshot,
     store_event,
-    with_decision,
+    uploaded_image,
 )
 from webapp.requests import query_args
 from webapp.schemas import EventCreate, EventQuery
@@ -46,13 +49,13 @@ logger = logging.getLogger(__name__)
 
 @bp.post("")
 @jwt_required()
-def create_event():
+def create_event() -> Response:
     new = read_new_event()
     fields = new.fields
     # The priority under every arm mode: SQL picks the home's, so the ownership check and
     # the insert are one statement (one round trip, no transaction around it).
     priorities = {
-        mode: priority(fields.motion_score, fields.lite_results, mode, fields.location, 0.0)
+        mode: priority(fields.motion_score, fields.lite_scores, mode, fields.location, 0.0)
         for mode in ARM_MODES
     }
     values = {
@@ -63,7 +66,7 @@ def create_event():
         "motion_score": fields.motion_score,
         "image_url": fields.image_url,
         "image": new.image,
-        "lite_results": fields.lite_results,
+        "lite_results": fields.lite_scores,
     }
     with single_statement(get_pool()) as conn:
         made = store_event(conn, current_user_id(), fields.device_id, values, priorities)
@@ -82,7 +85,7 @@ def _ingest_buckets(made: Created, fields: EventCreate) -> list[IngestBucket]:
     """The device's and the home's ingest rates; a critical event (a person while armed)
     may pass an empty device bucket, so only its home's limit can refuse it."""
     config = current_app.config
-    critical = is_critical(fields.lite_results, made.arm_mode, fields.location)
+    critical = is_critical(fields.lite_scores, made.arm_mode, fields.location)
     home, device = str(made.home_id), str(made.device_id)
     return [
         IngestBucket(
@@ -104,7 +107,7 @@ def _add_candidate(made: Created, fields: EventCreate) -> None:
     a token from the device's and the home's ingest buckets: no extra round trip for the
     limits. A refused event is deleted again and answered 429."""
     try:
-        admitted = CandidateStore(get_redis()).admit(
+        admitted = CandidateStore(get_redis(), app_settings().scheduler).admit(
             str(made.home_id),
             str(made.event_id),
             made.tier,
@@ -133,30 +136,29 @@ def _add_candidate(made: Created, fields: EventCreate) -> None:
 
 @bp.get("/<int:event_id>")
 @jwt_required()
-def get_event(event_id: int):
+def get_event(event_id: int) -> Response:
     with get_pool().connection() as conn:
-        event = with_decision(owned_event(conn, current_user_id(), event_id, EVENT_COLUMNS))
-        event["detections"] = event_detections(conn, event_id)
-    return jsonify(event)
+        event = owned_event_row(conn, current_user_id(), event_id)
+        detections = event_detections(conn, event_id)
+    return jsonify({**event_json(event), "detections": [dataclasses.asdict(d) for d in detections]})
 
 
 @bp.get("")
 @jwt_required()
-def list_events_route():
+def list_events_route() -> Response:
     query = EventQuery.model_validate(query_args())
     with get_pool().connection() as conn:
         rows, next_cursor = list_events(conn, current_user_id(), query)
-    return jsonify(events=rows, next_cursor=next_cursor)
+    return jsonify(events=[event_json(row) for row in rows], next_cursor=next_cursor)
 
 
 @bp.get("/<int:event_id>/image")
 @jwt_required()
-def get_event_image(event_id: int):
+def get_event_image(event_id: int) -> Response:
     with get_pool().connection() as conn:
-        row = owned_event(conn, current_user_id(), event_id, "e.image")
-    if row["image"] is None:
+        data = uploaded_image(conn, current_user_id(), event_id)
+    if data is None:
         raise ApiError("no_image", 404, "This event has no uploaded image (it was sent by URL).")
-    data = bytes(row["image"])
     return _image_response(data, image_content_type(data))
 
 
@@ -173,27 +175,22 @@ def _signed_snapshot_event(event_id: int) -> bool:
     args = query_args()
     if "sig" not in args and "expires" not in args:
         return False
-    secret = signing_secret(current_app.config)  # the app always has JWT_SECRET_KEY
+    secret = app_settings().snapshot_secret  # set: the app always has a JWT secret
     expires = args.get("expires", "")  # checked strictly (digits only) with the signature
-    if not snapshot_signature_valid(secret, event_id, expires, args.get("sig", "")):
+    if not secret or not snapshot_signature_valid(secret, event_id, expires, args.get("sig", "")):
         raise ApiError("invalid_signature", 403, "This snapshot link is invalid or expired.")
     return True
 
 
 @bp.get("/<int:event_id>/snapshot")
-def get_event_snapshot(event_id: int):
+def get_event_snapshot(event_id: int) -> Response:
     """The analysed frame with boxes and labels drawn (JPEG): with a JWT, or through the
     signed, expiring link an alert carries (the phone fetches it without a token)."""
     signed = _signed_snapshot_event(event_id)
     if not signed:  # credentials first: a refused request never borrows a connection
         verify_jwt_in_request()
     with get_pool().connection() as conn:
-        if signed:
-            row = conn.execute("SELECT snapshot FROM events WHERE id = %s", (event_id,)).fetchone()
-            if row is None:
-                raise not_found("event")
-        else:
-            row = owned_event(conn, current_user_id(), event_id, "e.snapshot")
-    if row["snapshot"] is None:
+        data = snapshot(conn, event_id, None if signed else current_user_id())
+    if data is None:
         raise ApiError("no_snapshot", 404, "This event has not been analysed yet.")
-    return _image_response(bytes(row["snapshot"]), "image/jpeg")
+    return _image_response(data, "image/jpeg")

@@ -11,6 +11,10 @@ connection and never answers): the checks run at once, each in a thread of its o
 check still running at the deadline counts as ``error: timeout``. Its own short socket
 timeouts end such a thread soon after; until it ends, later calls wait on that same check
 rather than start another, so a hung store never piles up threads.
+
+A check only reads: the queue report comes from what workers and senders write themselves
+(heartbeats, consumption and publish stamps; ``webapp.queue_health``), so probing the
+health of the stores never changes them.
 """
 
 from __future__ import annotations
@@ -24,7 +28,8 @@ from concurrent.futures import Future
 from typing import Any
 
 import redis
-from flask import Blueprint, current_app, jsonify
+from flask import Blueprint, Response, current_app, jsonify
+from psycopg.rows import scalar_row
 
 from webapp.clients import Clients, clients, redis_client
 from webapp.errors import UNAVAILABLE_RETRY_AFTER_S
@@ -112,7 +117,7 @@ def _check_postgres(app_clients: Clients) -> str:
     # The pool waits at most the deadline for a connection: a Postgres that never answers
     # its handshake is a PoolTimeout, not a hang.
     with app_clients.pool.connection(timeout=HEALTH_TIMEOUT_S) as conn:
-        value = conn.execute("SELECT 1 AS ok").fetchone()["ok"]
+        value = conn.cursor(row_factory=scalar_row).execute("SELECT 1").fetchone()
     return "ok" if value == 1 else f"unexpected answer {value!r}"
 
 
@@ -160,7 +165,7 @@ def _failure(name: str, future: Future[Any]) -> str | None:
 
 
 @bp.get("/health")
-def health():
+def health() -> Response | tuple[Response, int]:
     deadline = time.monotonic() + HEALTH_TIMEOUT_S
     futures = _start_checks(_checks())
     _wait([futures["redis"], futures["postgres"]], deadline)

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
+import datetime as dt
 from typing import Any
 
-from flask import Blueprint, jsonify
+from flask import Blueprint, Response, jsonify
 from flask_jwt_extended import jwt_required
+from psycopg.rows import class_row
 
 from notify.policy_store import load_policy, policy_json, save_policy
 from store.db import transaction
-from webapp.access import HOME_COLUMNS, owned_home
+from webapp.access import HOME_COLUMNS, HomeRow, owned_home
 from webapp.clients import get_pool
 from webapp.errors import ApiError
 from webapp.requests import json_body
@@ -22,35 +25,44 @@ bp = Blueprint("homes", __name__, url_prefix="/homes")
 READ_ONLY_FIELDS = ("id", "tier", "created_at", "owner_id")
 
 
-def home_json(row: dict[str, Any]) -> dict[str, Any]:
-    home = dict(row)
-    for key in ("quiet_hours_start", "quiet_hours_end"):
-        if home[key] is not None:
-            home[key] = home[key].strftime("%H:%M")
-    return home
+def _hours(value: dt.time | None) -> str | None:
+    return None if value is None else value.strftime("%H:%M")
+
+
+def home_json(home: HomeRow) -> dict[str, Any]:
+    """The home as the API shows it: quiet hours as "HH:MM"."""
+    return {
+        **dataclasses.asdict(home),
+        "quiet_hours_start": _hours(home.quiet_hours_start),
+        "quiet_hours_end": _hours(home.quiet_hours_end),
+    }
 
 
 @bp.get("")
 @jwt_required()
-def list_homes():
+def list_homes() -> Response:
     with get_pool().connection() as conn:
-        rows = conn.execute(
-            f"SELECT {HOME_COLUMNS} FROM homes WHERE owner_id = %s ORDER BY id",
-            (current_user_id(),),
-        ).fetchall()
+        rows = (
+            conn.cursor(row_factory=class_row(HomeRow))
+            .execute(
+                f"SELECT {HOME_COLUMNS} FROM homes WHERE owner_id = %s ORDER BY id",
+                (current_user_id(),),
+            )
+            .fetchall()
+        )
     return jsonify(homes=[home_json(row) for row in rows])
 
 
 @bp.get("/<int:home_id>")
 @jwt_required()
-def get_home(home_id: int):
+def get_home(home_id: int) -> Response:
     with get_pool().connection() as conn:
         return jsonify(home_json(owned_home(conn, current_user_id(), home_id)))
 
 
 @bp.patch("/<int:home_id>")
 @jwt_required()
-def patch_home(home_id: int):
+def patch_home(home_id: int) -> Response:
     body = json_body()
     refused = [name for name in READ_ONLY_FIELDS if name in body]
     if refused:
@@ -65,8 +77,8 @@ def patch_home(home_id: int):
         raise ApiError("validation_failed", 422, "arm_mode and timezone cannot be null.")
     with transaction(get_pool()) as conn:
         home = owned_home(conn, current_user_id(), home_id, lock=True)
-        merged = {**home, **changes}
-        if (merged["quiet_hours_start"] is None) != (merged["quiet_hours_end"] is None):
+        merged = dataclasses.replace(home, **changes)
+        if (merged.quiet_hours_start is None) != (merged.quiet_hours_end is None):
             raise ApiError(
                 "validation_failed",
                 422,
@@ -82,7 +94,7 @@ def patch_home(home_id: int):
 
 @bp.get("/<int:home_id>/policy")
 @jwt_required()
-def get_policy(home_id: int):
+def get_policy(home_id: int) -> Response:
     """The home's notification policy (cooldown, hourly budget, labels, summary timing)."""
     with get_pool().connection() as conn:
         owned_home(conn, current_user_id(), home_id)
@@ -91,7 +103,7 @@ def get_policy(home_id: int):
 
 @bp.route("/<int:home_id>/policy", methods=["PUT", "PATCH"])
 @jwt_required()
-def update_policy(home_id: int):
+def update_policy(home_id: int) -> Response:
     """Change the policy; fields left out keep their value. Quiet hours and the time zone
     belong to the home itself (``PATCH /homes/<id>``)."""
     changes = PolicyUpdate.model_validate(json_body()).model_dump(exclude_none=True)

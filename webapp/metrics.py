@@ -7,7 +7,7 @@ With several gunicorn workers each process has its own counters; Prometheus sums
 instance only if every process is scraped, so run the web with one worker per scrape
 target or use multiprocess mode.
 
-``METRICS_TOKEN`` (env) set: the scrape must send ``Authorization: Bearer <token>``.
+``METRICS_TOKEN`` set: the scrape must send ``Authorization: Bearer <token>``.
 """
 
 from __future__ import annotations
@@ -16,18 +16,22 @@ import hmac
 import logging
 from collections import Counter as Tally
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 from flask import Blueprint, Flask, Response, current_app, request
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from psycopg.rows import class_row
 
-from celery_config import QUEUES, TIERS
 from schedules import lite_queue
 from schedules.candidates import CandidateStore
-from schedules.scripts import INFLIGHT
+from schedules.config import SchedulerConfig
+from schedules.scripts import INFLIGHT, sync_reply
+from tasks.queues import QUEUES
+from vigil.vocabulary import EventStatus, Tier
 from webapp.clients import Clients, clients
+from webapp.config import app_settings
 from webapp.errors import error_response
-from webapp.schemas import EVENT_STATUSES
 
 bp = Blueprint("metrics", __name__)
 logger = logging.getLogger(__name__)
@@ -36,11 +40,19 @@ EXTENSION = "vigil.metrics"
 CREATE_EVENT_ENDPOINT = "events.create_event"
 
 
+@dataclass(frozen=True)
+class _StatusCount:
+    status: str
+    error_code: str | None
+    n: int
+
+
 class StoreCollector:
     """Gauges read when scraped; a store that fails is reported as down, not as a 500."""
 
-    def __init__(self, app_clients: Clients) -> None:
+    def __init__(self, app_clients: Clients, scheduler: SchedulerConfig) -> None:
         self.clients = app_clients
+        self.scheduler = scheduler
 
     def collect(self) -> Iterator[Metric]:
         up = GaugeMetricFamily(
@@ -63,14 +75,14 @@ class StoreCollector:
 
     def _redis(self) -> Iterator[Metric]:
         client = self.clients.redis
-        store = CandidateStore(client)
+        store = CandidateStore(client, self.scheduler)
         pending = GaugeMetricFamily(
             "vigil_candidates_pending", "Events waiting for deep analysis", labels=["tier"]
         )
-        for tier in TIERS:
+        for tier in Tier:
             pending.add_metric([tier], store.pending_total(tier))
         yield pending
-        inflight = client.zcard(INFLIGHT)
+        inflight = sync_reply(client.zcard(INFLIGHT))
         yield GaugeMetricFamily(
             "vigil_leases_inflight", "Events dispatched to a deep worker", value=inflight
         )
@@ -95,17 +107,19 @@ class StoreCollector:
         # A full count: cheap at today's scale. At millions of rows, count only the
         # pending statuses (events_pending_idx) or read pg_stat estimates instead.
         with self.clients.pool.connection() as conn:
-            rows = conn.execute(
-                "SELECT status, error_code, count(*) AS n FROM events GROUP BY 1, 2"
-            ).fetchall()
+            rows = (
+                conn.cursor(row_factory=class_row(_StatusCount))
+                .execute("SELECT status, error_code, count(*) AS n FROM events GROUP BY 1, 2")
+                .fetchall()
+            )
         counts: Tally[str] = Tally()
         failures: Tally[str] = Tally()
         for row in rows:
-            counts[row["status"]] += row["n"]
-            if row["status"] == "failed":
-                failures[row["error_code"] or "unknown"] += row["n"]
+            counts[row.status] += row.n
+            if row.status == EventStatus.FAILED:
+                failures[row.error_code or "unknown"] += row.n
         events = GaugeMetricFamily("vigil_events", "Events by status", labels=["status"])
-        for status in EVENT_STATUSES:
+        for status in EventStatus:
             events.add_metric([status], counts.get(status, 0))
         yield events
         # From the rows themselves, so every worker's failures count, across restarts.
@@ -122,7 +136,7 @@ class StoreCollector:
 class ApiMetrics:
     """The registry of one app and the counters its requests update."""
 
-    def __init__(self, app_clients: Clients) -> None:
+    def __init__(self, app_clients: Clients, scheduler: SchedulerConfig) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
         self.events_accepted = Counter(
@@ -134,19 +148,19 @@ class ApiMetrics:
         self.events_rejected = Counter(
             "vigil_events_rejected", "POST /events refused, by error code", ["code"], registry=r
         )
-        r.register(StoreCollector(app_clients))
+        r.register(StoreCollector(app_clients, scheduler))
 
 
 def metrics(app: Flask | None = None) -> ApiMetrics:
-    return (app or current_app).extensions[EXTENSION]
+    found: ApiMetrics = (app or current_app).extensions[EXTENSION]
+    return found
 
 
 def _error_code(response: Response) -> str:
     body = response.get_json(silent=True) if response.is_json else None
-    try:
-        return str(body["error"]["code"])
-    except (TypeError, KeyError):
-        return f"http_{response.status_code}"
+    error = body.get("error") if isinstance(body, dict) else None
+    code = error.get("code") if isinstance(error, dict) else None
+    return f"http_{response.status_code}" if code is None else str(code)
 
 
 def _count_event_response(response: Response) -> Response:
@@ -162,7 +176,7 @@ def _count_event_response(response: Response) -> Response:
 
 
 def _authorized() -> bool:
-    token = current_app.config.get("METRICS_TOKEN")
+    token = current_app.config["METRICS_TOKEN"]
     if not token:
         return True
     scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
@@ -170,7 +184,7 @@ def _authorized() -> bool:
 
 
 @bp.get("/metrics")
-def metrics_route():
+def metrics_route() -> Response:
     if not _authorized():
         return error_response(
             "metrics_unauthorized",
@@ -182,6 +196,6 @@ def metrics_route():
 
 
 def init_app(app: Flask) -> None:
-    app.extensions[EXTENSION] = ApiMetrics(clients(app))
+    app.extensions[EXTENSION] = ApiMetrics(clients(app), app_settings(app).scheduler)
     app.after_request(_count_event_response)
     app.register_blueprint(bp)

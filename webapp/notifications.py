@@ -8,13 +8,19 @@ attempts, and the provider's last answer.
 
 from __future__ import annotations
 
+import dataclasses
+import datetime as dt
 from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
 
 import psycopg
-from flask import Blueprint, jsonify
+from flask import Blueprint, Response, jsonify
 from flask_jwt_extended import jwt_required
+from psycopg.rows import class_row
 
 from store.db import transaction
+from vigil.vocabulary import DeliveryStatus, NotificationKind, Platform
 from webapp.clients import get_pool
 from webapp.errors import not_found
 from webapp.paging import owned_page
@@ -23,6 +29,60 @@ from webapp.schemas import NotificationQuery
 from webapp.tokens import current_user_id
 
 bp = Blueprint("notifications", __name__, url_prefix="/notifications")
+
+
+@dataclass(frozen=True)
+class NotificationRow:
+    """One alert or summary of the caller's homes (``NOTIFICATION_COLUMNS``)."""
+
+    id: int
+    kind: NotificationKind
+    title: str
+    body: str
+    event_id: int | None  # None for a summary
+    home_id: int
+    location: str | None
+    labels: list[str]
+    reason: str | None  # a Reason
+    life_safety: bool
+    created_at: dt.datetime
+    read_at: dt.datetime | None
+
+    def __post_init__(self) -> None:
+        # class_row passes the columns' text; the fields hold the vocabulary's members.
+        object.__setattr__(self, "kind", NotificationKind(self.kind))
+
+
+@dataclass(frozen=True)
+class DeliveryRow:
+    """Where one notification's push to one phone stands (``DELIVERY_COLUMNS``)."""
+
+    id: int
+    notification_id: int
+    device_id: int | None  # None once the phone is removed
+    device_name: str | None
+    platform: Platform | None
+    provider: str | None  # None until tried
+    status: DeliveryStatus
+    attempts: int
+    next_attempt_at: dt.datetime
+    sent_at: dt.datetime | None
+    last_status: int | None
+    last_error: str | None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "status", DeliveryStatus(self.status))
+        if self.platform is not None:
+            object.__setattr__(self, "platform", Platform(self.platform))
+
+    def as_json(self) -> dict[str, Any]:
+        """The delivery as the API shows it; when it is retried only while in flight."""
+        body = dataclasses.asdict(self)
+        del body["notification_id"]
+        if self.status not in (DeliveryStatus.PENDING, DeliveryStatus.SENDING):
+            del body["next_attempt_at"]
+        return body
+
 
 NOTIFICATION_COLUMNS = (
     "n.id, n.kind, n.title, n.body, n.event_id, n.home_id, n.location, n.labels, n.reason, "
@@ -34,33 +94,39 @@ DELIVERY_COLUMNS = (
 )
 
 
-def with_deliveries(conn: psycopg.Connection, rows: list[dict]) -> list[dict]:
-    """Attach each notification's deliveries (one query for the page)."""
-    by_notification: dict[int, list[dict]] = defaultdict(list)
+def with_deliveries(
+    conn: psycopg.Connection[Any], rows: list[NotificationRow]
+) -> list[dict[str, Any]]:
+    """The notifications as the API shows them, each with its deliveries (one query for the
+    page)."""
+    by_notification: dict[int, list[dict[str, Any]]] = defaultdict(list)
     if rows:
-        for d in conn.execute(
-            f"""
-            SELECT {DELIVERY_COLUMNS} FROM deliveries d
-            LEFT JOIN devices dev ON dev.id = d.device_id
-            WHERE d.notification_id = ANY(%s) ORDER BY d.id
-            """,
-            ([r["id"] for r in rows],),
-        ).fetchall():
-            notification_id = d.pop("notification_id")
-            if d["status"] not in ("pending", "sending"):
-                d.pop("next_attempt_at")
-            by_notification[notification_id].append(d)
-    return [{**row, "deliveries": by_notification[row["id"]]} for row in rows]
+        deliveries = (
+            conn.cursor(row_factory=class_row(DeliveryRow))
+            .execute(
+                f"""
+                SELECT {DELIVERY_COLUMNS} FROM deliveries d
+                LEFT JOIN devices dev ON dev.id = d.device_id
+                WHERE d.notification_id = ANY(%s) ORDER BY d.id
+                """,
+                ([row.id for row in rows],),
+            )
+            .fetchall()
+        )
+        for delivery in deliveries:
+            by_notification[delivery.notification_id].append(delivery.as_json())
+    return [{**dataclasses.asdict(row), "deliveries": by_notification[row.id]} for row in rows]
 
 
 def list_notifications(
-    conn: psycopg.Connection, user_id: int, query: NotificationQuery
-) -> tuple[list[dict], str | None]:
+    conn: psycopg.Connection[Any], user_id: int, query: NotificationQuery
+) -> tuple[list[dict[str, Any]], str | None]:
     """One page of the user's notifications matching ``query``, and the next page's cursor."""
     rows, cursor = owned_page(
         conn,
         user_id,
         query,
+        row=NotificationRow,
         select=f"SELECT {NOTIFICATION_COLUMNS} FROM notifications n "
         "JOIN homes h ON h.id = n.home_id",
         alias="n",
@@ -78,9 +144,22 @@ def list_notifications(
     return with_deliveries(conn, rows), cursor
 
 
+def _one(conn: psycopg.Connection[Any], query: str, notification_id: int) -> Response:
+    """The caller's notification that ``query`` reads or changes, with its deliveries; 404
+    for another user's."""
+    row = (
+        conn.cursor(row_factory=class_row(NotificationRow))
+        .execute(query, (notification_id, current_user_id()))
+        .fetchone()
+    )
+    if row is None:
+        raise not_found("notification")
+    return jsonify(with_deliveries(conn, [row])[0])
+
+
 @bp.get("")
 @jwt_required()
-def list_notifications_route():
+def list_notifications_route() -> Response:
     query = NotificationQuery.model_validate(query_args())
     with get_pool().connection() as conn:
         rows, next_cursor = list_notifications(conn, current_user_id(), query)
@@ -89,34 +168,30 @@ def list_notifications_route():
 
 @bp.get("/<int:notification_id>")
 @jwt_required()
-def get_notification(notification_id: int):
+def get_notification(notification_id: int) -> Response:
     with get_pool().connection() as conn:
-        row = conn.execute(
+        return _one(
+            conn,
             f"""
             SELECT {NOTIFICATION_COLUMNS} FROM notifications n JOIN homes h ON h.id = n.home_id
             WHERE n.id = %s AND h.owner_id = %s
             """,
-            (notification_id, current_user_id()),
-        ).fetchone()
-        if row is None:
-            raise not_found("notification")
-        return jsonify(with_deliveries(conn, [row])[0])
+            notification_id,
+        )
 
 
 @bp.post("/<int:notification_id>/read")
 @jwt_required()
-def mark_read(notification_id: int):
+def mark_read(notification_id: int) -> Response:
     """Mark read (idempotent: the first read time is kept); another user's → 404."""
     with transaction(get_pool()) as conn:
-        row = conn.execute(
+        return _one(
+            conn,
             f"""
             UPDATE notifications n SET read_at = coalesce(n.read_at, now())
             FROM homes h
             WHERE n.id = %s AND h.id = n.home_id AND h.owner_id = %s
             RETURNING {NOTIFICATION_COLUMNS}
             """,
-            (notification_id, current_user_id()),
-        ).fetchone()
-        if row is None:
-            raise not_found("notification")
-        return jsonify(with_deliveries(conn, [row])[0])
+            notification_id,
+        )

@@ -160,6 +160,15 @@ _SIGNED_LINK = [
 ]
 
 
+def _model_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """``model``'s JSON Schema, each property titled: pydantic titles no property whose
+    type is one of the domain's enums, though they are written out like any other."""
+    schema = model.model_json_schema(ref_template=_REF)
+    for name, prop in schema.get("properties", {}).items():
+        prop.setdefault("title", name.replace("_", " ").title())
+    return schema
+
+
 def _image_url_pattern(schema: dict[str, Any]) -> None:
     for option in schema["properties"]["image_url"]["anyOf"]:
         if option.get("type") == "string":
@@ -167,7 +176,7 @@ def _image_url_pattern(schema: dict[str, Any]) -> None:
 
 
 def _event_upload_schema() -> dict[str, Any]:
-    schema = _plain(copy.deepcopy(EventCreate.model_json_schema(ref_template=_REF)))
+    schema = _plain(copy.deepcopy(_model_schema(EventCreate)))
     schema.pop("$defs", None)
     _image_url_pattern(schema)
     schema["title"] = "EventUpload"
@@ -198,7 +207,7 @@ def _query_params(model: type[BaseModel]) -> list[dict[str, Any]]:
 def build_document() -> dict[str, Any]:
     schemas: dict[str, Any] = {"Error": _ERROR}
     for model in _MODELS:
-        schema = model.model_json_schema(ref_template=_REF)
+        schema = _model_schema(model)
         schemas.update(_plain(schema.pop("$defs", {})))
         schemas[model.__name__] = _plain(schema)
     _image_url_pattern(schemas["EventCreate"])

@@ -10,13 +10,27 @@ import base64
 import datetime as dt
 import json
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import psycopg
+from psycopg.rows import class_row
 
 from webapp.access import owned_home
 from webapp.errors import ApiError
 from webapp.schemas import PageQuery
+
+
+class Paged(Protocol):
+    """A row a page can end with: the cursor is its (created_at, id)."""
+
+    @property
+    def id(self) -> int: ...
+
+    @property
+    def created_at(self) -> dt.datetime: ...
+
+
+R = TypeVar("R", bound=Paged)
 
 
 def encode_cursor(created_at: dt.datetime, event_id: int) -> str:
@@ -39,15 +53,17 @@ def decode_cursor(cursor: str) -> tuple[dt.datetime, int]:
 
 
 def owned_page(
-    conn: psycopg.Connection,
+    conn: psycopg.Connection[Any],
     user_id: int,
     query: PageQuery,
     *,
+    row: type[R],
     select: str,
     alias: str,
     filters: Sequence[tuple[str, str]] = (),
-) -> tuple[list[dict], str | None]:
-    """One page of ``select`` (joined to ``homes h``) owned by ``user_id``, and the next cursor.
+) -> tuple[list[R], str | None]:
+    """One page of ``select`` (joined to ``homes h``) owned by ``user_id``, as ``row``s, and
+    the next cursor.
 
     Every page takes the ``PageQuery`` filters (home, time range); ``filters`` adds the
     list's own, each a ``query`` attribute with its SQL clause, applied when it is set. A
@@ -69,14 +85,18 @@ def owned_page(
     if query.cursor is not None:
         params["after_at"], params["after_id"] = decode_cursor(query.cursor)
         where.append(f"({alias}.created_at, {alias}.id) < (%(after_at)s, %(after_id)s)")
-    rows = conn.execute(
-        f"{select} WHERE {' AND '.join(where)} "
-        f"ORDER BY {alias}.created_at DESC, {alias}.id DESC LIMIT %(limit)s",
-        params,
-    ).fetchall()
+    rows = (
+        conn.cursor(row_factory=class_row(row))
+        .execute(
+            f"{select} WHERE {' AND '.join(where)} "
+            f"ORDER BY {alias}.created_at DESC, {alias}.id DESC LIMIT %(limit)s",
+            params,
+        )
+        .fetchall()
+    )
     if not rows and query.home_id is not None:
         owned_home(conn, user_id, query.home_id)
     if len(rows) <= query.limit:
         return rows, None
     rows = rows[: query.limit]
-    return rows, encode_cursor(rows[-1]["created_at"], rows[-1]["id"])
+    return rows, encode_cursor(rows[-1].created_at, rows[-1].id)

@@ -5,25 +5,24 @@ A queue is fine when it is empty, or when a live worker (fresh heartbeat, see
 has waited ``stall_s`` and nothing was consumed from it for as long.
 
 kombu pushes on the left and workers pop on the right, so the oldest message is the tail
-(``LINDEX -1``). Messages carry no publish time, so the wait is measured from when a health
-check first saw that message at the tail (``health:queue_tail:<queue>``): a lower bound,
-exact to the scrape interval. The whole check is three round trips, whatever the load.
+(``LINDEX -1``); how long it has waited comes from the publish time every sender stamps on
+it (``tasks.heartbeat.published_at``), measured against Redis's clock: hosts kept in time
+by NTP differ by far less than any stall threshold. A message without the stamp (sent by a
+foreign producer) has an unknown wait: its queue is then judged by consumption alone.
+
+The check only reads: three round trips, whatever the load, and no key written.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass, field
 from typing import Any
 
 import redis
 
-from celery_config import QUEUES
-from tasks.heartbeat import CONSUMED, HEARTBEAT_KEY, HEARTBEATS
-
-TAIL_KEY = "health:queue_tail:{queue}"
-TAIL_TTL_S = 86_400
+from tasks.heartbeat import CONSUMED, HEARTBEAT_KEY, HEARTBEATS, published_at
+from tasks.queues import QUEUES
 
 
 @dataclass
@@ -36,19 +35,40 @@ class WorkerReport:
         return {"live": self.live, "queues": self.queues}
 
 
-def message_id(raw: str) -> str:
-    """A kombu message's task id (or delivery tag); a digest of it if it is not JSON."""
-    try:
-        message = json.loads(raw)
-        return str(message["headers"].get("id") or message["properties"]["delivery_tag"])
-    except (ValueError, TypeError, KeyError, AttributeError):
-        return hashlib.sha1(raw.encode(), usedforsecurity=False).hexdigest()
+@dataclass(frozen=True)
+class QueueState:
+    """One queue as the check saw it."""
+
+    name: str
+    length: int
+    workers: int
+    oldest_wait_s: float | None  # None: empty, or its oldest message carries no stamp
+    last_consumed_s_ago: float | None  # None: never consumed (since Redis kept the stamp)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "length": self.length,
+            "workers": self.workers,
+            "oldest_wait_s": self.oldest_wait_s,
+            "last_consumed_s_ago": self.last_consumed_s_ago,
+        }
+
+    def problem(self, stall_s: float) -> str | None:
+        """Why this queue is unwell, or None."""
+        if not self.length:
+            return None
+        if not self.workers:
+            return f"{self.name}: {self.length} waiting and no live worker consumes it"
+        ago, wait = self.last_consumed_s_ago, self.oldest_wait_s
+        if (ago is not None and ago < stall_s) or (wait is not None and wait < stall_s):
+            return None
+        idle = "never consumed" if ago is None else f"last consumed {ago:.0f} s ago"
+        waited = "an unknown time" if wait is None else f"{wait:.0f} s"
+        return f"{self.name}: oldest message waiting {waited}, {idle}"
 
 
-def check_workers(
-    app_redis: redis.Redis, broker: redis.Redis, fresh_s: float, stall_s: float
-) -> WorkerReport:
-    """Each queue's length, its live workers, how long its head waited; reasons if unwell."""
+def _broker_queues(broker: redis.Redis) -> tuple[dict[str, int], dict[str, str | None]]:
+    """Each queue's length and its oldest message (raw), in one round trip."""
     pipe = broker.pipeline(transaction=False)
     for queue in QUEUES:
         pipe.llen(queue)
@@ -56,65 +76,54 @@ def check_workers(
     replies = pipe.execute()
     lengths = dict(zip(QUEUES, replies[0::2], strict=True))
     tails = dict(zip(QUEUES, replies[1::2], strict=True))
+    return lengths, tails
 
+
+def _serving(app_redis: redis.Redis, live: list[str]) -> dict[str, list[str]]:
+    """The live workers consuming each queue, from their heartbeat records."""
+    serving: dict[str, list[str]] = {queue: [] for queue in QUEUES}
+    pipe = app_redis.pipeline(transaction=False)  # no round trip when nobody is live
+    for host in live:
+        pipe.get(HEARTBEAT_KEY.format(hostname=host))
+    for host, raw in zip(live, pipe.execute(), strict=True):
+        record = json.loads(raw) if raw else {}
+        for queue in record.get("queues", []):
+            serving.setdefault(queue, []).append(host)
+    return serving
+
+
+def _wait_s(raw: str | None, now: float) -> float | None:
+    """How long the message ``raw`` has waited; None for no message or no stamp."""
+    sent = published_at(raw) if raw is not None else None
+    return None if sent is None else round(max(0.0, now - sent), 1)
+
+
+def check_workers(
+    app_redis: redis.Redis, broker: redis.Redis, fresh_s: float, stall_s: float
+) -> WorkerReport:
+    """Each queue's length, its live workers, how long its head waited; reasons if unwell."""
+    lengths, tails = _broker_queues(broker)
     pipe = app_redis.pipeline(transaction=False)
     pipe.time()
     pipe.zrange(HEARTBEATS, 0, -1, withscores=True)
     pipe.hgetall(CONSUMED)
-    pipe.mget([TAIL_KEY.format(queue=q) for q in QUEUES])
-    (seconds, micros), beats, consumed, marks = pipe.execute()
+    (seconds, micros), beats, consumed = pipe.execute()
     now = seconds + micros / 1e6
 
     live = sorted(host for host, at in beats if now - at < fresh_s)
-    pipe = app_redis.pipeline(transaction=False)
-    if live:
-        pipe.mget([HEARTBEAT_KEY.format(hostname=h) for h in live])
-    serving: dict[str, list[str]] = {q: [] for q in QUEUES}
+    serving = _serving(app_redis, live)
     report = WorkerReport(live=live)
-    waits = _tail_waits(pipe, tails, dict(zip(QUEUES, marks, strict=True)), now)
-    results = pipe.execute()
-    for host, raw in zip(live, results[0] if live else [], strict=True):
-        record = json.loads(raw) if raw else {}
-        for queue in record.get("queues", []):
-            serving.setdefault(queue, []).append(host)
-
     for queue in QUEUES:
-        length = lengths[queue]
         last = consumed.get(queue)
-        ago = round(now - float(last), 1) if last else None
-        report.queues[queue] = {
-            "length": length,
-            "workers": len(serving[queue]),
-            "oldest_wait_s": waits.get(queue),
-            "last_consumed_s_ago": ago,
-        }
-        if not length:
-            continue
-        if not serving[queue]:
-            report.reasons.append(f"{queue}: {length} waiting and no live worker consumes it")
-        elif waits[queue] >= stall_s and (ago is None or ago >= stall_s):
-            idle = "never consumed" if ago is None else f"last consumed {ago:.0f} s ago"
-            report.reasons.append(f"{queue}: oldest message waiting {waits[queue]:.0f} s, {idle}")
+        state = QueueState(
+            name=queue,
+            length=lengths[queue],
+            workers=len(serving[queue]),
+            oldest_wait_s=_wait_s(tails[queue], now),
+            last_consumed_s_ago=round(now - float(last), 1) if last else None,
+        )
+        report.queues[queue] = state.as_json()
+        problem = state.problem(stall_s)
+        if problem is not None:
+            report.reasons.append(problem)
     return report
-
-
-def _tail_waits(
-    pipe: redis.client.Pipeline,
-    tails: dict[str, str | None],
-    marks: dict[str, str | None],
-    now: float,
-) -> dict[str, float]:
-    """Seconds each queue's current tail has been seen there; queues new tails on ``pipe``."""
-    waits: dict[str, float] = {}
-    for queue, raw in tails.items():
-        if raw is None:
-            continue
-        tail = message_id(raw)
-        mark = json.loads(marks[queue]) if marks[queue] else None
-        if mark is not None and mark.get("id") == tail:
-            waits[queue] = round(max(0.0, now - float(mark["since"])), 1)
-            continue
-        waits[queue] = 0.0
-        value = json.dumps({"id": tail, "since": now})
-        pipe.set(TAIL_KEY.format(queue=queue), value, ex=TAIL_TTL_S)
-    return waits

@@ -23,7 +23,7 @@ from limits.errors import StorageError
 from limits.storage import MemoryStorage, RedisStorage
 from limits.strategies import SlidingWindowCounterRateLimiter
 
-from webapp.errors import ApiError
+from webapp.errors import ApiError, unavailable
 
 logger = logging.getLogger(__name__)
 
@@ -78,10 +78,14 @@ class RateLimits:
         if self._remote is None:
             if not self._url:
                 return self._local
-            self._remote = SlidingWindowCounterRateLimiter(
-                RedisStorage(self._url, key_prefix="vigil:limit", wrap_exceptions=True,
-                             socket_timeout=1.0, socket_connect_timeout=1.0)
-            )  # fmt: skip
+            storage = RedisStorage(
+                self._url,
+                key_prefix="vigil:limit",
+                wrap_exceptions=True,
+                socket_timeout=1.0,
+                socket_connect_timeout=1.0,
+            )
+            self._remote = SlidingWindowCounterRateLimiter(storage)
         return self._remote
 
     def _run(self, policy: Policy, keys: Sequence[str], cost: int) -> Outcome:
@@ -90,10 +94,7 @@ class RateLimits:
         except (StorageError, redis.RedisError, OSError) as exc:
             if not policy.fail_open:
                 logger.warning("rate limit %s: storage down, failing closed: %r", policy.name, exc)
-                raise ApiError(
-                    "service_unavailable", 503, "A storage service is unavailable; retry later.",
-                    headers={"Retry-After": "5"},
-                ) from None  # fmt: skip
+                raise unavailable() from None
             logger.warning("rate limit %s: storage down, counting in memory: %r", policy.name, exc)
             return self._apply(self._local, policy, keys, cost)
 
@@ -159,4 +160,4 @@ def rate_limits(app: Flask | None = None) -> RateLimits:
 
 
 def init_app(app: Flask) -> None:
-    app.extensions[EXTENSION] = RateLimits(app.config.get("REDIS_URL"))
+    app.extensions[EXTENSION] = RateLimits(app.config["REDIS_URL"])

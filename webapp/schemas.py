@@ -12,22 +12,33 @@ import datetime as dt
 import math
 import re
 import zoneinfo
-from typing import Annotated, Any, Literal
+from enum import StrEnum
+from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    WithJsonSchema,
+    field_validator,
+)
 from pydantic_core import PydanticCustomError
 
 from inference.urls import ImageUrl, parse_image_url
-from notify.policy import DecisionKind, Reason
-from schedules.score import ARM_MODES, LABELS
-
-# What `mode` a client may send with an event; the source sends "security".
-EVENT_MODES = ("security", "monitoring", "test")
-EVENT_STATUSES = ("queued", "processing", "analyzed", "skipped", "failed")
-NOTIFICATION_KINDS = ("alert", "summary")
-DECISION_KINDS = tuple(k.value for k in DecisionKind)
-DECISION_REASONS = tuple(r.value for r in Reason)
-
+from vigil.vocabulary import (
+    ArmMode,
+    DecisionKind,
+    DeliveryStatus,
+    DeviceKind,
+    EventMode,
+    EventStatus,
+    NotificationKind,
+    Platform,
+    PresenceGroup,
+    Reason,
+)
 
 # C0 controls, DEL and lone surrogates (which cannot be encoded as UTF-8).
 CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f\ud800-\udfff]")
@@ -99,8 +110,17 @@ Score = Annotated[
 ]
 Id = Annotated[int, Field(ge=1), BeforeValidator(_not_bool)]
 TimeZone = Annotated[str, Field(max_length=64), AfterValidator(check_timezone)]
+
+
+def _values(words: type[StrEnum]) -> WithJsonSchema:
+    """A field of the domain's words (vigil.vocabulary) is published with its values in
+    place: the document needs no schema of its own per enum, and query parameters stay
+    plain."""
+    return WithJsonSchema({"enum": [word.value for word in words], "type": "string"})
+
+
 # The labels the priority score knows; an unknown label is refused, not silently ignored.
-Label = Literal[LABELS]  # type: ignore[valid-type]
+Label = Annotated[PresenceGroup, _values(PresenceGroup)]
 
 
 class Strict(BaseModel):
@@ -150,16 +170,23 @@ class EventCreate(Strict):
         int | Annotated[str, Field(min_length=1, max_length=100)], BeforeValidator(_not_bool)
     ]
     location: Annotated[str, Field(min_length=1, max_length=64)]
-    mode: Literal[EVENT_MODES]  # type: ignore[valid-type]
+    mode: Annotated[EventMode, _values(EventMode)]  # the source sends "security"
     motion_score: Score
     image_url: HttpUrl | None = None
     lite_results: dict[Label, Score] | None = None
+
+    @property
+    def lite_scores(self) -> dict[str, float] | None:
+        """``lite_results`` keyed by the labels' text, as the priority score takes them."""
+        if self.lite_results is None:
+            return None
+        return {str(label): score for label, score in self.lite_results.items()}
 
 
 class HomePatch(Strict):
     """Fields a home's owner may change. The tier comes from the subscription, never here."""
 
-    arm_mode: Literal[ARM_MODES] | None = None  # type: ignore[valid-type]
+    arm_mode: Annotated[ArmMode, _values(ArmMode)] | None = None
     timezone: TimeZone | None = None
     quiet_hours_start: dt.time | None = None
     quiet_hours_end: dt.time | None = None
@@ -175,7 +202,7 @@ class PolicyUpdate(Strict):
 
     cooldown_s: Seconds | None = None
     hourly_budget: Annotated[int, Field(ge=0, le=1000), BeforeValidator(_not_bool)] | None = None
-    alert_labels: Annotated[list[Literal[LABELS]], Field(max_length=3)] | None = None  # type: ignore[valid-type]
+    alert_labels: Annotated[list[Label], Field(max_length=3)] | None = None
     min_score: (
         Annotated[
             float, Field(ge=0.05, le=1.0), BeforeValidator(_not_bool), AfterValidator(_finite)
@@ -191,8 +218,8 @@ class PolicyUpdate(Strict):
 
 class DeviceCreate(Strict):
     home_id: Id
-    kind: Literal["camera", "phone"]
-    platform: Literal["ios", "android", "web", "camera"]
+    kind: Annotated[DeviceKind, _values(DeviceKind)]
+    platform: Annotated[Platform, _values(Platform)]
     name: Annotated[str, Field(min_length=1, max_length=100)]
     push_token: Annotated[str, Field(min_length=1, max_length=4096)] | None = None
 
@@ -220,18 +247,15 @@ class PageQuery(Strict):
 
 
 class EventQuery(PageQuery):
-    status: Literal[EVENT_STATUSES] | None = None  # type: ignore[valid-type]
+    status: Annotated[EventStatus, _values(EventStatus)] | None = None
     # What the digest decided, and why (docs/notifications.md lists both).
-    decision: Literal[DECISION_KINDS] | None = None  # type: ignore[valid-type]
-    reason: Literal[DECISION_REASONS] | None = None  # type: ignore[valid-type]
-
-
-DELIVERY_STATES = ("pending", "sending", "sent", "failed", "invalid_token")
+    decision: Annotated[DecisionKind, _values(DecisionKind)] | None = None
+    reason: Annotated[Reason, _values(Reason)] | None = None
 
 
 class NotificationQuery(PageQuery):
-    kind: Literal[NOTIFICATION_KINDS] | None = None  # type: ignore[valid-type]
+    kind: Annotated[NotificationKind, _values(NotificationKind)] | None = None
     event_id: Id | None = None
     unread: bool | None = None  # true: only unread; false: only read
     # Notifications with at least one delivery in this state (e.g. failed pushes).
-    delivery: Literal[DELIVERY_STATES] | None = None  # type: ignore[valid-type]
+    delivery: Annotated[DeliveryStatus, _values(DeliveryStatus)] | None = None

@@ -7,14 +7,14 @@ wins, since EventSource updates it on every reconnect) and gets exactly what it 
 the log no longer reaches back that far, an ``event: gap`` comes first and the whole log
 follows: the client must refetch through the REST API.
 
-The response ends after ``STREAM_MAX_S`` (default 300 s): proxies and gunicorn threads are
-recycled, and the token is checked again on the reconnect. ``: keepalive`` comments go out
+The response ends after ``STREAM_MAX_S``: proxies and gunicorn threads are recycled, and
+the token is checked again on the reconnect. ``: keepalive`` comments go out
 after ``STREAM_KEEPALIVE_S`` of silence, which is also how a vanished client is noticed.
 
 Each open stream holds a web thread, so streams are capped well below the thread count:
-``STREAM_MAX_PER_PROCESS`` (default 8 of gunicorn's 32 threads) in this process's memory,
-and ``STREAM_MAX_PER_USER`` (default 4) across processes in Redis. Over a cap the answer is
-a 429 with Retry-After; the rest of the API keeps its threads.
+``STREAM_MAX_PER_PROCESS`` in this process's memory (8 of gunicorn's 32 threads by default,
+see ``vigil.settings``), and ``STREAM_MAX_PER_USER`` across processes in Redis. Over a cap
+the answer is a 429 with Retry-After; the rest of the API keeps its threads.
 """
 
 from __future__ import annotations
@@ -43,14 +43,11 @@ from webapp.tokens import current_user_id
 bp = Blueprint("stream", __name__, url_prefix="/stream")
 log = logging.getLogger(__name__)
 
-DEFAULT_KEEPALIVE_S = 15.0
 RETRY_MS = 2000
 READ_COUNT = 100
 # The blocking XREAD waits at most the keepalive; the socket must outlast it by a margin.
 SOCKET_MARGIN_S = 5.0
 LAST_EVENT_ID_HEADER = "Last-Event-ID"
-DEFAULT_MAX_PER_PROCESS = 8
-DEFAULT_MAX_PER_USER = 4
 STREAM_RETRY_AFTER_S = 10  # what a refused stream is told to wait
 USER_STREAMS_KEY = "stream:user:{user_id}"
 # A slot left by a process that died is forgotten once its stream would have ended anyway.
@@ -131,14 +128,14 @@ def _take_slots(user_id: int, max_s: float) -> Callable[[], None]:
     """Take a process slot and a user slot, or raise 429; returns the release."""
     config = current_app.config
     slots = process_slots()
-    if not slots.take(int(config.get("STREAM_MAX_PER_PROCESS", DEFAULT_MAX_PER_PROCESS))):
+    if not slots.take(int(config["STREAM_MAX_PER_PROCESS"])):
         raise _too_many("This server holds as many live streams as it may; retry later.")
     key, slot = USER_STREAMS_KEY.format(user_id=user_id), uuid.uuid4().hex
     # The release runs when the server closes the body, outside this request's context.
     client = get_redis()
     try:
         lapse_ms = int((max_s + SLOT_MARGIN_S) * 1000)
-        cap = int(config.get("STREAM_MAX_PER_USER", DEFAULT_MAX_PER_USER))
+        cap = int(config["STREAM_MAX_PER_USER"])
         taken = client.eval(_TAKE_SLOT, 1, key, cap, slot, lapse_ms)
     except BaseException:
         slots.give_back()
@@ -231,7 +228,7 @@ def sse_body(
 
 @bp.get("")
 @jwt_required()
-def stream_route():
+def stream_route() -> Response:
     query = StreamQuery.model_validate(query_args())
     last_id = _last_event_id(query)
     user_id = current_user_id()
@@ -248,7 +245,7 @@ def stream_route():
             query.home_id,
             after,
             last_id if gap else None,
-            float(config.get("STREAM_KEEPALIVE_S", DEFAULT_KEEPALIVE_S)),
+            float(config["STREAM_KEEPALIVE_S"]),
             max_s,
         )
     except BaseException:

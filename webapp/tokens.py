@@ -24,6 +24,7 @@ import logging
 import time
 import uuid
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
@@ -37,8 +38,11 @@ from flask_jwt_extended import (
 )
 from flask_jwt_extended.config import config as jwt_config
 from flask_jwt_extended.exceptions import WrongTokenError
+from psycopg.rows import scalar_row
 
+from schedules.scripts import sync_reply
 from store.db import transaction
+from vigil.vocabulary import RevokedReason
 from webapp.clients import get_pool, get_redis
 from webapp.errors import ApiError, error_response
 
@@ -46,9 +50,6 @@ logger = logging.getLogger(__name__)
 
 SESSION_KEY = "auth:session:{sid}"
 LIVE, ENDED = "1", "0"
-# How long a "live" answer may be served from Redis: the longest a token can outlive a
-# revocation that bypassed the app (a user row deleted with SQL) or whose cache write failed.
-DEFAULT_SESSION_CACHE_S = 60
 # After a Redis error, sessions are checked in PostgreSQL alone for this long, so a hung Redis
 # costs a process one timeout, not one per request.
 CACHE_PAUSE_S = 5.0
@@ -64,6 +65,14 @@ WHERE s.id = %s AND s.user_id = %s
 _EXPIRES_AT = "COALESCE(now() + %(lifetime)s::interval, 'infinity')"
 
 jwt = JWTManager()
+
+
+@dataclass(frozen=True)
+class TokenPair:
+    """A session's current access and refresh tokens."""
+
+    access_token: str
+    refresh_token: str
 
 
 class _CacheState:
@@ -117,10 +126,12 @@ def _lifetime(delta: Any) -> dt.timedelta | None:
 def _cache_ttls() -> tuple[int, int]:
     """Seconds a "live" and an "ended" answer stay cached.
 
-    An ended session never comes back, so its answer is kept until every access token of
-    it has expired: afterwards only its refresh tokens can still be shown.
+    A "live" answer is served for ``AUTH_SESSION_CACHE_S``: the longest a token can outlive
+    a revocation that bypassed the app (a user row deleted with SQL) or whose cache write
+    failed. An ended session never comes back, so its answer is kept until every access
+    token of it has expired: afterwards only its refresh tokens can still be shown.
     """
-    live = max(1, int(current_app.config.get("AUTH_SESSION_CACHE_S", DEFAULT_SESSION_CACHE_S)))
+    live = max(1, int(current_app.config["AUTH_SESSION_CACHE_S"]))
     access = _lifetime(jwt_config.access_expires)
     ended = int(access.total_seconds()) if access is not None else 24 * 3600
     return live, max(live, ended)
@@ -131,10 +142,11 @@ def _cache_get(sid: str) -> str | None:
     if not state.usable():
         return None
     try:
-        return get_redis().get(SESSION_KEY.format(sid=sid))
+        cached: str | None = sync_reply(get_redis().get(SESSION_KEY.format(sid=sid)))
     except redis.RedisError as exc:
         state.failed("read", exc)
         return None
+    return cached
 
 
 def _cache_fill(sid: str, live: bool) -> None:
@@ -191,10 +203,10 @@ def session_live(sid: str, user_id: int) -> bool:
         # Autocommit: one round trip, instead of BEGIN, SELECT and COMMIT.
         conn.autocommit = True
         try:
-            row = conn.execute(_LIVE_SQL, (sid, user_id)).fetchone()
+            cursor = conn.cursor(row_factory=scalar_row)
+            live = bool(cursor.execute(_LIVE_SQL, (sid, user_id)).fetchone())
         finally:
             conn.autocommit = False  # the pool's other users expect transactions
-    live = bool(row and row["live"])
     _cache_fill(sid, live)
     return live
 
@@ -203,17 +215,17 @@ def _new_jti() -> str:
     return str(uuid.uuid4())
 
 
-def _token_pair(user_id: int, sid: str, refresh_jti: str) -> dict[str, str]:
+def _token_pair(user_id: int, sid: str, refresh_jti: str) -> TokenPair:
     identity = str(user_id)
-    return {
-        "access_token": create_access_token(identity=identity, additional_claims={"sid": sid}),
-        "refresh_token": create_refresh_token(
+    return TokenPair(
+        access_token=create_access_token(identity=identity, additional_claims={"sid": sid}),
+        refresh_token=create_refresh_token(
             identity=identity, additional_claims={"sid": sid, "jti": refresh_jti}
         ),
-    }
+    )
 
 
-def start_session(user_id: int) -> dict[str, str] | None:
+def start_session(user_id: int) -> TokenPair | None:
     """A new session for ``user_id`` and its first access and refresh tokens; None if the
     user is disabled or gone.
 
@@ -224,11 +236,15 @@ def start_session(user_id: int) -> dict[str, str] | None:
     sid, refresh_jti = str(uuid.uuid4()), _new_jti()
     lifetime = _lifetime(jwt_config.refresh_expires)
     with transaction(get_pool()) as conn:
-        user = conn.execute(
-            "SELECT disabled_at IS NULL AS enabled FROM users WHERE id = %s FOR SHARE",
-            (user_id,),
-        ).fetchone()
-        if user is None or not user["enabled"]:
+        enabled = (
+            conn.cursor(row_factory=scalar_row)
+            .execute(
+                "SELECT disabled_at IS NULL FROM users WHERE id = %s FOR SHARE",
+                (user_id,),
+            )
+            .fetchone()
+        )
+        if not enabled:  # disabled, or no such user
             return None
         conn.execute(
             "INSERT INTO sessions (id, user_id, refresh_jti, expires_at) "
@@ -239,7 +255,7 @@ def start_session(user_id: int) -> dict[str, str] | None:
     return _token_pair(user_id, sid, refresh_jti)
 
 
-def rotate(claims: Mapping[str, Any]) -> dict[str, str]:
+def rotate(claims: Mapping[str, Any]) -> TokenPair:
     """New access and refresh tokens for the refresh token ``claims``, which stops working.
 
     The swap of ``refresh_jti`` is one conditional UPDATE, so of two requests with the same
@@ -256,7 +272,8 @@ def rotate(claims: Mapping[str, Any]) -> dict[str, str]:
         "lifetime": _lifetime(jwt_config.refresh_expires),
     }
     with transaction(get_pool()) as conn:
-        rotated = conn.execute(
+        cursor = conn.cursor(row_factory=scalar_row)
+        rotated_user = cursor.execute(
             f"""
             UPDATE sessions s
             SET refresh_jti = %(new)s, refreshed_at = now(), expires_at = {_EXPIRES_AT}
@@ -269,15 +286,15 @@ def rotate(claims: Mapping[str, Any]) -> dict[str, str]:
             params,
         ).fetchone()
         reused = None
-        if rotated is None:
-            reused = conn.execute(
-                "UPDATE sessions SET revoked_at = now(), revoked_reason = 'refresh_reused' "
+        if rotated_user is None:
+            reused = cursor.execute(
+                "UPDATE sessions SET revoked_at = now(), revoked_reason = %(reason)s "
                 "WHERE id = %(sid)s AND revoked_at IS NULL AND refresh_jti <> %(old)s "
                 "RETURNING id",
-                params,
+                {**params, "reason": RevokedReason.REFRESH_REUSED},
             ).fetchone()
-    if rotated is not None:
-        return _token_pair(rotated["user_id"], sid, params["new"])
+    if rotated_user is not None:
+        return _token_pair(rotated_user, sid, params["new"])
     mark_ended([sid])  # the cache may still say "live" for up to its TTL
     if reused is not None:
         logger.warning("refresh token reuse: session %s revoked", sid)
@@ -295,22 +312,26 @@ def end_session(claims: Mapping[str, Any]) -> None:
         return
     with get_pool().connection() as conn:
         conn.execute(
-            "UPDATE sessions SET revoked_at = now(), revoked_reason = 'logout' "
+            "UPDATE sessions SET revoked_at = now(), revoked_reason = %s "
             "WHERE id = %s AND revoked_at IS NULL",
-            (sid,),
+            (RevokedReason.LOGOUT, sid),
         )
     mark_ended([sid])
 
 
-def user_session_ids(conn: psycopg.Connection, user_id: int) -> list[str]:
+def user_session_ids(conn: psycopg.Connection[Any], user_id: int) -> list[str]:
     """The sessions of ``user_id`` whose tokens may still be shown (not yet expired)."""
-    rows = conn.execute(
-        "SELECT id FROM sessions WHERE user_id = %s AND expires_at > now()", (user_id,)
-    ).fetchall()
-    return [str(row["id"]) for row in rows]
+    ids = (
+        conn.cursor(row_factory=scalar_row)
+        .execute("SELECT id FROM sessions WHERE user_id = %s AND expires_at > now()", (user_id,))
+        .fetchall()
+    )
+    return [str(sid) for sid in ids]
 
 
-def revoke_user_sessions(conn: psycopg.Connection, user_id: int, reason: str) -> None:
+def revoke_user_sessions(
+    conn: psycopg.Connection[Any], user_id: int, reason: RevokedReason
+) -> None:
     """Revoke every session of ``user_id`` in ``conn``'s transaction; call ``mark_ended``
     with ``user_session_ids`` once it is committed."""
     conn.execute(
@@ -321,7 +342,7 @@ def revoke_user_sessions(conn: psycopg.Connection, user_id: int, reason: str) ->
 
 
 @jwt.token_in_blocklist_loader
-def _session_ended(_header: dict, payload: dict) -> bool:
+def _session_ended(_header: dict[str, Any], payload: dict[str, Any]) -> bool:
     # Checked for every request with a token (access or refresh), by every @jwt_required.
     sid = payload.get("sid")  # parsed as a UUID only on a cache miss: this path is hot
     try:
@@ -337,7 +358,7 @@ def _missing(reason: str) -> Response:
 
 
 @jwt.expired_token_loader
-def _expired(_header: dict, payload: dict) -> Response:
+def _expired(_header: dict[str, Any], payload: dict[str, Any]) -> Response:
     kind = payload.get("type", "access")
     return _unauthorized("token_expired", f"The {kind} token has expired.")
 
@@ -348,7 +369,7 @@ def _invalid(reason: str) -> Response:
 
 
 @jwt.revoked_token_loader
-def _revoked(_header: dict, payload: dict) -> Response:
+def _revoked(_header: dict[str, Any], payload: dict[str, Any]) -> Response:
     return _unauthorized(
         "token_revoked",
         "The session of this token has ended (logged out, revoked, or the account is gone).",

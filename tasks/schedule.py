@@ -1,0 +1,56 @@
+"""The Celery beat schedule, built from the task objects in one place.
+
+Every entry expires before its next run, so a beat that fell behind, or a second beat,
+never piles up stale runs: a late message is dropped and the next one follows. A second
+beat is harmless anyway: the tick holds a lock, and every step is atomic.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from celery import Task
+
+from schedules.config import SchedulerConfig
+from tasks import digest, scheduling
+
+EXPIRES_FRACTION = 0.9
+# Sweeps with fixed periods; the triage periods are settings (SCHEDULER_*_INTERVAL_S).
+RECONCILE_EVERY_S = 30.0
+FLUSH_SUMMARIES_EVERY_S = 10.0
+# Settled events whose digest message was lost still get their decision.
+DIGEST_UNDIGESTED_EVERY_S = 30.0
+# Outbox retries and expired send leases: due times live in the rows, not in countdowns.
+SEND_DUE_EVERY_S = 2.0
+
+
+@dataclass(frozen=True)
+class Periodic:
+    task: Task
+    every_s: float
+
+    def entry(self) -> dict[str, Any]:
+        return {
+            "task": self.task.name,
+            "schedule": self.every_s,
+            "options": {"expires": self.every_s * EXPIRES_FRACTION},
+        }
+
+
+def periodic_tasks(config: SchedulerConfig) -> list[Periodic]:
+    return [
+        Periodic(scheduling.tick, config.tick_interval_s),
+        Periodic(scheduling.feed_lite, config.lite_interval_s),
+        Periodic(scheduling.reap, config.reap_interval_s),
+        Periodic(scheduling.expire, config.expire_interval_s),
+        Periodic(scheduling.reconcile, RECONCILE_EVERY_S),
+        Periodic(digest.flush_summaries, FLUSH_SUMMARIES_EVERY_S),
+        Periodic(digest.digest_undigested, DIGEST_UNDIGESTED_EVERY_S),
+        Periodic(digest.send_due, SEND_DUE_EVERY_S),
+    ]
+
+
+def beat_schedule(config: SchedulerConfig) -> dict[str, dict[str, Any]]:
+    """``app.conf.beat_schedule``: one entry per periodic task, keyed by its name."""
+    return {p.task.name: p.entry() for p in periodic_tasks(config)}

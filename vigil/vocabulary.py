@@ -1,0 +1,125 @@
+"""The domain's words, one ``StrEnum`` each.
+
+The same values appear in SQL CHECK constraints (``store/migrations``), request models
+(``webapp/schemas.py``), Lua arguments and push payloads. A ``StrEnum`` member *is* its
+string, so it goes into a psycopg parameter, a JSON body or a Redis argument unchanged;
+``tests/test_vocabulary.py`` checks every CHECK constraint against these enums.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class EventStatus(StrEnum):
+    """Where an event is in its life (``events.status``)."""
+
+    QUEUED = "queued"  # stored, waiting in the candidate set
+    PROCESSING = "processing"  # leased to a deep batch
+    ANALYZED = "analyzed"  # detections committed
+    SKIPPED = "skipped"  # expired before a deep worker could take it
+    FAILED = "failed"  # could not be analysed (fetch, decode, attempts exhausted)
+
+
+SETTLED_STATUSES = frozenset({EventStatus.ANALYZED, EventStatus.SKIPPED, EventStatus.FAILED})
+
+
+class DecisionKind(StrEnum):
+    """What the digest did with an event (``events.digest``)."""
+
+    ALERT = "alert"
+    FAILSAFE = "failsafe"
+    SUMMARY = "summary"
+    SUPPRESSED = "suppressed"
+
+
+class Reason(StrEnum):
+    """Why the digest decided so (``events.digest_reason``); docs/notifications.md."""
+
+    LIFE_SAFETY = "life_safety"
+    ARMED = "armed"
+    COOLDOWN = "cooldown"
+    QUIET_HOURS = "quiet_hours"
+    BUDGET = "budget"
+    NOT_ARMED = "not_armed"
+    ROUTINE = "routine"
+    BELOW_THRESHOLD = "below_threshold"
+
+
+class NotificationKind(StrEnum):
+    """An alert about one event, or a summary of several (``notifications.kind``)."""
+
+    ALERT = "alert"
+    SUMMARY = "summary"
+
+
+class DeliveryStatus(StrEnum):
+    """One push of one notification to one device (``deliveries.status``)."""
+
+    PENDING = "pending"  # due now or after its backoff
+    SENDING = "sending"  # leased to a sender
+    SENT = "sent"
+    FAILED = "failed"  # attempts exhausted or refused for good
+    INVALID_TOKEN = "invalid_token"  # the provider no longer knows the device
+
+
+class ArmMode(StrEnum):
+    """A home's alarm state (``homes.arm_mode``)."""
+
+    DISARMED = "disarmed"
+    HOME = "home"
+    AWAY = "away"
+    NIGHT = "night"
+
+
+ARMED_MODES = frozenset({ArmMode.HOME, ArmMode.AWAY, ArmMode.NIGHT})
+FULLY_ARMED = frozenset({ArmMode.AWAY, ArmMode.NIGHT})
+
+
+class EventMode(StrEnum):
+    """What a client says an event is for (``events.mode``); the source sends "security"."""
+
+    SECURITY = "security"
+    MONITORING = "monitoring"
+    TEST = "test"
+
+
+class Tier(StrEnum):
+    """A home's subscription tier (``homes.tier``): its share of deep analysis."""
+
+    STANDARD = "standard"
+    PREMIUM = "premium"
+    ENTERPRISE = "enterprise"
+
+
+class DeviceKind(StrEnum):
+    CAMERA = "camera"
+    PHONE = "phone"
+
+
+class Platform(StrEnum):
+    """Where a device's pushes go (``devices.platform``)."""
+
+    IOS = "ios"  # APNs (or FCM, which relays to APNs)
+    ANDROID = "android"  # FCM
+    WEB = "web"  # FCM
+    CAMERA = "camera"  # never pushed to
+
+
+PUSH_PLATFORMS = (Platform.IOS, Platform.ANDROID, Platform.WEB)
+
+
+class PresenceGroup(StrEnum):
+    """What a detection means to a household: the groups alerts and summaries speak of."""
+
+    PERSON = "person"
+    VEHICLE = "vehicle"
+    ANIMAL = "animal"
+
+
+class RevokedReason(StrEnum):
+    """Why a login session ended (``sessions.revoked_reason``)."""
+
+    LOGOUT = "logout"
+    REFRESH_REUSED = "refresh_reused"
+    USER_DISABLED = "user_disabled"
