@@ -7,7 +7,7 @@ LOCKS := requirements/runtime.txt requirements/demo.txt requirements/dev.txt
 COMPILE := CUSTOM_COMPILE_COMMAND="make lock" $(BIN)/pip-compile --quiet --generate-hashes \
 	--allow-unsafe --strip-extras --no-emit-index-url --no-emit-find-links
 
-.PHONY: setup lock lint format test test-fast wheel demo run bench clean
+.PHONY: setup lock lint format test test-fast wheel demo run user bench clean
 
 # One shared step for every target: a virtualenv with the locked requirements (dev.txt:
 # runtime, tests, checks and demo), and the `vigil` command on this checkout.
@@ -52,8 +52,20 @@ demo: setup
 	$(BIN)/python -m demo
 
 # Everything in the Procfile on the embedded servers, in the foreground; Ctrl-C stops all.
+# RUN_DIR holds the servers' data, the generated secrets and dev.env (what `make user` reads).
+RUN_DIR ?= var
 run: setup
-	$(BIN)/python -m demo.run
+	$(BIN)/python -m demo.run --var-dir "$(RUN_DIR)"
+
+# A user with a first home on the servers `make run` is running (in another terminal):
+# make user EMAIL=ana@example.com PASSWORD=... [HOME_NAME=Home] [TIER=standard]
+HOME_NAME ?= Home
+TIER ?= standard
+user:
+	@test -n "$(EMAIL)" || { echo "usage: make user EMAIL=... PASSWORD=..." >&2; exit 2; }
+	@test -f "$(RUN_DIR)/dev.env" || { echo "make user: start the servers first: make run (in another terminal)" >&2; exit 1; }
+	@set -a && . "$(abspath $(RUN_DIR))/dev.env" && set +a && $(BIN)/vigil users create \
+		"$(EMAIL)" --home "$(HOME_NAME)" --tier "$(TIER)" $(if $(PASSWORD),--password "$(PASSWORD)")
 
 bench: setup
 	$(BIN)/python bench/inference.py

@@ -136,6 +136,8 @@ class Supervisor:
         width = max([len(SELF), *(len(name) for name in entries)])
         self.printer = Printer(output, width)
         self.on_tick = on_tick  # e.g. demo.run's watch on the embedded servers
+        # Called once the run-once entries succeeded and the others were started.
+        self.on_started: Callable[[], None] | None = None
         # A plain flag, not a threading.Event: stop() runs in signal handlers, and Event.set
         # could deadlock on the lock the interrupted main thread holds inside Event.wait.
         self._stopping = False
@@ -170,6 +172,8 @@ class Supervisor:
         try:
             for entry in self.managed:
                 self._start(entry)
+            if self.on_started is not None:
+                self.on_started()
             while not self._stopped_after_tick():
                 now = time.monotonic()
                 self._tick(now)

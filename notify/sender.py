@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import random
+import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -81,7 +82,18 @@ class SendReport:
     resent_after_lease: int = 0  # reclaimed from a sender that vanished mid-send
 
 
-OnSettled = Callable[[ClaimedDelivery, str, SendStatus], None]
+@dataclass(frozen=True)
+class Sent:
+    """How one claimed delivery ended: its provider, final status, and how long the
+    provider's request took (None when no request was made: no device, expired, no token)."""
+
+    provider: str
+    status: SendStatus
+    request_s: float | None = None
+
+
+# Runs after each answer is committed: the live stream, the workers' metrics.
+OnSettled = Callable[[ClaimedDelivery, Sent], None]
 
 
 @dataclass(frozen=True)
@@ -189,20 +201,24 @@ def _age_s(row: ClaimedDelivery) -> float:
 
 def _attempt(
     providers: PlatformProviders, links: Links, row: ClaimedDelivery
-) -> tuple[str, SendResult]:
-    """Ask the phone's provider once: (the provider's name, its answer)."""
+) -> tuple[str, SendResult, float | None]:
+    """Ask the phone's provider once: (the provider's name, its answer, the request's
+    duration in seconds, or None when no request was made)."""
     if row.device_id is None or row.platform is None:
-        return NO_PROVIDER, SendResult(Outcome.FAILED, reason="device removed")
+        return NO_PROVIDER, SendResult(Outcome.FAILED, reason="device removed"), None
     if _age_s(row) > ttl_s(row.kind):
-        return NO_PROVIDER, SendResult(Outcome.FAILED, reason="expired")
+        return NO_PROVIDER, SendResult(Outcome.FAILED, reason="expired"), None
     provider = providers.for_platform(row.platform)
     if not row.push_token and provider.name != "embedded":
-        return provider.name, SendResult(Outcome.INVALID_TOKEN, reason="no push token")
+        return provider.name, SendResult(Outcome.INVALID_TOKEN, reason="no push token"), None
+    message = build_message(row, links)
+    started = time.perf_counter()
     try:
-        return provider.name, provider.send(build_message(row, links))
+        result = provider.send(message)
     except Exception as error:  # a provider bug must not strand the lease
         log.exception("push provider %s raised", provider.name)
-        return provider.name, SendResult(Outcome.RETRY, reason=f"{type(error).__name__}: {error}")
+        result = SendResult(Outcome.RETRY, reason=f"{type(error).__name__}: {error}")
+    return provider.name, result, time.perf_counter() - started
 
 
 def _settlement(
@@ -250,13 +266,13 @@ def send_one(
     links: Links,
     config: SenderConfig,
     row: ClaimedDelivery,
-) -> tuple[str, SendStatus]:
-    """Send one claimed delivery and record the answer; returns (provider, final status)."""
-    provider, result = _attempt(providers, links, row)
+) -> Sent:
+    """Send one claimed delivery and record the answer."""
+    provider, result, request_s = _attempt(providers, links, row)
     settlement = _settlement(row, config, provider, result)
     if not _settle(pool, row, settlement):
-        return provider, LOST_LEASE
-    return provider, settlement.status
+        return Sent(provider, LOST_LEASE, request_s)
+    return Sent(provider, settlement.status, request_s)
 
 
 def send_claimed(
@@ -267,25 +283,25 @@ def send_claimed(
     config: SenderConfig = SenderConfig(),
     on_settled: OnSettled | None = None,
 ) -> SendReport:
-    """Send claimed rows concurrently (one request each); ``on_settled(row, provider,
-    status)`` runs after each answer is committed (live stream, metrics)."""
+    """Send claimed rows concurrently (one request each); ``on_settled(row, sent)`` runs
+    after each answer is committed."""
     report = SendReport(claimed=len(rows))
     report.resent_after_lease = sum(1 for row in rows if row.reclaimed)
 
-    def work(row: ClaimedDelivery) -> tuple[ClaimedDelivery, str, SendStatus]:
-        return (row, *send_one(pool, providers, links, config, row))
+    def work(row: ClaimedDelivery) -> tuple[ClaimedDelivery, Sent]:
+        return row, send_one(pool, providers, links, config, row)
 
     if len(rows) <= 1:
         results = [work(row) for row in rows]
     else:
         with ThreadPoolExecutor(max_workers=min(config.threads, len(rows))) as executor:
             results = list(executor.map(work, rows))
-    for row, provider_name, status in results:
-        report.outcomes[status] += 1
-        if status == DeliveryStatus.SENT:
-            report.by_provider[provider_name] += 1
+    for row, sent in results:
+        report.outcomes[sent.status] += 1
+        if sent.status == DeliveryStatus.SENT:
+            report.by_provider[sent.provider] += 1
         if on_settled is not None:
-            on_settled(row, provider_name, status)
+            on_settled(row, sent)
     return report
 
 

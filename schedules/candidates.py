@@ -1,6 +1,6 @@
 """The candidate store: events waiting for deep analysis, ranked per home and indexed per tier.
 
-Every write is one Lua step that also keeps the per-tier index exact (``cand:index:<tier>``
+Every write is one Lua step that also keeps the per-tier index exact (``idx:cand:<tier>``
 holds each home's best score; homes without candidates are absent), the per-tier pending
 count, and the expiry index. A home's candidates are all indexed under the tier of its
 latest ``add`` (a plan change moves them at once).
@@ -43,8 +43,8 @@ from .scripts import (
 
 RESERVED_FIELDS = frozenset({"tier", "created_at", "expires_at", "attempts"})
 
-# KEYS[1] cand:{home}  KEYS[2] ev:{home}:<event>  KEYS[3] cand:tiers  KEYS[4] cand:pending
-# KEYS[5] cand:expiry  KEYS[6] processing:<event>  KEYS[7] lite:pending
+# KEYS[1] cand:{home}  KEYS[2] ev:{home}:<event>  KEYS[3] idx:home_tier  KEYS[4] idx:pending
+# KEYS[5] idx:expiry  KEYS[6] processing:<event>  KEYS[7] lite:pending
 # KEYS[8] settled:<event>  KEYS[9..] ingest buckets (limit:device:..., limit:home:...)
 # ARGV[1] home  ARGV[2] event  ARGV[3] tier  ARGV[4] score  ARGV[5] ttl ms
 # ARGV[6] orphan grace ms  ARGV[7] time offset ms  ARGV[8] 1: queue a new candidate for the
@@ -79,7 +79,7 @@ local ttl = tonumber(ARGV[5])
 local old_tier = redis.call('HGET', KEYS[3], home)
 if old_tier and old_tier ~= tier then
   local card = redis.call('ZCARD', KEYS[1])
-  redis.call('ZREM', 'cand:index:' .. old_tier, home)
+  redis.call('ZREM', index_key(old_tier), home)
   redis.call('HINCRBY', KEYS[4], old_tier, -card)
   redis.call('HINCRBY', KEYS[4], tier, card)
 end
@@ -106,7 +106,7 @@ return {created, 0}
 )
 
 
-# KEYS[1] cand:{home}  KEYS[2] cand:tiers
+# KEYS[1] cand:{home}  KEYS[2] idx:home_tier
 # ARGV[1] home  ARGV[2] event  ARGV[3] score
 # Returns 1 if the event was a candidate (score updated), else 0.
 UPDATE_SCORE = (
@@ -119,8 +119,8 @@ return 1
 """
 )
 
-# KEYS[1] cand:{home}  KEYS[2] ev:{home}:<event>  KEYS[3] cand:tiers  KEYS[4] cand:pending
-# KEYS[5] cand:expiry
+# KEYS[1] cand:{home}  KEYS[2] ev:{home}:<event>  KEYS[3] idx:home_tier  KEYS[4] idx:pending
+# KEYS[5] idx:expiry
 # ARGV[1] home  ARGV[2] event
 # Returns 1 if the event was a candidate (now removed), else 0.
 REMOVE = (
@@ -137,7 +137,7 @@ return 1
 """
 )
 
-# KEYS[1] cand:expiry  KEYS[2] cand:tiers  KEYS[3] cand:pending
+# KEYS[1] idx:expiry  KEYS[2] idx:home_tier  KEYS[3] idx:pending
 # ARGV[1] limit  ARGV[2] time offset ms
 # Returns {{home, event, {field, value, ...}}, ...} for candidates past their TTL, removed.
 EXPIRE_DUE = (
@@ -360,6 +360,11 @@ class CandidateStore:
     def pending_total(self, tier: str) -> int:
         self.config.tier(tier)
         return int(sync_reply(self.redis.hget(PENDING, tier)) or 0)
+
+    def pending_by_tier(self) -> dict[str, int]:
+        """Candidates waiting, per tier (tiers without any are absent)."""
+        counts = sync_reply(self.redis.hgetall(PENDING))
+        return {text(tier): int(n) for tier, n in counts.items()}
 
     def expire_due(self, limit: int | None = None, *, time_offset_ms: float = 0.0) -> list[Expired]:
         """Drop up to ``limit`` candidates past their TTL and return them (caller: skipped)."""

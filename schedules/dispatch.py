@@ -7,7 +7,7 @@ for each (``inflight`` + ``processing:<event>``), repairs the index entries of t
 touched and takes exactly the tokens used. A crash or a second beat therefore can neither
 dispatch an event twice nor leak tokens.
 
-Selection is O(n log H + n² ) per tier, never O(homes): walking ``cand:index:<tier>`` from
+Selection is O(n log H + n² ) per tier, never O(homes): walking ``idx:cand:<tier>`` from
 the top, the first ``n`` homes whose bucket allows at least one event hold the best ``n``
 events any cap-respecting choice could take (every other home's best is no better than
 theirs), so the script merges those homes' top events only. At most
@@ -43,8 +43,8 @@ from .scripts import (
     tier_bucket_key,
 )
 
-# KEYS[1] cand:index:<tier>  KEYS[2] bucket:tier:<tier>  KEYS[3] inflight  KEYS[4] cand:expiry
-# KEYS[5] cand:pending
+# KEYS[1] idx:cand:<tier>  KEYS[2] bucket:tier:<tier>  KEYS[3] inflight  KEYS[4] idx:expiry
+# KEYS[5] idx:pending
 # ARGV[1] tier  ARGV[2] tier capacity  ARGV[3] tier refill per ms  ARGV[4] home capacity
 # ARGV[5] home refill per ms  ARGV[6] free capacity  ARGV[7] k  ARGV[8] scan limit
 # ARGV[9] lease ms  ARGV[10] orphan grace ms  ARGV[11] time offset ms (tests only)

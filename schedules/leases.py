@@ -32,18 +32,18 @@ from .scripts import (
 _REQUEUE = r"""
 local function requeue(event, pkey, p, attempts, now, ttl, grace)
   local home, score = p[1], p[3]
-  local tier = redis.call('HGET', 'cand:tiers', home) or p[2]
-  redis.call('HSET', 'cand:tiers', home, tier)
+  local tier = redis.call('HGET', HOME_TIERS, home) or p[2]
+  redis.call('HSET', HOME_TIERS, home, tier)
   if redis.call('ZADD', cand_key(home), score, event) == 1 then
-    redis.call('HINCRBY', 'cand:pending', tier, 1)
+    redis.call('HINCRBY', PENDING, tier, 1)
   end
   local ev = ev_key(home, event)
   redis.call('HSET', ev, 'tier', tier, 'attempts', attempts, 'expires_at', fmt(now + ttl))
   redis.call('PEXPIRE', ev, math.ceil(ttl + grace))
-  redis.call('ZADD', 'cand:expiry', fmt(now + ttl), home .. ':' .. event)
+  redis.call('ZADD', EXPIRY, fmt(now + ttl), home .. ':' .. event)
   repair_index(home, tier)
   redis.call('DEL', pkey)
-  redis.call('ZREM', 'inflight', event)
+  redis.call('ZREM', INFLIGHT, event)
 end
 """
 

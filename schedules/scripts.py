@@ -6,10 +6,10 @@ so one home's keys share a slot):
     cand:{<home>}             ZSET  event → priority
     ev:{<home>}:<event>       HASH  candidate fields + tier, created_at, expires_at, attempts
     bucket:home:{<home>}      HASH  tokens, ts (ms) — the home's own cap
-    cand:index:<tier>         ZSET  home → best priority among that home's candidates
-    cand:tiers                HASH  home → tier its candidates are indexed under
-    cand:pending              HASH  tier → number of candidates
-    cand:expiry               ZSET  "<home>:<event>" → expiry time (ms)
+    idx:cand:<tier>           ZSET  home → best priority among that home's candidates
+    idx:home_tier             HASH  home → tier its candidates are indexed under
+    idx:pending               HASH  tier → number of candidates
+    idx:expiry                ZSET  "<home>:<event>" → expiry time (ms)
     bucket:tier:<tier>        HASH  tokens, ts (ms)
     inflight                  ZSET  event → lease deadline (ms)
     processing:<event>        HASH  home, tier, score, attempts, deadline
@@ -19,6 +19,10 @@ so one home's keys share a slot):
                                       lately: reconcile must not make it a candidate again
     limit:device:{<home>}:<device>  HASH  tokens, ts (ms) — a device's ingest bucket
     limit:home:{<home>}       HASH  tokens, ts (ms) — a home's ingest bucket
+
+Only the per-home candidate sets start with ``cand:`` and only the candidate hashes with
+``ev:``, so ``KEYS "cand:*"`` / ``KEYS "ev:*"`` (or ``SCAN MATCH``) count exactly those; the
+indexes over them live under ``idx:``.
 
 Times are milliseconds from Redis ``TIME``. Every time-reading script takes a
 ``time offset`` ARGV that shifts ``TIME``; it is always 0 in production and exists only so
@@ -45,10 +49,10 @@ Reply = TypeVar("Reply")
 
 ID_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
 
-INDEX = "cand:index:{}"
-HOME_TIERS = "cand:tiers"
-PENDING = "cand:pending"
-EXPIRY = "cand:expiry"
+INDEX_PREFIX = "idx:cand:"
+HOME_TIERS = "idx:home_tier"
+PENDING = "idx:pending"
+EXPIRY = "idx:expiry"
 INFLIGHT = "inflight"
 TICK_LOCK = "tick:lock"
 LITE_PENDING = "lite:pending"
@@ -90,7 +94,7 @@ def tier_bucket_key(tier: str) -> str:
 
 
 def index_key(tier: str) -> str:
-    return INDEX.format(tier)
+    return INDEX_PREFIX + tier
 
 
 def processing_key(event_id: str) -> str:
@@ -109,8 +113,20 @@ def home_limit_key(home_id: str) -> str:
     return f"limit:home:{{{home_id}}}"
 
 
-LUA_COMMON = r"""
+# The index names, from the constants above: a script names them through these locals only.
+LUA_NAMES = f"""
+local INDEX_PREFIX = '{INDEX_PREFIX}'
+local HOME_TIERS = '{HOME_TIERS}'
+local PENDING = '{PENDING}'
+local EXPIRY = '{EXPIRY}'
+local INFLIGHT = '{INFLIGHT}'
+"""
+
+LUA_COMMON = (
+    LUA_NAMES
+    + r"""
 local function cand_key(home) return 'cand:{' .. home .. '}' end
+local function index_key(tier) return INDEX_PREFIX .. tier end
 local function ev_key(home, event) return 'ev:{' .. home .. '}:' .. event end
 local function home_bucket_key(home) return 'bucket:home:{' .. home .. '}' end
 local function fmt(x) return string.format('%.17g', x) end
@@ -130,10 +146,10 @@ end
 local function repair_index(home, tier)
   local top = redis.call('ZREVRANGE', cand_key(home), 0, 0, 'WITHSCORES')
   if #top == 0 then
-    redis.call('ZREM', 'cand:index:' .. tier, home)
-    redis.call('HDEL', 'cand:tiers', home)
+    redis.call('ZREM', index_key(tier), home)
+    redis.call('HDEL', HOME_TIERS, home)
   else
-    redis.call('ZADD', 'cand:index:' .. tier, top[2], home)
+    redis.call('ZADD', index_key(tier), top[2], home)
   end
 end
 
@@ -156,6 +172,7 @@ local function bucket_write(key, tokens, ts, capacity, per_ms)
   redis.call('PEXPIRE', key, math.ceil((capacity - tokens) / per_ms) + 1000)
 end
 """
+)
 
 _registry: weakref.WeakKeyDictionary[redis.Redis, dict[str, Script]] = weakref.WeakKeyDictionary()
 

@@ -22,6 +22,7 @@ TASK_MODULES = [
     "tasks.digest",
     "tasks.scheduling",
     "tasks.heartbeat",
+    "tasks.metrics",
 ]
 
 

@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING
 from celery.signals import worker_process_init
 from psycopg_pool import ConnectionPool
 from redis import Redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from schedules.candidates import CandidateStore
 from store.db import create_pool
@@ -36,6 +38,7 @@ logging.getLogger("httpx").setLevel(logging.WARNING)
 
 # "deep" workers load the detector at start; other roles load what they need lazily.
 DEEP_ROLE = "deep"
+RECORDS_TIMEOUT_S = 1.0
 
 
 class WorkerContext:
@@ -62,6 +65,19 @@ class WorkerContext:
     def redis(self) -> Redis:
         url = self._required(self.settings.redis_url, "REDIS_URL")
         return Redis.from_url(url, decode_responses=True)
+
+    @cached_property
+    def records_redis(self) -> Redis:
+        """The app's Redis for best-effort writes (tasks/records.py): 1 s timeouts and no
+        retries, so an outage costs a task about a second, not the client's backoff."""
+        url = self._required(self.settings.redis_url, "REDIS_URL")
+        return Redis.from_url(
+            url,
+            decode_responses=True,
+            socket_connect_timeout=RECORDS_TIMEOUT_S,
+            socket_timeout=RECORDS_TIMEOUT_S,
+            retry=Retry(NoBackoff(), 0),
+        )
 
     @cached_property
     def broker_redis(self) -> Redis:

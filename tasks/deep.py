@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -26,8 +27,12 @@ from store.analysis import (
     mark_failed,
     save_detections,
 )
+from tasks import metrics as worker_metrics
+from tasks import records
 from tasks.context import WorkerContext, context
 from tasks.digest import digest
+from tasks.inference_clock import InferenceClock
+from tasks.monitoring import BatchTask
 
 if TYPE_CHECKING:
     from inference.contract import Detection
@@ -53,7 +58,16 @@ class BatchFailed(RuntimeError):
 class BatchOutcome:
     analysed: list[int] = field(default_factory=list)
     failed: list[int] = field(default_factory=list)
-    codes: dict[str, int] = field(default_factory=dict)  # failures by error code
+    errors: dict[int, str] = field(default_factory=dict)  # failed event -> its error code
+    labels: dict[int, list[str]] = field(default_factory=dict)  # analysed event -> labels
+    homes: dict[int, int] = field(default_factory=dict)  # event -> home, for those claimed
+    inference_s: float = 0.0  # in the model's run_batch (tasks/inference_clock.py)
+    leases_ended: int = 0
+
+    @property
+    def codes(self) -> dict[str, int]:
+        """Failures by error code."""
+        return dict(Counter(self.errors.values()))
 
     @property
     def settled(self) -> list[int]:
@@ -64,7 +78,9 @@ class BatchOutcome:
 def analyse_batch(ctx: WorkerContext, event_ids: Sequence[int]) -> BatchOutcome:
     """Run the detector over a batch, store detections or the named failure per event."""
     events = claim_for_analysis(ctx.pool, event_ids)
-    model = ctx.detector
+    if not events:  # all settled by another delivery: no model needed, the leases end
+        return BatchOutcome(leases_ended=complete_all(ctx.redis, event_ids))
+    model = InferenceClock(ctx.detector)
     pipeline = BatchPipeline(
         model,
         batch_size=max(1, len(events)),
@@ -88,22 +104,23 @@ def analyse_batch(ctx: WorkerContext, event_ids: Sequence[int]) -> BatchOutcome:
     )
     # Leases end only once Postgres holds the outcome: a crash before this line leaves the
     # lease to expire and the reaper to hand the events out again.
-    complete_all(ctx.redis, event_ids)  # settled by another delivery or not: leases done
+    leases_ended = complete_all(ctx.redis, event_ids)  # settled elsewhere or not: done
     homes = {e.id: e.home_id for e in events}
+    found_labels: dict[int, list[str]] = {}
     for event_id, dets in found:
         if event_id in analysed:
-            labels = sorted({d.label for d in dets})
+            labels = found_labels[event_id] = sorted({d.label for d in dets})
             live.publish(
                 ctx.redis,
                 homes[event_id],
                 "event.analyzed",
                 {"event_id": event_id, "labels": labels},
             )
-    codes: Counter[str] = Counter()
+    errors: dict[int, str] = {}
     for event, error in refused:
         if event.id not in failed:
             continue
-        codes[error.code] += 1
+        errors[event.id] = error.code
         log.warning(
             "analysis failed: event %s home %s code %s after %d attempt(s): %s",
             *(event.id, event.home_id, error.code, error.attempts, error),
@@ -111,14 +128,23 @@ def analyse_batch(ctx: WorkerContext, event_ids: Sequence[int]) -> BatchOutcome:
         live.publish(
             ctx.redis, event.home_id, "event.failed", {"event_id": event.id, "error": error.code}
         )
-    return BatchOutcome(analysed, failed, dict(codes))
+    return BatchOutcome(
+        analysed=analysed,
+        failed=failed,
+        errors=errors,
+        labels=found_labels,
+        homes=homes,
+        inference_s=model.seconds,
+        leases_ended=leases_ended,
+    )
 
 
 # No queue of its own: the tick sends each batch to its tier's queue (tasks.queues.deep_queue).
-@shared_task(acks_late=True, soft_time_limit=240, time_limit=270)
+@shared_task(base=BatchTask, acks_late=True, soft_time_limit=240, time_limit=270)
 def deep_batch(tier: str, event_ids: list[int]) -> list[int]:
     """Analyse one batch; returns the settled ids, which the chained digest decides."""
     ctx = context()
+    start = time.perf_counter()
     try:
         outcome = analyse_batch(ctx, event_ids)
     except (psycopg.OperationalError, PoolTimeout):
@@ -129,9 +155,17 @@ def deep_batch(tier: str, event_ids: list[int]) -> list[int]:
         raise
     analysed, failed = len(outcome.analysed), len(outcome.failed)
     log.info("tier %s: analysed %d, failed %d of %d events", tier, analysed, failed, len(event_ids))
+    worker_metrics.record_deep_batch(
+        ctx, tier, outcome.analysed, outcome.failed, outcome.inference_s
+    )
+    worker = deep_batch.request.hostname
+    duration_s = time.perf_counter() - start
+    records.push(
+        ctx.records_redis, records.deep_records(worker, tier, event_ids, outcome, duration_s)
+    )
     if outcome.failed and not outcome.analysed:
         # The chain's digest only runs after a success: send the failures to it directly,
         # then fail the task so ops see the batch as failed.
-        digest.delay(outcome.failed)
+        digest.delay(outcome.failed, tier=tier)
         raise BatchFailed(f"all {len(outcome.failed)} events failed: {outcome.codes}")
     return outcome.settled

@@ -17,8 +17,10 @@ from notify import live
 from notify import summaries as summary_fold
 from notify.digest import DigestReport, digest_events, undigested
 from notify.outbox import ClaimedDelivery
-from notify.sender import LOST_LEASE, OnSettled, SendReport, SendStatus, send_deliveries
+from notify.sender import LOST_LEASE, OnSettled, SendReport, Sent, send_deliveries
+from tasks import metrics as worker_metrics
 from tasks.context import WorkerContext, context
+from tasks.monitoring import HOUSEKEEPING, BatchTask
 from tasks.queues import DIGEST_QUEUE
 from vigil.vocabulary import DeliveryStatus
 
@@ -33,16 +35,20 @@ SWEEP_LIMIT = 200
 UNDIGESTED_AFTER_S = 60.0
 
 
-def _publisher(ctx: WorkerContext) -> OnSettled:
-    def settled(row: ClaimedDelivery, provider: str, status: SendStatus) -> None:
-        if status in (DeliveryStatus.PENDING, LOST_LEASE):
+def _on_settled(ctx: WorkerContext) -> OnSettled:
+    """Each answer, once committed: counted in the workers' metrics and, when final,
+    published on the home's live log."""
+
+    def settled(row: ClaimedDelivery, sent: Sent) -> None:
+        worker_metrics.record_push(sent.provider, sent.status, sent.request_s)
+        if sent.status in (DeliveryStatus.PENDING, LOST_LEASE):
             return  # retried later, or another attempt owns it: published when final
-        kind = "push.delivered" if status == DeliveryStatus.SENT else "push.failed"
+        kind = "push.delivered" if sent.status == DeliveryStatus.SENT else "push.failed"
         fields = {
             "notification_id": row.notification_id,
             "device_id": row.device_id,
-            "provider": provider,
-            "status": status,
+            "provider": sent.provider,
+            "status": sent.status,
             "kind": row.kind,
         }
         live.publish(ctx.redis, row.home_id, kind, fields)
@@ -52,7 +58,7 @@ def _publisher(ctx: WorkerContext) -> OnSettled:
 
 def push(ctx: WorkerContext, ids: Sequence[int] | None) -> SendReport:
     """Send these deliveries (None: whatever is due) and publish each final outcome."""
-    config, on_settled = ctx.sender_config, _publisher(ctx)
+    config, on_settled = ctx.sender_config, _on_settled(ctx)
     return send_deliveries(
         ctx.pool,
         ctx.providers,
@@ -79,8 +85,10 @@ def _summary(report: SendReport) -> dict:
     return {"claimed": report.claimed, **dict(report.outcomes)}
 
 
-@shared_task(acks_late=True, soft_time_limit=60, time_limit=90)
-def digest(event_ids: list[int]) -> dict:
+# ``tier``: the tier of the deep batch that settled these events, for operators (Flower's
+# kwargs column); the decision never depends on it.
+@shared_task(base=BatchTask, acks_late=True, soft_time_limit=60, time_limit=90)
+def digest(event_ids: list[int], tier: str | None = None) -> dict:
     ctx = context()
     report = digest_events(ctx.pool, event_ids)
     publish_alerts(ctx, report)
@@ -92,7 +100,7 @@ def digest(event_ids: list[int]) -> dict:
     }
 
 
-@shared_task(acks_late=True, soft_time_limit=60, time_limit=90)
+@shared_task(**HOUSEKEEPING, acks_late=True, soft_time_limit=60, time_limit=90)
 def flush_summaries() -> int:
     """Fold held events whose window closed into summaries, and send them."""
     ctx = context()
@@ -104,13 +112,13 @@ def flush_summaries() -> int:
     return len(report.summaries)
 
 
-@shared_task(acks_late=True, soft_time_limit=60, time_limit=90)
+@shared_task(base=BatchTask, acks_late=True, soft_time_limit=60, time_limit=90)
 def send(delivery_ids: list[int]) -> dict:
     """Send these deliveries now (alerts queued outside the digest, e.g. provisional)."""
     return _summary(push(context(), delivery_ids))
 
 
-@shared_task(acks_late=True, soft_time_limit=50, time_limit=60)
+@shared_task(**HOUSEKEEPING, acks_late=True, soft_time_limit=50, time_limit=60)
 def send_due() -> dict:
     """The sweep: retries whose backoff ended, and leases of senders that vanished."""
     report = push(context(), None)
@@ -119,7 +127,7 @@ def send_due() -> dict:
     return _summary(report)
 
 
-@shared_task(acks_late=True, soft_time_limit=50, time_limit=60)
+@shared_task(**HOUSEKEEPING, acks_late=True, soft_time_limit=50, time_limit=60)
 def digest_undigested() -> list[int]:
     """The sweep behind the chain: settled events nobody decided get their decision (and
     their alert) now, so a lost message never leaves a household unaware."""

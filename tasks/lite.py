@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 
 from celery import shared_task
 from celery.exceptions import SoftTimeLimitExceeded
@@ -11,7 +12,9 @@ from inference.errors import ImageSourceError
 from schedules import lite_queue
 from schedules.score import priority
 from store.analysis import load_for_lite, save_lite_results
+from tasks import records
 from tasks.context import WorkerContext, context
+from tasks.monitoring import BatchTask
 from tasks.queues import LITE_QUEUE
 
 log = logging.getLogger(__name__)
@@ -62,6 +65,12 @@ def score_batch(ctx: WorkerContext, event_ids: list[int]) -> dict[str, int]:
     return {"scored": scored, "skipped": skipped}
 
 
-@shared_task(acks_late=True, soft_time_limit=60, time_limit=90)
+@shared_task(base=BatchTask, acks_late=True, soft_time_limit=60, time_limit=90)
 def lite_batch(event_ids: list[int]) -> dict[str, int]:
-    return score_batch(context(), event_ids)
+    ctx = context()
+    start = time.perf_counter()
+    done = score_batch(ctx, event_ids)
+    duration_s = time.perf_counter() - start
+    record = records.lite_record(lite_batch.request.hostname, event_ids, done, duration_s)
+    records.push(ctx.records_redis, {records.LITE_SCORER_METRICS: [record]})
+    return done

@@ -8,6 +8,7 @@ Each task is a thin wrapper around a plain function of the same module (``dispat
 from __future__ import annotations
 
 import logging
+import time
 
 from celery import Signature, chain, shared_task
 
@@ -16,14 +17,18 @@ from schedules import leases, lite_queue
 from schedules.candidates import CandidateStore
 from schedules.config import SchedulerConfig
 from schedules.dispatch import Dispatched
+from schedules.legacy import adopt_legacy_indexes
 from schedules.reconcile import missing_from_redis, restore
 from schedules.scripts import sync_reply
 from schedules.tick import TickReport, run_tick
 from store.analysis import Failure, mark_failed, mark_skipped, pending_events, requeue
+from tasks import metrics as worker_metrics
+from tasks import records
 from tasks.context import WorkerContext, context
 from tasks.deep import deep_batch
 from tasks.digest import digest, publish_alerts, send
 from tasks.lite import lite_batch
+from tasks.monitoring import HOUSEKEEPING
 from tasks.queues import LITE_QUEUE, SCHEDULER_QUEUE, deep_queue
 from vigil.vocabulary import EventStatus
 
@@ -65,7 +70,7 @@ def dispatch_lite(ctx: WorkerContext, config: SchedulerConfig) -> int:
 
 def batch_chain(tier: str, event_ids: list[int]) -> Signature:
     """A deep batch on its tier's queue, chained to the digest of the events it settles."""
-    return chain(deep_batch.si(tier, event_ids).set(queue=deep_queue(tier)), digest.s())
+    return chain(deep_batch.si(tier, event_ids).set(queue=deep_queue(tier)), digest.s(tier=tier))
 
 
 def send_batch(tier: str, batch: list[Dispatched]) -> None:
@@ -78,16 +83,35 @@ def dispatch_deep(ctx: WorkerContext, config: SchedulerConfig) -> TickReport:
     return run_tick(ctx.redis, config, lambda tier: free_capacity(ctx, config, tier), send_batch)
 
 
+def record_tick(
+    ctx: WorkerContext, config: SchedulerConfig, report: TickReport, took: float
+) -> None:
+    """One ``scheduler_metrics`` record, with the candidates left waiting per tier."""
+    try:
+        waiting = CandidateStore(ctx.records_redis, config).pending_by_tier()
+    except Exception as exc:  # the record is best effort, like its write
+        log.warning("tick record skipped: %r", exc)
+        return
+    records.push(
+        ctx.records_redis,
+        {records.SCHEDULER_METRICS: [records.tick_record(report, config.tiers, took, waiting)]},
+    )
+
+
 # The beat-driven tasks are not acknowledged late: a tick or a feed lost with its worker is
-# simply the next one, a second later.
-@shared_task(acks_late=False, soft_time_limit=5, time_limit=10)
+# simply the next one, a second later. They send no task events but failures
+# (tasks/monitoring.py): several a second would bury the batches in Flower.
+@shared_task(**HOUSEKEEPING, acks_late=False, soft_time_limit=5, time_limit=10)
 def tick() -> dict:
     ctx = context()
-    report = dispatch_deep(ctx, ctx.settings.scheduler)
+    config = ctx.settings.scheduler
+    start = time.perf_counter()
+    report = dispatch_deep(ctx, config)
+    record_tick(ctx, config, report, time.perf_counter() - start)
     return {"dispatched": report.dispatched, "batches": report.batches}
 
 
-@shared_task(acks_late=False, soft_time_limit=5, time_limit=10)
+@shared_task(**HOUSEKEEPING, acks_late=False, soft_time_limit=5, time_limit=10)
 def feed_lite() -> int:
     ctx = context()
     return dispatch_lite(ctx, ctx.settings.scheduler)
@@ -105,7 +129,7 @@ def failsafe(ctx: WorkerContext, event_ids: list[int]) -> None:
         send.delay(report.deliveries)
 
 
-@shared_task(soft_time_limit=20, time_limit=30)
+@shared_task(**HOUSEKEEPING, soft_time_limit=20, time_limit=30)
 def reap() -> dict:
     ctx = context()
     config = ctx.settings.scheduler
@@ -115,6 +139,7 @@ def reap() -> dict:
     failed = mark_failed(
         ctx.pool, [Failure(int(r.event_id), ATTEMPTS_EXHAUSTED, message) for r in report.failed]
     )
+    worker_metrics.record_settled(EventStatus.FAILED, len(failed))
     homes = {int(r.event_id): r.home_id for r in report.failed}
     for event_id in failed:
         code = ATTEMPTS_EXHAUSTED
@@ -123,13 +148,14 @@ def reap() -> dict:
     return {"returned": len(report.returned), "failed": failed}
 
 
-@shared_task(soft_time_limit=20, time_limit=30)
+@shared_task(**HOUSEKEEPING, soft_time_limit=20, time_limit=30)
 def expire() -> list[int]:
     ctx = context()
     expired = ctx.candidates.expire_due()
     skipped = mark_skipped(
         ctx.pool, [int(e.event_id) for e in expired], EXPIRED, "expired before analysis"
     )
+    worker_metrics.record_settled(EventStatus.SKIPPED, len(skipped))
     homes = {int(e.event_id): e.home_id for e in expired}
     for event_id in skipped:
         log.warning(
@@ -140,14 +166,18 @@ def expire() -> list[int]:
 
 
 def restore_lost(ctx: WorkerContext, config: SchedulerConfig) -> list[int]:
-    """Add back every pending event Redis has lost; returns the ids restored."""
+    """Add back every pending event Redis has lost; returns the ids restored. Indexes left
+    under their earlier names are adopted first (schedules/legacy.py)."""
+    adopted = adopt_legacy_indexes(ctx.redis, config.tiers)
+    if adopted is not None:
+        log.warning("adopted the earlier candidate indexes: %d homes indexed", adopted)
     events = pending_events(ctx.pool, RECONCILE_MIN_AGE_S, RECONCILE_LIMIT)
     lost = missing_from_redis(ctx.redis, events)
     requeue(ctx.pool, [e.id for e in lost if e.status == EventStatus.PROCESSING])
     return restore(CandidateStore(ctx.redis, config), lost)
 
 
-@shared_task(soft_time_limit=50, time_limit=60)
+@shared_task(**HOUSEKEEPING, soft_time_limit=50, time_limit=60)
 def reconcile() -> list[int]:
     ctx = context()
     restored = restore_lost(ctx, ctx.settings.scheduler)

@@ -112,6 +112,14 @@ def login(client: FlaskClient, email: str, password: str = PASSWORD) -> dict[str
     return response.get_json()
 
 
+def issue_device_key(client: FlaskClient, owner: Owner, device_id: int | None = None) -> str:
+    """A new key for one of the owner's devices (the owner's camera by default)."""
+    device = owner.device_id if device_id is None else device_id
+    response = client.post(f"/devices/{device}/key", headers=owner.headers)
+    assert response.status_code == 201, response.get_data(as_text=True)
+    return response.get_json()["key"]
+
+
 def error_code(response: Any) -> str:
     """The JSON error code of a response, asserting the error shape on the way."""
     assert response.is_json, response.get_data(as_text=True)[:200]

@@ -1,8 +1,10 @@
-"""The lite queue and its dispatch to the real broker, and GET /metrics (counters, gauges)."""
+"""The lite queue and its dispatch to the real broker, and GET /metrics: request counters and
+latency, store gauges, and the worker families read from Redis."""
 
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -13,8 +15,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from schedules import lite_queue
 from schedules.candidates import CandidateStore
 from schedules.config import SchedulerConfig
+from tasks import metrics as worker_metrics
 from tasks.app import app as celery_app
 from tasks.context import WorkerContext
+from tasks.heartbeat import PUBLISHED_AT
 from tasks.scheduling import dispatch_lite
 from tests.api_helpers import (
     api_app,
@@ -28,6 +32,7 @@ from tests.api_helpers import (
     queued_tasks,
     worker_env,
 )
+from webapp.metrics import metrics, sample_names
 
 pytestmark = pytest.mark.integration
 
@@ -220,3 +225,85 @@ def test_failed_analyses_are_counted_by_error_code(client, owner, db):
     assert samples[("vigil_analysis_failures_total", (("code", "fetch_timeout"),))] == 2
     assert samples[("vigil_analysis_failures_total", (("code", "url_address_blocked"),))] == 1
     assert samples[("vigil_events", (("status", "failed"),))] == 3
+
+
+def _families(client) -> dict[str, str]:
+    """{family name: type} of one scrape."""
+    response = client.get("/metrics")
+    assert response.status_code == 200
+    text = response.get_data(as_text=True)
+    return {f.name: f.type for f in text_string_to_metric_families(text)}
+
+
+def test_request_latency_is_labelled_by_url_rule_method_and_status_class(client, owner):
+    for event_id in (101, 102, 103):  # three paths, one rule
+        assert client.get(f"/events/{event_id}", headers=owner.headers).status_code == 404
+    assert client.get("/no/such/path/42").status_code == 404
+    assert client.open("/events", method="BREW").status_code in (404, 405)
+    samples = scrape(client)
+    count = "vigil_http_request_duration_seconds_count"
+    key = (("method", "GET"), ("route", "/events/<int:event_id>"), ("status", "4xx"))
+    assert samples[(count, key)] == 3
+    assert samples[(count, (("method", "GET"), ("route", "unmatched"), ("status", "4xx")))] == 1
+    assert samples[(count, (("method", "other"), ("route", "unmatched"), ("status", "4xx")))] == 1
+    assert samples[(count, (("method", "POST"), ("route", "/auth/login"), ("status", "2xx")))] == 1
+    assert not [k for k in samples if "/no/such" in str(k) or "101" in str(k)]  # no raw paths
+
+
+def test_requests_in_flight_count_only_the_requests_being_answered(client, owner):
+    for _ in range(3):
+        client.get("/events", headers=owner.headers)
+    assert scrape(client)[("vigil_http_requests_in_flight", ())] == 1  # the scrape itself
+    assert scrape(client)[("vigil_http_requests_in_flight", ())] == 1
+
+
+def test_worker_counts_in_redis_are_served_with_every_known_series(client, redis_url, redis_client):
+    recorder = worker_metrics.Recorder(lambda: redis_url)
+    for seconds in (0.02, 0.3, 0.3, 700.0):
+        recorder.observe(worker_metrics.QUEUE_WAIT, ("digest",), seconds)
+    recorder.observe(worker_metrics.QUEUE_WAIT, ("a-queue-nobody-knows",), 1.0)
+    recorder.count(worker_metrics.SETTLED, ("analyzed",), 5)
+    recorder.count(worker_metrics.PUSHES, ("fcm", "sent"))
+    assert recorder.flush() > 0 and recorder.pending() == {}
+    samples = scrape(client)
+    bucket = "vigil_queue_wait_seconds_bucket"
+    assert samples[(bucket, (("le", "0.05"), ("queue", "digest")))] == 1
+    assert samples[(bucket, (("le", "0.5"), ("queue", "digest")))] == 3  # cumulative
+    assert samples[(bucket, (("le", "300.0"), ("queue", "digest")))] == 3
+    assert samples[(bucket, (("le", "+Inf"), ("queue", "digest")))] == 4
+    assert samples[("vigil_queue_wait_seconds_count", (("queue", "digest"),))] == 4
+    assert samples[("vigil_queue_wait_seconds_sum", (("queue", "digest"),))] == pytest.approx(
+        700.62
+    )
+    assert samples[("vigil_queue_wait_seconds_count", (("queue", "other"),))] == 1
+    assert samples[("vigil_queue_wait_seconds_count", (("queue", "lite"),))] == 0  # known
+    assert samples[("vigil_events_settled_total", (("outcome", "analyzed"),))] == 5
+    assert samples[("vigil_events_settled_total", (("outcome", "skipped"),))] == 0
+    assert samples[("vigil_pushes_total", (("outcome", "sent"), ("provider", "fcm")))] == 1
+    assert samples[("vigil_metrics_source_up", (("source", "workers"),))] == 1
+
+
+def test_the_oldest_message_age_comes_from_its_publish_stamp(client, broker):
+    now = broker.time()[0]
+    stamped = {"headers": {PUBLISHED_AT: now - 100.0}, "body": ""}
+    broker.lpush("digest", json.dumps(stamped))  # the oldest: kombu pops from the right
+    broker.lpush("digest", json.dumps({"headers": {PUBLISHED_AT: now - 1.0}, "body": ""}))
+    broker.lpush("lite", json.dumps({"headers": {}, "body": ""}))  # no stamp: unknown
+    samples = scrape(client)
+    age = "vigil_celery_queue_oldest_age_seconds"
+    assert 99 <= samples[(age, (("queue", "digest"),))] < 130
+    assert samples[(age, (("queue", "scheduler"),))] == 0  # empty
+    assert (age, (("queue", "lite"),)) not in samples
+    assert samples[("vigil_celery_queue_length", (("queue", "digest"),))] == 2
+
+
+def test_a_scrape_shows_exactly_the_families_the_collectors_describe(client, owner):
+    assert post_event(client, owner).status_code == 202
+    scraped = _families(client)
+    described = {f.name: f.type for f in metrics(client.application).describe()}
+    assert scraped == described
+    assert sample_names(metrics(client.application).describe()) >= {
+        s.name
+        for family in text_string_to_metric_families(client.get("/metrics").get_data(as_text=True))
+        for s in family.samples
+    }

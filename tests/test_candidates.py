@@ -33,17 +33,17 @@ def store(redis_client):
 def assert_index_consistent(r, config, homes):
     """Each tier's index holds exactly its homes' best scores; pending counts add up."""
     for name in config.tiers:
-        index = dict(r.zrange(f"cand:index:{name}", 0, -1, withscores=True))
+        index = dict(r.zrange(f"idx:cand:{name}", 0, -1, withscores=True))
         expected, pending = {}, 0
         for home in homes:
             top = r.zrevrange(f"cand:{{{home}}}", 0, 0, withscores=True)
-            if top and r.hget("cand:tiers", home) == name:
+            if top and r.hget("idx:home_tier", home) == name:
                 expected[home] = top[0][1]
                 pending += r.zcard(f"cand:{{{home}}}")
         assert index == expected, name
-        assert int(r.hget("cand:pending", name) or 0) == pending, name
+        assert int(r.hget("idx:pending", name) or 0) == pending, name
     for home in homes:
-        assert (r.hget("cand:tiers", home) is None) == (r.zcard(f"cand:{{{home}}}") == 0)
+        assert (r.hget("idx:home_tier", home) is None) == (r.zcard(f"cand:{{{home}}}") == 0)
 
 
 def test_add_makes_a_candidate_with_fields_index_and_expiry(store, redis_client):
@@ -55,8 +55,8 @@ def test_add_makes_a_candidate_with_fields_index_and_expiry(store, redis_client)
     assert fields["attempts"] == "0"
     assert float(fields["expires_at"]) - float(fields["created_at"]) == pytest.approx(60_000)
     assert 60_000 < r.pttl("ev:{h1}:e1") <= 60_000 + HOURS_MS
-    assert r.zscore("cand:index:premium", "h1") == 0.7
-    assert r.zscore("cand:expiry", "h1:e1") == pytest.approx(float(fields["expires_at"]), abs=1)
+    assert r.zscore("idx:cand:premium", "h1") == 0.7
+    assert r.zscore("idx:expiry", "h1:e1") == pytest.approx(float(fields["expires_at"]), abs=1)
     assert store.count("h1") == 1 and store.pending_total("premium") == 1
     got = store.get("h1", "e1")
     assert got.score == 0.7 and got.fields["location"] == "front_door"
@@ -68,20 +68,20 @@ def test_adding_the_same_event_twice_keeps_one_candidate(store, redis_client):
     created_at = redis_client.hget("ev:{h1}:e1", "created_at")
     assert not store.add("h1", "e1", "standard", 0.5, {"lite": "person"})
     assert store.count("h1") == 1 and store.pending_total("standard") == 1
-    assert redis_client.zscore("cand:index:standard", "h1") == 0.5
+    assert redis_client.zscore("idx:cand:standard", "h1") == 0.5
     fields = redis_client.hgetall("ev:{h1}:e1")
     assert fields["created_at"] == created_at
     assert fields["location"] == "yard" and fields["lite"] == "person"
-    assert redis_client.zcard("cand:expiry") == 1
+    assert redis_client.zcard("idx:expiry") == 1
 
 
 def test_update_score_moves_the_index_up_and_down(store, redis_client):
     store.add("h1", "e1", "standard", 0.3)
     store.add("h1", "e2", "standard", 0.6)
     assert store.update_score("h1", "e1", 0.9)
-    assert redis_client.zscore("cand:index:standard", "h1") == 0.9
+    assert redis_client.zscore("idx:cand:standard", "h1") == 0.9
     assert store.update_score("h1", "e1", 0.1)
-    assert redis_client.zscore("cand:index:standard", "h1") == 0.6
+    assert redis_client.zscore("idx:cand:standard", "h1") == 0.6
     assert not store.update_score("h1", "gone", 0.5)
     assert store.count("h1") == 2
 
@@ -90,20 +90,20 @@ def test_removing_the_last_candidate_drops_the_home_from_the_index(store, redis_
     store.add("h1", "e1", "standard", 0.3)
     store.add("h1", "e2", "standard", 0.6)
     assert store.remove("h1", "e2")
-    assert redis_client.zscore("cand:index:standard", "h1") == 0.3
+    assert redis_client.zscore("idx:cand:standard", "h1") == 0.3
     assert store.remove("h1", "e1")
     assert not store.remove("h1", "e1")
-    assert redis_client.zcard("cand:index:standard") == 0
+    assert redis_client.zcard("idx:cand:standard") == 0
     assert not redis_client.exists("ev:{h1}:e1", "cand:{h1}")
-    assert redis_client.zcard("cand:expiry") == 0
+    assert redis_client.zcard("idx:expiry") == 0
     assert store.pending_total("standard") == 0
 
 
 def test_a_tier_change_moves_the_home_and_its_candidates(store, redis_client):
     store.add("h1", "e1", "standard", 0.3)
     store.add("h1", "e2", "premium", 0.2)
-    assert redis_client.zcard("cand:index:standard") == 0
-    assert redis_client.zscore("cand:index:premium", "h1") == 0.3
+    assert redis_client.zcard("idx:cand:standard") == 0
+    assert redis_client.zscore("idx:cand:premium", "h1") == 0.3
     assert store.pending_total("standard") == 0 and store.pending_total("premium") == 2
 
 
@@ -116,7 +116,7 @@ def test_expire_due_drops_old_candidates_and_returns_their_fields(store, redis_c
         ("h1", "old", "door")
     ]
     assert store.get("h1", "old") is None and not redis_client.exists("ev:{h1}:old")
-    assert redis_client.zscore("cand:index:standard", "h1") == 0.2
+    assert redis_client.zscore("idx:cand:standard", "h1") == 0.2
     assert store.pending_total("standard") == 1
 
 
@@ -214,3 +214,21 @@ def test_index_matches_every_homes_best_candidate_after_any_operations(redis_cli
         else:
             store.expire_due(time_offset_ms=step[1])
         assert_index_consistent(r, config, HOMES)
+
+
+def test_the_guides_key_patterns_match_exactly_the_candidates(store, redis_client):
+    # `KEYS "cand:*"` counts the homes with waiting candidates, `KEYS "ev:*"` the candidates
+    # waiting or in flight; every index over them is an idx: key.
+    config = SchedulerConfig()
+    store.add("h1", "e1", "standard", 0.5, lite=True)
+    store.add("h1", "e2", "standard", 0.4)
+    store.add("h2", "e3", "premium", 0.9)
+    assert len(dispatch(redis_client, config.tier("premium"), config, 10).events) == 1
+    r = redis_client
+    assert r.keys("cand:*") == ["cand:{h1}"] and r.type("cand:{h1}") == "zset"
+    assert sorted(r.keys("ev:*")) == ["ev:{h1}:e1", "ev:{h1}:e2", "ev:{h2}:e3"]
+    assert {r.type(k) for k in r.keys("ev:*")} == {"hash"}
+    indexes = {"idx:cand:standard", "idx:home_tier", "idx:pending", "idx:expiry"}
+    assert indexes <= set(r.keys("idx:*"))
+    others = set(r.keys("*")) - set(r.keys("cand:*")) - set(r.keys("ev:*")) - set(r.keys("idx:*"))
+    assert {k.split(":", 1)[0] for k in others} == {"bucket", "inflight", "processing", "lite"}

@@ -70,7 +70,7 @@ def test_one_home_takes_no_more_than_its_cap_and_the_rest_goes_to_others(redis_c
     result = dispatch(redis_client, tier, config, free_capacity=10)
     assert ids(result) == ["n00", "n01", "c0"]
     assert store.count("noisy") == 18
-    assert redis_client.zscore("cand:index:standard", "noisy") == pytest.approx(0.88)
+    assert redis_client.zscore("idx:cand:standard", "noisy") == pytest.approx(0.88)
     assert ids(dispatch(redis_client, tier, config, free_capacity=10)) == []
 
 
@@ -105,8 +105,8 @@ def test_dispatch_leases_each_event_and_takes_exactly_the_tokens_used(redis_clie
     lease = redis_client.hgetall("processing:e1")
     assert lease["home"] == "h1" and lease["tier"] == "standard" and lease["attempts"] == "0"
     assert store.count("h1") == 0 and store.pending_total("standard") == 0
-    assert redis_client.zcard("cand:index:standard") == 0
-    assert redis_client.zcard("cand:expiry") == 0
+    assert redis_client.zcard("idx:cand:standard") == 0
+    assert redis_client.zcard("idx:expiry") == 0
     assert second.event_id == "e2"
 
 

@@ -57,7 +57,7 @@ def test_an_event_survives_lease_expiry_and_fails_after_max_attempts(store, redi
         again = store.get("h1", "e1")
         assert again.score == 0.7 and again.fields["attempts"] == str(attempt)
         assert again.fields["location"] == "front_door"
-        assert redis_client.zscore("cand:index:standard", "h1") == 0.7
+        assert redis_client.zscore("idx:cand:standard", "h1") == 0.7
         assert store.pending_total("standard") == 1
     lease(redis_client, offset)
     report = reap(redis_client, CONFIG, time_offset_ms=offset + LATE_MS)
@@ -67,7 +67,7 @@ def test_an_event_survives_lease_expiry_and_fails_after_max_attempts(store, redi
     ]
     left = {key for key in redis_client.scan_iter() if not key.startswith("bucket:")}
     # nothing left but the mark that keeps reconcile from reviving the failed event
-    assert left == {"cand:pending", "settled:e1"} and store.pending_total("standard") == 0
+    assert left == {"idx:pending", "settled:e1"} and store.pending_total("standard") == 0
 
 
 def test_a_reaped_event_gets_a_fresh_ttl(store, redis_client):

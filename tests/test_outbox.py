@@ -218,8 +218,14 @@ def test_a_sender_that_lost_its_lease_cannot_overwrite_the_newer_attempt(db, pro
         conn.execute("UPDATE deliveries SET claimed_until = now() - interval '1 s'")
     (fresh,) = claim(db, FAST, ids)
     assert fresh.attempts == 2 and fresh.reclaimed and not stale.reclaimed
-    assert send_one(db, providers, LINKS, FAST, fresh) == ("fcm", "sent")
-    assert send_one(db, providers, LINKS, FAST, stale) == ("fcm", "lost_lease")
+    sent, lost = (send_one(db, providers, LINKS, FAST, row) for row in (fresh, stale))
+    assert (sent.provider, sent.status, lost.provider, lost.status) == (
+        "fcm",
+        "sent",
+        "fcm",
+        "lost_lease",
+    )
+    assert sent.request_s is not None and sent.request_s > 0
     (row,) = deliveries(db)
     assert (row["status"], row["attempts"]) == ("sent", 2)
 

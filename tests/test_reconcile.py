@@ -83,3 +83,71 @@ def test_an_event_settled_between_the_read_and_the_write_is_not_revived(db, redi
     assert {e.id for e in lost} == {expiring, finishing}  # what the read alone would say
     assert restore(store, lost) == []
     assert store.count(home) == 0 and store.pending_total("premium") == 0
+
+
+LEGACY_NAMES = {
+    "idx:home_tier": "cand:tiers",
+    "idx:pending": "cand:pending",
+    "idx:expiry": "cand:expiry",
+    **{f"idx:cand:{tier}": f"cand:index:{tier}" for tier in ("standard", "premium", "enterprise")},
+}
+
+
+def as_earlier_release(redis_client) -> None:
+    """Give the indexes the names the earlier release wrote them under."""
+    for current, earlier in LEGACY_NAMES.items():
+        if redis_client.exists(current):
+            redis_client.rename(current, earlier)
+
+
+def test_indexes_under_their_earlier_names_are_adopted(redis_client):
+    from schedules.legacy import adopt_legacy_indexes
+    from tests.test_candidates import assert_index_consistent
+
+    config, store = SchedulerConfig(), CandidateStore(redis_client)
+    for event, score in (("e1", 0.5), ("e2", 0.4), ("e3", 0.3)):
+        store.add("h1", event, "standard", score)
+    store.add("h2", "e4", "premium", 0.9)
+    store.add("h3", "e5", "enterprise", 0.4)
+    as_earlier_release(redis_client)
+    # The current release writes before reconcile runs: h1 gets a new candidate (its index
+    # entry then covers the earlier ones too), and a tick takes two of h1's candidates.
+    store.add("h1", "e6", "standard", 0.8)
+    taken = dispatch(redis_client, config.tier("standard"), config, 2).events
+    assert [d.event_id for d in taken] == ["e6", "e1"]
+    assert dispatch(redis_client, config.tier("premium"), config, 10).events == []  # not found
+
+    assert adopt_legacy_indexes(redis_client, config.tiers) == 3
+    assert not redis_client.exists(*LEGACY_NAMES.values())
+    assert_index_consistent(redis_client, config, ["h1", "h2", "h3"])
+    assert {k: store.pending_total(k) for k in config.tiers} == {
+        "standard": 2,
+        "premium": 1,
+        "enterprise": 1,
+    }
+    assert sorted(redis_client.keys("cand:*")) == ["cand:{h1}", "cand:{h2}", "cand:{h3}"]
+    assert sorted(redis_client.zrange("idx:expiry", 0, -1)) == ["h1:e2", "h1:e3", "h2:e4", "h3:e5"]
+    assert adopt_legacy_indexes(redis_client, config.tiers) is None  # once only
+    assert [
+        d.event_id for d in dispatch(redis_client, config.tier("premium"), config, 9).events
+    ] == ["e4"]
+    expired = store.expire_due(time_offset_ms=config.candidate_ttl_s * 1000 + 1000)
+    assert sorted(e.event_id for e in expired) == ["e2", "e3", "e5"]
+    assert_index_consistent(redis_client, config, ["h1", "h2", "h3"])
+
+
+def test_reconcile_adopts_the_earlier_indexes_before_it_looks(
+    db, redis_client, redis_url, database_url
+):
+    with db.connection() as conn:
+        home, camera = make_home(conn)
+    events = [queued_event(db, home, camera) for _ in range(2)]
+    store = CandidateStore(redis_client)
+    for event in events:
+        store.add(home, event, "premium", 0.6)
+    as_earlier_release(redis_client)
+    assert restore_lost(context(redis_url, database_url), SchedulerConfig()) == []
+    assert store.pending_total("premium") == 2
+    config = SchedulerConfig()
+    found = dispatch(redis_client, config.tier("premium"), config, 10).events
+    assert sorted(int(d.event_id) for d in found) == events

@@ -1,6 +1,7 @@
 """Every task is named where it lives, every beat entry and route resolves to a registered
-task, a sent task lands on the queue its definition names, and every queue has a consumer
-among the Procfile's processes."""
+task, a sent task lands on the queue its definition names, every queue has a consumer
+among the Procfile's processes, the beat's tasks stay out of Flower unless they fail, and
+every batch shows its size."""
 
 from __future__ import annotations
 
@@ -13,10 +14,12 @@ from pathlib import Path
 import pytest
 import redis
 from celery import Celery, Task
+from kombu.utils.imports import symbol_by_name
 
 from schedules.config import SchedulerConfig
 from tasks import gpu_workers, scheduling
 from tasks.app import TASK_MODULES, app, create_celery
+from tasks.monitoring import BatchTask, FailuresOnly
 from tasks.queues import DEEP_QUEUES, QUEUES, deep_queue
 from tasks.routes import task_routes
 from tasks.schedule import beat_schedule
@@ -33,7 +36,8 @@ def vigil_tasks(celery: Celery) -> list[Task]:
 @pytest.mark.unit
 def test_every_task_is_named_by_its_module_path():
     tasks = vigil_tasks(app)
-    assert {t.name.rsplit(".", 1)[0] for t in tasks} == set(TASK_MODULES) - {"tasks.heartbeat"}
+    signal_only = {"tasks.heartbeat", "tasks.metrics"}  # loaded for their signal handlers
+    assert {t.name.rsplit(".", 1)[0] for t in tasks} == set(TASK_MODULES) - signal_only
     for task in tasks:
         module, attribute = task.name.rsplit(".", 1)
         assert getattr(importlib.import_module(module), attribute).name == task.name
@@ -115,4 +119,48 @@ def test_a_deep_batch_goes_to_its_tiers_queue_chained_to_the_digest():
     assert deep.task == "tasks.deep.deep_batch" and deep.args == (Tier.PREMIUM, [7, 8])
     assert deep.options["queue"] == deep_queue(Tier.PREMIUM) == "deep_processing_premium"
     assert deep.immutable and then.task == "tasks.digest.digest" and not then.immutable
+    assert then.kwargs == {"tier": Tier.PREMIUM}  # shown in Flower beside the settled ids
     assert app.conf.task_routes[then.task] == {"queue": "digest"}
+
+
+@pytest.mark.unit
+def test_the_beats_tasks_announce_only_failures_and_every_other_task_everything():
+    beat = {entry["task"] for entry in app.conf.beat_schedule.values()}
+    for task in vigil_tasks(app):
+        quiet = task.name in beat
+        assert task.send_events is not quiet, task.name
+        assert (symbol_by_name(task.Request) is FailuresOnly) is quiet, task.name
+
+
+@pytest.mark.unit
+def test_every_task_given_ids_is_a_batch_task():
+    beat = {entry["task"] for entry in app.conf.beat_schedule.values()}
+    batches = {t.name for t in vigil_tasks(app) if isinstance(t, BatchTask)}
+    assert batches == {t.name for t in vigil_tasks(app)} - beat
+    assert batches == {
+        "tasks.deep.deep_batch",
+        "tasks.lite.lite_batch",
+        "tasks.digest.digest",
+        "tasks.digest.send",
+    }
+
+
+def queued_headers(client: redis.Redis, queue: str) -> list[dict]:
+    return [json.loads(m)["headers"] for m in client.lrange(queue, 0, -1)]
+
+
+@pytest.mark.integration
+def test_a_batch_shows_its_size_and_tier_in_its_message(producer, redis_client):
+    deep = producer.tasks["tasks.deep.deep_batch"]
+    deep.apply_async((Tier.PREMIUM, [7, 8, 9]), queue=deep_queue(Tier.PREMIUM))
+    [sent] = queued_headers(redis_client, deep_queue(Tier.PREMIUM))
+    assert sent["argsrepr"] == "('premium', [7, 8, 9])"
+    assert sent["kwargsrepr"] == "{'batch_size': 3}"
+    # The chained digest is sent by the worker the way a signature sends it: the settled
+    # ids come first, the tier from the chain.
+    producer.tasks["tasks.digest.digest"].s(tier=Tier.PREMIUM).apply_async(([7, 9],))
+    producer.tasks["tasks.lite.lite_batch"].delay([4, 5])
+    [digest] = queued_headers(redis_client, "digest")
+    assert digest["kwargsrepr"] == "{'tier': 'premium', 'batch_size': 2}"
+    [lite] = queued_headers(redis_client, "lite")
+    assert lite["argsrepr"] == "([4, 5],)" and lite["kwargsrepr"] == "{'batch_size': 2}"

@@ -201,6 +201,14 @@ class Settings:
         group="web",
         shown_default="none",
     )
+    prometheus_multiproc_dir: str | None = var(
+        "PROMETHEUS_MULTIPROC_DIR",
+        None,
+        "where gunicorn's workers keep their metrics files (Prometheus multiprocess mode); "
+        "emptied when the web process starts (`docs/operations.md`)",
+        group="web",
+        shown_default="a new temporary folder",
+    )
     health_worker_fresh_s: int = var(
         "HEALTH_WORKER_FRESH_S",
         60,
@@ -410,6 +418,11 @@ class Settings:
 
     # Processes (read by the Procfile's command lines)
     port: None = process_var("PORT", "5000", "web process port")
+    bind_address: None = process_var(
+        "BIND_ADDRESS",
+        "0.0.0.0",
+        "address the web process and Flower listen on; `make run` sets `127.0.0.1` unless given",
+    )
     web_concurrency: None = process_var("WEB_CONCURRENCY", "2", "gunicorn worker processes")
     web_threads: None = process_var(
         "WEB_THREADS", "32", "threads per gunicorn worker (each open live stream holds one)"

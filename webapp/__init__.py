@@ -64,7 +64,9 @@ def create_app(
         auth,
         cli,
         clients,
+        device_auth,
         devices,
+        docs_ui,
         errors,
         events,
         health,
@@ -77,11 +79,13 @@ def create_app(
     )
 
     errors.init_app(app)  # first: the JWT extension's handlers then override by class
+    device_auth.init_app(app)  # a device key is refused outside POST /events, before all
     clients.init_app(app)
     ratelimit.init_app(app)
     metrics.init_app(app)
     auth.init_app(app)
     for module in (homes, devices, events, notifications, stream, health, openapi):
         app.register_blueprint(module.bp)
+    app.register_blueprint(docs_ui.blueprint())
     cli.init_app(app)
     return app

@@ -12,7 +12,7 @@ import hashlib
 import ipaddress
 from dataclasses import dataclass
 
-from flask import Blueprint, Flask, Response, current_app, jsonify, request
+from flask import Blueprint, Flask, Response, current_app, request
 from flask_jwt_extended import get_jwt, jwt_required
 from psycopg.rows import class_row
 from werkzeug.security import check_password_hash, generate_password_hash
@@ -22,6 +22,7 @@ from webapp.clients import get_pool
 from webapp.errors import ApiError
 from webapp.ratelimit import Policy, rate_limits, too_many
 from webapp.requests import json_body
+from webapp.responses import LogoutResult, Tokens, respond
 from webapp.schemas import LoginRequest
 
 bp = Blueprint("auth", __name__, url_prefix="/auth")
@@ -145,8 +146,10 @@ def refresh() -> Response:
 
 
 def _tokens_json(pair: tokens.TokenPair) -> Response:
-    return jsonify(
-        access_token=pair.access_token, refresh_token=pair.refresh_token, token_type="Bearer"
+    return respond(
+        Tokens(
+            access_token=pair.access_token, refresh_token=pair.refresh_token, token_type="Bearer"
+        )
     )
 
 
@@ -158,7 +161,7 @@ def logout() -> Response:
     """End the session of the presented token, access or refresh: both stop working."""
     claims = get_jwt()
     tokens.end_session(claims)
-    return jsonify(revoked=claims["type"], session="ended")
+    return respond(LogoutResult(revoked=claims["type"], session="ended"))
 
 
 def init_app(app: Flask) -> None:

@@ -20,6 +20,7 @@ from pydantic import ValidationError
 from werkzeug.exceptions import HTTPException
 
 from inference.errors import ImageSourceError
+from webapp.responses import ErrorResponse
 
 logger = logging.getLogger(__name__)
 
@@ -77,13 +78,23 @@ def not_found(what: str) -> ApiError:
     return ApiError(f"{what}_not_found", 404, f"No such {what.replace('_', ' ')}.")
 
 
+def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:
+    """The error as JSON, through the model the document publishes (``ErrorResponse``)."""
+    fields: dict[str, Any] = {"code": code, "message": message}
+    if details is not None:
+        fields["details"] = details
+    try:
+        return ErrorResponse.model_validate({"error": fields}).as_json()
+    except ValidationError:
+        # An error must always be answered: details of another shape are left out.
+        logger.error("error %s: details do not fit the error model: %r", code, details)
+        return {"error": {"code": code, "message": message}}
+
+
 def error_response(
     code: str, status: int, message: str, details: Any = None, headers: Any = ()
 ) -> Response:
-    body: dict[str, Any] = {"code": code, "message": message}
-    if details is not None:
-        body["details"] = details
-    response = jsonify(error=body)
+    response = jsonify(error_body(code, message, details))
     response.status_code = status
     for name, value in headers:
         if name.lower() != "content-type":

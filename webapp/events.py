@@ -1,4 +1,5 @@
-"""Events: create (JSON or upload, idempotent), read, list by cursor, fetch the image.
+"""Events: create (JSON or upload, idempotent; with the owner's access token or the device's
+own key, ``webapp.device_auth``), read, list by cursor, fetch the image.
 
 Creating writes the Postgres row first (the source of truth: one statement checks the device
 is the caller's and inserts), then, in one Redis step, takes a token from the device's and
@@ -17,7 +18,7 @@ import logging
 import math
 
 import redis
-from flask import Blueprint, Response, current_app, jsonify, url_for
+from flask import Blueprint, Response, current_app, url_for
 from flask_jwt_extended import jwt_required, verify_jwt_in_request
 
 from notify.links import snapshot_signature_valid
@@ -27,6 +28,7 @@ from schedules.scripts import device_limit_key, home_limit_key
 from store.db import single_statement
 from webapp.clients import get_pool, get_redis
 from webapp.config import app_settings
+from webapp.device_auth import authenticate_device, presented_device_key
 from webapp.errors import ApiError
 from webapp.event_input import image_content_type, read_new_event
 from webapp.event_store import (
@@ -40,6 +42,7 @@ from webapp.event_store import (
     uploaded_image,
 )
 from webapp.requests import query_args
+from webapp.responses import Event, EventAccepted, EventDetail, EventList, respond
 from webapp.schemas import EventCreate, EventQuery
 from webapp.tokens import current_user_id
 
@@ -48,10 +51,19 @@ logger = logging.getLogger(__name__)
 
 
 @bp.post("")
-@jwt_required()
 def create_event() -> Response:
+    """With a user's access token, for any of their devices; with a device key, for that
+    device only. Credentials are checked first: a refused request's body is never read."""
+    key = presented_device_key()
+    device = authenticate_device(key) if key is not None else None
+    if device is None:
+        verify_jwt_in_request()
     new = read_new_event()
     fields = new.fields
+    if device is None:
+        owner_id, device_ref = current_user_id(), fields.device_id
+    else:
+        owner_id, device_ref = device.owner_id, device.device_for(fields.device_id)
     # The priority under every arm mode: SQL picks the home's, so the ownership check and
     # the insert are one statement (one round trip, no transaction around it).
     priorities = {
@@ -69,12 +81,11 @@ def create_event() -> Response:
         "lite_results": fields.lite_scores,
     }
     with single_statement(get_pool()) as conn:
-        made = store_event(conn, current_user_id(), fields.device_id, values, priorities)
+        made = store_event(conn, owner_id, device_ref, values, priorities)
     if made.created:
         _add_candidate(made, fields)
-    body = {"event_id": made.event_id, "status": made.status, "priority": made.priority}
-    response = jsonify(body)
-    response.status_code = 202 if made.created else 200
+    accepted = EventAccepted(event_id=made.event_id, status=made.status, priority=made.priority)
+    response = respond(accepted, 202 if made.created else 200)
     response.headers["Location"] = url_for("events.get_event", event_id=made.event_id)
     if not made.created:
         response.headers["Idempotent-Replayed"] = "true"
@@ -140,7 +151,8 @@ def get_event(event_id: int) -> Response:
     with get_pool().connection() as conn:
         event = owned_event_row(conn, current_user_id(), event_id)
         detections = event_detections(conn, event_id)
-    return jsonify({**event_json(event), "detections": [dataclasses.asdict(d) for d in detections]})
+    detail = {**event_json(event), "detections": [dataclasses.asdict(d) for d in detections]}
+    return respond(EventDetail.model_validate(detail))
 
 
 @bp.get("")
@@ -149,7 +161,8 @@ def list_events_route() -> Response:
     query = EventQuery.model_validate(query_args())
     with get_pool().connection() as conn:
         rows, next_cursor = list_events(conn, current_user_id(), query)
-    return jsonify(events=[event_json(row) for row in rows], next_cursor=next_cursor)
+    events = [Event.model_validate(event_json(row)) for row in rows]
+    return respond(EventList(events=events, next_cursor=next_cursor))
 
 
 @bp.get("/<int:event_id>/image")

@@ -10,17 +10,32 @@ the API's JSON error shape, like every other error, instead of gunicorn's HTML p
 
 gunicorn still decides the status, logs the refusal and writes the access log line;
 ``JsonErrorWorker`` only renders the page.
+
+Metrics: the workers count requests in prometheus_client's multiprocess mode, so a scrape
+answered by any worker reports every worker's counts (``webapp.metrics``). The files live
+in ``PROMETHEUS_MULTIPROC_DIR`` (the operator's, else a new folder under the temporary
+directory, named after the master's pid and removed when it exits). gunicorn puts it in the
+environment (``raw_env``) before it forks, so each worker imports prometheus_client with it
+set; the master empties it of an earlier server's files when it starts, and drops a dead
+worker's live gauges (``child_exit``). Counters of dead workers stay: a replaced worker
+never makes a counter go down.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import tempfile
 from http import HTTPStatus
+from pathlib import Path
 from typing import Any
 
 from gunicorn import util
 from gunicorn.http.errors import ParseException
 from gunicorn.workers.gthread import ThreadWorker
+
+from vigil.settings import Settings, environment
 
 # gthread: each open live stream (GET /stream) holds one thread.
 worker_class = "webapp.gunicorn_conf.JsonErrorWorker"
@@ -28,6 +43,39 @@ worker_class = "webapp.gunicorn_conf.JsonErrorWorker"
 limit_request_line = 4094  # bytes of "METHOD /path?query HTTP/1.1"
 limit_request_fields = 100  # headers per request
 limit_request_field_size = 8190  # bytes of one header line
+
+# Read here, not with vigil.settings.current(): the workers fork from this process and must
+# read their settings after raw_env has put the metrics folder in the environment.
+_CONFIGURED_METRICS_DIR = Settings.from_environ(environment()).prometheus_multiproc_dir
+METRICS_DIR = Path(
+    _CONFIGURED_METRICS_DIR or Path(tempfile.gettempdir()) / f"vigil-web-metrics-{os.getpid()}"
+)
+raw_env = [f"PROMETHEUS_MULTIPROC_DIR={METRICS_DIR}"]
+
+
+def reset_metrics_dir(path: Path) -> None:
+    """An existing, empty metrics folder: an earlier server's counts must not add up."""
+    path.mkdir(parents=True, exist_ok=True)
+    for stale in path.glob("*.db"):
+        stale.unlink(missing_ok=True)
+
+
+def on_starting(server: Any) -> None:
+    reset_metrics_dir(METRICS_DIR)
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    # Imported here, in the master, only after raw_env is in the environment: a worker
+    # forked later must find prometheus_client in multiprocess mode.
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid, str(METRICS_DIR))
+
+
+def on_exit(server: Any) -> None:
+    if _CONFIGURED_METRICS_DIR is None:  # ours: made up at start, gone at exit
+        shutil.rmtree(METRICS_DIR, ignore_errors=True)
+
 
 # Stable codes by status; the messages never echo the refused request.
 ERRORS: dict[int, tuple[str, str]] = {

@@ -28,12 +28,13 @@ from concurrent.futures import Future
 from typing import Any
 
 import redis
-from flask import Blueprint, Response, current_app, jsonify
+from flask import Blueprint, Response, current_app
 from psycopg.rows import scalar_row
 
 from webapp.clients import Clients, clients, redis_client
 from webapp.errors import UNAVAILABLE_RETRY_AFTER_S
 from webapp.queue_health import check_workers
+from webapp.responses import Health, respond
 
 bp = Blueprint("health", __name__)
 logger = logging.getLogger(__name__)
@@ -174,8 +175,7 @@ def health() -> Response | tuple[Response, int]:
         for name in ("redis", "postgres")
     }
     if not all(value == "ok" for value in checks.values()):
-        response = jsonify(status="down", checks=checks)
-        response.status_code = 503
+        response = respond(Health(status="down", checks=checks), 503)
         response.headers["Retry-After"] = str(UNAVAILABLE_RETRY_AFTER_S)
         return response
 
@@ -188,4 +188,5 @@ def health() -> Response | tuple[Response, int]:
         workers, reasons = None, [f"workers: {failure}"]
     checks["workers"] = "degraded" if reasons else "ok"
     status = "degraded" if reasons else "ok"
-    return jsonify(status=status, checks=checks, workers=workers, reasons=reasons), 200
+    report = {"status": status, "checks": checks, "workers": workers, "reasons": reasons}
+    return respond(Health.model_validate(report)), 200

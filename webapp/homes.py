@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from typing import Any
 
-from flask import Blueprint, Response, jsonify
+from flask import Blueprint, Response
 from flask_jwt_extended import jwt_required
 from psycopg.rows import class_row
 
@@ -16,6 +15,7 @@ from webapp.access import HOME_COLUMNS, HomeRow, owned_home
 from webapp.clients import get_pool
 from webapp.errors import ApiError
 from webapp.requests import json_body
+from webapp.responses import Home, HomeList, Policy, respond
 from webapp.schemas import HomePatch, PolicyUpdate
 from webapp.tokens import current_user_id
 
@@ -29,13 +29,15 @@ def _hours(value: dt.time | None) -> str | None:
     return None if value is None else value.strftime("%H:%M")
 
 
-def home_json(home: HomeRow) -> dict[str, Any]:
+def home_model(home: HomeRow) -> Home:
     """The home as the API shows it: quiet hours as "HH:MM"."""
-    return {
-        **dataclasses.asdict(home),
-        "quiet_hours_start": _hours(home.quiet_hours_start),
-        "quiet_hours_end": _hours(home.quiet_hours_end),
-    }
+    return Home.model_validate(
+        {
+            **dataclasses.asdict(home),
+            "quiet_hours_start": _hours(home.quiet_hours_start),
+            "quiet_hours_end": _hours(home.quiet_hours_end),
+        }
+    )
 
 
 @bp.get("")
@@ -50,14 +52,14 @@ def list_homes() -> Response:
             )
             .fetchall()
         )
-    return jsonify(homes=[home_json(row) for row in rows])
+    return respond(HomeList(homes=[home_model(row) for row in rows]))
 
 
 @bp.get("/<int:home_id>")
 @jwt_required()
 def get_home(home_id: int) -> Response:
     with get_pool().connection() as conn:
-        return jsonify(home_json(owned_home(conn, current_user_id(), home_id)))
+        return respond(home_model(owned_home(conn, current_user_id(), home_id)))
 
 
 @bp.patch("/<int:home_id>")
@@ -89,7 +91,7 @@ def patch_home(home_id: int) -> Response:
             conn.execute(
                 f"UPDATE homes SET {assignments} WHERE id = %(id)s", {**changes, "id": home_id}
             )
-    return jsonify(home_json(merged))  # the locked row with the changes applied
+    return respond(home_model(merged))  # the locked row with the changes applied
 
 
 @bp.get("/<int:home_id>/policy")
@@ -98,7 +100,7 @@ def get_policy(home_id: int) -> Response:
     """The home's notification policy (cooldown, hourly budget, labels, summary timing)."""
     with get_pool().connection() as conn:
         owned_home(conn, current_user_id(), home_id)
-        return jsonify(policy_json(load_policy(conn, home_id)))
+        return respond(Policy.model_validate(policy_json(load_policy(conn, home_id))))
 
 
 @bp.route("/<int:home_id>/policy", methods=["PUT", "PATCH"])
@@ -110,4 +112,4 @@ def update_policy(home_id: int) -> Response:
     with transaction(get_pool()) as conn:
         owned_home(conn, current_user_id(), home_id, lock=True)
         policy = save_policy(conn, home_id, changes)
-    return jsonify(policy_json(policy))
+    return respond(Policy.model_validate(policy_json(policy)))

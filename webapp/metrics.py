@@ -1,12 +1,22 @@
-"""``GET /metrics``: Prometheus text from a registry of this app (never the global one).
+"""``GET /metrics``: Prometheus text for this web process, its siblings and the workers.
 
-Counters are counted by this process as requests happen. Gauges are read from the stores
-at scrape time by ``StoreCollector``: pending candidates per tier, events waiting for the
-lite scorer, Celery queue lengths on the broker, in-flight leases, and events by status.
-With several gunicorn workers each process has its own counters; Prometheus sums them per
-instance only if every process is scraped, so run the web with one worker per scrape
-target or use multiprocess mode.
+Three kinds of series, each counted where it can be counted exactly:
 
+- **Requests** (``ApiMetrics``): events accepted, replayed and refused, request latency per
+  route, requests in flight. Counted by the process that served the request. Under
+  gunicorn every worker process writes them to files in ``PROMETHEUS_MULTIPROC_DIR``
+  (prometheus_client's multiprocess mode, set up in ``webapp.gunicorn_conf``) and a scrape
+  answered by any of them sums them all, so a counter is the same whichever worker
+  answers, and a worker that is replaced keeps its counts. Without that directory (tests,
+  ``flask run``) each app has a registry of its own.
+- **Stores** (``StoreCollector``): gauges read from Redis, the broker and PostgreSQL when
+  scraped (pending candidates per tier, events waiting for the lite scorer, Celery queue
+  lengths and the age of each queue's oldest message, in-flight leases, events by status,
+  failures by code). Computed once per scrape, never summed across processes.
+- **Workers** (``tasks.metrics``): counters and histograms the Celery workers add up in
+  Redis (queue wait, inference per batch, submit → analysed, pushes, settled events).
+
+A store that fails is reported as ``vigil_metrics_source_up{source} 0``, not as a 500.
 ``METRICS_TOKEN`` set: the scrape must send ``Authorization: Bearer <token>``.
 """
 
@@ -14,30 +24,77 @@ from __future__ import annotations
 
 import hmac
 import logging
+import time
 from collections import Counter as Tally
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
-from flask import Blueprint, Flask, Response, current_app, request
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
+from flask import Blueprint, Flask, Response, current_app, g, request
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.registry import Collector
 from psycopg.rows import class_row
 
 from schedules import lite_queue
 from schedules.candidates import CandidateStore
 from schedules.config import SchedulerConfig
 from schedules.scripts import INFLIGHT, sync_reply
+from tasks import metrics as worker_metrics
+from tasks.heartbeat import published_at
 from tasks.queues import QUEUES
 from vigil.vocabulary import EventStatus, Tier
 from webapp.clients import Clients, clients
 from webapp.config import app_settings
 from webapp.errors import error_response
 
+# No ``_created`` samples: multiprocess mode has none, and a single process shows the same.
+disable_created_metrics()
+
 bp = Blueprint("metrics", __name__)
 logger = logging.getLogger(__name__)
 
 EXTENSION = "vigil.metrics"
 CREATE_EVENT_ENDPOINT = "events.create_event"
+UNMATCHED_ROUTE = "unmatched"  # no rule matched (404, 405): one label, not the raw path
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+REQUEST_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+_STARTED = "vigil_metrics_started"
+_IN_FLIGHT = "vigil_metrics_in_flight"
+
+# The gauges a scrape reads from the stores: name → (help, labels).
+GAUGES: dict[str, tuple[str, tuple[str, ...]]] = {
+    "vigil_metrics_source_up": ("1 if the last scrape read this store", ("source",)),
+    "vigil_candidates_pending": ("Events waiting for deep analysis", ("tier",)),
+    "vigil_leases_inflight": ("Events dispatched to a deep worker", ()),
+    "vigil_lite_pending": (
+        "Events without on-device results waiting to be sent to the lite scorer",
+        (),
+    ),
+    "vigil_celery_queue_length": ("Messages waiting in a Celery queue", ("queue",)),
+    "vigil_celery_queue_oldest_age_seconds": (
+        "How long the oldest message of a Celery queue has waited (0: empty)",
+        ("queue",),
+    ),
+    "vigil_events": ("Events by status", ("status",)),
+}
+FAILURES = "vigil_analysis_failures"
+FAILURES_DOC = (
+    "Events whose analysis failed, by error code (fetch_timeout, url_address_blocked, ...)"
+)
+
+
+def _gauge(name: str) -> GaugeMetricFamily:
+    doc, labels = GAUGES[name]
+    return GaugeMetricFamily(name, doc, labels=labels)
 
 
 @dataclass(frozen=True)
@@ -54,15 +111,21 @@ class StoreCollector:
         self.clients = app_clients
         self.scheduler = scheduler
 
+    def describe(self) -> Iterator[Metric]:
+        for name in GAUGES:
+            yield _gauge(name)
+        yield CounterMetricFamily(FAILURES, FAILURES_DOC, labels=["code"])
+        yield from worker_metrics.describe()
+
     def collect(self) -> Iterator[Metric]:
-        up = GaugeMetricFamily(
-            "vigil_metrics_source_up", "1 if the last scrape read this store", labels=["source"]
-        )
-        for source, read in (
+        up = _gauge("vigil_metrics_source_up")
+        sources: tuple[tuple[str, Callable[[], Iterable[Metric]]], ...] = (
             ("redis", self._redis),
             ("broker", self._broker),
             ("postgres", self._postgres),
-        ):
+            ("workers", self._workers),
+        )
+        for source, read in sources:
             try:
                 metrics = list(read())
             except Exception as exc:  # a scrape reports the outage rather than failing
@@ -76,32 +139,34 @@ class StoreCollector:
     def _redis(self) -> Iterator[Metric]:
         client = self.clients.redis
         store = CandidateStore(client, self.scheduler)
-        pending = GaugeMetricFamily(
-            "vigil_candidates_pending", "Events waiting for deep analysis", labels=["tier"]
-        )
+        pending = _gauge("vigil_candidates_pending")
         for tier in Tier:
             pending.add_metric([tier], store.pending_total(tier))
         yield pending
-        inflight = sync_reply(client.zcard(INFLIGHT))
-        yield GaugeMetricFamily(
-            "vigil_leases_inflight", "Events dispatched to a deep worker", value=inflight
-        )
-        yield GaugeMetricFamily(
-            "vigil_lite_pending",
-            "Events without on-device results waiting to be sent to the lite scorer",
-            value=lite_queue.waiting(client),
-        )
+        inflight = _gauge("vigil_leases_inflight")
+        inflight.add_metric([], sync_reply(client.zcard(INFLIGHT)))
+        yield inflight
+        waiting = _gauge("vigil_lite_pending")
+        waiting.add_metric([], lite_queue.waiting(client))
+        yield waiting
 
     def _broker(self) -> Iterator[Metric]:
         pipe = self.clients.broker_redis.pipeline(transaction=False)
+        pipe.time()
         for queue in QUEUES:
             pipe.llen(queue)
-        lengths = GaugeMetricFamily(
-            "vigil_celery_queue_length", "Messages waiting in a Celery queue", labels=["queue"]
-        )
-        for queue, length in zip(QUEUES, pipe.execute(), strict=True):
+            pipe.lindex(queue, -1)  # kombu pushes on the left: the tail is the oldest
+        (seconds, micros), *replies = pipe.execute()
+        now = seconds + micros / 1e6
+        lengths = _gauge("vigil_celery_queue_length")
+        ages = _gauge("vigil_celery_queue_oldest_age_seconds")
+        for queue, length, tail in zip(QUEUES, replies[0::2], replies[1::2], strict=True):
             lengths.add_metric([queue], length)
+            sent = published_at(tail) if tail is not None else None
+            if tail is None or sent is not None:  # unknown for a message without the stamp
+                ages.add_metric([queue], 0.0 if sent is None else max(0.0, now - sent))
         yield lengths
+        yield ages
 
     def _postgres(self) -> Iterator[Metric]:
         # A full count: cheap at today's scale. At millions of rows, count only the
@@ -118,37 +183,91 @@ class StoreCollector:
             counts[row.status] += row.n
             if row.status == EventStatus.FAILED:
                 failures[row.error_code or "unknown"] += row.n
-        events = GaugeMetricFamily("vigil_events", "Events by status", labels=["status"])
+        events = _gauge("vigil_events")
         for status in EventStatus:
             events.add_metric([status], counts.get(status, 0))
         yield events
         # From the rows themselves, so every worker's failures count, across restarts.
-        failed = CounterMetricFamily(
-            "vigil_analysis_failures",
-            "Events whose analysis failed, by error code (fetch_timeout, url_address_blocked, ...)",
-            labels=["code"],
-        )
+        failed = CounterMetricFamily(FAILURES, FAILURES_DOC, labels=["code"])
         for code, n in sorted(failures.items()):
             failed.add_metric([code], n)
         yield failed
 
+    def _workers(self) -> list[Metric]:
+        return worker_metrics.read(self.clients.redis)
+
 
 class ApiMetrics:
-    """The registry of one app and the counters its requests update."""
+    """The counters this app's requests update, and the registry a scrape reads.
 
-    def __init__(self, app_clients: Clients, scheduler: SchedulerConfig) -> None:
-        self.registry = CollectorRegistry()
-        r = self.registry
+    ``multiproc_dir`` set (gunicorn): the counters live in that directory's files, shared
+    by every worker process, and the registry reads them all; else in a registry of this
+    app's own.
+    """
+
+    def __init__(
+        self, app_clients: Clients, scheduler: SchedulerConfig, multiproc_dir: str | None = None
+    ) -> None:
+        own = None if multiproc_dir else CollectorRegistry()
         self.events_accepted = Counter(
-            "vigil_events_accepted", "Events accepted (new, 202)", registry=r
+            "vigil_events_accepted", "Events accepted (new, 202)", registry=own
         )
         self.events_replayed = Counter(
-            "vigil_events_replayed", "Idempotent retries answered with the first event", registry=r
+            "vigil_events_replayed",
+            "Idempotent retries answered with the first event",
+            registry=own,
         )
         self.events_rejected = Counter(
-            "vigil_events_rejected", "POST /events refused, by error code", ["code"], registry=r
+            "vigil_events_rejected", "POST /events refused, by error code", ["code"], registry=own
         )
-        r.register(StoreCollector(app_clients, scheduler))
+        self.request_seconds = Histogram(
+            "vigil_http_request_duration_seconds",
+            "Time to answer a request (to the response's first byte), by route (the URL rule), "
+            "method and status class",
+            ["route", "method", "status"],
+            buckets=REQUEST_BUCKETS,
+            registry=own,
+        )
+        # livesum: only live processes count; gunicorn's child_exit hook drops a dead one's.
+        self.in_flight = Gauge(
+            "vigil_http_requests_in_flight",
+            "Requests being answered now",
+            multiprocess_mode="livesum",
+            registry=own,
+        )
+        self.store = StoreCollector(app_clients, scheduler)
+        self.own: tuple[Collector, ...] = (
+            self.events_accepted,
+            self.events_replayed,
+            self.events_rejected,
+            self.request_seconds,
+            self.in_flight,
+        )
+        self.registry = own or CollectorRegistry()
+        if multiproc_dir:
+            MultiProcessCollector(self.registry, path=multiproc_dir)
+        self.registry.register(self.store)
+
+    def describe(self) -> list[Metric]:
+        """Every family a scrape can show (no samples), from the collectors themselves."""
+        return [family for c in (*self.own, self.store) for family in _describe(c)]
+
+
+def _describe(collector: Collector) -> Iterable[Metric]:
+    describe = getattr(collector, "describe", None)
+    return describe() if describe is not None else ()
+
+
+def sample_names(families: Iterable[Metric]) -> set[str]:
+    """The sample names families of these types expose (``_total``, ``_bucket``, ...);
+    not ``_created``, which multiprocess mode and the Redis-backed families never show."""
+    suffixes = {
+        "counter": ("_total",),
+        "histogram": ("_bucket", "_count", "_sum"),
+        "summary": ("", "_count", "_sum"),
+        "gauge": ("",),
+    }
+    return {f.name + suffix for f in families for suffix in suffixes.get(f.type, ("",))}
 
 
 def metrics(app: Flask | None = None) -> ApiMetrics:
@@ -175,6 +294,37 @@ def _count_event_response(response: Response) -> Response:
     return response
 
 
+def _start_request() -> None:
+    setattr(g, _STARTED, time.perf_counter())
+    setattr(g, _IN_FLIGHT, True)  # teardown always runs: it decrements only what this did
+    metrics().in_flight.inc()
+
+
+def request_labels(status_code: int) -> dict[str, str]:
+    """Bounded labels: the URL rule (not the path), a known method, the status class."""
+    rule = request.url_rule
+    return {
+        "route": rule.rule if rule is not None else UNMATCHED_ROUTE,
+        "method": request.method if request.method in METHODS else "other",
+        "status": f"{status_code // 100}xx",
+    }
+
+
+def _observe_request(response: Response) -> Response:
+    started = g.pop(_STARTED, None)
+    if started is not None:
+        histogram = metrics().request_seconds
+        histogram.labels(**request_labels(response.status_code)).observe(
+            time.perf_counter() - started
+        )
+    return response
+
+
+def _end_request(_error: BaseException | None) -> None:
+    if g.pop(_IN_FLIGHT, False):
+        metrics().in_flight.dec()
+
+
 def _authorized() -> bool:
     token = current_app.config["METRICS_TOKEN"]
     if not token:
@@ -196,6 +346,14 @@ def metrics_route() -> Response:
 
 
 def init_app(app: Flask) -> None:
-    app.extensions[EXTENSION] = ApiMetrics(clients(app), app_settings(app).scheduler)
+    settings = app_settings(app)
+    app.extensions[EXTENSION] = ApiMetrics(
+        clients(app), settings.scheduler, settings.prometheus_multiproc_dir
+    )
+    # First of all before_request functions: a request another one refuses (a rate limit)
+    # is timed and counted too.
+    app.before_request_funcs.setdefault(None, []).insert(0, _start_request)
+    app.after_request(_observe_request)
     app.after_request(_count_event_response)
+    app.teardown_request(_end_request)
     app.register_blueprint(bp)

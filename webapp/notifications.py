@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import psycopg
-from flask import Blueprint, Response, jsonify
+from flask import Blueprint, Response
 from flask_jwt_extended import jwt_required
 from psycopg.rows import class_row
 
@@ -25,6 +25,7 @@ from webapp.clients import get_pool
 from webapp.errors import not_found
 from webapp.paging import owned_page
 from webapp.requests import query_args
+from webapp.responses import Notification, NotificationList, respond
 from webapp.schemas import NotificationQuery
 from webapp.tokens import current_user_id
 
@@ -154,7 +155,7 @@ def _one(conn: psycopg.Connection[Any], query: str, notification_id: int) -> Res
     )
     if row is None:
         raise not_found("notification")
-    return jsonify(with_deliveries(conn, [row])[0])
+    return respond(Notification.model_validate(with_deliveries(conn, [row])[0]))
 
 
 @bp.get("")
@@ -163,7 +164,8 @@ def list_notifications_route() -> Response:
     query = NotificationQuery.model_validate(query_args())
     with get_pool().connection() as conn:
         rows, next_cursor = list_notifications(conn, current_user_id(), query)
-    return jsonify(notifications=rows, next_cursor=next_cursor)
+    notifications = [Notification.model_validate(row) for row in rows]
+    return respond(NotificationList(notifications=notifications, next_cursor=next_cursor))
 
 
 @bp.get("/<int:notification_id>")

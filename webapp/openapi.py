@@ -1,10 +1,15 @@
-"""``GET /openapi.json``: an OpenAPI 3.1 description of the API.
+"""``GET /openapi.json``: an OpenAPI 3.1 description of the API that a client generator can
+use.
 
-Request schemas come from the pydantic models that validate the requests, so the document
-cannot drift from what the server accepts. They are then made plain JSON Schema: rules the
-models enforce in code are written out (no control characters in any string, the image URL
-pattern), a query parameter has no ``null`` (a query string cannot send one), and only
-JSON Schema keywords remain (``tests/test_api_input_hardening.py`` checks that).
+Every operation has an ``operationId``, a tag, examples, and one response per status it
+answers: the success bodies' schemas are the pydantic models the routes build their JSON
+with (``webapp.responses``), each error status the one error shape (``ErrorResponse``).
+Request schemas come from the models that validate the requests, made plain JSON Schema:
+rules the models enforce in code are written out (no control characters in any string, the
+image URL pattern), a query parameter has no ``null`` (a query string cannot send one), and
+only JSON Schema keywords remain (``tests/test_api_input_hardening.py`` checks that).
+
+The operations are listed once, in ``webapp.operations``.
 """
 
 from __future__ import annotations
@@ -15,47 +20,62 @@ from typing import Any
 
 from flask import Blueprint, jsonify
 from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
 
-from webapp.event_input import IDEMPOTENCY_HEADER, MAX_IDEMPOTENCY_KEY
-from webapp.schemas import (
-    TEXT_PATTERN,
-    DeviceCreate,
-    EventCreate,
-    EventQuery,
-    HomePatch,
-    LoginRequest,
-    NotificationQuery,
-    PolicyUpdate,
-)
-from webapp.stream import LAST_EVENT_ID_HEADER, StreamQuery
+from webapp.operations import OPERATIONS, Answer, Auth, Operation
+from webapp.responses import ApiModel, ErrorResponse
+from webapp.schemas import TEXT_PATTERN, EventCreate
 
 bp = Blueprint("openapi", __name__)
 
 _REF = "#/components/schemas/{model}"
-_MODELS: tuple[type[BaseModel], ...] = (
-    LoginRequest,
-    EventCreate,
-    HomePatch,
-    PolicyUpdate,
-    DeviceCreate,
-)
-_ERROR = {
-    "type": "object",
-    "required": ["error"],
-    "properties": {
-        "error": {
-            "type": "object",
-            "required": ["code", "message"],
-            "properties": {
-                "code": {"type": "string", "examples": ["device_not_found"]},
-                "message": {"type": "string"},
-                # A list of problems (one per field), or an object for one refusal
-                # (e.g. which limit a 429 hit).
-                "details": {"type": ["array", "object"]},
-            },
-        }
-    },
+# What a client may present: a user's JWT (access, or refresh for /auth/refresh and
+# /auth/logout), or a device key on POST /events.
+BEARER_JWT = "bearerAuth"
+DEVICE_KEY = "deviceKey"
+_SECURITY: dict[Auth, list[dict[str, list[str]]]] = {
+    "user": [{BEARER_JWT: []}],
+    "refresh": [{BEARER_JWT: []}],
+    "either_token": [{BEARER_JWT: []}],
+    "user_or_device": [{BEARER_JWT: []}, {DEVICE_KEY: []}],
+    "user_or_link": [{BEARER_JWT: []}, {}],
+    "public": [],
 }
+
+# One example of the error shape per status (the codes are in docs/api-errors.md).
+_ERRORS: dict[int, tuple[str, str, str]] = {
+    400: ("Malformed request (JSON, query string, cursor)", "invalid_json", "..."),
+    401: (
+        "Missing, invalid, expired or revoked credentials (WWW-Authenticate: Bearer)",
+        "token_missing",
+        "Authentication required: Missing Authorization Header.",
+    ),
+    403: (
+        "Not allowed: a device key outside POST /events, a disabled account, a bad link",
+        "device_key_not_allowed",
+        "A device key may only post its device's events (POST /events); ...",
+    ),
+    404: ("No such resource, or not yours (the answers are the same)", "not_found", "..."),
+    409: ("Conflicts with what exists", "device_name_taken", "..."),
+    413: ("The body is over the upload limit", "request_too_large", "..."),
+    415: ("Not the content type this operation takes", "unsupported_media_type", "..."),
+    422: (
+        "A field is invalid (details: one entry per problem)",
+        "validation_failed",
+        "Invalid request: motion_score: Input should be less than or equal to 1",
+    ),
+    429: ("Over a limit; retry after Retry-After seconds", "rate_limited", "..."),
+    503: (
+        "A storage service is unavailable; retry after Retry-After seconds",
+        "service_unavailable",
+        "A storage service is unavailable; retry later.",
+    ),
+}
+_RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait", "schema": {"type": "integer"}}}
+_DEFAULT_ERROR = (
+    "Any other error, such as gunicorn refusing a malformed request before the app sees it "
+    "(400, 414, 417, 431, 501): always the error shape"
+)
 
 
 # What the fetcher accepts (inference.urls), as far as a pattern can say it: http(s), a host
@@ -91,73 +111,61 @@ def _plain(schema: Any, query: bool = False) -> Any:
     return out
 
 
-# One server-sent event of GET /stream (OpenAPI 3.1: the schema of each event): its kind,
-# its id in the home's live log, and a JSON payload.
-_SSE_EVENT = {
-    "type": "object",
-    "properties": {
-        "event": {"type": "string", "examples": ["event.analyzed", "gap"]},
-        "id": {"type": "string", "pattern": r"^\d+-\d+$"},
-        "data": {"type": "string", "contentMediaType": "application/json"},
-    },
-}
-# GET /health's answer, up or down: not the error shape.
-_HEALTH = {
-    "type": "object",
-    "required": ["status", "checks"],
-    "properties": {
-        "status": {"enum": ["ok", "degraded", "down"]},
-        "checks": {"type": "object", "additionalProperties": {"type": "string"}},
-        "workers": {"type": ["object", "null"]},
-        "reasons": {"type": "array", "items": {"type": "string"}},
-    },
-}
-
-
 def _ref(name: str) -> dict[str, str]:
     return {"$ref": _REF.format(model=name)}
 
 
-def _json(schema: dict[str, Any]) -> dict[str, Any]:
-    return {"content": {"application/json": {"schema": schema}}}
+def _example_of(model: type[BaseModel]) -> Any:
+    extra = model.model_config.get("json_schema_extra")
+    examples = extra.get("examples") if isinstance(extra, dict) else None
+    return examples[0] if isinstance(examples, list) and examples else None
 
 
-def _op(
-    summary: str, ok: str = "200", body: str | None = None, public: bool = False, **extra: Any
-) -> dict[str, Any]:
-    responses = {
-        ok: {"description": "Success"},
-        "default": {"description": "Error (4xx/5xx), always JSON", **_json(_ref("Error"))},
+def _json_content(model: type[BaseModel]) -> dict[str, Any]:
+    media: dict[str, Any] = {"schema": _ref(model.__name__)}
+    example = _example_of(model)
+    if example is not None:
+        media["example"] = example
+    return {"application/json": media}
+
+
+def _answer(answer: Answer) -> dict[str, Any]:
+    out: dict[str, Any] = {"description": answer.description}
+    if answer.model is not None:
+        out["content"] = _json_content(answer.model)
+    elif answer.media is not None:
+        out["content"] = {kind: {"schema": schema} for kind, schema in answer.media.items()}
+    return out
+
+
+def _error_answer(status: int) -> dict[str, Any]:
+    description, code, message = _ERRORS[status]
+    media = {
+        "schema": _ref(ErrorResponse.__name__),
+        "example": {"error": {"code": code, "message": message}},
     }
-    operation: dict[str, Any] = {"summary": summary, "responses": responses, **extra}
-    if body:
-        operation["requestBody"] = {"required": True, **_json(_ref(body))}
-    if public:
-        operation["security"] = []
-    return operation
+    out: dict[str, Any] = {"description": description, "content": {"application/json": media}}
+    if status in (429, 503):
+        out["headers"] = _RETRY_AFTER
+    return out
 
 
 def _id(name: str) -> dict[str, Any]:
     return {"name": name, "in": "path", "required": True, "schema": {"type": "integer"}}
 
 
-# The query of a signed snapshot link (notify.links); any other value is a 403.
-_SIGNED_LINK = [
-    {
-        "name": "expires",
-        "in": "query",
-        "required": False,
-        "description": "Unix time the link expires at",
-        "schema": {"type": "string", "pattern": "^[0-9]{1,12}$"},
-    },
-    {
-        "name": "sig",
-        "in": "query",
-        "required": False,
-        "description": "HMAC-SHA256 of the event id and expires, lowercase hex",
-        "schema": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
-    },
-]
+def _query_params(model: type[BaseModel]) -> list[dict[str, Any]]:
+    query = model.model_json_schema(ref_template=_REF)
+    required = set(query.get("required", ()))
+    return [
+        {
+            "name": name,
+            "in": "query",
+            "required": name in required,
+            "schema": _plain(prop, query=True),
+        }
+        for name, prop in query["properties"].items()
+    ]
 
 
 def _model_schema(model: type[BaseModel]) -> dict[str, Any]:
@@ -178,6 +186,7 @@ def _image_url_pattern(schema: dict[str, Any]) -> None:
 def _event_upload_schema() -> dict[str, Any]:
     schema = _plain(copy.deepcopy(_model_schema(EventCreate)))
     schema.pop("$defs", None)
+    schema.pop("examples", None)
     _image_url_pattern(schema)
     schema["title"] = "EventUpload"
     schema["properties"]["lite_results"] = {
@@ -185,173 +194,129 @@ def _event_upload_schema() -> dict[str, Any]:
         "description": "JSON object",
         "pattern": TEXT_PATTERN,
     }
-    schema["properties"]["image"] = {"type": "string", "contentMediaType": "image/jpeg"}
+    # format binary: a file part to generators (OpenAPI 3.0's way, still read by most).
+    schema["properties"]["image"] = {
+        "type": "string",
+        "format": "binary",
+        "contentMediaType": "image/jpeg",
+    }
     return schema
 
 
-def _query_params(model: type[BaseModel]) -> list[dict[str, Any]]:
-    query = model.model_json_schema(ref_template=_REF)
-    required = set(query.get("required", ()))
-    return [
-        {
-            "name": name,
-            "in": "query",
-            "required": name in required,
-            "schema": _plain(prop, query=True),
-        }
-        for name, prop in query["properties"].items()
+_TAGS = [
+    {"name": "auth", "description": "Sessions: log in, refresh, log out (docs/auth.md)"},
+    {"name": "homes", "description": "Your homes: arm mode, quiet hours, notification policy"},
+    {"name": "devices", "description": "Cameras and phones, and each device's own key"},
+    {"name": "events", "description": "Motion events: report, read, pictures"},
+    {"name": "notifications", "description": "Alerts and summaries, with their pushes"},
+    {"name": "stream", "description": "A home's live log (server-sent events)"},
+    {"name": "service", "description": "Health, metrics, this document"},
+]
+
+
+def _request_body(op: Operation) -> dict[str, Any] | None:
+    if op.body is None:
+        return None
+    content = _json_content(op.body)
+    if op.body is EventCreate:
+        content["multipart/form-data"] = {"schema": _event_upload_schema()}
+    return {"required": True, "content": content}
+
+
+def _operation(op: Operation) -> dict[str, Any]:
+    parameters = [_id(name) for name in op.ids]
+    if op.query is not None:
+        parameters += _query_params(op.query)
+    parameters += [dict(parameter) for parameter in op.parameters]
+    spec: dict[str, Any] = {
+        "operationId": op.operation_id,
+        "tags": [op.tag],
+        "summary": op.summary,
+    }
+    if parameters:
+        spec["parameters"] = parameters
+    body = _request_body(op)
+    if body is not None:
+        spec["requestBody"] = body
+    answers = {str(status): _answer(answer) for status, answer in sorted(op.answers.items())}
+    if 503 in op.answers:
+        answers["503"]["headers"] = _RETRY_AFTER
+    errors = {str(status): _error_answer(status) for status in op.error_statuses()}
+    default = {**_error_answer(400), "description": _DEFAULT_ERROR}
+    spec["responses"] = {**answers, **errors, "default": default}
+    if op.auth != "user":
+        spec["security"] = _SECURITY[op.auth]
+    return spec
+
+
+def _request_models() -> list[type[BaseModel]]:
+    bodies = (op.body for op in OPERATIONS if op.body is not None)
+    return list(dict.fromkeys(bodies))
+
+
+def _response_models() -> list[type[ApiModel]]:
+    models = [
+        answer.model
+        for op in OPERATIONS
+        for answer in op.answers.values()
+        if answer.model is not None
     ]
+    return list(dict.fromkeys([ErrorResponse, *models]))
+
+
+def _response_schemas() -> dict[str, Any]:
+    _keys, document = models_json_schema(
+        [(model, "serialization") for model in _response_models()], ref_template=_REF
+    )
+    return dict(document["$defs"])
 
 
 @functools.cache  # built from static models: once per process, not per request
 def build_document() -> dict[str, Any]:
-    schemas: dict[str, Any] = {"Error": _ERROR}
-    for model in _MODELS:
+    schemas: dict[str, Any] = _response_schemas()
+    for model in _request_models():
         schema = _model_schema(model)
-        schemas.update(_plain(schema.pop("$defs", {})))
+        for name, sub in _plain(schema.pop("$defs", {})).items():
+            if schemas.setdefault(name, sub) != sub:
+                raise ValueError(f"two schemas named {name}")
+        if model.__name__ in schemas:
+            raise ValueError(f"two schemas named {model.__name__}")
         schemas[model.__name__] = _plain(schema)
     _image_url_pattern(schemas["EventCreate"])
-    list_params = _query_params(EventQuery)
-    idem = {
-        "name": IDEMPOTENCY_HEADER,
-        "in": "header",
-        "required": False,
-        "schema": {
-            "type": "string",
-            "minLength": 1,
-            "maxLength": MAX_IDEMPOTENCY_KEY,
-            "pattern": "^[\\u0020-\\u007e]*$",  # printable ASCII
-        },
-    }
-    create_event = _op(
-        "Report a motion event (source JSON body, or an upload)", "202", parameters=[idem]
-    )
-    create_event["responses"]["200"] = {
-        "description": "Replayed: the event this Idempotency-Key already created"
-    }
-    create_event["requestBody"] = {
-        "required": True,
-        "content": {
-            "application/json": {"schema": _ref("EventCreate")},
-            "multipart/form-data": {"schema": _event_upload_schema()},
-        },
-    }
-    last_event_id = {
-        "name": LAST_EVENT_ID_HEADER,
-        "in": "header",
-        "required": False,
-        "schema": {"type": "string", "pattern": r"^\d+-\d+$"},
-    }
-    stream_params = _query_params(StreamQuery)
-    stream = _op(
-        "Live events of one of your homes (server-sent events), resumable by Last-Event-ID",
-        parameters=[*stream_params, last_event_id],
-    )
-    stream["responses"]["200"]["content"] = {"text/event-stream": {"schema": _SSE_EVENT}}
-    health = _op(
-        "Redis, Postgres and queue consumption: ok, degraded (200) or down (503), within 1 s",
-        public=True,
-    )
-    health["responses"]["503"] = {
-        "description": "Down: Redis or Postgres failed or did not answer in time (Retry-After)",
-        **_json(_HEALTH),
-    }
-    health["responses"]["200"].update(_json(_HEALTH))
-    paths = {
-        "/auth/login": {
-            "post": _op("Log in: access and refresh tokens", body="LoginRequest", public=True)
-        },
-        "/auth/refresh": {
-            "post": _op(
-                "New access and refresh tokens (send the refresh token; it stops working,"
-                " and sending it again ends the session)"
-            )
-        },
-        "/auth/logout": {"post": _op("End the session of the presented token (access or refresh)")},
-        "/homes": {"get": _op("Your homes")},
-        "/homes/{home_id}": {
-            "get": _op("One of your homes", parameters=[_id("home_id")]),
-            "patch": _op(
-                "Change arm mode, quiet hours or time zone (not the tier)",
-                body="HomePatch",
-                parameters=[_id("home_id")],
-            ),
-        },
-        "/homes/{home_id}/policy": {
-            "get": _op("The home's notification policy", parameters=[_id("home_id")]),
-            **{
-                method: _op(
-                    "Change cooldown, hourly budget, alert labels or summary timing",
-                    body="PolicyUpdate",
-                    parameters=[_id("home_id")],
-                )
-                for method in ("put", "patch")
-            },
-        },
-        "/devices": {
-            "post": _op("Register a device in one of your homes", "201", body="DeviceCreate")
-        },
-        "/devices/{device_id}": {
-            "delete": _op("Remove a device", "204", parameters=[_id("device_id")])
-        },
-        "/events": {
-            "post": create_event,
-            "get": _op("Your events, newest first, by cursor", parameters=list_params),
-        },
-        "/events/{event_id}": {
-            "get": _op("One event with its detections", parameters=[_id("event_id")])
-        },
-        "/events/{event_id}/image": {
-            "get": _op("The uploaded image bytes", parameters=[_id("event_id")])
-        },
-        "/events/{event_id}/snapshot": {
-            "get": _op(
-                "The analysed frame with boxes drawn (JPEG); a JWT, or the signed link an"
-                " alert carries (expires, sig)",
-                parameters=[_id("event_id"), *_SIGNED_LINK],
-                public=True,
-            )
-        },
-        "/notifications": {
-            "get": _op(
-                "Your notifications (alerts, summaries), newest first, by cursor",
-                parameters=_query_params(NotificationQuery),
-            )
-        },
-        "/notifications/{notification_id}": {
-            "get": _op(
-                "One notification with the delivery state of its push to each phone",
-                parameters=[_id("notification_id")],
-            )
-        },
-        "/notifications/{notification_id}/read": {
-            "post": _op("Mark a notification read", parameters=[_id("notification_id")])
-        },
-        "/stream": {"get": stream},
-        "/health": {"get": health},
-        "/metrics": {
-            "get": _op(
-                "Prometheus text format (Bearer METRICS_TOKEN when the server sets one)",
-                public=True,
-            )
-        },
-        "/openapi.json": {"get": _op("This document", public=True)},
-    }
+    paths: dict[str, dict[str, Any]] = {}
+    for op in OPERATIONS:
+        paths.setdefault(op.path, {})[op.method] = _operation(op)
     return {
         "openapi": "3.1.0",
         "info": {
             "title": "Vigil API",
             "version": "0.1.0",
-            "description": "AI home-security events: report, triage, alerts.",
+            "description": "AI home-security events: report, triage, alerts. Errors always "
+            "have the shape of ErrorResponse (docs/api-errors.md); sign-in and device keys: "
+            "docs/auth.md. Interactive documentation: /docs.",
         },
+        "tags": _TAGS,
         "paths": paths,
         "components": {
             "schemas": schemas,
             "securitySchemes": {
-                "bearerAuth": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
+                BEARER_JWT: {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "bearerFormat": "JWT",
+                    "description": "A user's access token (POST /auth/login); the refresh "
+                    "token for /auth/refresh and /auth/logout",
+                },
+                DEVICE_KEY: {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "bearerFormat": "vk_<key id>_<secret>",
+                    "description": "A device's own key (POST /devices/{device_id}/key): "
+                    "accepted by POST /events only, for that device's events",
+                },
             },
         },
-        "security": [{"bearerAuth": []}],
+        "security": _SECURITY["user"],
     }
 
 

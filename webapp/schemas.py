@@ -141,6 +141,10 @@ class Strict(BaseModel):
 
 
 class LoginRequest(Strict):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"email": "ana@example.com", "password": "correct-horse"}]}
+    )
+
     email: Annotated[str, Field(min_length=3, max_length=320)]
     password: Annotated[str, Field(min_length=1, max_length=1024)]
 
@@ -186,6 +190,8 @@ class EventCreate(Strict):
 class HomePatch(Strict):
     """Fields a home's owner may change. The tier comes from the subscription, never here."""
 
+    model_config = ConfigDict(json_schema_extra={"examples": [{"arm_mode": "away"}]})
+
     arm_mode: Annotated[ArmMode, _values(ArmMode)] | None = None
     timezone: TimeZone | None = None
     quiet_hours_start: dt.time | None = None
@@ -199,6 +205,10 @@ Seconds = Annotated[int, Field(ge=0, le=86400), BeforeValidator(_not_bool)]
 
 class PolicyUpdate(Strict):
     """A home's notification policy; fields left out keep their current value."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"cooldown_s": 600, "alert_labels": ["person"]}]}
+    )
 
     cooldown_s: Seconds | None = None
     hourly_budget: Annotated[int, Field(ge=0, le=1000), BeforeValidator(_not_bool)] | None = None
@@ -217,11 +227,32 @@ class PolicyUpdate(Strict):
 
 
 class DeviceCreate(Strict):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"home_id": 1, "kind": "camera", "platform": "camera", "name": "test_device_001"},
+                {
+                    "home_id": 1,
+                    "kind": "phone",
+                    "platform": "android",
+                    "name": "ana-phone",
+                    "push_token": "fcm-registration-token",
+                },
+            ]
+        }
+    )
+
     home_id: Id
     kind: Annotated[DeviceKind, _values(DeviceKind)]
     platform: Annotated[Platform, _values(Platform)]
     name: Annotated[str, Field(min_length=1, max_length=100)]
     push_token: Annotated[str, Field(min_length=1, max_length=4096)] | None = None
+
+
+class DeviceQuery(Strict):
+    """``GET /devices``: all of the caller's devices, or one home's."""
+
+    home_id: Id | None = None
 
 
 def _utc_if_naive(value: dt.datetime | None) -> dt.datetime | None:

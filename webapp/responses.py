@@ -1,0 +1,445 @@
+"""Response bodies, as pydantic models: the routes build their JSON with them, and
+``GET /openapi.json`` publishes their schemas, so the document cannot drift from what the
+server answers.
+
+A route builds its model from its rows and answers ``respond(model)``. Keys a model leaves
+unset are left out of the JSON (a delivery's ``next_attempt_at`` once it is settled, the
+parts of a decision that do not apply): the schemas list such keys as not required.
+Each model carries an example, which the document shows and a test checks against it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Any, Literal
+
+from flask import Response, jsonify
+from pydantic import BaseModel, ConfigDict, Field
+
+from vigil.vocabulary import (
+    ArmMode,
+    DecisionKind,
+    DeliveryStatus,
+    DeviceKind,
+    EventStatus,
+    NotificationKind,
+    Platform,
+    PresenceGroup,
+    Tier,
+)
+
+_AT = "2025-06-01T12:00:00+00:00"
+_LATER = "2025-06-01T12:00:02.400000+00:00"
+
+
+def _example(example: dict[str, Any]) -> ConfigDict:
+    return ConfigDict(json_schema_extra={"examples": [example]})
+
+
+class ApiModel(BaseModel):
+    """Base of every response body."""
+
+    def as_json(self) -> dict[str, Any]:
+        """The JSON object (dates stay dates: the app's JSON provider writes ISO 8601)."""
+        return self.model_dump(exclude_unset=True)
+
+
+def respond(model: ApiModel, status: int = 200) -> Response:
+    response = jsonify(model.as_json())
+    response.status_code = status
+    return response
+
+
+# --- errors ---------------------------------------------------------------------------
+
+
+class FieldProblem(ApiModel):
+    """One problem with one field of a request."""
+
+    field: str
+    message: str
+    type: str | None = None
+
+
+class ErrorBody(ApiModel):
+    code: Annotated[str, Field(description="Stable: clients branch on it")]
+    message: Annotated[str, Field(description="For people; may change")]
+    details: Annotated[
+        list[FieldProblem] | dict[str, Any] | None,
+        Field(
+            description="One entry per field problem (validation_failed), or an object "
+            "describing one refusal (e.g. which limit a 429 hit)"
+        ),
+    ] = None
+
+
+class ErrorResponse(ApiModel):
+    """Every failure, whoever refuses the request (docs/api-errors.md)."""
+
+    model_config = _example({"error": {"code": "device_not_found", "message": "No such device."}})
+
+    error: ErrorBody
+
+
+# --- auth -------------------------------------------------------------------------------
+
+
+class Tokens(ApiModel):
+    """A session's access token (15 min) and refresh token (30 days)."""
+
+    model_config = _example(
+        {
+            "access_token": "eyJhbGciOiJIUzI1NiJ9...",
+            "refresh_token": "eyJhbGciOiJIUzI1NiJ9...",
+            "token_type": "Bearer",
+        }
+    )
+
+    access_token: str
+    refresh_token: str
+    token_type: Literal["Bearer"]
+
+
+class LogoutResult(ApiModel):
+    model_config = _example({"revoked": "access", "session": "ended"})
+
+    revoked: Literal["access", "refresh"]
+    session: Literal["ended"]
+
+
+# --- homes ------------------------------------------------------------------------------
+
+HoursMinutes = Annotated[str, Field(pattern=r"^[0-2][0-9]:[0-5][0-9]$", examples=["22:30"])]
+
+
+_HOME = {
+    "id": 1,
+    "name": "Home",
+    "tier": "premium",
+    "arm_mode": "away",
+    "timezone": "Europe/Paris",
+    "quiet_hours_start": "23:00",
+    "quiet_hours_end": "07:00",
+    "created_at": _AT,
+}
+
+
+class Home(ApiModel):
+    model_config = _example(_HOME)
+
+    id: int
+    name: str
+    tier: Tier
+    arm_mode: ArmMode
+    timezone: str
+    quiet_hours_start: HoursMinutes | None
+    quiet_hours_end: HoursMinutes | None
+    created_at: dt.datetime
+
+
+class HomeList(ApiModel):
+    model_config = _example({"homes": [_HOME]})
+
+    homes: list[Home]
+
+
+class Policy(ApiModel):
+    """A home's notification policy (docs/notifications.md)."""
+
+    model_config = _example(
+        {
+            "cooldown_s": 300,
+            "hourly_budget": 10,
+            "alert_labels": ["person", "vehicle"],
+            "min_score": 0.45,
+            "summary_window_s": 90,
+            "summary_idle_s": 30,
+            "summary_interval_s": 0,
+        }
+    )
+
+    cooldown_s: int
+    hourly_budget: int
+    alert_labels: list[PresenceGroup]
+    min_score: float
+    summary_window_s: int
+    summary_idle_s: int
+    summary_interval_s: int
+
+
+# --- devices ----------------------------------------------------------------------------
+
+
+class DeviceKeyInfo(ApiModel):
+    """The device's live key, without its secret (shown once, when issued)."""
+
+    key_id: str
+    created_at: dt.datetime
+
+
+_DEVICE = {
+    "id": 3,
+    "home_id": 1,
+    "kind": "camera",
+    "platform": "camera",
+    "name": "test_device_001",
+    "has_push_token": False,
+    "created_at": _AT,
+    "key": {"key_id": "9f86d081884c7d65", "created_at": _AT},
+}
+
+
+class Device(ApiModel):
+    model_config = _example(_DEVICE)
+
+    id: int
+    home_id: int
+    kind: DeviceKind
+    platform: Platform
+    name: str
+    has_push_token: bool
+    created_at: dt.datetime
+    key: DeviceKeyInfo | None
+
+
+class DeviceList(ApiModel):
+    model_config = _example({"devices": [_DEVICE]})
+
+    devices: list[Device]
+
+
+class IssuedDeviceKey(ApiModel):
+    """A new device key. ``key`` is shown here once and never again: store it on the
+    device, which sends it as ``Authorization: Bearer <key>``."""
+
+    model_config = _example(
+        {
+            "key_id": "9f86d081884c7d65",
+            "key": "vk_9f86d081884c7d65_mZ3cT1rXoG4uW0pQeL8sK2vYb6nHa9dJf5iE7xC3gRw",
+            "device_id": 3,
+            "created_at": _AT,
+            "replaced_key_id": None,
+        }
+    )
+
+    key_id: str
+    key: str
+    device_id: int
+    created_at: dt.datetime
+    replaced_key_id: Annotated[
+        str | None, Field(description="The key this one replaced, which stopped working")
+    ]
+
+
+# --- events -----------------------------------------------------------------------------
+
+
+class EventAccepted(ApiModel):
+    model_config = _example({"event_id": 42, "status": "queued", "priority": 0.86})
+
+    event_id: int
+    status: EventStatus
+    priority: float
+
+
+class Decision(ApiModel):
+    """What the digest decided and why (docs/notifications.md); keys that do not apply
+    to the decision are left out."""
+
+    kind: DecisionKind
+    reason: Annotated[str | None, Field(description="life_safety, armed, cooldown, ...")]
+    notification_ids: list[int] = []  # alert and failsafe
+    summary_id: int | None = None  # summary: null while it waits for its summary
+    analysis_error: str | None = None  # failsafe (and a summary of a failed event)
+
+
+_EVENT = {
+    "id": 42,
+    "home_id": 1,
+    "device_id": 3,
+    "location": "front_door",
+    "mode": "security",
+    "motion_score": 0.8,
+    "image_url": "https://example.com/test.jpg",
+    "has_image": False,
+    "lite_results": {"person": 0.91},
+    "priority": 0.86,
+    "status": "analyzed",
+    "attempts": 1,
+    "created_at": _AT,
+    "updated_at": _LATER,
+    "analyzed_at": _LATER,
+    "error": None,
+    "error_code": None,
+    "decision": {"kind": "alert", "reason": "life_safety", "notification_ids": [7]},
+}
+
+
+class Event(ApiModel):
+    model_config = _example(_EVENT)
+
+    id: int
+    home_id: int
+    device_id: Annotated[int | None, Field(description="null once the device is removed")]
+    location: str
+    mode: str
+    motion_score: float
+    image_url: str | None
+    has_image: bool
+    lite_results: dict[str, float] | None
+    priority: float
+    status: EventStatus
+    attempts: int
+    created_at: dt.datetime
+    updated_at: dt.datetime
+    analyzed_at: dt.datetime | None
+    error: str | None
+    error_code: str | None
+    decision: Annotated[Decision | None, Field(description="null until the digest decided")]
+
+
+class Alternative(ApiModel):
+    label: str
+    score: float
+
+
+class Detection(ApiModel):
+    """One object in the analysed frame; the box in the source image's pixels."""
+
+    label: str
+    score: float
+    x1: float
+    y1: float
+    x2: float
+    y2: float
+    model: str
+    alternatives: list[Alternative]
+
+
+class EventDetail(Event):
+    model_config = _example(
+        {
+            **_EVENT,
+            "detections": [
+                {
+                    "label": "person",
+                    "score": 0.87,
+                    "x1": 210.5,
+                    "y1": 80.0,
+                    "x2": 402.25,
+                    "y2": 570.0,
+                    "model": "nanodet-416",
+                    "alternatives": [],
+                }
+            ],
+        }
+    )
+
+    detections: list[Detection]
+
+
+class EventList(ApiModel):
+    model_config = _example({"events": [_EVENT], "next_cursor": None})
+
+    events: list[Event]
+    next_cursor: Annotated[str | None, Field(description="Pass as cursor for the next page")]
+
+
+# --- notifications ----------------------------------------------------------------------
+
+
+class Delivery(ApiModel):
+    """Where one notification's push to one phone stands."""
+
+    id: int
+    device_id: Annotated[int | None, Field(description="null once the phone is removed")]
+    device_name: str | None
+    platform: Platform | None
+    provider: Annotated[str | None, Field(description="fcm, apns or embedded; null until tried")]
+    status: DeliveryStatus
+    attempts: int
+    next_attempt_at: Annotated[
+        dt.datetime | None, Field(description="Only while pending or sending")
+    ] = None
+    sent_at: dt.datetime | None
+    last_status: int | None
+    last_error: str | None
+
+
+_NOTIFICATION = {
+    "id": 7,
+    "kind": "alert",
+    "title": "Person at the front door",
+    "body": "A person was seen at the front door.",
+    "event_id": 42,
+    "home_id": 1,
+    "location": "front_door",
+    "labels": ["person"],
+    "reason": "life_safety",
+    "life_safety": True,
+    "created_at": _LATER,
+    "read_at": None,
+    "deliveries": [
+        {
+            "id": 9,
+            "device_id": 4,
+            "device_name": "ana-phone",
+            "platform": "android",
+            "provider": "fcm",
+            "status": "sent",
+            "attempts": 1,
+            "sent_at": _LATER,
+            "last_status": 200,
+            "last_error": None,
+        }
+    ],
+}
+
+
+class Notification(ApiModel):
+    """One alert or summary, with the delivery state of its push to each phone."""
+
+    model_config = _example(_NOTIFICATION)
+
+    id: int
+    kind: NotificationKind
+    title: str
+    body: str
+    event_id: Annotated[int | None, Field(description="null for a summary")]
+    home_id: int
+    location: str | None
+    labels: list[str]
+    reason: str | None
+    life_safety: bool
+    created_at: dt.datetime
+    read_at: dt.datetime | None
+    deliveries: list[Delivery]
+
+
+class NotificationList(ApiModel):
+    model_config = _example({"notifications": [_NOTIFICATION], "next_cursor": None})
+
+    notifications: list[Notification]
+    next_cursor: str | None
+
+
+# --- service ----------------------------------------------------------------------------
+
+
+class Health(ApiModel):
+    """``GET /health``: up (ok or degraded, 200) or down (503, without workers and
+    reasons)."""
+
+    model_config = _example(
+        {
+            "status": "ok",
+            "checks": {"redis": "ok", "postgres": "ok", "workers": "ok"},
+            "workers": {"live": ["cpu@host"], "queues": {}},
+            "reasons": [],
+        }
+    )
+
+    status: Literal["ok", "degraded", "down"]
+    checks: dict[str, str]
+    workers: dict[str, Any] | None = None
+    reasons: list[str] = []
