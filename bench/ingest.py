@@ -172,7 +172,7 @@ def end_to_end(args, env, log_dir, urls, base_url, children) -> dict:
     homes = [set_up_home(base_url, spec) for spec in specs]
     deep = start_deep_worker(env, log_dir)
     cpu = start_cpu_worker(env, log_dir)
-    children.extend([deep, cpu, start_beat(env, log_dir, BASE_DIR / "celerybeat-schedule")])
+    children.extend([deep, cpu, start_beat(env, log_dir)])
     wait_workers_ready(deep, cpu)
     time.sleep(2.0)  # let beat's first ticks run
     ids = []

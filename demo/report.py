@@ -85,15 +85,20 @@ def tier_figures(
 
 
 def tier_table(figures: dict[str, dict[str, Any]]) -> list[str]:
+    """The per-tier table; each tier's weight (its share of the deep capacity) and its
+    homes' plan (events per minute each) beside the figures."""
     lines = [
-        f"{'tier':<11} {'rate/min':>8} {'sent':>5} {'analysed':>9} {'skipped':>8} {'failed':>7}"
-        f" {'pending':>8} {'p50':>7} {'p95':>7}"
+        f"{'tier':<11} {'weight':>6} {'plan/min':>8} {'sent':>5} {'analysed':>9} {'skipped':>8}"
+        f" {'failed':>7} {'pending':>8} {'p50':>7} {'p95':>7}"
     ]
     for tier, f in figures.items():
-        rate = f"{DEFAULT_TIERS[tier].rate_per_min:.0f}" if tier in DEFAULT_TIERS else ""
+        config = DEFAULT_TIERS.get(tier)
+        weight = f"{config.weight:g}" if config else ""
+        plan = f"{config.plan_rate_per_min:g}" if config else ""
         lines.append(
-            f"{tier:<11} {rate:>8} {f['sent']:>5} {f['analysed']:>9} {f['skipped']:>8}"
-            f" {f['failed']:>7} {f['pending']:>8} {_fmt_s(f['p50_s']):>7} {_fmt_s(f['p95_s']):>7}"
+            f"{tier:<11} {weight:>6} {plan:>8} {f['sent']:>5} {f['analysed']:>9}"
+            f" {f['skipped']:>8} {f['failed']:>7} {f['pending']:>8}"
+            f" {_fmt_s(f['p50_s']):>7} {_fmt_s(f['p95_s']):>7}"
         )
     return lines
 

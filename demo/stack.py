@@ -84,9 +84,9 @@ def start_cpu_worker(
     return Child("worker_cpu", cmd, env=env, log_dir=log_dir)
 
 
-def start_beat(env: Mapping[str, str], log_dir: Path, schedule: Path) -> Child:
+def start_beat(env: Mapping[str, str], log_dir: Path) -> Child:
     celery = [sys.executable, "-m", "celery", "--app=tasks.app"]
-    cmd = [*celery, "beat", f"--schedule={schedule}", "--loglevel=INFO"]
+    cmd = [*celery, "beat", "--loglevel=INFO"]
     return Child("beat", cmd, env=env, log_dir=log_dir)
 
 

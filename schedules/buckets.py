@@ -2,8 +2,9 @@
 
 State is a HASH ``{tokens, ts}`` (ts in ms); a missing bucket is full. The same Lua helpers
 (``bucket_read``/``bucket_write`` in ``scripts.LUA_COMMON``) run inside the dispatch step for
-the tier buckets ``bucket:tier:<tier>`` and the per-home buckets ``bucket:home:{<home>}``;
-this class is the standalone form of the same arithmetic, which the tests check directly.
+each home's plan bucket ``bucket:home:{<home>}`` and, only for a tier with a hard cap, the
+tier bucket ``bucket:tier:<tier>``; this class is the standalone form of the same
+arithmetic, which the tests check directly.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import math
 import redis
 
 from .config import TierConfig
-from .scripts import LUA_COMMON, ScriptArg, script, tier_bucket_key
+from .scripts import LUA_COMMON, ScriptArg, home_bucket_key, script, tier_bucket_key
 
 # KEYS[1] bucket hash
 # ARGV[1] capacity  ARGV[2] refill per ms  ARGV[3] n wanted (0 = only look)
@@ -54,8 +55,16 @@ class TokenBucket:
 
     @classmethod
     def for_tier(cls, redis_client: redis.Redis, tier: TierConfig) -> TokenBucket:
-        """The bucket the dispatch step uses for a ``TierConfig``."""
-        return cls(redis_client, tier_bucket_key(tier.name), tier.burst, tier.refill_per_s)
+        """The hard-cap bucket the dispatch step uses for a tier that has one."""
+        if tier.cap_burst is None or tier.cap_refill_per_s is None:
+            raise ValueError(f"tier {tier.name!r} has no hard cap")
+        return cls(redis_client, tier_bucket_key(tier.name), tier.cap_burst, tier.cap_refill_per_s)
+
+    @classmethod
+    def for_home(cls, redis_client: redis.Redis, home_id: str, tier: TierConfig) -> TokenBucket:
+        """The plan bucket the dispatch step uses for a home of ``tier``."""
+        key = home_bucket_key(home_id)
+        return cls(redis_client, key, tier.plan_burst, tier.plan_refill_per_s)
 
     def take(self, n: int = 1, *, time_offset_ms: float = 0.0) -> int:
         """Take up to ``n`` whole tokens; returns how many were granted (0..n)."""

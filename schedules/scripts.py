@@ -5,15 +5,17 @@ so one home's keys share a slot):
 
     cand:{<home>}             ZSET  event → priority
     ev:{<home>}:<event>       HASH  candidate fields + tier, created_at, expires_at, attempts
-    bucket:home:{<home>}      HASH  tokens, ts (ms) — the home's own cap
+    bucket:home:{<home>}      HASH  tokens, ts (ms) — the home's plan
     idx:cand:<tier>           ZSET  home → best priority among that home's candidates
     idx:home_tier             HASH  home → tier its candidates are indexed under
     idx:pending               HASH  tier → number of candidates
     idx:expiry                ZSET  "<home>:<event>" → expiry time (ms)
-    bucket:tier:<tier>        HASH  tokens, ts (ms)
+    bucket:tier:<tier>        HASH  tokens, ts (ms) — the tier's hard cap, only when set
     inflight                  ZSET  event → lease deadline (ms)
     processing:<event>        HASH  home, tier, score, attempts, deadline
     tick:lock                 STRING  holder token (SET NX PX)
+    tick:deficit              HASH  tier → share owed (+) or owing (-) from rounding
+    deep:throughput           HASH  count, ts (ms) — deep events completed, decayed
     lite:pending              LIST  events waiting for the CPU lite scorer, oldest first
     settled:<event>           STRING  the event was settled (analysed, failed, expired) here
                                       lately: reconcile must not make it a candidate again

@@ -19,6 +19,7 @@ from inference.errors import ImageSourceError
 from inference.images import encode_jpeg
 from inference.pipeline import BatchPipeline
 from notify import live
+from schedules.capacity import record_completed
 from schedules.leases import complete_all, release
 from store.analysis import (
     EventToAnalyse,
@@ -158,6 +159,10 @@ def deep_batch(tier: str, event_ids: list[int]) -> list[int]:
     worker_metrics.record_deep_batch(
         ctx, tier, outcome.analysed, outcome.failed, outcome.inference_s
     )
+    try:  # the tick's capacity follows the pool's pace; a lost sample costs nothing
+        record_completed(ctx.redis, len(event_ids))
+    except Exception as exc:
+        log.warning("throughput not recorded: %r", exc)
     worker = deep_batch.request.hostname
     duration_s = time.perf_counter() - start
     records.push(

@@ -7,13 +7,15 @@ Each task is a thin wrapper around a plain function of the same module (``dispat
 
 from __future__ import annotations
 
+import base64
+import json
 import logging
 import time
 
 from celery import Signature, chain, shared_task
 
 from notify.digest import digest_events
-from schedules import leases, lite_queue
+from schedules import capacity, leases, lite_queue
 from schedules.candidates import CandidateStore
 from schedules.config import SchedulerConfig
 from schedules.dispatch import Dispatched
@@ -47,10 +49,45 @@ def queue_room(ctx: WorkerContext, queue: str, max_batches: int, batch_size: int
     return max(0, max_batches - sync_reply(ctx.broker_redis.llen(queue))) * batch_size
 
 
-def free_capacity(ctx: WorkerContext, config: SchedulerConfig, tier: str) -> int:
-    """Events a tier may dispatch now: room left in its bounded Celery queue. Late binding:
-    priority is decided in the candidate sets until a worker can start soon."""
-    return queue_room(ctx, deep_queue(tier), config.deep_queued_batches, config.max_batch_size)
+# The most messages of one deep queue read to count their events; the room keeps far fewer.
+QUEUE_READ_LIMIT = 200
+
+
+def batch_events(message: str | bytes, otherwise: int) -> int:
+    """The events of one queued deep batch, read from its message (the task's second
+    argument, the event ids); ``otherwise`` for a message that cannot be read so."""
+    try:
+        envelope = json.loads(message)
+        body = envelope["body"]
+        if envelope.get("properties", {}).get("body_encoding") == "base64":
+            body = base64.b64decode(body)
+        args = json.loads(body)[0]
+        return len(args[1]) if isinstance(args[1], list) else otherwise
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError):
+        return otherwise
+
+
+def queued_events(ctx: WorkerContext, config: SchedulerConfig) -> int:
+    """Events waiting in the deep queues of every tier, counted event by event."""
+    pipe = ctx.broker_redis.pipeline(transaction=False)
+    for tier in config.tiers:
+        pipe.llen(deep_queue(tier))
+        pipe.lrange(deep_queue(tier), 0, QUEUE_READ_LIMIT - 1)
+    answers = pipe.execute()
+    full = config.max_batch_size
+    total = 0
+    for length, messages in zip(answers[0::2], answers[1::2], strict=True):
+        total += sum(batch_events(m, full) for m in messages)
+        total += max(0, int(length) - len(messages)) * full
+    return total
+
+
+def free_capacity(ctx: WorkerContext, config: SchedulerConfig) -> int:
+    """Events the deep workers can start soon, all tiers together: the deep queues' room
+    less what waits in them, bounded by the measured throughput (schedules/capacity.py).
+    Late binding: priority is decided in the candidate sets until a worker can start soon."""
+    rate = capacity.throughput(ctx.redis)
+    return capacity.free_capacity(config, len(config.tiers), queued_events(ctx, config), rate)
 
 
 def dispatch_lite(ctx: WorkerContext, config: SchedulerConfig) -> int:
@@ -79,8 +116,8 @@ def send_batch(tier: str, batch: list[Dispatched]) -> None:
 
 
 def dispatch_deep(ctx: WorkerContext, config: SchedulerConfig) -> TickReport:
-    """One triage tick: the best candidates of every tier, to the deep queues' free room."""
-    return run_tick(ctx.redis, config, lambda tier: free_capacity(ctx, config, tier), send_batch)
+    """One triage tick: the deep workers' free capacity, shared among the tiers by weight."""
+    return run_tick(ctx.redis, config, lambda: free_capacity(ctx, config), send_batch)
 
 
 def record_tick(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -66,9 +68,17 @@ def test_peek_takes_nothing(redis_client):
     assert bucket.take(2) == 2
 
 
-def test_for_tier_uses_the_tier_key_burst_and_rate(redis_client):
-    bucket = TokenBucket.for_tier(redis_client, DEFAULT_TIERS["premium"])
-    assert (bucket.key, bucket.capacity, bucket.refill_per_s) == ("bucket:tier:premium", 20, 1)
+def test_a_homes_plan_bucket_uses_its_tiers_plan(redis_client):
+    bucket = TokenBucket.for_home(redis_client, "h7", DEFAULT_TIERS["premium"])
+    assert (bucket.key, bucket.capacity, bucket.refill_per_s) == ("bucket:home:{h7}", 20, 1)
+
+
+def test_a_tier_bucket_exists_only_for_a_hard_cap(redis_client):
+    capped = replace(DEFAULT_TIERS["premium"], cap_rate_per_min=120, cap_burst=7)
+    bucket = TokenBucket.for_tier(redis_client, capped)
+    assert (bucket.key, bucket.capacity, bucket.refill_per_s) == ("bucket:tier:premium", 7, 2)
+    with pytest.raises(ValueError, match="no hard cap"):
+        TokenBucket.for_tier(redis_client, DEFAULT_TIERS["premium"])
 
 
 @pytest.mark.parametrize(

@@ -167,8 +167,8 @@ def test_bad_arguments_raise_value_error_and_write_nothing(store, redis_client, 
 # --- property: the index stays exact under any sequence of operations -----------------
 
 TIERS = {
-    "standard": TierConfig("standard", rate_per_min=600, burst=4, home_share=0.5),
-    "premium": TierConfig("premium", rate_per_min=1200, burst=6, home_share=0.5),
+    "standard": TierConfig("standard", 1, plan_rate_per_min=600, plan_burst=4, home_share=0.5),
+    "premium": TierConfig("premium", 2, plan_rate_per_min=1200, plan_burst=6, home_share=0.5),
 }
 HOMES = ["h0", "h1", "h2", "h3"]
 EVENTS = [f"e{i}" for i in range(8)]

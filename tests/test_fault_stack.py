@@ -78,7 +78,7 @@ class Stack:
         elif name == "cpu":
             child = start_cpu_worker(self.env, logs)
         else:  # a beat; more than one may run at once
-            child = start_beat(self.env, logs, self.root / f"{name}-schedule")
+            child = start_beat(self.env, logs)
         self.processes[name] = child
         return child
 

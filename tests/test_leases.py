@@ -11,7 +11,7 @@ from schedules.leases import complete, reap, release
 
 pytestmark = pytest.mark.integration
 
-TIER = TierConfig("standard", rate_per_min=60_000, burst=1000, home_share=1.0)
+TIER = TierConfig("standard", 1, plan_rate_per_min=60_000, plan_burst=1000, home_share=1.0)
 CONFIG = SchedulerConfig(tiers={"standard": TIER}, processing_timeout_s=60, max_attempts=3)
 LATE_MS = 61_000  # past the 60 s lease
 
@@ -24,7 +24,7 @@ def store(redis_client):
 
 
 def lease(r, offset=0.0):
-    return dispatch(r, TIER, CONFIG, free_capacity=10, time_offset_ms=offset).events
+    return dispatch(r, TIER, CONFIG, quota=10, time_offset_ms=offset).events
 
 
 def test_completion_clears_the_lease_and_a_duplicate_is_harmless(store, redis_client):

@@ -17,7 +17,7 @@ from click.testing import CliRunner
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from schedules.config import DEFAULT_TIERS, SchedulerConfig
+from schedules.config import DEFAULT_TIERS, SchedulerConfig, TierConfig
 from vigil import cli, settings
 
 pytestmark = pytest.mark.unit
@@ -61,8 +61,9 @@ def declared_variables() -> set[str]:
     names |= {f"SCHEDULER_{f.name.upper()}" for f in dataclasses.fields(SchedulerConfig)}
     names.remove("SCHEDULER_TIERS")
     for tier in DEFAULT_TIERS:
-        for attribute in ("RATE_PER_MIN", "BURST", "HOME_SHARE"):
-            names.add(f"SCHEDULER_TIER_{tier.upper()}_{attribute}")
+        for attribute in dataclasses.fields(TierConfig):
+            if attribute.name != "name":
+                names.add(f"SCHEDULER_TIER_{tier.upper()}_{attribute.name.upper()}")
     return names
 
 

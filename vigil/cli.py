@@ -152,17 +152,19 @@ def _spelled(value: object) -> str:
 
 
 def _scheduler_lines() -> list[str]:
-    """``SCHEDULER_*``: each scalar of SchedulerConfig, then each default tier's three."""
+    """``SCHEDULER_*``: each scalar of SchedulerConfig, then each default tier's fields."""
     defaults = SchedulerConfig()
-    lines = ["# Triage (schedules/config.py; a tier's rate is events per minute)\n"]
+    lines = ["# Triage (schedules/config.py, docs/scheduling.md; rates are events per minute)\n"]
     for f in dataclasses.fields(SchedulerConfig):
         if f.name != "tiers":
             lines.append(f"# {ENV_PREFIX}{f.name.upper()}={getattr(defaults, f.name)}\n")
     for name, tier in DEFAULT_TIERS.items():
         prefix = f"{ENV_PREFIX}TIER_{name.upper()}"
-        lines.append(f"# {prefix}_RATE_PER_MIN={tier.rate_per_min}\n")
-        lines.append(f"# {prefix}_BURST={tier.burst}\n")
-        lines.append(f"# {prefix}_HOME_SHARE={tier.home_share}\n")
+        for f in dataclasses.fields(tier):
+            if f.name != "name":
+                value = getattr(tier, f.name)
+                shown = "" if value is None else value
+                lines.append(f"# {prefix}_{f.name.upper()}={shown}\n")
     return lines
 
 

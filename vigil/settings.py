@@ -532,7 +532,7 @@ def markdown_table() -> str:
                 lines.append(
                     "| `SCHEDULER_*` | see `schedules/config.py` | triage: e.g. "
                     "`SCHEDULER_MAX_BATCH_SIZE`, `SCHEDULER_DEEP_QUEUED_BATCHES`, "
-                    "`SCHEDULER_TIER_PREMIUM_RATE_PER_MIN` (`docs/architecture.md`) |"
+                    "`SCHEDULER_TIER_PREMIUM_WEIGHT` (`docs/scheduling.md`) |"
                 )
                 continue
             lines.append(f"| `{f.metadata['env']}` | {_shown(f)} | {f.metadata['doc']} |")
