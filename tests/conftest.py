@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -148,7 +149,24 @@ def db_conn(db: ConnectionPool) -> Iterator[psycopg.Connection]:
         yield conn
 
 
+# A worker process of an end-to-end test may still be reading or writing while the next test
+# empties the tables: TRUNCATE takes its locks table by table, so PostgreSQL can pick it as a
+# deadlock's victim. Rolled back whole, it is simply tried again.
+TRUNCATE_ATTEMPTS = 5
+
+
 def truncate_all(pool: ConnectionPool) -> None:
+    for attempt in range(1, TRUNCATE_ATTEMPTS + 1):
+        try:
+            _truncate(pool)
+            return
+        except psycopg.errors.DeadlockDetected:
+            if attempt == TRUNCATE_ATTEMPTS:
+                raise
+            time.sleep(0.2 * attempt)
+
+
+def _truncate(pool: ConnectionPool) -> None:
     with pool.connection() as conn, conn.transaction():
         rows = conn.execute(_USER_TABLES).fetchall()
         tables = [sql.Identifier(row["schemaname"], row["tablename"]) for row in rows]
