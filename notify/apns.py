@@ -33,7 +33,6 @@ from notify.push import Outcome, PushMessage, SendResult
 from vigil.vocabulary import NotificationKind
 
 APNS_PRODUCTION = "https://api.push.apple.com"
-APNS_SANDBOX = "https://api.sandbox.push.apple.com"
 DEFAULT_TIMEOUT_S = 10.0
 TOKEN_REFRESH_S = 50 * 60
 _DEAD_TOKEN_REASONS = frozenset({"BadDeviceToken", "DeviceTokenNotForTopic"})

@@ -12,7 +12,6 @@ import hashlib
 import hmac
 import re
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urlencode
 
@@ -31,17 +30,6 @@ def deep_link(event_id: int | None, notification_id: int) -> str:
     if event_id is not None:
         return f"vigil://events/{event_id}"
     return f"vigil://notifications/{notification_id}"
-
-
-def signing_secret(config: Mapping[str, object]) -> str | None:
-    """The secret snapshot links are signed with, from the web app's config:
-    SNAPSHOT_URL_SECRET, else JWT_SECRET_KEY, as ``Settings.snapshot_secret`` chooses for
-    the workers (web and workers must agree on it)."""
-    for name in ("SNAPSHOT_URL_SECRET", "JWT_SECRET_KEY"):
-        value = config.get(name)
-        if isinstance(value, str) and value:
-            return value
-    return None
 
 
 def _key(secret: str) -> bytes:

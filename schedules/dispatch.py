@@ -19,150 +19,24 @@ than theirs), so the script merges those homes' top events only. At most ``scan_
 homes are inspected, so a crowd of homes held by their plans at the top costs a bounded
 walk (those homes simply wait for their buckets, as the plan intends).
 
-Single node vs cluster: per-home keys carry a ``{home}`` hash tag, but this step reads keys
-it only finds while running (the homes on the index) and the per-tier index, buckets,
-``inflight`` and ``processing:*`` are global, so it needs all scheduler keys on one Redis
-node (a cluster would keep each tier's index, bucket and leases under one tag such as
-``{sched:<tier>}`` and split the step into "pick from the index" plus per-home pops keyed by
-hash tag, or simply run the scheduler's small keyspace on a dedicated node; the Celery
-broker and per-home data can shard freely).
+Every key the step touches is on one shard: the home keys it finds on the index share the
+shard's namespace, so a namespace with a hash tag keeps the whole step in one Redis Cluster
+slot (docs/scheduling.md, "Shards"). A dry run answers what the step would take without
+writing, so a tick over several shards can merge their best before it takes from each.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 import redis
 
 from .config import SchedulerConfig, TierConfig
-from .scripts import (
-    EXPIRY,
-    INFLIGHT,
-    LUA_COMMON,
-    ORPHAN_GRACE_MS,
-    PENDING,
-    ScriptArg,
-    index_key,
-    script,
-    text,
-    tier_bucket_key,
-)
+from .scripts import lua, text
+from .shard import Shard
 
-# KEYS[1] idx:cand:<tier>  KEYS[2] bucket:tier:<tier>  KEYS[3] inflight  KEYS[4] idx:expiry
-# KEYS[5] idx:pending
-# ARGV[1] tier  ARGV[2] 1: the tier has a hard cap  ARGV[3] cap capacity
-# ARGV[4] cap refill per ms  ARGV[5] plan capacity (a home's)  ARGV[6] plan refill per ms
-# ARGV[7] n wanted  ARGV[8] home share  ARGV[9] scan limit  ARGV[10] lease ms
-# ARGV[11] orphan grace ms  ARGV[12] time offset ms (tests only)
-# Returns {now ms, cap tokens left (-1 without a cap), {{home, event, score, attempts}, ...}}
-DISPATCH = (
-    LUA_COMMON
-    + r"""
-local tier = ARGV[1]
-local has_cap = ARGV[2] == '1'
-local cap, cap_ms = tonumber(ARGV[3]), tonumber(ARGV[4])
-local pcap, pper_ms = tonumber(ARGV[5]), tonumber(ARGV[6])
-local lease, grace = tonumber(ARGV[10]), tonumber(ARGV[11])
-local now = now_ms(ARGV[12])
-local n = tonumber(ARGV[7])
-local tokens, ts = -1, now
-if has_cap then
-  tokens, ts = bucket_read(KEYS[2], cap, cap_ms, now)
-  n = math.min(n, math.floor(tokens))
-end
-if n <= 0 then return {fmt(now), fmt(tokens), {}} end
-local share_cap = math.max(1, math.ceil(tonumber(ARGV[8]) * n - 1e-9))
-
--- 1. the first n homes, best first, whose plan bucket allows at least one event
-local homes, scanned, start, limit = {}, 0, 0, tonumber(ARGV[9])
-while #homes < n and scanned < limit do
-  local page = redis.call('ZREVRANGE', KEYS[1], start, start + n - 1)
-  for _, home in ipairs(page) do
-    scanned = scanned + 1
-    local bkey = home_bucket_key(home)
-    local htokens, hts = bucket_read(bkey, pcap, pper_ms, now)
-    local allow = math.min(math.floor(htokens), n)
-    if allow >= 1 then
-      homes[#homes + 1] = {home = home, key = bkey, tokens = htokens, ts = hts, allow = allow,
-                           first = math.min(allow, share_cap), used = 0}
-    end
-    if #homes >= n or scanned >= limit then break end
-  end
-  if #page < n then break end
-  start = start + n
-end
-
-local function best_first(a, b)
-  if a.score ~= b.score then return a.score > b.score end
-  if a.h ~= b.h then return a.h < b.h end
-  return a.j < b.j
-end
-
--- their events from rank `from` to `to` (0-based, inclusive), as picks
-local function gather(into, from, to_of)
-  for i, h in ipairs(homes) do
-    local to = to_of(h)
-    if to >= from(h) then
-      local top = redis.call('ZREVRANGE', cand_key(h.home), from(h), to, 'WITHSCORES')
-      for j = 1, #top, 2 do
-        into[#into + 1] = {score = tonumber(top[j + 1]), raw = top[j + 1], h = i,
-                           j = from(h) + j, event = top[j]}
-      end
-    end
-  end
-end
-
--- 2. their best `first` events each (the share cap); the best n of those honour every cap
-local picks = {}
-gather(picks, function(h) return 0 end, function(h) return h.first - 1 end)
-table.sort(picks, best_first)
-if #picks > n then
-  for p = #picks, n + 1, -1 do picks[p] = nil end
-elseif #picks < n then
-  -- too few homes to fill n under the share cap: the rest, within each home's plan
-  local more = {}
-  gather(more, function(h) return h.first end, function(h) return h.allow - 1 end)
-  table.sort(more, best_first)
-  for p = 1, math.min(n - #picks, #more) do picks[#picks + 1] = more[p] end
-  table.sort(picks, best_first)
-end
-
--- 3. pop, lease, account
-local out = {}
-for _, pick in ipairs(picks) do
-  local h = homes[pick.h]
-  local event = pick.event
-  local ev = ev_key(h.home, event)
-  redis.call('ZREM', cand_key(h.home), event)
-  redis.call('ZREM', KEYS[4], h.home .. ':' .. event)
-  local attempts = redis.call('HGET', ev, 'attempts') or '0'
-  local deadline = now + lease
-  redis.call('ZADD', KEYS[3], fmt(deadline), event)
-  local pkey = 'processing:' .. event
-  redis.call('DEL', pkey)
-  redis.call('HSET', pkey, 'home', h.home, 'tier', tier, 'score', pick.raw,
-             'attempts', attempts, 'deadline', fmt(deadline))
-  redis.call('PEXPIRE', pkey, math.ceil(lease + grace))
-  redis.call('PEXPIRE', ev, math.ceil(lease + grace))
-  h.used = h.used + 1
-  out[#out + 1] = {h.home, event, pick.raw, attempts}
-end
-for _, h in ipairs(homes) do
-  if h.used > 0 then  -- a home walked past but not picked from kept its best score
-    bucket_write(h.key, h.tokens - h.used, h.ts, pcap, pper_ms)
-    repair_index(h.home, tier)
-  end
-end
-if #out > 0 then
-  if has_cap then
-    tokens = tokens - #out
-    bucket_write(KEYS[2], tokens, ts, cap, cap_ms)
-  end
-  redis.call('HINCRBY', KEYS[5], tier, -#out)
-end
-return {fmt(now), fmt(tokens), out}
-"""
-)
+DISPATCH = lua("dispatch")
 
 
 @dataclass(frozen=True)
@@ -187,34 +61,34 @@ class DispatchResult:
 
 
 def dispatch(
-    redis_client: redis.Redis,
+    where: Shard | redis.Redis,
     tier: TierConfig,
     config: SchedulerConfig,
     quota: int,
     *,
-    time_offset_ms: float = 0.0,
+    dry: bool = False,
 ) -> DispatchResult:
-    """Lease the best events of ``tier``, at most ``quota`` (and ``config.k_per_tick``),
-    within every home's plan, the share cap and the tier's hard cap if it has one."""
+    """Lease the best events of ``tier`` on ``shard``, at most ``quota`` (and
+    ``config.k_per_tick``), within every home's plan, the share cap and the tier's hard cap
+    if it has one. With ``dry``, only say which events that would be; nothing changes."""
     if isinstance(quota, bool) or not isinstance(quota, int) or quota < 0:
         raise ValueError(f"quota must be an int >= 0, got {quota!r}")
-    keys = [index_key(tier.name), tier_bucket_key(tier.name), INFLIGHT, EXPIRY, PENDING]
+    shard = Shard.of(where)
     cap_refill = tier.cap_refill_per_s
-    args: list[ScriptArg] = [
-        tier.name,
-        int(cap_refill is not None),
-        repr(float(tier.cap_burst or 0)),
-        repr((cap_refill or 0.0) / 1000.0),
-        repr(float(tier.plan_burst)),
-        repr(tier.plan_refill_per_s / 1000.0),
-        min(quota, config.k_per_tick),
-        repr(float(tier.home_share)),
-        config.scan_limit,
-        repr(config.processing_timeout_s * 1000.0),
-        ORPHAN_GRACE_MS,
-        repr(float(time_offset_ms)),
-    ]
-    now, tokens, rows = script(redis_client, DISPATCH)(keys=keys, args=args)
+    options: dict[str, object] = {
+        "tier": tier.name,
+        "n": min(quota, config.k_per_tick),
+        "home_share": tier.home_share,
+        "scan_limit": config.scan_limit,
+        "lease_ms": config.processing_timeout_s * 1000.0,
+        "dry": dry,
+        "plan": {"capacity": float(tier.plan_burst), "per_ms": tier.plan_refill_per_s / 1000.0},
+    }
+    if cap_refill is not None:
+        options["cap"] = {"capacity": float(tier.cap_burst or 0), "per_ms": cap_refill / 1000.0}
+    now, tokens, rows = shard.run(
+        DISPATCH, [shard.keys.tier_bucket(tier.name)], [json.dumps(options)]
+    )
     events = [Dispatched(text(h), text(e), tier.name, float(s), int(a)) for h, e, s, a in rows]
     left = float(tokens) if cap_refill is not None else None
     return DispatchResult(tier.name, events, float(now), left)

@@ -24,72 +24,29 @@ from collections.abc import Iterable
 
 import redis
 
-from .scripts import EXPIRY, HOME_TIERS, LUA_COMMON, PENDING, index_key, script
+from .scripts import lua
+from .shard import Shard
 
 LEGACY_HOME_TIERS = "cand:tiers"
 LEGACY_PENDING = "cand:pending"
 LEGACY_EXPIRY = "cand:expiry"
 LEGACY_INDEX_PREFIX = "cand:index:"
 
-# KEYS[1] cand:tiers  KEYS[2] cand:pending  KEYS[3] cand:expiry  KEYS[4] idx:home_tier
-# KEYS[5] idx:pending  KEYS[6] idx:expiry  then n cand:index:<tier>, then n idx:cand:<tier>
-# ARGV[1] n (tiers)
-# Returns -1 if no earlier key exists (nothing done), else the homes indexed afterwards.
-ADOPT = (
-    LUA_COMMON
-    + r"""
-local n = tonumber(ARGV[1])
-local legacy = {KEYS[1], KEYS[2], KEYS[3]}
-for i = 1, n do legacy[#legacy + 1] = KEYS[6 + i] end
-if redis.call('EXISTS', unpack(legacy)) == 0 then return -1 end
-
-local old = redis.call('HGETALL', KEYS[1])
-for i = 1, #old, 2 do redis.call('HSETNX', KEYS[4], old[i], old[i + 1]) end
-
-redis.call('ZUNIONSTORE', KEYS[6], 2, KEYS[6], KEYS[3], 'AGGREGATE', 'MAX')
-for _, member in ipairs(redis.call('ZRANGE', KEYS[3], 0, -1)) do
-  local sep = string.find(member, ':', 1, true)
-  local home, event = string.sub(member, 1, sep - 1), string.sub(member, sep + 1)
-  if not redis.call('ZSCORE', cand_key(home), event) then redis.call('ZREM', KEYS[6], member) end
-end
-
-for _, key in ipairs(legacy) do redis.call('DEL', key) end
-redis.call('DEL', KEYS[5])
-for i = 1, n do redis.call('DEL', KEYS[6 + n + i]) end
-
-local homes = redis.call('HGETALL', KEYS[4])
-local indexed = 0
-for i = 1, #homes, 2 do
-  local home, tier = homes[i], homes[i + 1]
-  local card = redis.call('ZCARD', cand_key(home))
-  if card > 0 then
-    redis.call('HINCRBY', KEYS[5], tier, card)
-    indexed = indexed + 1
-  end
-  repair_index(home, tier)
-end
-return indexed
-"""
-)
+ADOPT = lua("adopt_legacy")
 
 
 def legacy_index_key(tier: str) -> str:
     return LEGACY_INDEX_PREFIX + tier
 
 
-def adopt_legacy_indexes(client: redis.Redis, tiers: Iterable[str]) -> int | None:
+def adopt_legacy_indexes(where: Shard | redis.Redis, tiers: Iterable[str]) -> int | None:
     """Fold indexes left under the earlier names into the current ones; None if there were
-    none (the usual case: one EXISTS inside the script), else the homes now indexed."""
+    none (the usual case: one EXISTS inside the script), else the homes now indexed. The
+    earlier release had no namespace and one node: only a shard with the default keys
+    can hold them."""
+    shard = Shard.of(where)
     names = list(tiers)
-    keys = [
-        LEGACY_HOME_TIERS,
-        LEGACY_PENDING,
-        LEGACY_EXPIRY,
-        HOME_TIERS,
-        PENDING,
-        EXPIRY,
-        *(legacy_index_key(t) for t in names),
-        *(index_key(t) for t in names),
-    ]
-    indexed = int(script(client, ADOPT)(keys=keys, args=[len(names)]))
+    legacy = [LEGACY_HOME_TIERS, LEGACY_PENDING, LEGACY_EXPIRY]
+    keys = [*legacy, *(legacy_index_key(t) for t in names)]
+    indexed = int(shard.run(ADOPT, keys, names))
     return None if indexed < 0 else indexed

@@ -1,4 +1,5 @@
-"""Events waiting for the CPU lite scorer: ``lite:pending``, a FIFO list of event ids.
+"""Events waiting for the CPU lite scorer: ``lite:pending``, a FIFO list of event ids per
+shard (each shard's list holds its homes' events; ``take`` drains them in turn).
 
 The candidate store appends a new candidate without on-device results in the same Lua
 step that adds it, so accepting an event costs no broker message for lite scoring. The
@@ -14,24 +15,31 @@ from collections.abc import Sequence
 
 import redis
 
-from .scripts import LITE_PENDING, sync_reply
+from .scripts import sync_reply
+from .shard import Shards
 
 
-def take(client: redis.Redis, n: int) -> list[int]:
-    """Remove and return up to ``n`` of the oldest waiting event ids."""
-    if n <= 0:
-        return []
-    taken = sync_reply(client.lpop(LITE_PENDING, n))
-    if not isinstance(taken, list):  # with a count, LPOP answers a list, or nil when empty
-        return []
-    return [int(event) for event in taken]
+def take(where: Shards | redis.Redis, n: int) -> list[int]:
+    """Remove and return up to ``n`` of the oldest waiting event ids (shard by shard)."""
+    taken: list[int] = []
+    for shard in Shards.of(where):
+        if len(taken) >= n:
+            break
+        got = sync_reply(shard.client.lpop(shard.keys.lite_pending, n - len(taken)))
+        if isinstance(got, list):  # with a count, LPOP answers a list, or nil when empty
+            taken += [int(event) for event in got]
+    return taken
 
 
-def give_back(client: redis.Redis, event_ids: Sequence[int]) -> None:
-    """Put ids that could not be sent back at the head, in their order."""
+def give_back(where: Shards | redis.Redis, event_ids: Sequence[int]) -> None:
+    """Put ids that could not be sent back at the head of the primary shard's list, in
+    their order (the lite worker reads events from PostgreSQL, so any list will do)."""
     if event_ids:
-        client.lpush(LITE_PENDING, *reversed([str(e) for e in event_ids]))
+        shard = Shards.of(where).primary
+        shard.client.lpush(shard.keys.lite_pending, *reversed([str(e) for e in event_ids]))
 
 
-def waiting(client: redis.Redis) -> int:
-    return int(sync_reply(client.llen(LITE_PENDING)))
+def waiting(where: Shards | redis.Redis) -> int:
+    return sum(
+        int(sync_reply(shard.client.llen(shard.keys.lite_pending))) for shard in Shards.of(where)
+    )

@@ -19,23 +19,30 @@ import redis
 from store.analysis import PendingEvent
 
 from .candidates import CandidateStore, candidate_fields
-from .scripts import cand_key, processing_key
+from .shard import Shards
 
 
 def missing_from_redis(
-    redis_client: redis.Redis, events: Sequence[PendingEvent]
+    where: Shards | redis.Redis, events: Sequence[PendingEvent]
 ) -> list[PendingEvent]:
-    """The events that are neither a candidate nor under a lease (two reads per event)."""
-    pipe = redis_client.pipeline(transaction=False)
+    """The events that are neither a candidate nor under a lease on their home's shard
+    (two reads per event, one round trip per shard)."""
+    shards = Shards.of(where)
+    by_shard: dict[int, list[PendingEvent]] = {}
     for event in events:
-        pipe.zscore(cand_key(str(event.home_id)), str(event.id))
-        pipe.exists(processing_key(str(event.id)))
-    answers = pipe.execute()
-    return [
-        event
-        for event, score, leased in zip(events, answers[::2], answers[1::2], strict=True)
-        if score is None and not leased
-    ]
+        by_shard.setdefault(shards.index_of(str(event.home_id)), []).append(event)
+    missing: set[int] = set()
+    for i, group in by_shard.items():
+        shard = shards[i]
+        pipe = shard.client.pipeline(transaction=False)
+        for event in group:
+            pipe.zscore(shard.keys.cand(str(event.home_id)), str(event.id))
+            pipe.exists(shard.keys.lease(str(event.id)))
+        answers = pipe.execute()
+        for event, score, leased in zip(group, answers[::2], answers[1::2], strict=True):
+            if score is None and not leased:
+                missing.add(event.id)
+    return [event for event in events if event.id in missing]
 
 
 def restore(store: CandidateStore, events: Iterable[PendingEvent]) -> list[int]:

@@ -1,35 +1,9 @@
-"""Key names, the Lua helpers every scheduler script shares, and per-client registration.
+"""The scheduler's Lua, loaded once from ``schedules/lua/``, and the helpers every module
+of this package shares.
 
-Key layout (braces around a home id are literal Redis Cluster hash tags,
-so one home's keys share a slot):
-
-    cand:{<home>}             ZSET  event → priority
-    ev:{<home>}:<event>       HASH  candidate fields + tier, created_at, expires_at, attempts
-    bucket:home:{<home>}      HASH  tokens, ts (ms) — the home's plan
-    idx:cand:<tier>           ZSET  home → best priority among that home's candidates
-    idx:home_tier             HASH  home → tier its candidates are indexed under
-    idx:pending               HASH  tier → number of candidates
-    idx:expiry                ZSET  "<home>:<event>" → expiry time (ms)
-    bucket:tier:<tier>        HASH  tokens, ts (ms) — the tier's hard cap, only when set
-    inflight                  ZSET  event → lease deadline (ms)
-    processing:<event>        HASH  home, tier, score, attempts, deadline
-    tick:lock                 STRING  holder token (SET NX PX)
-    tick:deficit              HASH  tier → share owed (+) or owing (-) from rounding
-    deep:throughput           HASH  count, ts (ms) — deep events completed, decayed
-    lite:pending              LIST  events waiting for the CPU lite scorer, oldest first
-    settled:<event>           STRING  the event was settled (analysed, failed, expired) here
-                                      lately: reconcile must not make it a candidate again
-    limit:device:{<home>}:<device>  HASH  tokens, ts (ms) — a device's ingest bucket
-    limit:home:{<home>}       HASH  tokens, ts (ms) — a home's ingest bucket
-
-Only the per-home candidate sets start with ``cand:`` and only the candidate hashes with
-``ev:``, so ``KEYS "cand:*"`` / ``KEYS "ev:*"`` (or ``SCAN MATCH``) count exactly those; the
-indexes over them live under ``idx:``.
-
-Times are milliseconds from Redis ``TIME``. Every time-reading script takes a
-``time offset`` ARGV that shifts ``TIME``; it is always 0 in production and exists only so
-tests can simulate minutes of traffic without sleeping. docs/architecture.md ("Redis keys")
-shows where these keys sit among the rest of the system's state.
+Each script is ``common.lua`` (the calling convention, the key helpers and the two
+primitives that alone change candidates) followed by the files it names. A ``Script``
+object is registered once per client and runs by SHA (``EVALSHA``, loading on a miss).
 """
 
 from __future__ import annotations
@@ -37,6 +11,8 @@ from __future__ import annotations
 import re
 import weakref
 from collections.abc import Awaitable, Iterable
+from functools import cache
+from importlib import resources
 from typing import TypeAlias, TypeVar
 
 import redis
@@ -51,21 +27,6 @@ Reply = TypeVar("Reply")
 
 ID_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
 
-INDEX_PREFIX = "idx:cand:"
-HOME_TIERS = "idx:home_tier"
-PENDING = "idx:pending"
-EXPIRY = "idx:expiry"
-INFLIGHT = "inflight"
-TICK_LOCK = "tick:lock"
-LITE_PENDING = "lite:pending"
-
-# An ev:/processing: key outlives its lease or TTL by this much, so a crashed reaper or
-# expiry task still finds the fields; it only guards against orphans never cleaned up.
-ORPHAN_GRACE_MS = 3_600_000
-# How long a settled event stays marked: far longer than reconcile takes from its
-# PostgreSQL read to its Redis write, so a settlement in between is always seen.
-SETTLED_TTL_MS = 600_000
-
 
 def check_id(kind: str, value: EntityId) -> str:
     """Ids go into key names and ``home:event`` members: no braces, colons or spaces.
@@ -79,102 +40,15 @@ def check_id(kind: str, value: EntityId) -> str:
     return value
 
 
-def cand_key(home_id: str) -> str:
-    return f"cand:{{{home_id}}}"
+@cache
+def _file(name: str) -> str:
+    return resources.files("schedules").joinpath("lua", f"{name}.lua").read_text()
 
 
-def ev_key(home_id: str, event_id: str) -> str:
-    return f"ev:{{{home_id}}}:{event_id}"
+def lua(*names: str) -> str:
+    """The source of a script: ``common.lua`` then each named file, in order."""
+    return "\n".join(_file(name) for name in ("common", *names))
 
-
-def home_bucket_key(home_id: str) -> str:
-    return f"bucket:home:{{{home_id}}}"
-
-
-def tier_bucket_key(tier: str) -> str:
-    return f"bucket:tier:{tier}"
-
-
-def index_key(tier: str) -> str:
-    return INDEX_PREFIX + tier
-
-
-def processing_key(event_id: str) -> str:
-    return f"processing:{event_id}"
-
-
-def settled_key(event_id: str) -> str:
-    return f"settled:{event_id}"
-
-
-def device_limit_key(home_id: str, device_id: str) -> str:
-    return f"limit:device:{{{home_id}}}:{device_id}"
-
-
-def home_limit_key(home_id: str) -> str:
-    return f"limit:home:{{{home_id}}}"
-
-
-# The index names, from the constants above: a script names them through these locals only.
-LUA_NAMES = f"""
-local INDEX_PREFIX = '{INDEX_PREFIX}'
-local HOME_TIERS = '{HOME_TIERS}'
-local PENDING = '{PENDING}'
-local EXPIRY = '{EXPIRY}'
-local INFLIGHT = '{INFLIGHT}'
-"""
-
-LUA_COMMON = (
-    LUA_NAMES
-    + r"""
-local function cand_key(home) return 'cand:{' .. home .. '}' end
-local function index_key(tier) return INDEX_PREFIX .. tier end
-local function ev_key(home, event) return 'ev:{' .. home .. '}:' .. event end
-local function home_bucket_key(home) return 'bucket:home:{' .. home .. '}' end
-local function fmt(x) return string.format('%.17g', x) end
-
--- Settled in PostgreSQL (or about to be): a reconcile that read it as pending must not
--- make it a candidate again.
-local function mark_settled(event)
-  redis.call('SET', 'settled:' .. event, '1', 'PX', 600000)  -- SETTLED_TTL_MS
-end
-
-local function now_ms(offset)
-  local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000 + tonumber(offset)
-end
-
--- The index holds each home's best score; a home without candidates is absent.
-local function repair_index(home, tier)
-  local top = redis.call('ZREVRANGE', cand_key(home), 0, 0, 'WITHSCORES')
-  if #top == 0 then
-    redis.call('ZREM', index_key(tier), home)
-    redis.call('HDEL', HOME_TIERS, home)
-  else
-    redis.call('ZADD', index_key(tier), top[2], home)
-  end
-end
-
--- Token bucket: HASH {tokens, ts}; a missing bucket is full. Refill is linear and capped;
--- a clock that goes backwards refills nothing and never moves ts back.
-local function bucket_read(key, capacity, per_ms, now)
-  local s = redis.call('HMGET', key, 'tokens', 'ts')
-  local tokens, ts = tonumber(s[1]), tonumber(s[2])
-  if tokens == nil or ts == nil then return capacity, now end
-  if now > ts then
-    tokens = tokens + (now - ts) * per_ms
-    ts = now
-  end
-  return math.min(capacity, tokens), ts
-end
-
-local function bucket_write(key, tokens, ts, capacity, per_ms)
-  redis.call('HSET', key, 'tokens', fmt(tokens), 'ts', fmt(ts))
-  -- once full again the state carries no information: let it go
-  redis.call('PEXPIRE', key, math.ceil((capacity - tokens) / per_ms) + 1000)
-end
-"""
-)
 
 _registry: weakref.WeakKeyDictionary[redis.Redis, dict[str, Script]] = weakref.WeakKeyDictionary()
 

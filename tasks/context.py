@@ -17,11 +17,11 @@ from typing import TYPE_CHECKING
 from celery.signals import worker_process_init
 from psycopg_pool import ConnectionPool
 from redis import Redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from schedules.candidates import CandidateStore
+from schedules.shard import Shards, connect
 from store.db import create_pool
+from tasks.best_effort_redis import best_effort_redis
 from vigil.settings import Settings, current
 
 if TYPE_CHECKING:  # the detector and the scorers are imported only by the roles that run them
@@ -38,7 +38,6 @@ logging.getLogger("httpx").setLevel(logging.WARNING)
 
 # "deep" workers load the detector at start; other roles load what they need lazily.
 DEEP_ROLE = "deep"
-RECORDS_TIMEOUT_S = 1.0
 
 
 class WorkerContext:
@@ -68,16 +67,8 @@ class WorkerContext:
 
     @cached_property
     def records_redis(self) -> Redis:
-        """The app's Redis for best-effort writes (tasks/records.py): 1 s timeouts and no
-        retries, so an outage costs a task about a second, not the client's backoff."""
-        url = self._required(self.settings.redis_url, "REDIS_URL")
-        return Redis.from_url(
-            url,
-            decode_responses=True,
-            socket_connect_timeout=RECORDS_TIMEOUT_S,
-            socket_timeout=RECORDS_TIMEOUT_S,
-            retry=Retry(NoBackoff(), 0),
-        )
+        """The app's Redis for best-effort writes (tasks/records.py)."""
+        return best_effort_redis(self._required(self.settings.redis_url, "REDIS_URL"))
 
     @cached_property
     def broker_redis(self) -> Redis:
@@ -88,8 +79,20 @@ class WorkerContext:
         return Redis.from_url(self._required(url, "CELERY_BROKER_URL"), decode_responses=True)
 
     @cached_property
+    def shards(self) -> Shards:
+        """The candidate store's shards; the one at ``REDIS_URL`` shares ``redis``."""
+        urls = self.settings.shard_urls or (self._required(None, "REDIS_URL"),)
+
+        def client_for(url: str) -> Redis:
+            if url == self.settings.redis_url:
+                return self.redis
+            return Redis.from_url(url, decode_responses=True)
+
+        return connect(urls, self.settings.candidate_key_namespace, client_for)
+
+    @cached_property
     def candidates(self) -> CandidateStore:
-        return CandidateStore(self.redis, self.settings.scheduler)
+        return CandidateStore(self.shards, self.settings.scheduler)
 
     @cached_property
     def detector(self) -> NanoDet:

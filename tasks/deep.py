@@ -20,7 +20,7 @@ from inference.images import encode_jpeg
 from inference.pipeline import BatchPipeline
 from notify import live
 from schedules.capacity import record_completed
-from schedules.leases import complete_all, release
+from schedules.leases import complete_batch, release
 from store.analysis import (
     EventToAnalyse,
     Failure,
@@ -63,6 +63,7 @@ class BatchOutcome:
     labels: dict[int, list[str]] = field(default_factory=dict)  # analysed event -> labels
     homes: dict[int, int] = field(default_factory=dict)  # event -> home, for those claimed
     inference_s: float = 0.0  # in the model's run_batch (tasks/inference_clock.py)
+    latency_s: dict[int, float] = field(default_factory=dict)  # analysed event -> created → saved
     leases_ended: int = 0
 
     @property
@@ -80,7 +81,7 @@ def analyse_batch(ctx: WorkerContext, event_ids: Sequence[int]) -> BatchOutcome:
     """Run the detector over a batch, store detections or the named failure per event."""
     events = claim_for_analysis(ctx.pool, event_ids)
     if not events:  # all settled by another delivery: no model needed, the leases end
-        return BatchOutcome(leases_ended=complete_all(ctx.redis, event_ids))
+        return BatchOutcome(leases_ended=complete_batch(ctx.shards, event_ids))
     model = InferenceClock(ctx.detector)
     pipeline = BatchPipeline(
         model,
@@ -99,14 +100,16 @@ def analyse_batch(ctx: WorkerContext, event_ids: Sequence[int]) -> BatchOutcome:
         found.append((event.id, result.detections))
         if result.image is not None:  # kept: the pipeline runs with keep_images
             snapshots[event.id] = snapshot_jpeg(result.image, result.detections)
-    analysed = save_detections(ctx.pool, found, model.name, snapshots)
+    latency_s = save_detections(ctx.pool, found, model.name, snapshots)
+    analysed = list(latency_s)
     failed = mark_failed(
         ctx.pool, [Failure(event.id, error.code, str(error)) for event, error in refused]
     )
     # Leases end only once Postgres holds the outcome: a crash before this line leaves the
     # lease to expire and the reaper to hand the events out again.
-    leases_ended = complete_all(ctx.redis, event_ids)  # settled elsewhere or not: done
     homes = {e.id: e.home_id for e in events}
+    # settled elsewhere or not: done (an id not claimed here is ended on every shard)
+    leases_ended = complete_batch(ctx.shards, event_ids, homes)
     found_labels: dict[int, list[str]] = {}
     for event_id, dets in found:
         if event_id in analysed:
@@ -136,6 +139,7 @@ def analyse_batch(ctx: WorkerContext, event_ids: Sequence[int]) -> BatchOutcome:
         labels=found_labels,
         homes=homes,
         inference_s=model.seconds,
+        latency_s=latency_s,
         leases_ended=leases_ended,
     )
 
@@ -151,16 +155,16 @@ def deep_batch(tier: str, event_ids: list[int]) -> list[int]:
     except (psycopg.OperationalError, PoolTimeout):
         # PostgreSQL is away: hand the events back to the candidates now (no attempt
         # counted) instead of leaving them to their lease; a later tick sends them again.
-        released = release(ctx.redis, ctx.settings.scheduler, [str(e) for e in event_ids])
+        released = release(ctx.shards, ctx.settings.scheduler, [str(e) for e in event_ids])
         log.warning("tier %s: database unavailable, %d events handed back", tier, released)
         raise
     analysed, failed = len(outcome.analysed), len(outcome.failed)
     log.info("tier %s: analysed %d, failed %d of %d events", tier, analysed, failed, len(event_ids))
     worker_metrics.record_deep_batch(
-        ctx, tier, outcome.analysed, outcome.failed, outcome.inference_s
+        ctx, tier, outcome.latency_s, outcome.failed, outcome.inference_s
     )
     try:  # the tick's capacity follows the pool's pace; a lost sample costs nothing
-        record_completed(ctx.redis, len(event_ids))
+        record_completed(ctx.shards.primary, len(event_ids))
     except Exception as exc:
         log.warning("throughput not recorded: %r", exc)
     worker = deep_batch.request.hostname

@@ -35,6 +35,7 @@ import redis
 from celery.signals import before_task_publish, heartbeat_sent, task_postrun, worker_ready
 
 from schedules.scripts import script
+from tasks.best_effort_redis import best_effort_redis
 from vigil.settings import current
 
 log = logging.getLogger(__name__)
@@ -45,7 +46,6 @@ CONSUMED = "worker:consumed"
 HEARTBEAT_TTL_S = 120
 # Celery's event heartbeat fires every 2 s; a beat this often is plenty for a 120 s TTL.
 BEAT_EVERY_S = 10.0
-REDIS_TIMEOUT_S = 1.0
 # The message header holding when the message was published (Unix time, the sender's clock).
 PUBLISHED_AT = "vigil_published_at"
 
@@ -113,12 +113,7 @@ class _Writer:
             url = current().redis_url
             if self._client is None and url:
                 # Short timeouts: the main-process beat runs on the consumer's event loop.
-                self._client = redis.Redis.from_url(
-                    url,
-                    decode_responses=True,
-                    socket_connect_timeout=REDIS_TIMEOUT_S,
-                    socket_timeout=REDIS_TIMEOUT_S,
-                )
+                self._client = best_effort_redis(url)
             return self._client
 
     def write(

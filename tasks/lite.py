@@ -58,7 +58,7 @@ def score_batch(ctx: WorkerContext, event_ids: list[int]) -> dict[str, int]:
             else:
                 scored += 1
         except SoftTimeLimitExceeded:
-            lite_queue.give_back(ctx.redis, event_ids[done:])
+            lite_queue.give_back(ctx.shards, event_ids[done:])
             left = len(event_ids) - done
             log.warning("lite batch cut by its time limit; %d events requeued", left)
             break

@@ -24,7 +24,7 @@ What is recorded, and where:
 - ``vigil_queue_wait_seconds{queue}``: publish → task start, from the ``PUBLISHED_AT``
   header every publish of this app stamps (``tasks.heartbeat``); ``task_prerun`` here.
 - ``vigil_inference_batch_seconds{device,batch_size}``: the detector's run over one deep
-  batch's images (``tasks.deep`` times it, ``tasks.timed_model``).
+  batch's images (``tasks.deep`` times it, ``tasks.inference_clock``).
 - ``vigil_event_analysis_latency_seconds{tier}``: event created → detections committed.
 - ``vigil_events_settled_total{outcome}``: analysed, skipped or failed, as workers settle.
 - ``vigil_push_duration_seconds{provider}``, ``vigil_pushes_total{provider,outcome}``: each
@@ -48,8 +48,8 @@ import redis
 from celery.signals import task_postrun, task_prerun, worker_process_shutdown
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.utils import floatToGoString
-from psycopg.rows import scalar_row
 
+from tasks.best_effort_redis import best_effort_redis
 from tasks.heartbeat import PUBLISHED_AT
 from tasks.queues import QUEUES
 from vigil.settings import current
@@ -62,7 +62,6 @@ log = logging.getLogger(__name__)
 
 KEY = "metrics:workers"
 OTHER = "other"
-REDIS_TIMEOUT_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -206,12 +205,7 @@ class Recorder:
             self._check_fork()
             url = self._url()
             if self._client is None and url:
-                self._client = redis.Redis.from_url(
-                    url,
-                    decode_responses=True,
-                    socket_connect_timeout=REDIS_TIMEOUT_S,
-                    socket_timeout=REDIS_TIMEOUT_S,
-                )
+                self._client = best_effort_redis(url)
             return self._client
 
     def flush(self, client: redis.Redis | None = None) -> int:
@@ -254,30 +248,21 @@ def record_settled(outcome: str, n: int = 1) -> None:
 def record_deep_batch(
     ctx: WorkerContext,
     tier: str,
-    analysed: Sequence[int],
+    latency_s: Mapping[int, float],
     failed: Sequence[int],
     inference_s: float,
 ) -> None:
     """A deep batch: its settled events, the detector's time over its images (labelled by
-    the device and the number of images analysed), and for each event analysed, created →
-    committed (one query)."""
-    record_settled(EventStatus.ANALYZED, len(analysed))
+    the device and the number of images analysed), and for each event analysed (the keys
+    of ``latency_s``, as ``store.analysis.save_detections`` returns them), created →
+    committed. Nothing is queried: the statement that saved each event read its latency."""
+    record_settled(EventStatus.ANALYZED, len(latency_s))
     record_settled(EventStatus.FAILED, len(failed))
-    if not analysed:  # every image refused before inference: nothing was run
+    if not latency_s:  # every image refused before inference: nothing was run
         return
-    labels = (device_label(ctx.detector.device), batch_size_label(len(analysed)))
+    labels = (device_label(ctx.detector.device), batch_size_label(len(latency_s)))
     recorder.observe(INFERENCE, labels, inference_s)
-    try:
-        with ctx.pool.connection() as conn, conn.cursor(row_factory=scalar_row) as cur:
-            latencies: list[float] = cur.execute(
-                "SELECT extract(epoch FROM analyzed_at - created_at)::float8 FROM events"
-                " WHERE id = ANY(%s) AND analyzed_at IS NOT NULL",
-                (list(analysed),),
-            ).fetchall()
-    except Exception as exc:  # the batch is done; a missing observation is not a failure
-        log.warning("analysis latency not recorded: %r", exc)
-        return
-    for seconds in latencies:
+    for seconds in latency_s.values():
         recorder.observe(ANALYSIS_LATENCY, (tier,), seconds)
 
 

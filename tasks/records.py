@@ -39,13 +39,6 @@ WORKER_METRICS = "worker_metrics"
 LITE_SCORER_METRICS = "lite_scorer_metrics"
 SCHEDULER_COMPLETIONS = "scheduler_completions"
 DIGEST_QUEUE = "digest_queue"
-LISTS = (
-    SCHEDULER_METRICS,
-    WORKER_METRICS,
-    LITE_SCORER_METRICS,
-    SCHEDULER_COMPLETIONS,
-    DIGEST_QUEUE,
-)
 
 CAP = 1000
 

@@ -86,7 +86,7 @@ def free_capacity(ctx: WorkerContext, config: SchedulerConfig) -> int:
     """Events the deep workers can start soon, all tiers together: the deep queues' room
     less what waits in them, bounded by the measured throughput (schedules/capacity.py).
     Late binding: priority is decided in the candidate sets until a worker can start soon."""
-    rate = capacity.throughput(ctx.redis)
+    rate = capacity.throughput(ctx.shards.primary)
     return capacity.free_capacity(config, len(config.tiers), queued_events(ctx, config), rate)
 
 
@@ -95,12 +95,12 @@ def dispatch_lite(ctx: WorkerContext, config: SchedulerConfig) -> int:
     ``lite_queued_batches`` waiting in the broker. Returns the events sent."""
     size = config.lite_batch_size
     room = queue_room(ctx, LITE_QUEUE, config.lite_queued_batches, size)
-    event_ids = lite_queue.take(ctx.redis, room)
+    event_ids = lite_queue.take(ctx.shards, room)
     for start in range(0, len(event_ids), size):
         try:
             lite_batch.delay(event_ids[start : start + size])  # routed to the lite queue
         except Exception:
-            lite_queue.give_back(ctx.redis, event_ids[start:])  # next run sends them
+            lite_queue.give_back(ctx.shards, event_ids[start:])  # next run sends them
             raise
     return len(event_ids)
 
@@ -117,22 +117,16 @@ def send_batch(tier: str, batch: list[Dispatched]) -> None:
 
 def dispatch_deep(ctx: WorkerContext, config: SchedulerConfig) -> TickReport:
     """One triage tick: the deep workers' free capacity, shared among the tiers by weight."""
-    return run_tick(ctx.redis, config, lambda: free_capacity(ctx, config), send_batch)
+    return run_tick(ctx.shards, config, lambda: free_capacity(ctx, config), send_batch)
 
 
 def record_tick(
     ctx: WorkerContext, config: SchedulerConfig, report: TickReport, took: float
 ) -> None:
-    """One ``scheduler_metrics`` record, with the candidates left waiting per tier."""
-    try:
-        waiting = CandidateStore(ctx.records_redis, config).pending_by_tier()
-    except Exception as exc:  # the record is best effort, like its write
-        log.warning("tick record skipped: %r", exc)
-        return
-    records.push(
-        ctx.records_redis,
-        {records.SCHEDULER_METRICS: [records.tick_record(report, config.tiers, took, waiting)]},
-    )
+    """One ``scheduler_metrics`` record, with the candidates left waiting per tier (what
+    the tick read before it dispatched, less what it leased: no extra read)."""
+    record = records.tick_record(report, config.tiers, took, report.left())
+    records.push(ctx.records_redis, {records.SCHEDULER_METRICS: [record]})
 
 
 # The beat-driven tasks are not acknowledged late: a tick or a feed lost with its worker is
@@ -170,7 +164,7 @@ def failsafe(ctx: WorkerContext, event_ids: list[int]) -> None:
 def reap() -> dict:
     ctx = context()
     config = ctx.settings.scheduler
-    report = leases.reap(ctx.redis, config)
+    report = leases.reap(ctx.shards, config)
     requeue(ctx.pool, [int(r.event_id) for r in report.returned])
     message = f"analysis did not finish after {config.max_attempts} attempts"
     failed = mark_failed(
@@ -205,13 +199,13 @@ def expire() -> list[int]:
 def restore_lost(ctx: WorkerContext, config: SchedulerConfig) -> list[int]:
     """Add back every pending event Redis has lost; returns the ids restored. Indexes left
     under their earlier names are adopted first (schedules/legacy.py)."""
-    adopted = adopt_legacy_indexes(ctx.redis, config.tiers)
+    adopted = adopt_legacy_indexes(ctx.shards.primary, config.tiers)
     if adopted is not None:
         log.warning("adopted the earlier candidate indexes: %d homes indexed", adopted)
     events = pending_events(ctx.pool, RECONCILE_MIN_AGE_S, RECONCILE_LIMIT)
-    lost = missing_from_redis(ctx.redis, events)
+    lost = missing_from_redis(ctx.shards, events)
     requeue(ctx.pool, [e.id for e in lost if e.status == EventStatus.PROCESSING])
-    return restore(CandidateStore(ctx.redis, config), lost)
+    return restore(CandidateStore(ctx.shards, config), lost)
 
 
 @shared_task(**HOUSEKEEPING, soft_time_limit=50, time_limit=60)

@@ -11,6 +11,7 @@ import contextlib
 import io
 import json
 import os
+import secrets
 import signal
 import subprocess
 import tempfile
@@ -24,6 +25,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from psycopg_pool import ConnectionPool
 
+from demo.processes import venv_env
 from schedules.config import SchedulerConfig
 from tasks.app import app as celery_app
 from tasks.app import worker_argv
@@ -33,6 +35,7 @@ from tests.photos import photo
 from webapp import create_app
 from webapp.cli import create_user
 from webapp.clients import clients
+from webapp.responses import ApiModel
 
 ROOT = Path(__file__).resolve().parents[1]
 PASSWORD = "correct horse battery staple"
@@ -162,6 +165,29 @@ def photo_upload(name: str = "person", data: bytes | None = None, **fields: Any)
 def broker_url(redis_url: str) -> str:
     """The broker on Redis DB 1: the ``redis_client`` fixture flushes only DB 0."""
     return redis_url.rsplit("/", 1)[0] + "/1"
+
+
+def stack_env(redis_url: str, database_url: str, **settings: str) -> dict[str, str]:
+    """Environment of the app's own processes (gunicorn, workers, beat) that a test starts:
+    this virtualenv's commands, the given servers, the broker on DB 1, a fresh JWT secret,
+    and ``settings``."""
+    env = venv_env(os.environ)
+    env.update(
+        REDIS_URL=redis_url,
+        DATABASE_URL=database_url,
+        CELERY_BROKER_URL=broker_url(redis_url),
+        JWT_SECRET_KEY=secrets.token_urlsafe(32),
+        **settings,
+    )
+    return env
+
+
+def response_example(model: type[ApiModel]) -> dict[str, Any]:
+    """The one example a response model publishes in ``GET /openapi.json``."""
+    extra = model.model_config.get("json_schema_extra")
+    assert isinstance(extra, dict), model
+    (example,) = extra["examples"]
+    return example
 
 
 def dispatch_lite_now(redis_url: str, database_url: str) -> int:

@@ -41,5 +41,5 @@ def analysed_event(db, home, camera, location, detections, snapshot: bytes | Non
     claim_for_analysis(db, [event_id])
     dets = [Detection(label, score, (1.0, 2.0, 30.0, 40.0)) for label, score in detections]
     snapshots = {event_id: snapshot} if snapshot is not None else None
-    assert save_detections(db, [(event_id, dets)], "nanodet-416", snapshots) == [event_id]
+    assert list(save_detections(db, [(event_id, dets)], "nanodet-416", snapshots)) == [event_id]
     return event_id

@@ -57,12 +57,38 @@ def test_a_redelivered_batch_does_not_analyse_a_settled_event_again(db):
     event = new_event(db, home, camera)
     claim_for_analysis(db, [event])
     dets = [Detection("person", 0.9, (1.0, 2.0, 3.0, 4.0))]
-    assert save_detections(db, [(event, dets)], "m") == [event]
+    assert list(save_detections(db, [(event, dets)], "m")) == [event]
     assert claim_for_analysis(db, [event]) == []
-    assert save_detections(db, [(event, dets)], "m") == []
+    assert save_detections(db, [(event, dets)], "m") == {}
     with db.connection() as conn:
         n = conn.execute("SELECT count(*) AS n FROM detections").fetchone()["n"]
     assert n == 1 and status(db, event) == ("analyzed", 1)
+
+
+def test_saving_answers_each_written_events_created_to_analysed_seconds(db):
+    # The latency metric's values, from the statement that writes each event: the deep
+    # worker runs no query of its own for them.
+    with db.connection() as conn:
+        home, camera = make_home(conn)
+    older, newer, unclaimed = (new_event(db, home, camera) for _ in range(3))
+    with db.connection() as conn:
+        conn.execute(
+            "UPDATE events SET created_at = now() - interval '90 seconds' WHERE id = %s",
+            (older,),
+        )
+    claim_for_analysis(db, [older, newer])
+    dets = [Detection("person", 0.9, (1.0, 2.0, 3.0, 4.0))]
+    saved = save_detections(db, [(newer, dets), (unclaimed, dets), (older, [])], "m")
+    assert list(saved) == [newer, older]  # in the order written; unclaimed is not written
+    with db.connection() as conn:
+        rows = conn.execute(
+            "SELECT id, extract(epoch FROM analyzed_at - created_at)::float8 AS s"
+            " FROM events WHERE id = ANY(%s)",
+            ([older, newer],),
+        ).fetchall()
+    stored = {row["id"]: row["s"] for row in rows}
+    assert saved == stored
+    assert 90 <= saved[older] < 120 and 0 <= saved[newer] < 30
 
 
 def test_failed_and_skipped_settle_only_pending_events(db):

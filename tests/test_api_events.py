@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -97,6 +98,21 @@ def test_an_idempotency_key_replay_answers_the_same_event_without_a_second_row(
     assert len(candidates(redis_client, owner.home_id)) == 1
     other = client.post("/events", json=SOURCE_EVENT, headers={**headers, "Idempotency-Key": "b"})
     assert other.status_code == 202 and count(db, "events") == 2
+
+
+def test_only_a_request_with_an_idempotency_key_is_hashed(client, owner, db):
+    # Without a key no replay can be compared with the request: its upload is not hashed.
+    plain = client.post("/events", data=photo_upload("person"), headers=owner.headers)
+    assert plain.status_code == 202, plain.get_json()
+    assert _event_row(db, plain.get_json()["event_id"])["request_hash"] is None
+    keyed = client.post(
+        "/events",
+        data=photo_upload("person"),
+        headers={**owner.headers, "Idempotency-Key": "hash-me"},
+    )
+    assert keyed.status_code == 202, keyed.get_json()
+    stored = _event_row(db, keyed.get_json()["event_id"])["request_hash"]
+    assert stored is not None and re.fullmatch(r"[0-9a-f]{64}", stored)
 
 
 def test_with_redis_down_an_event_is_still_accepted_and_reconcile_finds_it(database_url, db):

@@ -14,7 +14,14 @@ import pytest
 import redis
 from celery import Celery
 
-from tasks.heartbeat import HEARTBEAT_KEY, HEARTBEATS, published_at, record_heartbeat
+from tasks.heartbeat import (
+    HEARTBEAT_KEY,
+    HEARTBEATS,
+    PUBLISHED_AT,
+    published_at,
+    record_heartbeat,
+)
+from tasks.queues import QUEUES
 from tests.api_helpers import (
     api_app,
     broker_url,
@@ -26,7 +33,7 @@ from tests.api_helpers import (
     wait_for,
     worker_env,
 )
-from webapp.queue_health import QueueState
+from webapp.queue_health import QueueState, broker_queues
 
 pytestmark = pytest.mark.integration
 
@@ -223,6 +230,26 @@ def test_a_sent_task_carries_its_publish_time_for_the_health_check(broker, redis
         conn.SimpleQueue("plain").put({"hello": "world"})
     assert published_at(broker.lindex("plain", -1)) is None
     assert published_at("not a kombu message") is None
+
+
+def test_the_shared_queue_read_gives_each_queue_its_length_and_oldest_wait(client, broker):
+    now = broker.time()[0]
+    broker.lpush("digest", json.dumps({"headers": {PUBLISHED_AT: now - 100.0}, "body": ""}))
+    broker.lpush("digest", json.dumps({"headers": {PUBLISHED_AT: now - 1.0}, "body": ""}))
+    broker.lpush("lite", json.dumps({"headers": {}, "body": ""}))  # no stamp: unknown
+    clock, queues = broker_queues(broker)
+    by_name = {queue.name: queue for queue in queues}
+    assert [queue.name for queue in queues] == list(QUEUES)
+    assert (by_name["digest"].length, by_name["digest"].sent_at) == (2, now - 100.0)
+    assert 99 <= (by_name["digest"].oldest_wait_s(clock) or 0) < 130
+    assert by_name["lite"].unstamped and by_name["lite"].oldest_wait_s(clock) is None
+    assert not by_name["scheduler"].unstamped and by_name["scheduler"].length == 0
+    assert by_name["scheduler"].oldest_wait_s(clock) is None
+    _, body = _health(client)
+    queues_json = body["workers"]["queues"]
+    assert 99 <= queues_json["digest"]["oldest_wait_s"] < 130
+    assert queues_json["digest"]["length"] == 2
+    assert queues_json["lite"]["oldest_wait_s"] is None and queues_json["lite"]["length"] == 1
 
 
 @pytest.mark.unit

@@ -11,6 +11,7 @@ from schedules.candidates import CandidateStore
 from schedules.config import SchedulerConfig, TierConfig
 from schedules.dispatch import dispatch
 from schedules.leases import complete, reap
+from tests.clock import at, store_at
 
 pytestmark = pytest.mark.integration
 
@@ -111,7 +112,7 @@ def test_expire_due_drops_old_candidates_and_returns_their_fields(store, redis_c
     store.add("h1", "old", "standard", 0.9, {"location": "door"}, ttl_s=10)
     store.add("h1", "new", "standard", 0.2, ttl_s=100)
     assert store.expire_due() == []
-    expired = store.expire_due(time_offset_ms=50_000)
+    expired = store_at(store, 50_000).expire_due()
     assert [(e.home_id, e.event_id, e.fields["location"]) for e in expired] == [
         ("h1", "old", "door")
     ]
@@ -210,9 +211,9 @@ def test_index_matches_every_homes_best_candidate_after_any_operations(redis_cli
         elif kind == "complete":
             complete(r, step[1])
         elif kind == "reap":
-            reap(r, config, time_offset_ms=step[1])
+            reap(at(r, step[1]), config)
         else:
-            store.expire_due(time_offset_ms=step[1])
+            store_at(store, step[1]).expire_due()
         assert_index_consistent(r, config, HOMES)
 
 

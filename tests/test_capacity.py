@@ -10,12 +10,13 @@ import pytest
 import redis
 from celery import Celery, chain
 
-from schedules.capacity import THROUGHPUT, free_capacity, record_completed, throughput
+from schedules.capacity import free_capacity, record_completed, throughput
 from schedules.config import SchedulerConfig
 from tasks import scheduling
 from tasks.app import create_celery
 from tasks.context import WorkerContext
 from tasks.queues import deep_queue
+from tests.clock import at
 
 pytestmark = pytest.mark.integration
 
@@ -39,9 +40,9 @@ def test_a_known_throughput_keeps_queued_work_to_what_drains_in_deep_drain_s():
 def test_throughput_is_a_decaying_average_of_completed_events(redis_client):
     assert throughput(redis_client) is None
     assert record_completed(redis_client, 100) == pytest.approx(10, rel=0.01)  # 100 / 10 s
-    later = throughput(redis_client, time_offset_ms=10_000)
+    later = throughput(at(redis_client, 10_000))
     assert later == pytest.approx(10 * 2.718281828**-1, rel=0.01)
-    assert 0 < redis_client.pttl(THROUGHPUT) <= 200_000
+    assert 0 < redis_client.pttl("deep:throughput") <= 200_000
     with pytest.raises(ValueError):
         record_completed(redis_client, -1)
 
@@ -49,8 +50,8 @@ def test_throughput_is_a_decaying_average_of_completed_events(redis_client):
 def test_a_steady_pace_is_measured_as_that_pace(redis_client):
     for second in range(120):  # 30 events a second, in batches of 10
         for _ in range(3):
-            record_completed(redis_client, 10, time_offset_ms=second * 1000)
-    assert throughput(redis_client, time_offset_ms=119_500) == pytest.approx(30, rel=0.1)
+            record_completed(at(redis_client, second * 1000), 10)
+    assert throughput(at(redis_client, 119_500)) == pytest.approx(30, rel=0.1)
 
 
 @pytest.fixture

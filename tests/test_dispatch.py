@@ -13,8 +13,9 @@ from schedules.buckets import TokenBucket
 from schedules.candidates import CandidateStore
 from schedules.config import SchedulerConfig, TierConfig
 from schedules.dispatch import dispatch
+from schedules.keys import ORPHAN_GRACE_MS, KeyMap
 from schedules.score import priority
-from schedules.scripts import ORPHAN_GRACE_MS, ev_key
+from tests.clock import at
 
 pytestmark = pytest.mark.integration
 
@@ -154,8 +155,8 @@ def test_dispatch_leases_each_event_and_takes_exactly_the_plan_tokens_used(redis
     (first, second, third) = result.events
     assert (first.home_id, first.event_id, first.attempts) == ("h1", "e1", 0)
     # The candidate's fields stay for the lease's lifetime: the reaper restores from them.
-    assert redis_client.hget(ev_key("h1", "e1"), "location") == "porch"
-    assert 0 < redis_client.pttl(ev_key("h1", "e1")) <= 300_000 + ORPHAN_GRACE_MS
+    assert redis_client.hget(KeyMap().ev("h1", "e1"), "location") == "porch"
+    assert 0 < redis_client.pttl(KeyMap().ev("h1", "e1")) <= 300_000 + ORPHAN_GRACE_MS
     assert TokenBucket.for_home(redis_client, "h1", tier).peek() == pytest.approx(8, abs=0.01)
     assert TokenBucket.for_home(redis_client, "h2", tier).peek() == pytest.approx(9, abs=0.01)
     deadline = redis_client.zscore("inflight", "e1")
@@ -255,7 +256,7 @@ def test_no_home_exceeds_its_plan_nor_the_tier_its_cap_over_any_window(redis_cli
         for _ in range(new_events):
             serial += 1
             store.add(f"h{serial % 8}", f"e{serial}", "standard", (serial * 37 % 100) / 100)
-        result = dispatch(r, RATE_TIER, config, quota, time_offset_ms=offset)
+        result = dispatch(at(r, offset), RATE_TIER, config, quota)
         log.append((result.now_ms, per_home(result)))
     home_rate, tier_rate = RATE_TIER.plan_refill_per_s, RATE_TIER.cap_refill_per_s
     assert RATE_TIER.cap_burst is not None and tier_rate is not None

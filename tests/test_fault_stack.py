@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import http.client
 import os
-import secrets
 import shutil
 import signal
 import threading
@@ -27,7 +26,7 @@ from pathlib import Path
 import pytest
 
 from demo.client import ApiClient
-from demo.processes import Child, stop_all, venv_env
+from demo.processes import Child, stop_all
 from demo.provision import create_users, set_up_home
 from demo.scenario import Home, HomeSpec
 from demo.stack import (
@@ -43,7 +42,7 @@ from devservers.fcm_server import FcmServer
 from devservers.push_env import push_env
 from store.db import create_pool
 from store.migrate import migrate
-from tests.api_helpers import broker_url, wait_for
+from tests.api_helpers import stack_env, wait_for
 from tests.photos import photo
 
 pytestmark = [pytest.mark.e2e, pytest.mark.fault]
@@ -101,17 +100,14 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     try:
         redis_url, database_url = redis_server.start(), postgres.start()
         migrate(database_url)
-        env = venv_env(os.environ)
-        env.pop("VIGIL_WORKER_ROLE", None)
-        env.update(
-            REDIS_URL=redis_url,
-            DATABASE_URL=database_url,
-            CELERY_BROKER_URL=broker_url(redis_url),
-            JWT_SECRET_KEY=secrets.token_urlsafe(32),
+        env = stack_env(
+            redis_url,
+            database_url,
             # A killed worker's leases expire in 30 s, not 300: the test waits for the reaper.
             SCHEDULER_PROCESSING_TIMEOUT_S="30",
             **push_env(fcm, apns),
         )
+        env.pop("VIGIL_WORKER_ROLE", None)
         web, base_url = start_web(env, root / "logs", workers=1, threads=8)
         children.append(web)
         env["PUBLIC_BASE_URL"] = base_url

@@ -19,6 +19,7 @@ from tasks.context import WorkerContext
 from tasks.queues import DEEP_QUEUES
 from tasks.scheduling import dispatch_deep
 from tests.api_helpers import kill_group, start_killable_worker, wait_for, worker_env
+from tests.clock import at
 from tests.factories import make_home
 from tests.photos import photo
 
@@ -117,7 +118,7 @@ def test_events_of_a_killed_worker_are_reaped_and_analysed_by_another(
 
     # Past the lease deadline the reaper hands them back (one attempt counted).
     expired = config.processing_timeout_s * 1000 + 1000
-    report = reap(redis_client, config, time_offset_ms=expired)
+    report = reap(at(redis_client, expired), config)
     assert sorted(int(r.event_id) for r in report.returned) == events and not report.failed
     requeue(ctx.pool, events)
 

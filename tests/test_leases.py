@@ -8,6 +8,7 @@ from schedules.candidates import CandidateStore
 from schedules.config import SchedulerConfig, TierConfig
 from schedules.dispatch import dispatch
 from schedules.leases import complete, reap, release
+from tests.clock import at, store_at
 
 pytestmark = pytest.mark.integration
 
@@ -24,7 +25,7 @@ def store(redis_client):
 
 
 def lease(r, offset=0.0):
-    return dispatch(r, TIER, CONFIG, quota=10, time_offset_ms=offset).events
+    return dispatch(at(r, offset), TIER, CONFIG, quota=10).events
 
 
 def test_completion_clears_the_lease_and_a_duplicate_is_harmless(store, redis_client):
@@ -33,13 +34,13 @@ def test_completion_clears_the_lease_and_a_duplicate_is_harmless(store, redis_cl
     assert not redis_client.exists("processing:e1", "ev:{h1}:e1")
     assert redis_client.zcard("inflight") == 0
     assert not complete(redis_client, "e1")
-    assert reap(redis_client, CONFIG, time_offset_ms=LATE_MS) == reap(redis_client, CONFIG)
+    assert reap(at(redis_client, LATE_MS), CONFIG) == reap(redis_client, CONFIG)
     assert store.count("h1") == 0
 
 
 def test_a_lease_is_not_reaped_before_its_deadline(store, redis_client):
     lease(redis_client)
-    report = reap(redis_client, CONFIG, time_offset_ms=59_000)
+    report = reap(at(redis_client, 59_000), CONFIG)
     assert report.returned == [] and report.failed == []
     assert redis_client.zscore("inflight", "e1") is not None
 
@@ -50,7 +51,7 @@ def test_an_event_survives_lease_expiry_and_fails_after_max_attempts(store, redi
         (leased,) = lease(redis_client, offset)
         assert leased.attempts == attempt - 1
         offset += LATE_MS
-        report = reap(redis_client, CONFIG, time_offset_ms=offset)
+        report = reap(at(redis_client, offset), CONFIG)
         assert [(r.home_id, r.event_id, r.attempts) for r in report.returned] == [
             ("h1", "e1", attempt)
         ]
@@ -60,7 +61,7 @@ def test_an_event_survives_lease_expiry_and_fails_after_max_attempts(store, redi
         assert redis_client.zscore("idx:cand:standard", "h1") == 0.7
         assert store.pending_total("standard") == 1
     lease(redis_client, offset)
-    report = reap(redis_client, CONFIG, time_offset_ms=offset + LATE_MS)
+    report = reap(at(redis_client, offset + LATE_MS), CONFIG)
     assert report.returned == []
     assert [(r.home_id, r.event_id, r.tier, r.attempts) for r in report.failed] == [
         ("h1", "e1", "standard", 3)
@@ -72,10 +73,10 @@ def test_an_event_survives_lease_expiry_and_fails_after_max_attempts(store, redi
 
 def test_a_reaped_event_gets_a_fresh_ttl(store, redis_client):
     lease(redis_client)
-    reap(redis_client, CONFIG, time_offset_ms=LATE_MS)
-    assert store.expire_due(time_offset_ms=LATE_MS + 1000) == []
+    reap(at(redis_client, LATE_MS), CONFIG)
+    assert store_at(store, LATE_MS + 1000).expire_due() == []
     ttl_ms = CONFIG.candidate_ttl_s * 1000
-    assert [e.event_id for e in store.expire_due(time_offset_ms=LATE_MS + ttl_ms + 1)] == ["e1"]
+    assert [e.event_id for e in store_at(store, LATE_MS + ttl_ms + 1).expire_due()] == ["e1"]
 
 
 def test_release_returns_events_without_counting_an_attempt(store, redis_client):
@@ -91,7 +92,7 @@ def test_release_returns_events_without_counting_an_attempt(store, redis_client)
 def test_reap_reports_a_lease_whose_record_was_lost(store, redis_client):
     lease(redis_client)
     redis_client.delete("processing:e1")
-    report = reap(redis_client, CONFIG, time_offset_ms=LATE_MS)
+    report = reap(at(redis_client, LATE_MS), CONFIG)
     assert [(r.home_id, r.event_id) for r in report.failed] == [("", "e1")]
     assert redis_client.zcard("inflight") == 0
 
@@ -101,7 +102,7 @@ def test_reap_handles_at_most_limit_leases_per_call(redis_client):
     for i in range(5):
         store.add(f"h{i}", f"e{i}", "standard", 0.5)
     lease(redis_client)
-    assert len(reap(redis_client, CONFIG, 2, time_offset_ms=LATE_MS).returned) == 2
-    assert len(reap(redis_client, CONFIG, time_offset_ms=LATE_MS).returned) == 3
+    assert len(reap(at(redis_client, LATE_MS), CONFIG, 2).returned) == 2
+    assert len(reap(at(redis_client, LATE_MS), CONFIG).returned) == 3
     with pytest.raises(ValueError):
         reap(redis_client, CONFIG, 0)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import ast
 import os
 import re
-import secrets
 import signal
 import urllib.error
 import urllib.request
@@ -24,9 +23,9 @@ import pytest
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 
-from demo.processes import Child, venv_env
+from demo.processes import Child
 from demo.stack import start_web
-from tests.api_helpers import broker_url, wait_for
+from tests.api_helpers import stack_env, wait_for
 from webapp import gunicorn_conf
 
 pytestmark = pytest.mark.e2e
@@ -98,15 +97,9 @@ def live_workers(metrics_dir: Path) -> list[int]:
 
 @pytest.fixture
 def web_env(redis_url, database_url, db, redis_client, tmp_path) -> dict[str, str]:
-    env = venv_env(os.environ)
+    # TMPDIR: where gunicorn_conf makes its metrics folder.
+    env = stack_env(redis_url, database_url, TMPDIR=str(tmp_path))
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    env.update(
-        REDIS_URL=redis_url,
-        DATABASE_URL=database_url,
-        CELERY_BROKER_URL=broker_url(redis_url),
-        JWT_SECRET_KEY=secrets.token_urlsafe(32),
-        TMPDIR=str(tmp_path),  # where gunicorn_conf makes its metrics folder
-    )
     return env
 
 

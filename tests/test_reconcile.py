@@ -9,6 +9,7 @@ from schedules.config import SchedulerConfig
 from schedules.dispatch import dispatch
 from tasks.context import WorkerContext
 from tasks.scheduling import restore_lost
+from tests.clock import store_at
 from tests.factories import make_home
 
 pytestmark = pytest.mark.integration
@@ -76,7 +77,7 @@ def test_an_event_settled_between_the_read_and_the_write_is_not_revived(db, redi
     store = CandidateStore(redis_client)
     store.add(home, expiring, "premium", 0.6, ttl_s=1)
     read = pending_events(db, 30, 100)  # both still pending in PostgreSQL
-    expired = store.expire_due(time_offset_ms=2000)  # expiry drops one candidate...
+    expired = store_at(store, 2000).expire_due()  # expiry drops one candidate...
     complete_all(redis_client, [finishing])  # ...and a worker finishes the other
     assert [e.event_id for e in expired] == [str(expiring)]
     lost = missing_from_redis(redis_client, read)
@@ -131,7 +132,7 @@ def test_indexes_under_their_earlier_names_are_adopted(redis_client):
     assert [
         d.event_id for d in dispatch(redis_client, config.tier("premium"), config, 9).events
     ] == ["e4"]
-    expired = store.expire_due(time_offset_ms=config.candidate_ttl_s * 1000 + 1000)
+    expired = store_at(store, config.candidate_ttl_s * 1000 + 1000).expire_due()
     assert sorted(e.event_id for e in expired) == ["e2", "e3", "e5"]
     assert_index_consistent(redis_client, config, ["h1", "h2", "h3"])
 

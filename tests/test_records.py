@@ -12,7 +12,7 @@ import redis
 
 from schedules.candidates import CandidateStore
 from schedules.config import SchedulerConfig
-from schedules.tick import TickReport
+from schedules.tick import run_tick
 from tasks import records
 from tasks.context import WorkerContext
 from tasks.deep import BatchOutcome
@@ -77,13 +77,17 @@ def test_a_tick_record_counts_what_was_sent_and_what_waits(redis_client, redis_u
     store.add("h2", "e2", "standard", 0.4)
     store.add("h3", "e3", "enterprise", 0.9)
     ctx = WorkerContext.from_environ({"REDIS_URL": redis_url})
-    report = TickReport(dispatched={"premium": 4}, batches=1)
+    report = run_tick(redis_client, SchedulerConfig(), lambda: 2, lambda _tier, _batch: None)
     record_tick(ctx, SchedulerConfig(), report, 0.0123)
     [tick] = entries(redis_client, records.SCHEDULER_METRICS)
-    assert tick["dispatched"] == {"standard": 0, "premium": 4, "enterprise": 0}
-    assert tick["waiting"] == {"standard": 2, "premium": 0, "enterprise": 1}
-    assert tick["batches"] == 1 and tick["duration_ms"] == 12.3
-    assert tick["locked_out"] is False
+    assert sum(tick["dispatched"].values()) == 2 and tick["batches"] == report.batches
+    before = {"standard": 2, "premium": 0, "enterprise": 1}
+    for tier, n in before.items():  # what was dispatched no longer waits
+        assert tick["waiting"][tier] == n - tick["dispatched"][tier]
+    assert tick["waiting"] == {
+        tier: store.pending_total(tier) for tier in before
+    }  # and the record agrees with Redis after the tick
+    assert tick["duration_ms"] == 12.3 and tick["locked_out"] is False
 
 
 def test_a_lite_record_counts_what_the_time_limit_cut(redis_client):

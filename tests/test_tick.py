@@ -11,7 +11,8 @@ import redis
 
 from schedules.candidates import CandidateStore
 from schedules.config import SchedulerConfig, TierConfig
-from schedules.tick import DEFICIT, run_tick
+from schedules.tick import run_tick
+from tests.clock import at
 
 pytestmark = pytest.mark.integration
 
@@ -146,7 +147,7 @@ def test_the_deficit_carries_shares_across_ticks_of_small_capacity(redis_client)
     sent: list[tuple[str, list[str]]] = []
     for _ in range(7):
         run_tick(redis_client, THREE, lambda: 3, collect(sent))
-        carried = {k: float(v) for k, v in redis_client.hgetall(DEFICIT).items()}
+        carried = {k: float(v) for k, v in redis_client.hgetall("tick:deficit").items()}
         assert set(carried) == set(THREE.tiers)
         assert all(-1 < v < 1 for v in carried.values())
     assert totals(sent) == {"standard": 3, "premium": 6, "enterprise": 12}
@@ -158,7 +159,7 @@ def test_shares_match_the_weights_under_a_long_overload_with_small_capacities(re
         fill(redis_client, tier, 1500, THREE, homes=50)
     sent: list[tuple[str, list[str]]] = []
     for t in range(400):
-        run_tick(redis_client, THREE, lambda: rng.randint(1, 10), collect(sent), time_offset_ms=t)
+        run_tick(at(redis_client, t), THREE, lambda: rng.randint(1, 10), collect(sent))
     got = totals(sent)
     total = sum(got.values())
     weights = sum(tier.weight for tier in THREE.tiers.values())
@@ -180,7 +181,7 @@ def test_no_free_capacity_dispatches_nothing(redis_client):
     store = fill(redis_client, "standard", 3)
     report = run_tick(redis_client, CONFIG, lambda: -2, lambda t, b: None)
     assert report.dispatched == {} and store.pending_total("standard") == 3
-    assert not redis_client.exists(DEFICIT)
+    assert not redis_client.exists("tick:deficit")
 
 
 def test_a_failed_send_returns_its_batch_to_the_candidates(redis_client):

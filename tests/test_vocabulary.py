@@ -7,30 +7,20 @@ from enum import StrEnum
 
 import pytest
 
-from vigil.vocabulary import (
-    ArmMode,
-    DecisionKind,
-    DeliveryStatus,
-    DeviceKind,
-    EventStatus,
-    NotificationKind,
-    Platform,
-    RevokedReason,
-    Tier,
-)
+from vigil import vocabulary
 
 pytestmark = pytest.mark.integration
 
 COLUMNS: dict[tuple[str, str], type[StrEnum]] = {
-    ("events", "status"): EventStatus,
-    ("events", "digest"): DecisionKind,
-    ("homes", "tier"): Tier,
-    ("homes", "arm_mode"): ArmMode,
-    ("devices", "kind"): DeviceKind,
-    ("devices", "platform"): Platform,
-    ("notifications", "kind"): NotificationKind,
-    ("deliveries", "status"): DeliveryStatus,
-    ("sessions", "revoked_reason"): RevokedReason,
+    ("events", "status"): vocabulary.EventStatus,
+    ("events", "digest"): vocabulary.DecisionKind,
+    ("homes", "tier"): vocabulary.Tier,
+    ("homes", "arm_mode"): vocabulary.ArmMode,
+    ("devices", "kind"): vocabulary.DeviceKind,
+    ("devices", "platform"): vocabulary.Platform,
+    ("notifications", "kind"): vocabulary.NotificationKind,
+    ("deliveries", "status"): vocabulary.DeliveryStatus,
+    ("sessions", "revoked_reason"): vocabulary.RevokedReason,
 }
 
 CHECKS = """

@@ -98,6 +98,32 @@ def test_queue_wait_is_read_from_the_publish_stamp_and_routing_key():
 
 
 @pytest.mark.unit
+def test_a_deep_batch_is_recorded_from_what_it_saved_without_a_query(monkeypatch):
+    recorder = Recorder(lambda: None)
+    monkeypatch.setattr(worker_metrics, "recorder", recorder)
+    # No pool: the latencies come from save_detections, so recording needs no database.
+    ctx = SimpleNamespace(detector=SimpleNamespace(device="cuda:0"))
+    worker_metrics.record_deep_batch(ctx, "premium", {7: 0.7, 8: 45.0}, [9], 0.3)
+    pending = {}
+    for name, n in recorder.pending().items():
+        family, labels, part = json.loads(name)
+        pending[family, tuple(labels), part] = n
+    latency = "vigil_event_analysis_latency_seconds"
+    assert pending == {
+        ("vigil_events_settled", ("analyzed",), ""): 2,
+        ("vigil_events_settled", ("failed",), ""): 1,
+        ("vigil_inference_batch_seconds", ("cuda:0", "2-4"), "0.5"): 1,
+        ("vigil_inference_batch_seconds", ("cuda:0", "2-4"), "sum"): 0.3,
+        (latency, ("premium",), "1.0"): 1,
+        (latency, ("premium",), "60.0"): 1,
+        (latency, ("premium",), "sum"): pytest.approx(45.7),
+    }
+    worker_metrics.record_deep_batch(ctx, "premium", {}, [10], 0.0)  # nothing analysed
+    assert recorder.pending()['["vigil_events_settled",["failed"],""]'] == 2
+    assert len(recorder.pending()) == len(pending)
+
+
+@pytest.mark.unit
 def test_without_redis_the_increments_wait_in_the_buffer():
     recorder = Recorder(lambda: None)
     recorder.observe(INFERENCE, ("cpu", "1"), 0.2)

@@ -67,6 +67,18 @@ def url(name: str, raw: str) -> str:
     return raw.rstrip("/") if raw.startswith("http") else raw
 
 
+def url_list(name: str, raw: str) -> tuple[str, ...]:
+    """Comma-separated URLs, each checked as ``url`` checks one."""
+    return tuple(url(name, item) for item in comma_list(name, raw))
+
+
+def key_namespace(name: str, raw: str) -> str:
+    """A prefix for Redis key names: printable, no spaces (a hash tag in braces is fine)."""
+    if not raw.isprintable() or any(c.isspace() for c in raw) or len(raw) > 64:
+        raise SettingsError(f"{name} must be up to 64 printable characters without spaces")
+    return raw
+
+
 def file_contents(name: str, raw: str) -> str:
     """A path whose contents are the value (a key or credentials file)."""
     try:

@@ -27,11 +27,13 @@ from vigil.env import (
     SettingsError,
     comma_list,
     file_contents,
+    key_namespace,
     non_negative_integer,
     positive_integer,
     positive_number,
     process_var,
     url,
+    url_list,
     var,
 )
 
@@ -59,6 +61,22 @@ class Settings:
         url,
         group="servers",
         shown_default="embedded",
+    )
+    candidate_shard_urls: tuple[str, ...] = var(
+        "CANDIDATE_SHARD_URLS",
+        (),
+        "Redis servers (comma-separated) homes' candidates are spread over, in a fixed order",
+        url_list,
+        group="servers",
+        shown_default="`REDIS_URL` alone",
+    )
+    candidate_key_namespace: str = var(
+        "CANDIDATE_KEY_NAMESPACE",
+        "",
+        "prefix of every scheduler key (a `{tag}` keeps a shard in one Cluster slot)",
+        key_namespace,
+        group="servers",
+        shown_default="none",
     )
     celery_broker_url: str | None = var(
         "CELERY_BROKER_URL",
@@ -471,6 +489,13 @@ class Settings:
     @property
     def broker_url(self) -> str | None:
         return self.celery_broker_url or self.redis_url
+
+    @property
+    def shard_urls(self) -> tuple[str, ...]:
+        """The Redis servers of the candidate store's shards (``REDIS_URL`` when unset)."""
+        if self.candidate_shard_urls:
+            return self.candidate_shard_urls
+        return (self.redis_url,) if self.redis_url else ()
 
     @property
     def snapshot_secret(self) -> str | None:

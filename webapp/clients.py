@@ -14,6 +14,7 @@ from flask import Flask, current_app
 from psycopg_pool import ConnectionPool
 from redis import Redis
 
+from schedules.shard import Shards, connect
 from store.db import create_pool
 
 EXTENSION = "vigil.clients"
@@ -30,21 +31,26 @@ class Clients:
         redis_url: str | None,
         pool_max: int,
         broker_url: str | None = None,
+        shard_urls: tuple[str, ...] = (),
+        key_namespace: str = "",
     ) -> None:
         self.database_url = database_url
         self.redis_url = redis_url
         # Celery's own default: the broker shares REDIS_URL unless CELERY_BROKER_URL says.
         self.broker_url = broker_url or redis_url
         self.pool_max = pool_max
+        self.shard_urls = shard_urls
+        self.key_namespace = key_namespace
         self._lock = threading.Lock()
         self._pid = os.getpid()
         self._pool: ConnectionPool | None = None
         self._redis: Redis | None = None
         self._broker_redis: Redis | None = None
+        self._shards: Shards | None = None
 
     def _check_fork(self) -> None:
         if self._pid != os.getpid():  # inherited from a parent: drop, never close
-            self._pool = self._redis = self._broker_redis = None
+            self._pool = self._redis = self._broker_redis = self._shards = None
             self._pid = os.getpid()
 
     @property
@@ -66,6 +72,20 @@ class Clients:
             return self._redis
 
     @property
+    def shards(self) -> Shards:
+        """The candidate store's shards; the one at ``REDIS_URL`` shares ``redis``."""
+        main = self.redis
+        with self._lock:
+            if self._shards is None:
+                urls = self.shard_urls or (self.redis_url or "",)
+
+                def client_for(url: str) -> Redis:
+                    return main if url == self.redis_url else redis_client(url)
+
+                self._shards = connect(urls, self.key_namespace, client_for)
+            return self._shards
+
+    @property
     def broker_redis(self) -> Redis:
         """The broker's Redis, where kombu keeps each Celery queue as a list."""
         if self.broker_url == self.redis_url:
@@ -80,10 +100,11 @@ class Clients:
         with self._lock:
             if self._pool is not None:
                 self._pool.close()
-            for client in (self._redis, self._broker_redis):
+            others = [s.client for s in self._shards or () if s.client is not self._redis]
+            for client in (self._redis, self._broker_redis, *others):
                 if client is not None:
                     client.close()
-            self._pool = self._redis = self._broker_redis = None
+            self._pool = self._redis = self._broker_redis = self._shards = None
 
 
 def redis_client(url: str | None, **overrides: object) -> Redis:
@@ -106,6 +127,8 @@ def init_app(app: Flask) -> None:
         app.config["REDIS_URL"],
         int(app.config["DB_POOL_MAX_SIZE"]),
         app.config["CELERY_BROKER_URL"],
+        tuple(app.config["CANDIDATE_SHARD_URLS"]),
+        app.config["CANDIDATE_KEY_NAMESPACE"],
     )
 
 
@@ -119,3 +142,7 @@ def get_pool() -> ConnectionPool:
 
 def get_redis() -> Redis:
     return clients().redis
+
+
+def get_shards() -> Shards:
+    return clients().shards

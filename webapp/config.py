@@ -26,6 +26,8 @@ def flask_config(settings: Settings) -> dict[str, Any]:
         "DATABASE_URL": settings.database_url,
         "REDIS_URL": settings.redis_url,
         "CELERY_BROKER_URL": settings.celery_broker_url,  # REDIS_URL when unset
+        "CANDIDATE_SHARD_URLS": settings.candidate_shard_urls,  # REDIS_URL alone when empty
+        "CANDIDATE_KEY_NAMESPACE": settings.candidate_key_namespace,
         "DB_POOL_MAX_SIZE": settings.db_pool_max_size,
         "JWT_SECRET_KEY": settings.jwt_secret_key,
         "JWT_TOKEN_LOCATION": ["headers"],

@@ -32,9 +32,12 @@ class NewEvent:
     idempotency_key: str | None
 
     @property
-    def request_hash(self) -> str:
+    def request_hash(self) -> str | None:
         """What this request asks for, as sha256 hex of the validated fields and the image:
-        a replay with the same Idempotency-Key must ask for the same thing."""
+        a replay with the same Idempotency-Key must ask for the same thing. None without a
+        key: no replay can ever be compared with it, so nothing is hashed."""
+        if self.idempotency_key is None:
+            return None
         digest = hashlib.sha256()
         digest.update(json.dumps(self.fields.model_dump(mode="json"), sort_keys=True).encode())
         digest.update(b"\0" + hashlib.sha256(self.image or b"").digest())

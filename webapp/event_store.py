@@ -6,8 +6,6 @@ so inserts during paging neither repeat nor skip an older event.
 
 from __future__ import annotations
 
-import dataclasses
-import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -15,6 +13,7 @@ from typing import Any
 import psycopg
 from psycopg.rows import class_row, dict_row
 from psycopg.types.json import Jsonb
+from pydantic import ConfigDict
 
 from notify.policy import NOTIFYING
 from schedules.score import ARM_MODES
@@ -22,40 +21,22 @@ from vigil.vocabulary import ArmMode, DecisionKind, EventStatus, Tier
 from webapp.access import owned_event
 from webapp.errors import ApiError, not_found
 from webapp.paging import owned_page
+from webapp.responses import EventFields
 from webapp.schemas import EventQuery
 
 
-@dataclass(frozen=True)
-class EventRow:
-    """An event as its owner reads it (``EVENT_COLUMNS``)."""
+class EventRow(EventFields):
+    """An event as the store reads it (``EVENT_COLUMNS``): the fields the API shows, and
+    the digest's columns that ``decision_json`` turns into its ``decision``."""
 
-    id: int
-    home_id: int
-    device_id: int | None  # None once the device is removed
-    location: str
-    mode: str  # as the client sent it
-    motion_score: float
-    image_url: str | None
-    has_image: bool
-    lite_results: dict[str, float] | None
-    priority: float
-    status: EventStatus
-    attempts: int
-    created_at: dt.datetime
-    updated_at: dt.datetime
-    analyzed_at: dt.datetime | None
-    error: str | None
-    error_code: str | None
+    # class_row passes the columns' text; validation makes ``status`` and ``digest`` the
+    # vocabulary's members.
+    model_config = ConfigDict(frozen=True)
+
     digest: DecisionKind | None  # None until the digest has decided
     digest_reason: str | None  # a Reason
     summary_id: int | None
     notification_ids: list[int]
-
-    def __post_init__(self) -> None:
-        # class_row passes the columns' text; the fields hold the vocabulary's members.
-        object.__setattr__(self, "status", EventStatus(self.status))
-        if self.digest is not None:
-            object.__setattr__(self, "digest", DecisionKind(self.digest))
 
 
 EVENT_COLUMNS = (
@@ -67,7 +48,6 @@ EVENT_COLUMNS = (
     "ARRAY(SELECT n.id FROM notifications n WHERE n.event_id = e.id ORDER BY n.id)"
     " AS notification_ids"
 )
-_DECISION_FIELDS = ("digest", "digest_reason", "summary_id", "notification_ids")
 
 
 @dataclass(frozen=True)
@@ -109,8 +89,7 @@ def decision_json(event: EventRow) -> dict[str, Any] | None:
 
 def event_json(event: EventRow) -> dict[str, Any]:
     """The event as the API shows it: the digest's columns become ``decision``."""
-    fields = dataclasses.asdict(event)
-    body = {name: value for name, value in fields.items() if name not in _DECISION_FIELDS}
+    body = event.model_dump(include=set(EventFields.model_fields))
     body["decision"] = decision_json(event)
     return body
 

@@ -24,9 +24,8 @@ from flask_jwt_extended import jwt_required, verify_jwt_in_request
 from notify.links import snapshot_signature_valid
 from schedules.candidates import AddStatus, CandidateStore, IngestBucket, candidate_fields
 from schedules.score import ARM_MODES, is_critical, priority
-from schedules.scripts import device_limit_key, home_limit_key
 from store.db import single_statement
-from webapp.clients import get_pool, get_redis
+from webapp.clients import get_pool, get_shards
 from webapp.config import app_settings
 from webapp.device_auth import authenticate_device, presented_device_key
 from webapp.errors import ApiError
@@ -92,21 +91,24 @@ def create_event() -> Response:
     return response
 
 
-def _ingest_buckets(made: Created, fields: EventCreate) -> list[IngestBucket]:
+def _ingest_buckets(
+    store: CandidateStore, made: Created, fields: EventCreate
+) -> list[IngestBucket]:
     """The device's and the home's ingest rates; a critical event (a person while armed)
     may pass an empty device bucket, so only its home's limit can refuse it."""
     config = current_app.config
     critical = is_critical(fields.lite_scores, made.arm_mode, fields.location)
     home, device = str(made.home_id), str(made.device_id)
+    keys = store.shards.for_home(home).keys
     return [
         IngestBucket(
-            device_limit_key(home, device),
+            keys.device_limit(home, device),
             config["INGEST_DEVICE_BURST"],
             config["INGEST_DEVICE_RATE_PER_MIN"] / 60.0,
             may_pass=critical,
         ),
         IngestBucket(
-            home_limit_key(home),
+            keys.home_limit(home),
             config["INGEST_HOME_BURST"],
             config["INGEST_HOME_RATE_PER_MIN"] / 60.0,
         ),
@@ -118,14 +120,15 @@ def _add_candidate(made: Created, fields: EventCreate) -> None:
     a token from the device's and the home's ingest buckets: no extra round trip for the
     limits. A refused event is deleted again and answered 429."""
     try:
-        admitted = CandidateStore(get_redis(), app_settings().scheduler).admit(
+        store = CandidateStore(get_shards(), app_settings().scheduler)
+        admitted = store.admit(
             str(made.home_id),
             str(made.event_id),
             made.tier,
             float(made.priority),
             candidate_fields(fields.location, fields.mode, fields.motion_score),
             lite=fields.lite_results is None,  # queued for the lite scorer in the same step
-            buckets=_ingest_buckets(made, fields),
+            buckets=_ingest_buckets(store, made, fields),
         )
     except (redis.RedisError, ValueError):
         # The row is committed and queued: answering an error now would only make the

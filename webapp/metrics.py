@@ -47,14 +47,13 @@ from psycopg.rows import class_row
 from schedules import lite_queue
 from schedules.candidates import CandidateStore
 from schedules.config import SchedulerConfig
-from schedules.scripts import INFLIGHT, sync_reply
+from schedules.scripts import sync_reply
 from tasks import metrics as worker_metrics
-from tasks.heartbeat import published_at
-from tasks.queues import QUEUES
 from vigil.vocabulary import EventStatus, Tier
 from webapp.clients import Clients, clients
 from webapp.config import app_settings
 from webapp.errors import error_response
+from webapp.queue_health import broker_queues
 
 # No ``_created`` samples: multiprocess mode has none, and a single process shows the same.
 disable_created_metrics()
@@ -137,34 +136,29 @@ class StoreCollector:
         yield up
 
     def _redis(self) -> Iterator[Metric]:
-        client = self.clients.redis
-        store = CandidateStore(client, self.scheduler)
+        shards = self.clients.shards
+        by_tier = CandidateStore(shards, self.scheduler).pending_by_tier()
         pending = _gauge("vigil_candidates_pending")
         for tier in Tier:
-            pending.add_metric([tier], store.pending_total(tier))
+            pending.add_metric([tier], by_tier.get(tier, 0))
         yield pending
         inflight = _gauge("vigil_leases_inflight")
-        inflight.add_metric([], sync_reply(client.zcard(INFLIGHT)))
+        leased = sum(sync_reply(s.client.zcard(s.keys.inflight)) for s in shards)
+        inflight.add_metric([], leased)
         yield inflight
         waiting = _gauge("vigil_lite_pending")
-        waiting.add_metric([], lite_queue.waiting(client))
+        waiting.add_metric([], lite_queue.waiting(shards))
         yield waiting
 
     def _broker(self) -> Iterator[Metric]:
-        pipe = self.clients.broker_redis.pipeline(transaction=False)
-        pipe.time()
-        for queue in QUEUES:
-            pipe.llen(queue)
-            pipe.lindex(queue, -1)  # kombu pushes on the left: the tail is the oldest
-        (seconds, micros), *replies = pipe.execute()
-        now = seconds + micros / 1e6
+        now, queues = broker_queues(self.clients.broker_redis)
         lengths = _gauge("vigil_celery_queue_length")
         ages = _gauge("vigil_celery_queue_oldest_age_seconds")
-        for queue, length, tail in zip(QUEUES, replies[0::2], replies[1::2], strict=True):
-            lengths.add_metric([queue], length)
-            sent = published_at(tail) if tail is not None else None
-            if tail is None or sent is not None:  # unknown for a message without the stamp
-                ages.add_metric([queue], 0.0 if sent is None else max(0.0, now - sent))
+        for queue in queues:
+            lengths.add_metric([queue.name], queue.length)
+            if not queue.unstamped:  # no sample for a wait that is unknown
+                wait = queue.oldest_wait_s(now)
+                ages.add_metric([queue.name], 0.0 if wait is None else wait)  # None: empty
         yield lengths
         yield ages
 

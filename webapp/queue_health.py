@@ -67,16 +67,34 @@ class QueueState:
         return f"{self.name}: oldest message waiting {waited}, {idle}"
 
 
-def _broker_queues(broker: redis.Redis) -> tuple[dict[str, int], dict[str, str | None]]:
-    """Each queue's length and its oldest message (raw), in one round trip."""
+@dataclass(frozen=True)
+class BrokerQueue:
+    """One Celery queue as the broker holds it: its length and its oldest message's stamp.
+    ``GET /health`` and ``GET /metrics`` both read the queues with ``broker_queues``."""
+
+    name: str
+    length: int
+    sent_at: float | None  # its oldest message's publish time; None: empty, or no stamp
+    unstamped: bool  # its oldest message carries no stamp: how long it waited is unknown
+
+    def oldest_wait_s(self, now: float) -> float | None:
+        """How long the oldest message has waited at ``now``; None: empty, or no stamp."""
+        return None if self.sent_at is None else max(0.0, now - self.sent_at)
+
+
+def broker_queues(broker: redis.Redis) -> tuple[float, list[BrokerQueue]]:
+    """The broker's clock and each queue's length and oldest message, in one round trip."""
     pipe = broker.pipeline(transaction=False)
+    pipe.time()
     for queue in QUEUES:
         pipe.llen(queue)
-        pipe.lindex(queue, -1)
-    replies = pipe.execute()
-    lengths = dict(zip(QUEUES, replies[0::2], strict=True))
-    tails = dict(zip(QUEUES, replies[1::2], strict=True))
-    return lengths, tails
+        pipe.lindex(queue, -1)  # kombu pushes on the left: the tail is the oldest
+    (seconds, micros), *replies = pipe.execute()
+    queues = []
+    for queue, length, tail in zip(QUEUES, replies[0::2], replies[1::2], strict=True):
+        sent = published_at(tail) if tail is not None else None
+        queues.append(BrokerQueue(queue, length, sent, tail is not None and sent is None))
+    return seconds + micros / 1e6, queues
 
 
 def _serving(app_redis: redis.Redis, live: list[str]) -> dict[str, list[str]]:
@@ -92,17 +110,12 @@ def _serving(app_redis: redis.Redis, live: list[str]) -> dict[str, list[str]]:
     return serving
 
 
-def _wait_s(raw: str | None, now: float) -> float | None:
-    """How long the message ``raw`` has waited; None for no message or no stamp."""
-    sent = published_at(raw) if raw is not None else None
-    return None if sent is None else round(max(0.0, now - sent), 1)
-
-
 def check_workers(
     app_redis: redis.Redis, broker: redis.Redis, fresh_s: float, stall_s: float
 ) -> WorkerReport:
     """Each queue's length, its live workers, how long its head waited; reasons if unwell."""
-    lengths, tails = _broker_queues(broker)
+    # Waits are measured on the app Redis's clock, the one the heartbeats are written with.
+    _, queues = broker_queues(broker)
     pipe = app_redis.pipeline(transaction=False)
     pipe.time()
     pipe.zrange(HEARTBEATS, 0, -1, withscores=True)
@@ -113,16 +126,17 @@ def check_workers(
     live = sorted(host for host, at in beats if now - at < fresh_s)
     serving = _serving(app_redis, live)
     report = WorkerReport(live=live)
-    for queue in QUEUES:
-        last = consumed.get(queue)
+    for queue in queues:
+        last = consumed.get(queue.name)
+        wait = queue.oldest_wait_s(now)
         state = QueueState(
-            name=queue,
-            length=lengths[queue],
-            workers=len(serving[queue]),
-            oldest_wait_s=_wait_s(tails[queue], now),
+            name=queue.name,
+            length=queue.length,
+            workers=len(serving[queue.name]),
+            oldest_wait_s=None if wait is None else round(wait, 1),
             last_consumed_s_ago=round(now - float(last), 1) if last else None,
         )
-        report.queues[queue] = state.as_json()
+        report.queues[queue.name] = state.as_json()
         problem = state.problem(stall_s)
         if problem is not None:
             report.reasons.append(problem)

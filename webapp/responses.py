@@ -144,7 +144,8 @@ class HomeList(ApiModel):
 
 
 class Policy(ApiModel):
-    """A home's notification policy (docs/notifications.md)."""
+    """A home's notification policy (docs/notifications.md); the example is the policy a
+    new home starts with."""
 
     model_config = _example(
         {
@@ -275,14 +276,16 @@ _EVENT = {
 }
 
 
-class Event(ApiModel):
-    model_config = _example(_EVENT)
+class EventFields(ApiModel):
+    """An event's own columns, as its owner reads them. ``Event`` adds the digest's
+    ``decision``; the store reads its rows into ``webapp.event_store.EventRow``, which adds
+    the columns that decision is made of, so a row and the body share one list of fields."""
 
     id: int
     home_id: int
     device_id: Annotated[int | None, Field(description="null once the device is removed")]
     location: str
-    mode: str
+    mode: str  # as the client sent it
     motion_score: float
     image_url: str | None
     has_image: bool
@@ -295,6 +298,11 @@ class Event(ApiModel):
     analyzed_at: dt.datetime | None
     error: str | None
     error_code: str | None
+
+
+class Event(EventFields):
+    model_config = _example(_EVENT)
+
     decision: Annotated[Decision | None, Field(description="null until the digest decided")]
 
 
