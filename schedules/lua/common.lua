@@ -54,7 +54,8 @@ local function repair_index(home, tier)
   end
 end
 
--- The two primitives below alone change a home's candidates, so they alone keep the
+-- The primitives below (add, and take one or several) alone change a home's candidates, so
+-- they alone keep the
 -- derived indexes (idx:cand:<tier>, idx:home_tier, idx:pending, idx:expiry) exact.
 
 -- Add or rescore `event` among its home's candidates, indexed under `tier` (a plan change
@@ -76,16 +77,25 @@ local function add_candidate(home, event, tier, score, expires_at)
   return created
 end
 
--- Remove `event` from its home's candidates. Returns the tier it was indexed under, or
--- nil if it was not a candidate.
-local function take_candidate(home, event)
-  redis.call('ZREM', EXPIRY, expiry_member(home, event))
-  if redis.call('ZREM', cand_key(home), event) == 0 then return nil end
+-- Remove `events` (a list) from `home`'s candidates. Returns how many were candidates and
+-- the tier the home is indexed under (nil if none was).
+local function take_candidates(home, events)
+  local members = {}
+  for i, event in ipairs(events) do members[i] = expiry_member(home, event) end
+  redis.call('ZREM', EXPIRY, unpack(members))
+  local taken = redis.call('ZREM', cand_key(home), unpack(events))
+  if taken == 0 then return 0, nil end
   local tier = redis.call('HGET', HOME_TIERS, home)
   if tier then
-    redis.call('HINCRBY', PENDING, tier, -1)
+    redis.call('HINCRBY', PENDING, tier, -taken)
     repair_index(home, tier)
   end
+  return taken, tier
+end
+
+local function take_candidate(home, event)
+  local taken, tier = take_candidates(home, {event})
+  if taken == 0 then return nil end
   return tier
 end
 

@@ -72,17 +72,17 @@ elseif #picks < n then
   table.sort(picks, best_first)
 end
 
--- 3. take, lease, account
+-- 3. take, lease, account (each home's picks leave its candidates in one take)
 local out = {}
 local deadline = now + opt.lease_ms
 local keep_ms = math.ceil(opt.lease_ms + ORPHAN_GRACE_MS)
+local by_home = {}
 for _, pick in ipairs(picks) do
   local h = homes[pick.h]
   local event = pick.event
   local ev = ev_key(h.home, event)
   local attempts = redis.call('HGET', ev, 'attempts') or '0'
   if not opt.dry then
-    take_candidate(h.home, event)
     redis.call('ZADD', INFLIGHT, fmt(deadline), event)
     local key = lease_key(event)
     redis.call('DEL', key)
@@ -91,11 +91,16 @@ for _, pick in ipairs(picks) do
     redis.call('PEXPIRE', key, keep_ms)
     redis.call('PEXPIRE', ev, keep_ms)
     h.used = h.used + 1
+    if not by_home[pick.h] then by_home[pick.h] = {} end
+    table.insert(by_home[pick.h], event)
   end
   out[#out + 1] = {h.home, event, pick.raw, attempts}
 end
-for _, h in ipairs(homes) do
-  if h.used > 0 then bucket_write(h.key, h.tokens - h.used, h.ts, plan.capacity, plan.per_ms) end
+for i, h in ipairs(homes) do
+  if h.used > 0 then
+    take_candidates(h.home, by_home[i])
+    bucket_write(h.key, h.tokens - h.used, h.ts, plan.capacity, plan.per_ms)
+  end
 end
 if cap and #out > 0 and not opt.dry then
   tokens = tokens - #out
