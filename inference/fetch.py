@@ -54,6 +54,7 @@ class _DecodeLimits(TypedDict):
     max_pixels: int
     max_side: int
     draft_size: tuple[int, int] | None
+    draft_long_side: int | None
 
 
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
@@ -252,6 +253,7 @@ def load_source(
     allowed_networks: Sequence[str] = (),
     ssl_context: ssl.SSLContext | None = None,
     draft_size: tuple[int, int] | None = None,
+    draft_long_side: int | None = None,
     retry: RetryPolicy | None = None,
 ) -> Image.Image:
     """Decode an image source into an upright RGB image, by its type:
@@ -269,6 +271,7 @@ def load_source(
         "max_pixels": max_pixels,
         "max_side": max_side,
         "draft_size": draft_size,
+        "draft_long_side": draft_long_side,
     }
     if isinstance(source, bytes | bytearray | memoryview):
         return decode_image(source, **caps)

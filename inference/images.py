@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import math
 import os
 import struct
 import warnings
@@ -156,13 +157,16 @@ def decode_image(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     max_side: int = DEFAULT_MAX_SIDE,
     draft_size: tuple[int, int] | None = None,
+    draft_long_side: int | None = None,
 ) -> Image.Image:
     """Decode JPEG, PNG or WebP bytes into an upright RGB image, refusing anything unsafe.
 
     ``draft_size`` lets a JPEG decode at 1/2, 1/4 or 1/8 scale when the caller letterboxes
     into that size (a square, or turned to the frame's orientation, as the lite scorer
     does): far cheaper for camera frames. Both decoded sides stay at least the target's
-    shorter side, so the letterbox never has to enlarge the frame.
+    shorter side, so the letterbox never has to enlarge the frame. ``draft_long_side``
+    instead keeps the decoded frame's longer side at least that long (the deep worker's
+    snapshot side), whatever its aspect ratio.
     """
     data = bytes(data)
     fmt = _checked_header(data, max_bytes=max_bytes, max_pixels=max_pixels, max_side=max_side)
@@ -171,7 +175,11 @@ def decode_image(
         img = Image.open(io.BytesIO(data), formats=[fmt])
         check_dimensions(*img.size, max_pixels=max_pixels, max_side=max_side)
         full_width = img.width
-        if draft_size is not None and fmt == "JPEG":
+        if draft_long_side is not None and fmt == "JPEG":
+            k = draft_long_side / max(img.size)
+            if k < 1:  # Pillow picks the largest 1/2, 1/4, 1/8 scale still at least this
+                img.draft("RGB", (math.ceil(img.width * k), math.ceil(img.height * k)))
+        elif draft_size is not None and fmt == "JPEG":
             # Square request (EXIF rotation may still swap the sides): each side at least
             # the target's shorter one, which is all a letterbox in that orientation needs.
             side = min(draft_size)
@@ -195,6 +203,7 @@ def read_image_file(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     max_side: int = DEFAULT_MAX_SIDE,
     draft_size: tuple[int, int] | None = None,
+    draft_long_side: int | None = None,
 ) -> Image.Image:
     """Read at most ``max_bytes + 1`` bytes from ``path`` and decode them."""
     try:
@@ -206,7 +215,12 @@ def read_image_file(
             f"Cannot read image file {os.fspath(path)!r}: {exc.strerror}."
         ) from exc
     return decode_image(
-        data, max_bytes=max_bytes, max_pixels=max_pixels, max_side=max_side, draft_size=draft_size
+        data,
+        max_bytes=max_bytes,
+        max_pixels=max_pixels,
+        max_side=max_side,
+        draft_size=draft_size,
+        draft_long_side=draft_long_side,
     )
 
 

@@ -121,6 +121,9 @@ class NanoDet(Model[Letterboxed, tuple[torch.Tensor, torch.Tensor]]):
         self._mean = torch.tensor(MEAN_BGR, device=self.device).view(1, 3, 1, 1)
         self._std = torch.tensor(STD_BGR, device=self.device).view(1, 3, 1, 1)
         self._grids: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = {}
+        self._pinned: torch.Tensor | None = None
+        self._copy_stream: torch.cuda.Stream | None = None
+        self._copied: torch.cuda.Event | None = None
         # The first calls pay for kernel selection and allocator growth; pay it now.
         blank = Letterboxed(np.zeros((*self.input_size[::-1], 3), np.uint8), 1.0, self.input_size)
         for _ in range(2):
@@ -133,10 +136,11 @@ class NanoDet(Model[Letterboxed, tuple[torch.Tensor, torch.Tensor]]):
         """Class scores [B, A, 80] and boxes [B, A, 4] in input pixels, on the device."""
         if self.graph is None:
             raise RuntimeError(f"{self.name}: call setup() first")
-        pixels = torch.from_numpy(np.stack([it.pixels for it in items]))
         if self.device.type == "cuda":
-            pixels = pixels.pin_memory()
-        x = pixels.to(self.device, non_blocking=True).permute(0, 3, 1, 2).flip(1)  # BGR
+            x = self._to_cuda(items)
+        else:
+            x = torch.from_numpy(np.stack([it.pixels for it in items]))
+        x = x.permute(0, 3, 1, 2).flip(1)  # NHWC RGB -> NCHW BGR
         x = ((x.float() - self._mean) / self._std).contiguous(memory_format=torch.channels_last)
         with (
             torch.inference_mode(),
@@ -152,6 +156,31 @@ class NanoDet(Model[Letterboxed, tuple[torch.Tensor, torch.Tensor]]):
         distances = gfl_distances(torch.cat(outputs[n:], dim=1), REG_MAX)
         centres, strides = self._grid(x.shape[-1], x.shape[-2])
         return scores, distance_to_box(centres, distances * strides[:, None])
+
+    def _to_cuda(self, items: Sequence[Letterboxed]) -> torch.Tensor:
+        """The batch on the GPU, through one pinned host buffer reused batch after batch
+        and copied on a stream of its own; the compute stream waits for the copy. Only the
+        device thread calls predict, so one buffer suffices; the next batch waits until
+        the last copy out of it has finished before overwriting it."""
+        n = len(items)
+        height, width = self.input_size[1], self.input_size[0]
+        if self._pinned is None or self._pinned.shape[0] < n:
+            self._pinned = torch.empty((max(n, 64), height, width, 3), dtype=torch.uint8)
+            self._pinned = self._pinned.pin_memory()
+            self._copy_stream = torch.cuda.Stream(self.device)
+            self._copied = None
+        if self._copied is not None:
+            self._copied.synchronize()
+        np.stack([it.pixels for it in items], out=self._pinned[:n].numpy())
+        assert self._copy_stream is not None
+        with torch.cuda.stream(self._copy_stream):
+            x = self._pinned[:n].to(self.device, non_blocking=True)
+            self._copied = torch.cuda.Event()
+            self._copied.record(self._copy_stream)
+        compute = torch.cuda.current_stream(self.device)
+        compute.wait_event(self._copied)
+        x.record_stream(compute)  # the allocator must not reuse it before compute is done
+        return x
 
     def postprocess(
         self, raw: tuple[torch.Tensor, torch.Tensor], items: Sequence[Letterboxed]

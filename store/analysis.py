@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import LiteralString, Protocol
 
 import psycopg
-from psycopg.rows import class_row, scalar_row
+from psycopg.rows import class_row, scalar_row, tuple_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
@@ -143,47 +143,66 @@ def claim_for_analysis(pool: ConnectionPool, event_ids: Sequence[int]) -> list[E
     return [by_id[i] for i in event_ids if i in by_id]
 
 
+# One statement per batch: the events still processing are marked analysed (with their
+# snapshots), their detections inserted, and each written id comes back with its latency.
+_SAVE = """
+WITH given AS (
+    SELECT * FROM unnest(%(ids)s::bigint[], %(snapshots)s::bytea[]) AS g(id, snapshot)
+), written AS (
+    UPDATE events AS e
+    SET status = 'analyzed', analyzed_at = now(), error = NULL, snapshot = given.snapshot
+    FROM given
+    WHERE e.id = given.id AND e.status = 'processing'
+    RETURNING e.id, extract(epoch FROM e.analyzed_at - e.created_at)::float8 AS latency_s
+), found AS (
+    SELECT * FROM unnest(
+        %(event_ids)s::bigint[], %(labels)s::text[], %(scores)s::float8[],
+        %(x1)s::float8[], %(y1)s::float8[], %(x2)s::float8[], %(y2)s::float8[],
+        %(alternatives)s::jsonb[]
+    ) AS f(event_id, label, score, x1, y1, x2, y2, alternatives)
+), inserted AS (
+    INSERT INTO detections (event_id, label, score, x1, y1, x2, y2, model, alternatives)
+    SELECT f.event_id, f.label, f.score, f.x1, f.y1, f.x2, f.y2, %(model)s, f.alternatives
+    FROM found AS f JOIN written AS w ON w.id = f.event_id
+)
+SELECT id, latency_s FROM written
+"""
+
+
 def save_detections(
     pool: ConnectionPool,
     results: Iterable[tuple[int, Sequence[DetectionToSave]]],
     model: str,
     snapshots: Mapping[int, bytes] | None = None,
 ) -> dict[int, float]:
-    """Store each event's detections and mark it analysed, all in one transaction.
+    """Store each event's detections and mark it analysed, in one statement.
 
     Only events still ``processing`` are written: a late duplicate delivery of a batch that
-    another worker already finished writes nothing. Returns the ids written, in order, each
-    with its seconds from created to analysed (the analysis latency metric), read by the
-    statement that writes it rather than by a query of its own.
+    another worker already finished writes nothing. Returns the ids written, in the order
+    given, each with its seconds from created to analysed (the analysis latency metric),
+    read by the statement that writes it rather than by a query of its own.
     """
-    written: dict[int, float] = {}
-    with transaction(pool) as conn, conn.cursor(row_factory=scalar_row) as update:
-        for event_id, detections in results:
-            latency_s: float | None = update.execute(
-                """
-                UPDATE events SET status = 'analyzed', analyzed_at = now(), error = NULL,
-                                  snapshot = %s
-                WHERE id = %s AND status = 'processing'
-                RETURNING extract(epoch FROM analyzed_at - created_at)::float8
-                """,
-                ((snapshots or {}).get(event_id), event_id),
-            ).fetchone()
-            if latency_s is None:
-                continue
-            with conn.cursor() as cur:
-                cur.executemany(
-                    """
-                    INSERT INTO detections (event_id, label, score, x1, y1, x2, y2, model,
-                                            alternatives)
-                    VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)
-                    """,
-                    [
-                        (event_id, d.label, d.score, *d.box, model, Jsonb(_alternatives(d)))
-                        for d in detections
-                    ],
-                )
-            written[event_id] = latency_s
-    return written
+    results = list(results)
+    if not results:
+        return {}
+    snapshots = snapshots or {}
+    rows = [(event_id, d) for event_id, found in results for d in found]
+    params = {
+        "ids": [event_id for event_id, _ in results],
+        "snapshots": [snapshots.get(event_id) for event_id, _ in results],
+        "event_ids": [event_id for event_id, _ in rows],
+        "labels": [d.label for _, d in rows],
+        "scores": [float(d.score) for _, d in rows],
+        "x1": [float(d.box[0]) for _, d in rows],
+        "y1": [float(d.box[1]) for _, d in rows],
+        "x2": [float(d.box[2]) for _, d in rows],
+        "y2": [float(d.box[3]) for _, d in rows],
+        "alternatives": [Jsonb(_alternatives(d)) for _, d in rows],
+        "model": model,
+    }
+    with transaction(pool) as conn, conn.cursor(row_factory=tuple_row) as cur:
+        written: dict[int, float] = dict(cur.execute(_SAVE, params).fetchall())
+    return {event_id: written[event_id] for event_id, _ in results if event_id in written}
 
 
 def _alternatives(detection: DetectionToSave) -> list[dict[str, str | float]]:

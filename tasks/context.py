@@ -9,12 +9,15 @@ does not pay for it.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from functools import cached_property
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from celery.signals import worker_process_init
+from celery.concurrency.prefork import TaskPool as PreforkPool
+from celery.signals import worker_process_init, worker_ready
 from psycopg_pool import ConnectionPool
 from redis import Redis
 
@@ -25,8 +28,9 @@ from tasks.best_effort_redis import best_effort_redis
 from vigil.settings import Settings, current
 
 if TYPE_CHECKING:  # the detector and the scorers are imported only by the roles that run them
+    from inference.batcher import DeviceBatcher
+    from inference.contract import Model
     from inference.lite import LiteScorer
-    from inference.nanodet import NanoDet
     from inference.retry import RetryPolicy
     from notify.links import Links
     from notify.providers import Providers
@@ -95,13 +99,45 @@ class WorkerContext:
         return CandidateStore(self.shards, self.settings.scheduler)
 
     @cached_property
-    def detector(self) -> NanoDet:
-        from inference.nanodet import NanoDet  # torch is imported only where it is used
+    def detector(self) -> Model[Any, Any]:
+        model: Model[Any, Any]
+        if self.settings.deep_model == "devicesim":
+            from inference.devicesim import DeviceSim
 
-        model = NanoDet()
-        model.setup(self.settings.vigil_device, warmup_batch=4)
+            model = DeviceSim()
+            model.setup(self.settings.vigil_device)
+        else:
+            from inference.nanodet import NanoDet  # torch is imported only where it is used
+
+            detector = NanoDet()
+            detector.setup(self.settings.vigil_device, warmup_batch=4)
+            model = detector
         log.info("deep model %s ready on %s", model.name, model.device)
         return model
+
+    @cached_property
+    def batcher(self) -> DeviceBatcher[Any]:
+        """The one owner of the device: the frames of every deep task of this process
+        share its batches (inference/batcher.py)."""
+        from inference.batcher import DeviceBatcher
+        from inference.devices import batch_cap
+        from tasks import metrics
+
+        model = self.detector
+        return DeviceBatcher(
+            model,
+            max_batch=batch_cap(model, self.settings.deep_max_batch),
+            max_wait_s=self.settings.deep_batch_wait_ms / 1000.0,
+            on_batch=lambda batch: metrics.record_device_batch(model, batch),
+        )
+
+    @cached_property
+    def host_pool(self) -> ThreadPoolExecutor:
+        """Threads for a deep task's host work: fetch, decode, letterbox, draw, encode
+        (Pillow and socket reads release the GIL)."""
+        # the cores this process may run on (taskset, a container's CPU set), not the host's
+        threads = self.settings.deep_host_threads or len(os.sched_getaffinity(0))
+        return ThreadPoolExecutor(threads, thread_name_prefix="host")
 
     @cached_property
     def lite(self) -> LiteScorer:
@@ -157,14 +193,26 @@ def context() -> WorkerContext:
 def _init_process(**_kwargs: object) -> None:
     global _context
     _context = WorkerContext()  # a fresh one in every forked child
-    if _context.settings.vigil_worker_role == DEEP_ROLE:
-        _ = _context.detector
-    elif _context.settings.push_configured:
+    _warm(_context)
+
+
+@worker_ready.connect
+def _init_threads(sender: Any = None, **_kwargs: object) -> None:
+    """A worker whose pool runs tasks in this very process (``--pool threads``, the deep
+    workers') gets no worker_process_init: warm it once it is ready."""
+    if not isinstance(getattr(sender, "pool", None), PreforkPool):
+        _warm(context())
+
+
+def _warm(ctx: WorkerContext) -> None:
+    if ctx.settings.vigil_worker_role == DEEP_ROLE:
+        _ = ctx.batcher  # loads the model (and sizes its batches) before the first task
+    elif ctx.settings.push_configured:
         # Ready before the first alert: the pool and providers are built here (no network),
         # the tokens are fetched in the background so a provider that is down does not hold
         # up the worker's start.
-        providers = _context.providers
-        _ = _context.pool
+        providers = ctx.providers
+        _ = ctx.pool
         threading.Thread(target=_warm_push, args=(providers,), daemon=True).start()
 
 

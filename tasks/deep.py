@@ -6,18 +6,16 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Sequence
+from concurrent.futures import Future, as_completed
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 from celery import shared_task
-from PIL import Image
 from psycopg_pool import PoolTimeout
 
-from inference.annotate import annotate
 from inference.errors import ImageSourceError
-from inference.images import encode_jpeg
-from inference.pipeline import BatchPipeline
+from inference.frames import Frame, prepare_frame, snapshot_jpeg
 from notify import live
 from schedules.capacity import record_completed
 from schedules.leases import complete_batch, release
@@ -32,22 +30,12 @@ from tasks import metrics as worker_metrics
 from tasks import records
 from tasks.context import WorkerContext, context
 from tasks.digest import digest
-from tasks.inference_clock import InferenceClock
 from tasks.monitoring import BatchTask
 
 if TYPE_CHECKING:
     from inference.contract import Detection
 
 log = logging.getLogger(__name__)
-
-SNAPSHOT_SIDE = 960
-
-
-def snapshot_jpeg(image: Image.Image, detections: Sequence[Detection]) -> bytes:
-    """The frame with boxes and labels drawn, at most SNAPSHOT_SIDE pixels a side."""
-    annotated = annotate(image, detections)
-    annotated.thumbnail((SNAPSHOT_SIDE, SNAPSHOT_SIDE))
-    return encode_jpeg(annotated, quality=85)
 
 
 class BatchFailed(RuntimeError):
@@ -62,7 +50,7 @@ class BatchOutcome:
     errors: dict[int, str] = field(default_factory=dict)  # failed event -> its error code
     labels: dict[int, list[str]] = field(default_factory=dict)  # analysed event -> labels
     homes: dict[int, int] = field(default_factory=dict)  # event -> home, for those claimed
-    inference_s: float = 0.0  # in the model's run_batch (tasks/inference_clock.py)
+    inference_s: float = 0.0  # first frame sent to the device until its last result came back
     latency_s: dict[int, float] = field(default_factory=dict)  # analysed event -> created → saved
     leases_ended: int = 0
 
@@ -78,28 +66,49 @@ class BatchOutcome:
 
 
 def analyse_batch(ctx: WorkerContext, event_ids: Sequence[int]) -> BatchOutcome:
-    """Run the detector over a batch, store detections or the named failure per event."""
+    """Run the detector over a batch, store detections or the named failure per event.
+
+    Host work runs on the process's host threads (``ctx.host_pool``): each frame is fetched,
+    decoded at the size it needs and letterboxed, and goes to the device owner
+    (``ctx.batcher``) as soon as it is ready, where it shares a device batch with the
+    frames of the other deep tasks running in this process; each snapshot is drawn as soon
+    as its detections are back. Then one statement saves the batch.
+    """
     events = claim_for_analysis(ctx.pool, event_ids)
     if not events:  # all settled by another delivery: no model needed, the leases end
         return BatchOutcome(leases_ended=complete_batch(ctx.shards, event_ids))
-    model = InferenceClock(ctx.detector)
-    pipeline = BatchPipeline(
-        model,
-        batch_size=max(1, len(events)),
-        keep_images=True,  # for the annotated snapshot
-        allowed_networks=ctx.allowed_networks,
-        retry=ctx.fetch_retry,  # transient fetch failures are tried again within the lease
-    )
-    found: list[tuple[int, list[Detection]]] = []
+    model, batcher, host = ctx.detector, ctx.batcher, ctx.host_pool
+    decoding = {
+        host.submit(
+            prepare_frame,
+            e.source,
+            model,
+            allowed_networks=ctx.allowed_networks,
+            retry=ctx.fetch_retry,  # transient fetch failures are tried again within the lease
+        ): e
+        for e in events
+    }
+    frames: dict[int, Frame[Any]] = {}
+    running: dict[Future[list[Detection]], int] = {}
     refused: list[tuple[EventToAnalyse, ImageSourceError]] = []
-    snapshots: dict[int, bytes] = {}
-    for event, result in zip(events, pipeline.run([e.source for e in events]), strict=True):
-        if result.error is not None:
-            refused.append((event, result.error))
+    first_sent: float | None = None
+    for decoded in as_completed(decoding):
+        event, frame = decoding[decoded], decoded.result()
+        if isinstance(frame, ImageSourceError):
+            refused.append((event, frame))
             continue
-        found.append((event.id, result.detections))
-        if result.image is not None:  # kept: the pipeline runs with keep_images
-            snapshots[event.id] = snapshot_jpeg(result.image, result.detections)
+        frames[event.id] = frame
+        first_sent = first_sent or time.perf_counter()
+        running[batcher.submit(frame.item)] = event.id
+    detections: dict[int, list[Detection]] = {}
+    drawing: dict[int, Future[bytes]] = {}
+    for ran in as_completed(running):  # a model error fails the task, as a lost lease would
+        event_id = running[ran]
+        detections[event_id] = ran.result()
+        drawing[event_id] = host.submit(snapshot_jpeg, frames[event_id].image, detections[event_id])
+    device_s = time.perf_counter() - first_sent if first_sent is not None else 0.0
+    found = [(e.id, detections[e.id]) for e in events if e.id in detections]
+    snapshots = {event_id: job.result() for event_id, job in drawing.items()}
     latency_s = save_detections(ctx.pool, found, model.name, snapshots)
     analysed = list(latency_s)
     failed = mark_failed(
@@ -138,7 +147,7 @@ def analyse_batch(ctx: WorkerContext, event_ids: Sequence[int]) -> BatchOutcome:
         errors=errors,
         labels=found_labels,
         homes=homes,
-        inference_s=model.seconds,
+        inference_s=device_s,
         latency_s=latency_s,
         leases_ended=leases_ended,
     )
@@ -160,9 +169,7 @@ def deep_batch(tier: str, event_ids: list[int]) -> list[int]:
         raise
     analysed, failed = len(outcome.analysed), len(outcome.failed)
     log.info("tier %s: analysed %d, failed %d of %d events", tier, analysed, failed, len(event_ids))
-    worker_metrics.record_deep_batch(
-        ctx, tier, outcome.latency_s, outcome.failed, outcome.inference_s
-    )
+    worker_metrics.record_deep_batch(tier, outcome.latency_s, outcome.failed)
     try:  # the tick's capacity follows the pool's pace; a lost sample costs nothing
         record_completed(ctx.shards.primary, len(event_ids))
     except Exception as exc:

@@ -1,6 +1,7 @@
 """``python -m tasks.gpu_workers``: one deep worker process per visible GPU, or one on CPU.
 
-Each child is a Celery worker with a single prefork process (``-c 1``) pinned to its GPU
+Each child is a Celery worker, one process running ``DEEP_TASK_THREADS`` tasks as threads
+(``--pool threads``; docs/deep-workers.md), pinned to its GPU
 through ``CUDA_VISIBLE_DEVICES``; GPUs are counted with ``nvidia-smi`` so this parent never
 initialises CUDA. Children are supervised: a signal to the parent stops them all, and if
 one exits the parent stops the rest and exits with its status (the platform, or ``make
@@ -33,10 +34,11 @@ def visible_gpus(settings: Settings) -> list[str]:
     return [str(i) for i, line in enumerate(listing.stdout.splitlines()) if line.startswith("GPU")]
 
 
-def worker_command(name: str) -> list[str]:
+def worker_command(name: str, task_threads: int = 1) -> list[str]:
     # Kombu serves the queues in turn; what each tier gets is decided by the tick, which
-    # keeps every tier's queue short (late binding), not by the order here.
-    return worker_argv(DEEP_QUEUES, name)
+    # keeps every tier's queue short (late binding), not by the order here. The tasks run
+    # as threads of the one process that owns the device, so their frames share batches.
+    return worker_argv(DEEP_QUEUES, name, task_threads, "--pool", "threads")
 
 
 def child_environments(settings: Settings, environ: dict[str, str]) -> dict[str, dict[str, str]]:
@@ -54,9 +56,10 @@ def child_environments(settings: Settings, environ: dict[str, str]) -> dict[str,
 
 def main() -> int:
     # The children inherit this process's environment, pinned; they read their own settings.
+    settings = current()
     children = [
-        subprocess.Popen(worker_command(name), env=env)
-        for name, env in child_environments(current(), environment()).items()
+        subprocess.Popen(worker_command(name, settings.deep_task_threads), env=env)
+        for name, env in child_environments(settings, environment()).items()
     ]
 
     def stop(*_args: object) -> None:

@@ -23,8 +23,10 @@ What is recorded, and where:
 
 - ``vigil_queue_wait_seconds{queue}``: publish → task start, from the ``PUBLISHED_AT``
   header every publish of this app stamps (``tasks.heartbeat``); ``task_prerun`` here.
-- ``vigil_inference_batch_seconds{device,batch_size}``: the detector's run over one deep
-  batch's images (``tasks.deep`` times it, ``tasks.inference_clock``).
+- ``vigil_inference_batch_seconds{device,batch_size}``: the detector's run over one device
+  batch (the frames of one or more deep tasks, ``inference.batcher``), with
+  ``vigil_device_busy_seconds``, ``vigil_device_frames`` and
+  ``vigil_device_batch_wait_seconds`` (how long a batch's first frame waited for it).
 - ``vigil_event_analysis_latency_seconds{tier}``: event created → detections committed.
 - ``vigil_events_settled_total{outcome}``: analysed, skipped or failed, as workers settle.
 - ``vigil_push_duration_seconds{provider}``, ``vigil_pushes_total{provider,outcome}``: each
@@ -56,7 +58,7 @@ from vigil.settings import current
 from vigil.vocabulary import DeliveryStatus, EventStatus, Tier
 
 if TYPE_CHECKING:
-    from tasks.context import WorkerContext
+    from inference.batcher import DeviceBatch
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +107,7 @@ PUSH_OUTCOMES = ("sent", "invalid_token", "failed", "retry", "lost_lease")
 SETTLED_OUTCOMES = tuple(
     str(s) for s in (EventStatus.ANALYZED, EventStatus.SKIPPED, EventStatus.FAILED)
 )
-BATCH_SIZES = ((1, "1"), (4, "2-4"), (8, "5-8"), (16, "9-16"), (32, "17-32"))
+BATCH_SIZES = ((1, "1"), (4, "2-4"), (8, "5-8"), (16, "9-16"), (32, "17-32"), (64, "33-64"))
 _DEVICE = re.compile(r"(cpu|mps|cuda(:\d{1,2})?)")
 
 QUEUE_WAIT = Family(
@@ -119,7 +121,23 @@ INFERENCE = Family(
     "vigil_inference_batch_seconds",
     "The detector's run over one stacked batch (predict and postprocess) on its device",
     ("device", "batch_size"),
-    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+DEVICE_BUSY = Family(
+    "vigil_device_busy_seconds",
+    "Seconds the device spent running batches (its rate is the device's busy share)",
+    ("device",),
+)
+DEVICE_FRAMES = Family(
+    "vigil_device_frames",
+    "Frames run on the device (over the batches' count: the mean device batch)",
+    ("device",),
+)
+DEVICE_BATCH_WAIT = Family(
+    "vigil_device_batch_wait_seconds",
+    "How long a device batch's first frame waited for the batch to start",
+    ("device",),
+    buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1, 5),
 )
 ANALYSIS_LATENCY = Family(
     "vigil_event_analysis_latency_seconds",
@@ -148,7 +166,17 @@ PUSHES = Family(
     ("provider", "outcome"),
     values={"provider": PROVIDERS, "outcome": PUSH_OUTCOMES},
 )
-FAMILIES = (QUEUE_WAIT, INFERENCE, ANALYSIS_LATENCY, PUSH_LATENCY, SETTLED, PUSHES)
+FAMILIES = (
+    QUEUE_WAIT,
+    INFERENCE,
+    DEVICE_BUSY,
+    DEVICE_FRAMES,
+    DEVICE_BATCH_WAIT,
+    ANALYSIS_LATENCY,
+    PUSH_LATENCY,
+    SETTLED,
+    PUSHES,
+)
 
 
 def _field(family: Family, labels: tuple[str, ...], part: str) -> str:
@@ -245,25 +273,24 @@ def record_settled(outcome: str, n: int = 1) -> None:
     recorder.count(SETTLED, (outcome,), n)
 
 
-def record_deep_batch(
-    ctx: WorkerContext,
-    tier: str,
-    latency_s: Mapping[int, float],
-    failed: Sequence[int],
-    inference_s: float,
-) -> None:
-    """A deep batch: its settled events, the detector's time over its images (labelled by
-    the device and the number of images analysed), and for each event analysed (the keys
-    of ``latency_s``, as ``store.analysis.save_detections`` returns them), created →
+def record_deep_batch(tier: str, latency_s: Mapping[int, float], failed: Sequence[int]) -> None:
+    """A deep task's batch: its settled events, and for each event analysed (the keys of
+    ``latency_s``, as ``store.analysis.save_detections`` returns them), created →
     committed. Nothing is queried: the statement that saved each event read its latency."""
     record_settled(EventStatus.ANALYZED, len(latency_s))
     record_settled(EventStatus.FAILED, len(failed))
-    if not latency_s:  # every image refused before inference: nothing was run
-        return
-    labels = (device_label(ctx.detector.device), batch_size_label(len(latency_s)))
-    recorder.observe(INFERENCE, labels, inference_s)
     for seconds in latency_s.values():
         recorder.observe(ANALYSIS_LATENCY, (tier,), seconds)
+
+
+def record_device_batch(model: Any, batch: DeviceBatch) -> None:
+    """One device batch (from the device thread, ``inference.batcher``): its run, size and
+    wait, labelled by the model's device."""
+    device = device_label(getattr(model, "device", OTHER))
+    recorder.observe(INFERENCE, (device, batch_size_label(batch.size)), batch.run_s)
+    recorder.count(DEVICE_BUSY, (device,), batch.run_s)
+    recorder.count(DEVICE_FRAMES, (device,), batch.size)
+    recorder.observe(DEVICE_BATCH_WAIT, (device,), batch.wait_s)
 
 
 def record_push(provider: str, status: str, request_s: float | None) -> None:

@@ -256,10 +256,13 @@ def _read_log(log) -> str:
 TEST_WORKER_FLAGS = ("--without-gossip", "--without-mingle")
 
 
-def start_killable_worker(env: dict[str, str], queues, name: str) -> subprocess.Popen:
-    """A real worker in its own process group, so ``kill_group`` takes its pool child too."""
+def start_killable_worker(
+    env: dict[str, str], queues, name: str, argv: list[str] | None = None
+) -> subprocess.Popen:
+    """A real worker in its own process group, so ``kill_group`` takes its pool child too;
+    ``argv``: its command line, when not one prefork process on ``queues``."""
     return subprocess.Popen(
-        worker_argv(queues, name, 1, *TEST_WORKER_FLAGS),
+        [*(argv or worker_argv(queues, name, 1)), *TEST_WORKER_FLAGS],
         cwd=ROOT,
         env=env,
         stdout=subprocess.DEVNULL,

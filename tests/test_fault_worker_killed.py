@@ -16,6 +16,7 @@ from schedules.leases import reap
 from store.analysis import requeue
 from tasks.app import app as celery_app
 from tasks.context import WorkerContext
+from tasks.gpu_workers import worker_command
 from tasks.queues import DEEP_QUEUES
 from tasks.scheduling import dispatch_deep
 from tests.api_helpers import kill_group, start_killable_worker, wait_for, worker_env
@@ -64,7 +65,9 @@ class FrameServer:
 
 
 def start_worker(env: dict[str, str], name: str) -> subprocess.Popen:
-    return start_killable_worker(env, DEEP_QUEUES, name)
+    """The deep worker as production runs it: one process, tasks as threads sharing the
+    device batcher (tasks/gpu_workers.py)."""
+    return start_killable_worker(env, DEEP_QUEUES, name, argv=worker_command(name, 4))
 
 
 @pytest.fixture

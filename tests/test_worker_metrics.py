@@ -9,6 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from inference.batcher import DeviceBatch
 from notify.apns import ApnsProvider
 from notify.fcm import FcmProvider
 from notify.providers import EmbeddedProvider
@@ -48,7 +49,7 @@ def test_label_values_are_bounded():
     assert PUSHES.label_values(["webpush", "exploded"]) == (OTHER, OTHER)
     with pytest.raises(ValueError):
         SETTLED.label_values(["analyzed", "extra"])
-    assert [batch_size_label(n) for n in (1, 2, 4, 5, 16, 17, 32, 33, 500)] == [
+    assert [batch_size_label(n) for n in (1, 2, 4, 5, 16, 17, 32, 33, 64, 65, 500)] == [
         "1",
         "2-4",
         "2-4",
@@ -56,8 +57,10 @@ def test_label_values_are_bounded():
         "9-16",
         "17-32",
         "17-32",
-        "33+",
-        "33+",
+        "33-64",
+        "33-64",
+        "65+",
+        "65+",
     ]
     assert [device_label(d) for d in ("cpu", "cuda", "cuda:3", "mps")] == [
         "cpu",
@@ -102,25 +105,47 @@ def test_a_deep_batch_is_recorded_from_what_it_saved_without_a_query(monkeypatch
     recorder = Recorder(lambda: None)
     monkeypatch.setattr(worker_metrics, "recorder", recorder)
     # No pool: the latencies come from save_detections, so recording needs no database.
-    ctx = SimpleNamespace(detector=SimpleNamespace(device="cuda:0"))
-    worker_metrics.record_deep_batch(ctx, "premium", {7: 0.7, 8: 45.0}, [9], 0.3)
-    pending = {}
-    for name, n in recorder.pending().items():
-        family, labels, part = json.loads(name)
-        pending[family, tuple(labels), part] = n
+    worker_metrics.record_deep_batch("premium", {7: 0.7, 8: 45.0}, [9])
+    pending = pending_samples(recorder)
     latency = "vigil_event_analysis_latency_seconds"
     assert pending == {
         ("vigil_events_settled", ("analyzed",), ""): 2,
         ("vigil_events_settled", ("failed",), ""): 1,
-        ("vigil_inference_batch_seconds", ("cuda:0", "2-4"), "0.5"): 1,
-        ("vigil_inference_batch_seconds", ("cuda:0", "2-4"), "sum"): 0.3,
         (latency, ("premium",), "1.0"): 1,
         (latency, ("premium",), "60.0"): 1,
         (latency, ("premium",), "sum"): pytest.approx(45.7),
     }
-    worker_metrics.record_deep_batch(ctx, "premium", {}, [10], 0.0)  # nothing analysed
+    worker_metrics.record_deep_batch("premium", {}, [10])  # nothing analysed
     assert recorder.pending()['["vigil_events_settled",["failed"],""]'] == 2
     assert len(recorder.pending()) == len(pending)
+
+
+def pending_samples(recorder: Recorder) -> dict:
+    out = {}
+    for name, n in recorder.pending().items():
+        family, labels, part = json.loads(name)
+        out[family, tuple(labels), part] = n
+    return out
+
+
+@pytest.mark.unit
+def test_a_device_batch_records_its_run_size_busy_time_and_wait(monkeypatch):
+    recorder = Recorder(lambda: None)
+    monkeypatch.setattr(worker_metrics, "recorder", recorder)
+    model = SimpleNamespace(device="cuda:0")
+    worker_metrics.record_device_batch(model, DeviceBatch(size=40, wait_s=0.004, run_s=0.02))
+    worker_metrics.record_device_batch(model, DeviceBatch(size=3, wait_s=0.0, run_s=0.004))
+    assert pending_samples(recorder) == {
+        ("vigil_inference_batch_seconds", ("cuda:0", "33-64"), "0.025"): 1,
+        ("vigil_inference_batch_seconds", ("cuda:0", "33-64"), "sum"): 0.02,
+        ("vigil_inference_batch_seconds", ("cuda:0", "2-4"), "0.005"): 1,
+        ("vigil_inference_batch_seconds", ("cuda:0", "2-4"), "sum"): 0.004,
+        ("vigil_device_busy_seconds", ("cuda:0",), ""): pytest.approx(0.024),
+        ("vigil_device_frames", ("cuda:0",), ""): 43,
+        ("vigil_device_batch_wait_seconds", ("cuda:0",), "0.005"): 1,
+        ("vigil_device_batch_wait_seconds", ("cuda:0",), "0.001"): 1,
+        ("vigil_device_batch_wait_seconds", ("cuda:0",), "sum"): pytest.approx(0.004),
+    }
 
 
 @pytest.mark.unit
@@ -131,7 +156,7 @@ def test_without_redis_the_increments_wait_in_the_buffer():
     assert recorder.flush() == 0
     pending = recorder.pending()
     assert sum(pending.values()) == pytest.approx(2.2)  # two observations, sum 0.2
-    assert len(pending) == 3  # the 0.25 bucket, the 0.01 bucket and the sum
+    assert len(pending) == 3  # the 0.25 bucket, the 0.001 bucket and the sum
 
 
 def test_a_failed_flush_keeps_its_increments_for_the_next_one(redis_url, redis_client):

@@ -72,6 +72,15 @@ def url_list(name: str, raw: str) -> tuple[str, ...]:
     return tuple(url(name, item) for item in comma_list(name, raw))
 
 
+DEEP_MODELS = ("nanodet", "devicesim")
+
+
+def deep_model_name(name: str, raw: str) -> str:
+    if raw not in DEEP_MODELS:
+        raise SettingsError(f"{name} must be one of {', '.join(DEEP_MODELS)}, got {raw!r}")
+    return raw
+
+
 def key_namespace(name: str, raw: str) -> str:
     """A prefix for Redis key names: printable, no spaces (a hash tag in braces is fine)."""
     if not raw.isprintable() or any(c.isspace() for c in raw) or len(raw) > 64:

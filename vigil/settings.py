@@ -26,6 +26,7 @@ from schedules.config import SchedulerConfig
 from vigil.env import (
     SettingsError,
     comma_list,
+    deep_model_name,
     file_contents,
     key_namespace,
     non_negative_integer,
@@ -381,6 +382,41 @@ class Settings:
         "deep worker device (`cuda`, `cuda:1`, `cpu`)",
         group="workers",
         shown_default="CUDA when present",
+    )
+    deep_max_batch: int = var(
+        "DEEP_MAX_BATCH",
+        64,
+        "most frames in one device batch (on CUDA, also bounded by free memory at start)",
+        positive_integer,
+        group="workers",
+    )
+    deep_batch_wait_ms: float = var(
+        "DEEP_BATCH_WAIT_MS",
+        5.0,
+        "longest a ready frame waits for others to fill a device batch",
+        positive_number,
+        group="workers",
+    )
+    deep_task_threads: int = var(
+        "DEEP_TASK_THREADS",
+        4,
+        "deep tasks one deep worker runs at once (their frames share device batches)",
+        positive_integer,
+        group="workers",
+    )
+    deep_host_threads: int = var(
+        "DEEP_HOST_THREADS",
+        0,
+        "threads for fetch, decode, letterbox, drawing and encoding; 0 = one per core",
+        non_negative_integer,
+        group="workers",
+    )
+    deep_model: str = var(
+        "DEEP_MODEL",
+        "nanodet",
+        "`nanodet`, or `devicesim` (a fixed cost per batch, to size the host path)",
+        deep_model_name,
+        group="workers",
     )
     vigil_worker_role: str | None = var(
         "VIGIL_WORKER_ROLE",
