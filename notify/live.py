@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Iterable, Mapping
 
 import redis
 from redis.typing import EncodableT, FieldT
@@ -62,14 +62,26 @@ def publish(
     Trimming is approximate (``MAXLEN ~``): Redis drops whole radix-tree nodes, which is far
     cheaper than trimming on every XADD, so the log may briefly hold a few more than ``maxlen``.
     """
-    if kind not in KINDS:
-        raise ValueError(f"unknown live kind {kind!r}")
-    fields: dict[FieldT, EncodableT] = {
-        "kind": kind,
-        "data": json.dumps(dict(data), separators=(",", ":")),
-    }
-    entry_id = redis_client.xadd(stream_key(home_id), fields, maxlen=maxlen, approximate=True)
-    return _text(entry_id)
+    return publish_all(redis_client, [(home_id, kind, data)], maxlen=maxlen)[0]
+
+
+def publish_all(
+    redis_client: redis.Redis,
+    entries: Iterable[tuple[int, str, Mapping[str, object]]],
+    *,
+    maxlen: int = DEFAULT_MAXLEN,
+) -> list[str]:
+    """``publish`` for several (home, kind, data) entries in one round trip; their ids."""
+    pipe = redis_client.pipeline(transaction=False)
+    for home_id, kind, data in entries:
+        if kind not in KINDS:
+            raise ValueError(f"unknown live kind {kind!r}")
+        fields: dict[FieldT, EncodableT] = {
+            "kind": kind,
+            "data": json.dumps(dict(data), separators=(",", ":")),
+        }
+        pipe.xadd(stream_key(home_id), fields, maxlen=maxlen, approximate=True)
+    return [_text(entry_id) for entry_id in pipe.execute()]
 
 
 def read(

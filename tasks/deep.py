@@ -120,14 +120,12 @@ def analyse_batch(ctx: WorkerContext, event_ids: Sequence[int]) -> BatchOutcome:
     # settled elsewhere or not: done (an id not claimed here is ended on every shard)
     leases_ended = complete_batch(ctx.shards, event_ids, homes)
     found_labels: dict[int, list[str]] = {}
+    news: list[tuple[int, str, dict[str, object]]] = []  # the live log's entries, sent at once
     for event_id, dets in found:
         if event_id in analysed:
             labels = found_labels[event_id] = sorted({d.label for d in dets})
-            live.publish(
-                ctx.redis,
-                homes[event_id],
-                "event.analyzed",
-                {"event_id": event_id, "labels": labels},
+            news.append(
+                (homes[event_id], "event.analyzed", {"event_id": event_id, "labels": labels})
             )
     errors: dict[int, str] = {}
     for event, error in refused:
@@ -138,9 +136,9 @@ def analyse_batch(ctx: WorkerContext, event_ids: Sequence[int]) -> BatchOutcome:
             "analysis failed: event %s home %s code %s after %d attempt(s): %s",
             *(event.id, event.home_id, error.code, error.attempts, error),
         )
-        live.publish(
-            ctx.redis, event.home_id, "event.failed", {"event_id": event.id, "error": error.code}
-        )
+        news.append((event.home_id, "event.failed", {"event_id": event.id, "error": error.code}))
+    if news:
+        live.publish_all(ctx.redis, news)
     return BatchOutcome(
         analysed=analysed,
         failed=failed,

@@ -19,7 +19,6 @@ from schedules import capacity, leases, lite_queue
 from schedules.candidates import CandidateStore
 from schedules.config import SchedulerConfig
 from schedules.dispatch import Dispatched
-from schedules.legacy import adopt_legacy_indexes
 from schedules.reconcile import missing_from_redis, restore
 from schedules.scripts import sync_reply
 from schedules.tick import TickReport, run_tick
@@ -197,11 +196,7 @@ def expire() -> list[int]:
 
 
 def restore_lost(ctx: WorkerContext, config: SchedulerConfig) -> list[int]:
-    """Add back every pending event Redis has lost; returns the ids restored. Indexes left
-    under their earlier names are adopted first (schedules/legacy.py)."""
-    adopted = adopt_legacy_indexes(ctx.shards.primary, config.tiers)
-    if adopted is not None:
-        log.warning("adopted the earlier candidate indexes: %d homes indexed", adopted)
+    """Add back every pending event Redis has lost; returns the ids restored."""
     events = pending_events(ctx.pool, RECONCILE_MIN_AGE_S, RECONCILE_LIMIT)
     lost = missing_from_redis(ctx.shards, events)
     requeue(ctx.pool, [e.id for e in lost if e.status == EventStatus.PROCESSING])

@@ -267,6 +267,21 @@ def test_publish_trims_approximately_and_refuses_unknown_kinds(redis_client):
         live.publish(redis_client, 1, "event.analysed", {})
 
 
+def test_publish_all_appends_to_each_homes_log_in_order_or_writes_nothing(redis_client):
+    ids = live.publish_all(
+        redis_client,
+        [(1, "event.analyzed", {"n": 1}), (2, "event.failed", {"n": 2}), (1, "alert", {"n": 3})],
+    )
+    assert [entry for entry in live.read(redis_client, 1, "0", None, 10)] == [
+        (ids[0], "event.analyzed", {"n": 1}),
+        (ids[2], "alert", {"n": 3}),
+    ]
+    assert live.read(redis_client, 2, "0", None, 10) == [(ids[1], "event.failed", {"n": 2})]
+    with pytest.raises(ValueError):
+        live.publish_all(redis_client, [(3, "alert", {}), (3, "no.such.kind", {})])
+    assert not redis_client.exists(live.stream_key(3))
+
+
 def test_resume_point_pins_new_only_and_reports_ids_the_log_cannot_continue(redis_client):
     assert live.resume_point(redis_client, 1, None) == (live.START, False)
     assert live.resume_point(redis_client, 1, "5-0") == (live.START, True)  # log lost
