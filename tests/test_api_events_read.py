@@ -6,6 +6,7 @@ import datetime as dt
 
 import pytest
 
+from store.analysis import save_lite_results
 from tests.api_helpers import error_code, post_event
 
 pytestmark = pytest.mark.integration
@@ -50,6 +51,26 @@ def test_get_event_shows_its_fields_and_detections(client, owner, db):
     assert event["has_image"] is False and event["image_url"] == "https://example.com/test.jpg"
     assert dt.datetime.fromisoformat(event["created_at"]).tzinfo is not None
     assert [d["label"] for d in event["detections"]] == ["person"]
+
+
+def test_lite_results_read_back_as_scores_with_who_made_them(client, owner, db):
+    # The server's lite scorer stores its marker with the scores; the phone sends scores only.
+    by_server = post_event(client, owner).get_json()["event_id"]
+    save_lite_results(db, by_server, {"person": 0.93, "vehicle": 0.0}, 0.9)
+    by_phone = post_event(client, owner, lite_results={"person": 0.4}).get_json()["event_id"]
+    event = client.get(f"/events/{by_server}", headers=owner.headers)
+    assert event.status_code == 200
+    body = event.get_json()
+    assert (body["lite_results"], body["lite_source"]) == (
+        {"person": 0.93, "vehicle": 0.0},
+        "server_lite",
+    )
+    listed = client.get("/events", headers=owner.headers).get_json()["events"]
+    sources = {e["id"]: (e["lite_results"], e["lite_source"]) for e in listed}
+    assert sources == {
+        by_server: ({"person": 0.93, "vehicle": 0.0}, "server_lite"),
+        by_phone: ({"person": 0.4}, "device"),
+    }
 
 
 def test_pages_return_every_event_exactly_once_newest_first(client, owner, db):

@@ -14,7 +14,7 @@ import datetime as dt
 from typing import Annotated, Any, Literal
 
 from flask import Response, jsonify
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from vigil.vocabulary import (
     ArmMode,
@@ -264,6 +264,7 @@ _EVENT = {
     "image_url": "https://example.com/test.jpg",
     "has_image": False,
     "lite_results": {"person": 0.91},
+    "lite_source": "device",
     "priority": 0.86,
     "status": "analyzed",
     "attempts": 1,
@@ -274,6 +275,11 @@ _EVENT = {
     "error_code": None,
     "decision": {"kind": "alert", "reason": "life_safety", "notification_ids": [7]},
 }
+
+
+LiteSource = Literal["device", "server_lite"]
+# The key under which the stored lite results say the server's lite scorer made them.
+LITE_SOURCE_KEY = "source"
 
 
 class EventFields(ApiModel):
@@ -289,7 +295,13 @@ class EventFields(ApiModel):
     motion_score: float
     image_url: str | None
     has_image: bool
-    lite_results: dict[str, float] | None
+    lite_results: Annotated[
+        dict[str, float] | None, Field(description="presence scores, by group; null until scored")
+    ]
+    lite_source: Annotated[
+        LiteSource | None,
+        Field(description="who scored them: the phone or camera, or the server's lite scorer"),
+    ] = None
     priority: float
     status: EventStatus
     attempts: int
@@ -298,6 +310,18 @@ class EventFields(ApiModel):
     analyzed_at: dt.datetime | None
     error: str | None
     error_code: str | None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _split_lite_source(cls, data: Any) -> Any:
+        """The stored results carry who made them under ``source``: a field of its own here,
+        so ``lite_results`` holds only scores."""
+        if isinstance(data, dict) and isinstance(data.get("lite_results"), dict):
+            scores = dict(data["lite_results"])
+            source = scores.pop(LITE_SOURCE_KEY, None)
+            known = data.get("lite_source")
+            data = {**data, "lite_results": scores, "lite_source": source or known or "device"}
+        return data
 
 
 class Event(EventFields):
