@@ -72,6 +72,17 @@ def url_list(name: str, raw: str) -> tuple[str, ...]:
     return tuple(url(name, item) for item in comma_list(name, raw))
 
 
+TRUE_WORDS = ("1", "true", "yes", "on")
+FALSE_WORDS = ("0", "false", "no", "off")
+
+
+def boolean(name: str, raw: str) -> bool:
+    word = raw.strip().lower()
+    if word in TRUE_WORDS or word in FALSE_WORDS:
+        return word in TRUE_WORDS
+    raise SettingsError(f"{name} must be one of {', '.join(TRUE_WORDS + FALSE_WORDS)}, got {raw!r}")
+
+
 DEEP_MODELS = ("nanodet", "devicesim")
 
 

@@ -25,6 +25,7 @@ from typing import Any
 from schedules.config import SchedulerConfig
 from vigil.env import (
     SettingsError,
+    boolean,
     comma_list,
     deep_model_name,
     file_contents,
@@ -136,6 +137,20 @@ class Settings:
         "LOGIN_LIMIT_ADDRESS",
         "30/minute;300/hour",
         "failed logins allowed per client address",
+        group="auth",
+    )
+    auth_registration: bool = var(
+        "AUTH_REGISTRATION",
+        False,
+        "`POST /auth/register` creates a user and their first home (standard tier)",
+        boolean,
+        group="auth",
+        shown_default="off",
+    )
+    register_limit_address: str = var(
+        "REGISTER_LIMIT_ADDRESS",
+        "5/hour;20/day",
+        "sign-up attempts allowed per client address",
         group="auth",
     )
     trusted_proxies: int = var(

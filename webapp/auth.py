@@ -1,4 +1,5 @@
-"""Authentication: login (a new session), refresh (rotation), logout (the session ends).
+"""Authentication: login (a new session), refresh (rotation), logout (the session ends),
+and, when ``AUTH_REGISTRATION`` is on, self-service sign-up.
 
 Failed logins are limited per account and per client address (``webapp.ratelimit``); the
 account's count is the same whether or not the account exists, so the answers tell nobody
@@ -12,18 +13,21 @@ import hashlib
 import ipaddress
 from dataclasses import dataclass
 
+import psycopg
 from flask import Blueprint, Flask, Response, current_app, request
 from flask_jwt_extended import get_jwt, jwt_required
 from psycopg.rows import class_row
 from werkzeug.security import check_password_hash, generate_password_hash
 
+from vigil.vocabulary import Tier
 from webapp import tokens
+from webapp.accounts import create_user
 from webapp.clients import get_pool
 from webapp.errors import ApiError
 from webapp.ratelimit import Policy, rate_limits, too_many
 from webapp.requests import json_body
 from webapp.responses import LogoutResult, Tokens, respond
-from webapp.schemas import LoginRequest
+from webapp.schemas import LoginRequest, RegisterRequest
 
 bp = Blueprint("auth", __name__, url_prefix="/auth")
 
@@ -32,11 +36,6 @@ _DUMMY_HASH = generate_password_hash("vigil-no-such-user")
 
 # An IPv6 client usually holds a whole /64: counting its addresses one by one limits nothing.
 _IPV6_PREFIX = 64
-
-
-def hash_password(password: str) -> str:
-    """werkzeug's default: scrypt with a random salt."""
-    return generate_password_hash(password)
 
 
 @dataclass(frozen=True)
@@ -79,6 +78,11 @@ def account_policy() -> Policy:
 def address_policy() -> Policy:
     rates = current_app.config["LOGIN_LIMIT_ADDRESS"]
     return _policy("login_address", rates, "Too many failed logins from this address; retry later.")
+
+
+def register_policy() -> Policy:
+    rates = current_app.config["REGISTER_LIMIT_ADDRESS"]
+    return _policy("register_address", rates, "Too many sign-ups from this address; retry later.")
 
 
 def account_key(email: str) -> str:
@@ -138,6 +142,31 @@ def login() -> Response:
     return _tokens_json(pair)
 
 
+@bp.post("/register")
+def register() -> Response:
+    """A new user with their first home at the standard tier, and a session: off unless
+    ``AUTH_REGISTRATION`` is on (operators create accounts with the CLI otherwise)."""
+    if not current_app.config["AUTH_REGISTRATION"]:
+        raise ApiError("not_found", 404, "Sign-up is not open on this server.")
+    body = RegisterRequest.model_validate(json_body())
+    policy, address_id = register_policy(), client_address()
+    counted = rate_limits().hit(policy, address_id)  # every attempt counts, taken or not
+    if not counted.allowed:
+        raise too_many(policy, counted)
+    try:
+        user_id, _home_id = create_user(
+            body.email, body.password, body.home_name, Tier.STANDARD, body.timezone
+        )
+    except psycopg.errors.UniqueViolation:
+        raise ApiError(
+            "email_taken", 409, "An account with this email already exists; log in instead."
+        ) from None
+    pair = tokens.start_session(user_id)
+    if pair is None:  # just created, enabled: a session always starts
+        raise ApiError("account_disabled", 403, "This account is disabled.")
+    return _tokens_json(pair, 201)
+
+
 @bp.post("/refresh")
 @jwt_required(refresh=True)
 def refresh() -> Response:
@@ -145,11 +174,12 @@ def refresh() -> Response:
     return _tokens_json(tokens.rotate(get_jwt()))
 
 
-def _tokens_json(pair: tokens.TokenPair) -> Response:
+def _tokens_json(pair: tokens.TokenPair, status: int = 200) -> Response:
     return respond(
         Tokens(
             access_token=pair.access_token, refresh_token=pair.refresh_token, token_type="Bearer"
-        )
+        ),
+        status,
     )
 
 
@@ -169,4 +199,5 @@ def init_app(app: Flask) -> None:
     with app.app_context():  # a malformed limit fails at start-up, not at the first login
         account_policy()
         address_policy()
+        register_policy()
     app.register_blueprint(bp)

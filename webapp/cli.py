@@ -24,7 +24,7 @@ from store.db import transaction
 from store.migrate import MigrationError, migrate
 from vigil.vocabulary import RevokedReason, Tier
 from webapp import tokens
-from webapp.auth import hash_password
+from webapp.accounts import create_user
 from webapp.clients import get_pool
 from webapp.schemas import check_timezone
 
@@ -34,29 +34,6 @@ db_cli = AppGroup("db", help="Database schema and housekeeping.")
 TIER_CHOICE = click.Choice([tier.value for tier in Tier])
 # Expired sessions are kept this long before prune-sessions deletes them (a trail to audit).
 KEEP_EXPIRED_SESSIONS_DAYS = 7
-
-
-def _returned_id(conn: psycopg.Connection[Any], insert: str, params: tuple[Any, ...]) -> int:
-    """The id an ``INSERT ... RETURNING id`` gave its row."""
-    (new_id,) = conn.cursor(row_factory=scalar_row).execute(insert, params).fetchall()
-    return int(new_id)
-
-
-def create_user(email: str, password: str, home: str, tier: Tier, timezone: str) -> tuple[int, int]:
-    """Insert a user and their first home; returns (user_id, home_id)."""
-    with transaction(get_pool()) as conn:
-        user_id = _returned_id(
-            conn,
-            "INSERT INTO users (email, password_hash) VALUES (%s, %s) RETURNING id",
-            (email, hash_password(password)),
-        )
-        home_id = _returned_id(
-            conn,
-            "INSERT INTO homes (owner_id, name, tier, timezone) VALUES (%s, %s, %s, %s) "
-            "RETURNING id",
-            (user_id, home, tier, timezone),
-        )
-    return user_id, home_id
 
 
 @users_cli.command("create")

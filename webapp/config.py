@@ -36,6 +36,8 @@ def flask_config(settings: Settings) -> dict[str, Any]:
         "AUTH_SESSION_CACHE_S": settings.auth_session_cache_s,
         "LOGIN_LIMIT_ACCOUNT": settings.login_limit_account,
         "LOGIN_LIMIT_ADDRESS": settings.login_limit_address,
+        "AUTH_REGISTRATION": settings.auth_registration,
+        "REGISTER_LIMIT_ADDRESS": settings.register_limit_address,
         "TRUSTED_PROXIES": settings.trusted_proxies,
         "UPLOAD_MAX_BYTES": settings.upload_max_bytes,
         "INGEST_DEVICE_RATE_PER_MIN": settings.ingest_device_rate_per_min,

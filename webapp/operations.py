@@ -25,6 +25,7 @@ from webapp.schemas import (
     LoginRequest,
     NotificationQuery,
     PolicyUpdate,
+    RegisterRequest,
 )
 from webapp.stream import LAST_EVENT_ID_HEADER, StreamQuery
 
@@ -150,6 +151,16 @@ OPERATIONS: tuple[Operation, ...] = (
         auth="public",
         body=LoginRequest,
         errors=(401, 429),
+    ),
+    Operation(
+        "POST /auth/register",
+        "auth.register",
+        "Sign up: a new user with a first home at the standard tier, and their session's"
+        " tokens (only where the server has AUTH_REGISTRATION on; 404 otherwise)",
+        {201: Answer("Created", responses.Tokens)},
+        auth="public",
+        body=RegisterRequest,
+        errors=(404, 409, 429),
     ),
     Operation(
         "POST /auth/refresh",

@@ -149,6 +149,36 @@ class LoginRequest(Strict):
     password: Annotated[str, Field(min_length=1, max_length=1024)]
 
 
+def check_email(value: str) -> str:
+    """``value`` if it looks like an address (one @, a dot in the domain, no spaces)."""
+    local, at, domain = value.rpartition("@")
+    if not at or not local or "." not in domain.strip(".") or any(c.isspace() for c in value):
+        raise ValueError("must be an email address, e.g. ana@example.com")
+    return value
+
+
+class RegisterRequest(Strict):
+    """A new account and its first home (standard tier; the tier comes from billing)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "email": "ana@example.com",
+                    "password": "correct-horse-battery",
+                    "home_name": "Maple Street",
+                    "timezone": "Europe/Paris",
+                }
+            ]
+        }
+    )
+
+    email: Annotated[str, Field(min_length=3, max_length=320), AfterValidator(check_email)]
+    password: Annotated[str, Field(min_length=10, max_length=1024)]
+    home_name: Annotated[str, Field(min_length=1, max_length=100)] = "Home"
+    timezone: TimeZone = "UTC"
+
+
 class EventCreate(Strict):
     """The source's body as written, plus optional on-device lite results.
 
