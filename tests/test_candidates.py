@@ -219,17 +219,23 @@ def test_index_matches_every_homes_best_candidate_after_any_operations(redis_cli
 
 def test_the_guides_key_patterns_match_exactly_the_candidates(store, redis_client):
     # `KEYS "cand:*"` counts the homes with waiting candidates, `KEYS "ev:*"` the candidates
-    # waiting or in flight; every index over them is an idx: key.
+    # waiting or in flight; every index over them is an idx: key. Read here with SCAN MATCH,
+    # the form docs/from-the-guide.md recommends (same patterns, same keys, no blocking).
     config = SchedulerConfig()
     store.add("h1", "e1", "standard", 0.5, lite=True)
     store.add("h1", "e2", "standard", 0.4)
     store.add("h2", "e3", "premium", 0.9)
     assert len(dispatch(redis_client, config.tier("premium"), config, 10).events) == 1
     r = redis_client
-    assert r.keys("cand:*") == ["cand:{h1}"] and r.type("cand:{h1}") == "zset"
-    assert sorted(r.keys("ev:*")) == ["ev:{h1}:e1", "ev:{h1}:e2", "ev:{h2}:e3"]
-    assert {r.type(k) for k in r.keys("ev:*")} == {"hash"}
+
+    def matching(pattern: str) -> list[str]:
+        return sorted(r.scan_iter(match=pattern))
+
+    assert matching("cand:*") == ["cand:{h1}"] and r.type("cand:{h1}") == "zset"
+    assert matching("ev:*") == ["ev:{h1}:e1", "ev:{h1}:e2", "ev:{h2}:e3"]
+    assert {r.type(k) for k in matching("ev:*")} == {"hash"}
     indexes = {"idx:cand:standard", "idx:home_tier", "idx:pending", "idx:expiry"}
-    assert indexes <= set(r.keys("idx:*"))
-    others = set(r.keys("*")) - set(r.keys("cand:*")) - set(r.keys("ev:*")) - set(r.keys("idx:*"))
+    assert indexes <= set(matching("idx:*"))
+    others = set(matching("*")) - set(matching("cand:*")) - set(matching("ev:*"))
+    others -= set(matching("idx:*"))
     assert {k.split(":", 1)[0] for k in others} == {"bucket", "inflight", "processing", "lite"}

@@ -88,16 +88,25 @@ def shards(nodes: list[redis.Redis]) -> Shards:
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisCluster]:
     root = tmp_path_factory.mktemp("cluster")
-    flags = {"--cluster-enabled": "yes", "--cluster-config-file": "{root}/nodes{i}.conf"}
+    flags = {
+        "--cluster-enabled": "yes",
+        "--cluster-config-file": "{root}/nodes{i}.conf",
+        # a busy 2-core machine must never make the nodes declare each other failed
+        "--cluster-node-timeout": "60000",
+    }
     servers = _servers(root, "cluster", flags)
     addresses = [f"127.0.0.1:{s.port}" for s in servers]
     cli = [str(redis_executable("redis-cli")), "--cluster", "create", *addresses, "--cluster-yes"]
     subprocess.run(cli, check=True, capture_output=True, timeout=60)
-    client = RedisCluster(host="127.0.0.1", port=servers[0].port, decode_responses=True)
+    nodes = [redis.Redis(port=s.port, decode_responses=True) for s in servers]
     deadline = time.monotonic() + 30
-    while client.cluster_info().get("cluster_state") != "ok":
+    # every node, not just one, must see all slots served before the first command
+    while any(node.execute_command("CLUSTER INFO")["cluster_state"] != "ok" for node in nodes):
         assert time.monotonic() < deadline, "the cluster did not come up"
         time.sleep(0.1)
+    for node in nodes:
+        node.close()
+    client = RedisCluster(host="127.0.0.1", port=servers[0].port, decode_responses=True)
     yield client
     client.close()
     for server in servers:
