@@ -33,8 +33,6 @@ import argparse
 import json
 import os
 import platform
-import secrets
-import shutil
 import subprocess
 import sys
 import time
@@ -46,12 +44,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import redis  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from demo.processes import ROOT, Child, stop_all, venv_env  # noqa: E402
+from bench.stack import fresh_servers, stack_env  # noqa: E402
+from demo.processes import ROOT, Child, stop_all  # noqa: E402
 from demo.static import LOOPBACK_NETWORK  # noqa: E402
-from devservers import DevServers  # noqa: E402
 from devservers._process import free_port  # noqa: E402
 from store.db import create_pool  # noqa: E402
-from store.migrate import migrate  # noqa: E402
 
 BASE_DIR = ROOT / "var" / "bench-deep"
 PHOTOS = ROOT / "tests" / "data" / "photos"
@@ -233,20 +230,12 @@ def main() -> int:
     parser.add_argument("--skip-nanodet", action="store_true")
     args = parser.parse_args()
 
-    shutil.rmtree(BASE_DIR, ignore_errors=True)
-    servers = DevServers(BASE_DIR / "servers", environ={}, durable=False)
+    servers = fresh_servers(BASE_DIR)
     children: list[Child] = []
     static = None
     try:
         urls = servers.start()
-        migrate(urls["DATABASE_URL"])
-        env = venv_env(os.environ)
-        env.update(
-            urls,
-            CELERY_BROKER_URL=urls["REDIS_URL"].rsplit("/", 1)[0] + "/1",
-            JWT_SECRET_KEY=secrets.token_urlsafe(48),
-            VIGIL_FETCH_ALLOWED_NETWORKS=LOOPBACK_NETWORK,
-        )
+        env = stack_env(urls)
         os.environ.update(env)  # this process sends the tasks: its settings must agree
         frame_dir = BASE_DIR / "frames"
         blobs = frames(frame_dir)

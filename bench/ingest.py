@@ -23,8 +23,6 @@ import argparse
 import json
 import os
 import platform
-import secrets
-import shutil
 import statistics
 import sys
 import threading
@@ -35,8 +33,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import redis  # noqa: E402
 
+from bench.stack import fresh_servers, stack_env  # noqa: E402
 from demo.client import ApiClient  # noqa: E402
-from demo.processes import ROOT, Child, stop_all, venv_env  # noqa: E402
+from demo.processes import ROOT, Child, stop_all  # noqa: E402
 from demo.provision import create_users, set_up_home  # noqa: E402
 from demo.scenario import HomeSpec  # noqa: E402
 from demo.stack import (  # noqa: E402
@@ -46,10 +45,8 @@ from demo.stack import (  # noqa: E402
     start_web,
     wait_workers_ready,
 )
-from demo.static import LOOPBACK_NETWORK, StaticServer  # noqa: E402
-from devservers import DevServers  # noqa: E402
+from demo.static import StaticServer  # noqa: E402
 from store.db import create_pool  # noqa: E402
-from store.migrate import migrate  # noqa: E402
 
 BASE_DIR = ROOT / "var" / "bench"
 INGEST_LIMITS = (
@@ -237,22 +234,13 @@ def main() -> int:
     )
     args = parser.parse_args()
 
-    shutil.rmtree(BASE_DIR, ignore_errors=True)
-    servers = DevServers(BASE_DIR / "servers", environ={}, durable=False)
+    servers = fresh_servers(BASE_DIR)
     children: list[Child] = []
     try:
-        urls = servers.start()
-        migrate(urls["DATABASE_URL"])
-        env = venv_env(os.environ)
-        env.update(
-            urls,
-            CELERY_BROKER_URL=urls["REDIS_URL"].rsplit("/", 1)[0] + "/1",
-            JWT_SECRET_KEY=secrets.token_urlsafe(48),
-            VIGIL_FETCH_ALLOWED_NETWORKS=LOOPBACK_NETWORK,
-            # The ingest limits run on every POST (their cost is measured) but never refuse
-            # one: one device sends the whole load here.
-            **{name: str(NEVER_REACHED) for name in INGEST_LIMITS},
-        )
+        # The ingest limits run on every POST (their cost is measured) but never refuse
+        # one: one device sends the whole load here.
+        env = stack_env(servers.start(), **{name: str(NEVER_REACHED) for name in INGEST_LIMITS})
+        urls = {name: env[name] for name in ("DATABASE_URL", "REDIS_URL")}
         log_dir = BASE_DIR / "logs"
         web, base_url = start_web(env, log_dir, app="bench.api_with_noop:app")
         children.append(web)

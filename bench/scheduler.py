@@ -48,7 +48,7 @@ import tempfile
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +57,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import redis  # noqa: E402
 
 from devservers.redis import RedisServer  # noqa: E402
-from schedules.candidates import ADD, CandidateStore  # noqa: E402
+from schedules.candidates import ADD, CandidateStore, add_call  # noqa: E402
 from schedules.config import DEFAULT_TIERS, SchedulerConfig, TierConfig  # noqa: E402
 from schedules.leases import COMPLETE  # noqa: E402
 from schedules.score import DEFAULT_WEIGHTS, is_critical, priority  # noqa: E402
@@ -85,20 +85,6 @@ def pct(values: list[float], q: float) -> float:
 
 
 @dataclass(frozen=True)
-class TierSpec:
-    """A tier in the policy's own terms: a weight for sharing the free capacity, a plan
-    bucket per home, an optional hard cap for the whole tier."""
-
-    name: str
-    weight: float
-    plan_rate_per_min: float
-    plan_burst: int
-    home_share: float
-    cap_rate_per_min: float | None = None
-    cap_burst: int | None = None
-
-
-@dataclass(frozen=True)
 class Bucket:
     """A token bucket's bound: over any window of T s at most ``burst + per_s x T``."""
 
@@ -106,26 +92,25 @@ class Bucket:
     per_s: float
 
 
-SPEC_FIELDS = [f.name for f in fields(TierSpec)]
 # The fixed per-tier rates tier shares replaced: each tier's rate was its homes' plan rate
 # today (DEFAULT_TIERS), with these bursts and per-home shares of it.
 FIXED_BURSTS = {"standard": 10, "premium": 20, "enterprise": 40}
 FIXED_HOME_SHARES = {"standard": 0.25, "premium": 0.25, "enterprise": 0.2}
 
 
-def default_specs() -> dict[str, TierSpec]:
+def default_specs() -> dict[str, TierConfig]:
     """The policy under test: the scheduler's own default tiers."""
-    return {n: TierSpec(**{k: getattr(DEFAULT_TIERS[n], k) for k in SPEC_FIELDS}) for n in TIERS}
+    return {n: DEFAULT_TIERS[n] for n in TIERS}
 
 
-def baseline_specs(scale: float) -> dict[str, TierSpec]:
+def baseline_specs(scale: float) -> dict[str, TierConfig]:
     """The fixed-rate policy in the policy's terms: a hard cap per tier at its old rate
     x ``scale`` (old burst), and each home's plan the old per-home bucket: home share x the
     tier's rate, and home share x its burst (at least 1, rounded down to whole events)."""
     out = {}
     for name, spec in default_specs().items():
         rate, burst, share = spec.plan_rate_per_min, FIXED_BURSTS[name], FIXED_HOME_SHARES[name]
-        out[name] = TierSpec(
+        out[name] = TierConfig(
             name,
             weight=spec.weight,
             plan_rate_per_min=share * rate * scale,
@@ -137,11 +122,8 @@ def baseline_specs(scale: float) -> dict[str, TierSpec]:
     return out
 
 
-def build_config(specs: Mapping[str, TierSpec], **scheduler: Any) -> SchedulerConfig:
-    tiers = {
-        name: TierConfig(**{k: getattr(s, k) for k in SPEC_FIELDS}) for name, s in specs.items()
-    }
-    return SchedulerConfig(tiers=tiers, **scheduler)
+def build_config(specs: Mapping[str, TierConfig], **scheduler: Any) -> SchedulerConfig:
+    return SchedulerConfig(tiers=dict(specs), **scheduler)
 
 
 def at_clock(shards: Shards, offset_ms: float) -> Shards:
@@ -191,24 +173,9 @@ class Loader:
     def queue_add(self, home: str, event: str, tier: str, score: float, offset_ms: float) -> None:
         i = self.shards.index_of(home)
         shard = at_clock(self.shards, offset_ms)[i]
-        keys = shard.keys
         # not queued for the lite scorer, settled marks not checked, no ingest buckets
-        options = {
-            "home": home,
-            "event": event,
-            "tier": tier,
-            "score": repr(float(score)),
-            "ttl_ms": self.ttl_ms,
-            "lite": False,
-            "unless_settled": False,
-            "buckets": [],
-        }
-        shard.run(
-            ADD,
-            [keys.ev(home, event), keys.lease(event), keys.settled(event)],
-            [json.dumps(options)],
-            pipe=self.pipes[i],
-        )
+        keys, args = add_call(shard.keys, home, event, tier, score, self.ttl_ms)
+        shard.run(ADD, keys, args, pipe=self.pipes[i])
         self._count(i)
 
     def queue_complete(self, home: str, event: str) -> None:
@@ -629,7 +596,7 @@ def tier_cap_violations(run: Run, config: SchedulerConfig) -> int:
     return found
 
 
-def max_home_share(run: Run, events: list[dict], specs: Mapping[str, TierSpec]):
+def max_home_share(run: Run, events: list[dict], specs: Mapping[str, TierConfig]):
     by_id = {e["id"]: e for e in events}
     dispatched = [by_id[e] for e in run.done]
     by_tier = Counter(e["tier"] for e in dispatched)
@@ -667,7 +634,7 @@ def critical_figures(run: Run, events: list[dict]) -> dict:
     }
 
 
-def share_error(run: Run, specs: Mapping[str, TierSpec]) -> tuple[float, dict[str, float]]:
+def share_error(run: Run, specs: Mapping[str, TierConfig]) -> tuple[float, dict[str, float]]:
     """Largest |tier's share of the dispatches - its weight's share|, and each tier's share."""
     totals = {t: sum(run.per_tick[t]) for t in TIERS}
     n = max(1, sum(totals.values()))
@@ -680,7 +647,7 @@ def run_figures(
     run: Run,
     events: list[dict],
     config: SchedulerConfig,
-    specs: Mapping[str, TierSpec],
+    specs: Mapping[str, TierConfig],
     capacity: int,
 ) -> dict:
     """Everything a policy run shows, for the JSON line's ``scenarios``."""
@@ -772,7 +739,7 @@ def bench_policy(r: redis.Redis, capacity: int, duration: int, ttl_s: float, see
             "critical_arrivals": sum(1 for e in events if e["critical"]),
         }
     out["policies"] = {
-        name: {t: {k: v for k, v in vars(s).items() if k != "name"} for t, s in specs.items()}
+        name: {t: {k: v for k, v in asdict(s).items() if k != "name"} for t, s in specs.items()}
         for name, specs in policies.items()
     }
     out["baseline_scale"] = round(scale, 4)

@@ -1,7 +1,7 @@
 """The candidate store: events waiting for deep analysis, ranked per home and indexed per tier.
 
 Every write is one Lua step on the home's shard (``schedules/lua``); the two primitives
-of common.lua, add-candidate and take-candidate, keep the per-tier index exact
+of common.lua, add_candidate and take_candidates, keep the per-tier index exact
 (``idx:cand:<tier>`` holds each home's best score; homes without candidates are absent),
 the per-tier pending count, and the expiry index. A home's candidates are all indexed
 under the tier of its latest ``add`` (a plan change moves them at once).
@@ -23,7 +23,8 @@ import redis
 from vigil.settings import current
 
 from .config import SchedulerConfig
-from .scripts import EntityId, check_id, lua, pairs, sync_reply, text
+from .keys import KeyMap
+from .scripts import EntityId, ScriptArg, check_id, lua, pairs, sync_reply, text
 from .shard import Shard, Shards
 
 RESERVED_FIELDS = frozenset({"tier", "created_at", "expires_at", "attempts"})
@@ -156,30 +157,19 @@ class CandidateStore:
                 raise ValueError(f"field {name!r} is reserved or not a str")
             flat += [name, value]
         shard = self.shards.for_home(home_id)
-        keys = shard.keys
-        options = {
-            "home": home_id,
-            "event": event_id,
-            "tier": tier,
-            "score": repr(float(score)),
-            "ttl_ms": ttl_s * 1000.0,
-            "lite": lite,
-            "unless_settled": unless_settled,
-            "buckets": [
-                {"capacity": b.capacity, "per_ms": b.refill_per_s / 1000.0, "may_pass": b.may_pass}
-                for b in buckets
-            ],
-        }
-        status, wait_ms = shard.run(
-            ADD,
-            [
-                keys.ev(home_id, event_id),
-                keys.lease(event_id),
-                keys.settled(event_id),
-                *(b.key for b in buckets),
-            ],
-            [json.dumps(options), *flat],
+        keys, args = add_call(
+            shard.keys,
+            home_id,
+            event_id,
+            tier,
+            score,
+            ttl_s * 1000.0,
+            lite=lite,
+            unless_settled=unless_settled,
+            buckets=buckets,
+            fields=flat,
         )
+        status, wait_ms = shard.run(ADD, keys, args)
         return Admission(AddStatus(int(status)), int(wait_ms) / 1000.0)
 
     def update_score(self, home_id: EntityId, event_id: EntityId, score: float) -> bool:
@@ -235,6 +225,43 @@ class CandidateStore:
             for shard in self.shards
             for h, e, f in shard.run(EXPIRE, [], [limit])
         ]
+
+
+def add_call(
+    keys: KeyMap,
+    home_id: str,
+    event_id: str,
+    tier: str,
+    score: float,
+    ttl_ms: float,
+    *,
+    lite: bool = False,
+    unless_settled: bool = False,
+    buckets: Sequence[IngestBucket] = (),
+    fields: Sequence[str] = (),
+) -> tuple[list[str], list[ScriptArg]]:
+    """The keys and arguments of one ADD (``lua/add.lua``) for checked ids: what ``admit``
+    runs, and what a bulk loader queues on a pipeline (``Shard.run(..., pipe=...)``)."""
+    options = {
+        "home": home_id,
+        "event": event_id,
+        "tier": tier,
+        "score": repr(float(score)),
+        "ttl_ms": ttl_ms,
+        "lite": lite,
+        "unless_settled": unless_settled,
+        "buckets": [
+            {"capacity": b.capacity, "per_ms": b.refill_per_s / 1000.0, "may_pass": b.may_pass}
+            for b in buckets
+        ],
+    }
+    script_keys = [
+        keys.ev(home_id, event_id),
+        keys.lease(event_id),
+        keys.settled(event_id),
+        *(b.key for b in buckets),
+    ]
+    return script_keys, [json.dumps(options), *fields]
 
 
 def pending_by_tier(shards: Shards) -> dict[str, int]:
