@@ -86,9 +86,10 @@ def provision(pool, homes: int) -> list[tuple[int, int]]:
                 (home,),
             ).fetchone()["id"]
             conn.execute(
-                "INSERT INTO devices (home_id, kind, platform, name, push_token) VALUES"
-                " (%s, 'phone', 'android', 'android', %s), (%s, 'phone', 'ios', 'iphone', %s)",
-                (home, f"bench-android-{home:06d}", home, f"{home:064x}"),
+                "INSERT INTO devices (home_id, user_id, kind, platform, name, push_token)"
+                " VALUES (%s, %s, 'phone', 'android', 'android', %s),"
+                " (%s, %s, 'phone', 'ios', 'iphone', %s)",
+                (home, user, f"bench-android-{home:06d}", home, user, f"{home:064x}"),
             )
             # Every event is news: no cooldown, so each one is an alert.
             conn.execute(

@@ -103,9 +103,10 @@ def add_device(pool: ConnectionPool, home_id: int, name: str, kind: str = "camer
     platform = "camera" if kind == "camera" else "android"
     with pool.connection() as conn:
         return conn.execute(
-            "INSERT INTO devices (home_id, kind, platform, name) VALUES (%s, %s, %s, %s) "
-            "RETURNING id",
-            (home_id, kind, platform, name),
+            "INSERT INTO devices (home_id, user_id, kind, platform, name)"
+            " SELECT id, CASE WHEN %s = 'phone' THEN owner_id END, %s, %s, %s FROM homes"
+            " WHERE id = %s RETURNING id",
+            (kind, kind, platform, name, home_id),
         ).fetchone()["id"]
 
 

@@ -22,9 +22,9 @@ def make_home(conn, arm_mode="away", tz="Europe/Paris", phones=1, email="a@b.c")
     ).fetchone()["id"]
     for i in range(phones):
         conn.execute(
-            "INSERT INTO devices (home_id, kind, platform, name, push_token)"
-            " VALUES (%s, 'phone', 'android', %s, %s)",
-            (home, f"phone{i}", f"fcm-token-{i}-0123456789"),
+            "INSERT INTO devices (home_id, user_id, kind, platform, name, push_token)"
+            " VALUES (%s, %s, 'phone', 'android', %s, %s)",
+            (home, user, f"phone{i}", f"fcm-token-{i}-0123456789"),
         )
     return home, camera
 

@@ -53,9 +53,9 @@ def home_with_phones(db, android=1, ios=0) -> tuple[int, int]:
         home, camera = make_home(conn, phones=android)
         for i in range(ios):
             conn.execute(
-                "INSERT INTO devices (home_id, kind, platform, name, push_token)"
-                " VALUES (%s, 'phone', 'ios', %s, %s)",
-                (home, f"iphone{i}", IOS_TOKEN),
+                "INSERT INTO devices (home_id, user_id, kind, platform, name, push_token)"
+                " SELECT id, owner_id, 'phone', 'ios', %s, %s FROM homes WHERE id = %s",
+                (f"iphone{i}", IOS_TOKEN, home),
             )
     return home, camera
 

@@ -21,6 +21,10 @@ COLUMNS: dict[tuple[str, str], type[StrEnum]] = {
     ("notifications", "kind"): vocabulary.NotificationKind,
     ("deliveries", "status"): vocabulary.DeliveryStatus,
     ("sessions", "revoked_reason"): vocabulary.RevokedReason,
+    ("home_members", "role"): vocabulary.Role,
+    ("invitations", "role"): vocabulary.Role,
+    ("audit", "action"): vocabulary.AuditAction,
+    ("escalations", "stopped_reason"): vocabulary.EscalationStop,
 }
 
 CHECKS = """

@@ -123,3 +123,35 @@ class RevokedReason(StrEnum):
     LOGOUT = "logout"
     REFRESH_REUSED = "refresh_reused"
     USER_DISABLED = "user_disabled"
+
+
+class Role(StrEnum):
+    """What a member may do in a home (``home_members.role``); docs/households.md."""
+
+    OWNER = "owner"  # everything: tier, members, policy, deletion
+    MEMBER = "member"  # arm and disarm, events, their own phones and notifications
+    VIEWER = "viewer"  # events and snapshots of the cameras they may see
+
+
+class AuditAction(StrEnum):
+    """What the audit trail records (``audit.action``)."""
+
+    ARM_MODE_CHANGED = "arm_mode_changed"
+    HOME_CHANGED = "home_changed"  # quiet hours, time zone, name, escalation delay
+    POLICY_CHANGED = "policy_changed"
+    SNAPSHOT_VIEWED = "snapshot_viewed"
+    MEMBER_INVITED = "member_invited"
+    MEMBER_JOINED = "member_joined"
+    MEMBER_CHANGED = "member_changed"  # role or cameras
+    MEMBER_REMOVED = "member_removed"  # removed by an owner, or left
+    INVITATION_REVOKED = "invitation_revoked"
+    ESCALATION_CHANGED = "escalation_changed"
+    ALERT_ACKNOWLEDGED = "alert_acknowledged"
+
+
+class EscalationStop(StrEnum):
+    """Why an escalating alert stopped (``escalations.stopped_reason``)."""
+
+    ACKNOWLEDGED = "acknowledged"  # POST /notifications/<id>/ack, or the push's action
+    READ = "read"  # a member opened it
+    EVERYONE = "everyone"  # the last step reached every member

@@ -1,27 +1,45 @@
-"""Ownership checks: a user reaches only the homes they own and what hangs off them.
+"""Who may reach what: every query of a home's rows is scoped by the caller's membership.
 
-Another user's resource answers exactly like a missing one (404), so ids cannot be probed.
+A user who is not a member of a home gets exactly the answer a missing resource gets
+(404), so ids cannot be probed; a member whose role does not allow the operation gets 403
+``role_forbidden``. A member with a camera list (``home_members.cameras``) sees only those
+cameras' events, and the notifications about them (docs/households.md).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import psycopg
 from psycopg.rows import RowFactory, class_row
 
-from vigil.vocabulary import ArmMode, Tier
-from webapp.errors import not_found
+from vigil.vocabulary import ArmMode, Role, Tier
+from webapp.errors import ApiError, not_found
 
 R = TypeVar("R")
+
+ANY_ROLE: frozenset[Role] = frozenset(Role)
+# Arm and disarm, post events, register their own phones.
+MEMBERS: frozenset[Role] = frozenset({Role.OWNER, Role.MEMBER})
+OWNERS: frozenset[Role] = frozenset({Role.OWNER})
+
+# The caller's membership row, for queries that join it as ``m`` to a home's rows: the
+# caller is bound as %(user_id)s.
+MEMBER_JOIN = "JOIN home_members m ON m.home_id = {home} AND m.user_id = %(user_id)s"
+
+
+def sees_camera(device_column: str) -> str:
+    """SQL: the joined member ``m`` may see rows of the camera in ``device_column``."""
+    return f"(m.cameras IS NULL OR {device_column} = ANY(m.cameras))"
 
 
 @dataclass(frozen=True)
 class HomeRow:
-    """A home as its owner sees it (``homes``; the owner is the caller)."""
+    """A home as its members see it (``homes``)."""
 
     id: int
     name: str
@@ -38,37 +56,103 @@ class HomeRow:
         object.__setattr__(self, "arm_mode", ArmMode(self.arm_mode))
 
 
-HOME_COLUMNS = ", ".join(f.name for f in dataclasses.fields(HomeRow))
+HOME_COLUMNS = ", ".join(f"h.{f.name}" for f in dataclasses.fields(HomeRow))
 
 
-def owned_home(
-    conn: psycopg.Connection[Any], user_id: int, home_id: int, *, lock: bool = False
-) -> HomeRow:
-    """The caller's home ``home_id``; 404 ``home_not_found`` otherwise."""
-    query = f"SELECT {HOME_COLUMNS} FROM homes WHERE id = %s AND owner_id = %s"
+@dataclass(frozen=True)
+class MemberHome(HomeRow):
+    """A home with the caller's place in it."""
+
+    role: Role = Role.VIEWER
+    cameras: list[int] | None = None  # None: every camera
+    account_holder: bool = False  # the subscription's owner (homes.owner_id)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        object.__setattr__(self, "role", Role(self.role))
+
+    def sees_camera(self, device_id: int | None) -> bool:
+        return self.cameras is None or (device_id is not None and device_id in self.cameras)
+
+    def home(self) -> HomeRow:
+        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(HomeRow)}
+        return HomeRow(**fields)
+
+
+MEMBER_HOME_COLUMNS = f"{HOME_COLUMNS}, m.role, m.cameras, h.owner_id = m.user_id AS account_holder"
+
+
+def forbidden(role: Role, roles: Collection[Role]) -> ApiError:
+    allowed = " or ".join(sorted(roles))
+    return ApiError(
+        "role_forbidden",
+        403,
+        f"Your role in this home ({role}) does not allow this; it needs {allowed}.",
+    )
+
+
+def require_role(home: MemberHome, roles: Collection[Role]) -> MemberHome:
+    if home.role not in roles:
+        raise forbidden(home.role, roles)
+    return home
+
+
+def member_home(
+    conn: psycopg.Connection[Any],
+    user_id: int,
+    home_id: int,
+    roles: Collection[Role] = ANY_ROLE,
+    *,
+    lock: bool = False,
+) -> MemberHome:
+    """The home ``home_id`` with the caller's role in it: 404 ``home_not_found`` for a home
+    they are not a member of, 403 ``role_forbidden`` when their role is not in ``roles``.
+    ``lock``: the home's row is locked for the transaction."""
+    query = (
+        f"SELECT {MEMBER_HOME_COLUMNS} FROM homes h "
+        f"{MEMBER_JOIN.format(home='h.id')} WHERE h.id = %(home_id)s"
+    )
     if lock:
-        query += " FOR UPDATE"
-    row = conn.cursor(row_factory=class_row(HomeRow)).execute(query, (home_id, user_id)).fetchone()
+        query += " FOR UPDATE OF h"
+    row = (
+        conn.cursor(row_factory=class_row(MemberHome))
+        .execute(query, {"home_id": home_id, "user_id": user_id})
+        .fetchone()
+    )
     if row is None:
         raise not_found("home")
-    return row
+    return require_role(row, roles)
 
 
-def owned_event(
+def member_homes(conn: psycopg.Connection[Any], user_id: int) -> list[MemberHome]:
+    """Every home the user is a member of, by id."""
+    return (
+        conn.cursor(row_factory=class_row(MemberHome))
+        .execute(
+            f"SELECT {MEMBER_HOME_COLUMNS} FROM homes h {MEMBER_JOIN.format(home='h.id')} "
+            "ORDER BY h.id",
+            {"user_id": user_id},
+        )
+        .fetchall()
+    )
+
+
+def visible_event(
     conn: psycopg.Connection[Any],
     user_id: int,
     event_id: int,
     columns: str,
     row_factory: RowFactory[R],
 ) -> R:
-    """``columns`` (``e.`` prefixed) of the caller's event ``event_id``, as ``row_factory``
-    makes them; 404 ``event_not_found`` otherwise."""
+    """``columns`` (``e.`` prefixed) of the event ``event_id`` of one of the caller's homes,
+    from a camera they may see, as ``row_factory`` makes them; 404 ``event_not_found``
+    otherwise."""
     row = (
         conn.cursor(row_factory=row_factory)
         .execute(
-            f"SELECT {columns} FROM events e JOIN homes h ON h.id = e.home_id "
-            "WHERE e.id = %s AND h.owner_id = %s",
-            (event_id, user_id),
+            f"SELECT {columns} FROM events e {MEMBER_JOIN.format(home='e.home_id')} "
+            f"WHERE e.id = %(event_id)s AND {sees_camera('e.device_id')}",
+            {"event_id": event_id, "user_id": user_id},
         )
         .fetchone()
     )

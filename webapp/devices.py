@@ -1,5 +1,10 @@
 """Devices: register a camera or phone (with its push token) in one of your homes, list and
 read them, remove one; issue, rotate and revoke a device's own key (``webapp.device_keys``).
+
+Cameras belong to the home and are its owners' to add and manage; members see those on
+their camera list. A phone belongs to the member who registered it (its pushes follow their
+preferences; leaving the home deletes it): they and the home's owners manage it, and
+nobody else sees it.
 """
 
 from __future__ import annotations
@@ -15,9 +20,9 @@ from flask_jwt_extended import jwt_required
 from psycopg.rows import class_row, scalar_row
 
 from store.db import transaction
-from vigil.vocabulary import DeviceKind, Platform
+from vigil.vocabulary import DeviceKind, Platform, Role
 from webapp import device_keys
-from webapp.access import owned_home
+from webapp.access import ANY_ROLE, OWNERS, forbidden, member_home
 from webapp.clients import get_pool
 from webapp.errors import ApiError, not_found
 from webapp.requests import json_body, query_args
@@ -34,6 +39,7 @@ class DeviceRow:
 
     id: int
     home_id: int
+    user_id: int | None
     kind: DeviceKind
     platform: Platform
     name: str
@@ -41,51 +47,69 @@ class DeviceRow:
     created_at: dt.datetime
     key_id: str | None
     key_created_at: dt.datetime | None
+    role: Role  # the caller's in the device's home
+    manageable: bool  # the caller may remove it and change its key
 
     def __post_init__(self) -> None:
         # class_row passes the columns' text; the fields hold the vocabulary's members.
         object.__setattr__(self, "kind", DeviceKind(self.kind))
         object.__setattr__(self, "platform", Platform(self.platform))
+        object.__setattr__(self, "role", Role(self.role))
 
     def model(self) -> Device:
         fields = dataclasses.asdict(self)
         key_id, created_at = fields.pop("key_id"), fields.pop("key_created_at")
+        del fields["role"], fields["manageable"]
         key = None if key_id is None else {"key_id": key_id, "created_at": created_at}
         return Device.model_validate({**fields, "key": key})
 
 
+# The devices the caller sees: every device of a home they own; elsewhere their own phones
+# and the cameras on their camera list.
 _SELECT = """
-SELECT d.id, d.home_id, d.kind, d.platform, d.name, d.push_token IS NOT NULL AS has_push_token,
-       d.created_at, k.id AS key_id, k.created_at AS key_created_at
+SELECT d.id, d.home_id, d.user_id, d.kind, d.platform, d.name,
+       d.push_token IS NOT NULL AS has_push_token, d.created_at,
+       k.id AS key_id, k.created_at AS key_created_at, m.role,
+       (m.role = 'owner' OR d.user_id = m.user_id) AS manageable
 FROM devices d
-JOIN homes h ON h.id = d.home_id
+JOIN home_members m ON m.home_id = d.home_id AND m.user_id = %(user_id)s
 LEFT JOIN device_keys k ON k.device_id = d.id AND k.revoked_at IS NULL
-WHERE h.owner_id = %(user_id)s
+WHERE (m.role = 'owner' OR d.user_id = m.user_id
+       OR (d.kind = 'camera' AND (m.cameras IS NULL OR d.id = ANY(m.cameras))))
 """
 
 
-def _devices(conn: psycopg.Connection[Any], user_id: int, **where: int) -> list[DeviceRow]:
-    """The caller's devices, oldest first; ``where``: ``device_id`` and/or ``home_id``."""
+def _devices(
+    conn: psycopg.Connection[Any],
+    user_id: int,
+    *,
+    device_id: int | None = None,
+    home_id: int | None = None,
+    lock: bool = False,
+) -> list[DeviceRow]:
+    """The devices the caller sees (one, or one home's, when given), oldest first."""
+    where = {"device_id": device_id, "home_id": home_id}
     clauses = {"device_id": "d.id = %(device_id)s", "home_id": "d.home_id = %(home_id)s"}
-    query = _SELECT + "".join(f" AND {clauses[name]}" for name in where) + " ORDER BY d.id"
+    query = _SELECT + "".join(f" AND {clauses[k]}" for k, v in where.items() if v is not None)
+    query += " ORDER BY d.id"
+    if lock:
+        query += " FOR UPDATE OF d"
     cursor = conn.cursor(row_factory=class_row(DeviceRow))
     return cursor.execute(query, {"user_id": user_id, **where}).fetchall()
 
 
-def _lock_owned_device(conn: psycopg.Connection[Any], user_id: int, device_id: int) -> None:
-    """Lock the caller's device ``device_id`` (key changes of one device wait for each
-    other); 404 ``device_not_found`` otherwise."""
-    found = (
-        conn.cursor(row_factory=scalar_row)
-        .execute(
-            "SELECT d.id FROM devices d JOIN homes h ON h.id = d.home_id "
-            "WHERE d.id = %s AND h.owner_id = %s FOR UPDATE OF d",
-            (device_id, user_id),
-        )
-        .fetchone()
-    )
-    if found is None:
+def _managed_device(
+    conn: psycopg.Connection[Any], user_id: int, device_id: int, *, lock: bool = False
+) -> DeviceRow:
+    """The device ``device_id`` if the caller may manage it (key changes of one device wait
+    for each other under ``lock``): 404 ``device_not_found`` if they cannot see it, 403
+    ``role_forbidden`` if they only see it."""
+    rows = _devices(conn, user_id, lock=lock, device_id=device_id)
+    if not rows:
         raise not_found("device")
+    if not rows[0].manageable:
+        raise forbidden(rows[0].role, OWNERS)
+    return rows[0]
 
 
 @bp.post("")
@@ -93,16 +117,18 @@ def _lock_owned_device(conn: psycopg.Connection[Any], user_id: int, device_id: i
 def create_device() -> Response:
     body = DeviceCreate.model_validate(json_body())
     user_id = current_user_id()
+    # A camera is the home's (its owners add it); a phone is the caller's own.
+    phone = body.kind == DeviceKind.PHONE
     try:
         with transaction(get_pool()) as conn:
-            owned_home(conn, user_id, body.home_id)
+            member_home(conn, user_id, body.home_id, ANY_ROLE if phone else OWNERS)
             (device_id,) = (
                 conn.cursor(row_factory=scalar_row)
                 .execute(
-                    "INSERT INTO devices (home_id, kind, platform, name, push_token) "
-                    "VALUES (%(home_id)s, %(kind)s, %(platform)s, %(name)s, %(push_token)s) "
-                    "RETURNING id",
-                    body.model_dump(),
+                    "INSERT INTO devices (home_id, user_id, kind, platform, name, push_token) "
+                    "VALUES (%(home_id)s, %(user_id)s, %(kind)s, %(platform)s, %(name)s,"
+                    " %(push_token)s) RETURNING id",
+                    {**body.model_dump(), "user_id": user_id if phone else None},
                 )
                 .fetchall()
             )
@@ -120,11 +146,10 @@ def list_devices() -> Response:
     """The caller's devices (of one home with ``home_id``), oldest first."""
     query = DeviceQuery.model_validate(query_args())
     user_id = current_user_id()
-    where = {} if query.home_id is None else {"home_id": query.home_id}
     with get_pool().connection() as conn:
-        rows = _devices(conn, user_id, **where)
+        rows = _devices(conn, user_id, home_id=query.home_id)
         if not rows and query.home_id is not None:
-            owned_home(conn, user_id, query.home_id)  # another user's home: 404
+            member_home(conn, user_id, query.home_id)  # another user's home: 404
     return respond(DeviceList(devices=[row.model() for row in rows]))
 
 
@@ -143,13 +168,8 @@ def get_device(device_id: int) -> Response:
 def delete_device(device_id: int) -> tuple[str, int]:
     """Remove the device; its key is deleted with it and stops working at once."""
     with transaction(get_pool()) as conn:
-        deleted = conn.execute(
-            "DELETE FROM devices d USING homes h "
-            "WHERE d.id = %s AND h.id = d.home_id AND h.owner_id = %s RETURNING d.id",
-            (device_id, current_user_id()),
-        ).fetchone()
-    if deleted is None:
-        raise not_found("device")
+        _managed_device(conn, current_user_id(), device_id, lock=True)
+        conn.execute("DELETE FROM devices WHERE id = %s", (device_id,))
     return "", 204
 
 
@@ -159,7 +179,7 @@ def issue_key(device_id: int) -> Response:
     """A new key for the device, shown in this answer only; the device's previous key, if
     any, stops working now (rotation)."""
     with transaction(get_pool()) as conn:
-        _lock_owned_device(conn, current_user_id(), device_id)
+        _managed_device(conn, current_user_id(), device_id, lock=True)
         new = device_keys.issue(conn, device_id)
     response = respond(IssuedDeviceKey.model_validate(dataclasses.asdict(new)), 201)
     response.headers["Cache-Control"] = "no-store"  # the secret must not be kept anywhere
@@ -171,7 +191,7 @@ def issue_key(device_id: int) -> Response:
 def revoke_key(device_id: int) -> tuple[str, int]:
     """Revoke the device's key: refused from the next request on."""
     with transaction(get_pool()) as conn:
-        _lock_owned_device(conn, current_user_id(), device_id)
+        _managed_device(conn, current_user_id(), device_id, lock=True)
         revoked = device_keys.revoke(conn, device_id)
     if revoked is None:
         raise ApiError("device_key_not_found", 404, "This device has no live key.")

@@ -17,10 +17,10 @@ from pydantic import ConfigDict
 
 from notify.policy import NOTIFYING
 from schedules.score import ARM_MODES
-from vigil.vocabulary import ArmMode, DecisionKind, EventStatus, Tier
-from webapp.access import owned_event
+from vigil.vocabulary import ArmMode, DecisionKind, EventStatus, Role, Tier
+from webapp.access import MEMBERS, forbidden, visible_event
 from webapp.errors import ApiError, not_found
-from webapp.paging import owned_page
+from webapp.paging import member_page
 from webapp.responses import EventFields
 from webapp.schemas import EventQuery
 
@@ -69,6 +69,7 @@ class Picture:
     """A frame stored with an event (the upload, or the analysed snapshot), if any."""
 
     data: bytes | None
+    home_id: int = 0
 
 
 def decision_json(event: EventRow) -> dict[str, Any] | None:
@@ -100,12 +101,13 @@ def event_json(event: EventRow) -> dict[str, Any]:
 # insert of the same key; its row is then read by a second query (``_first_event``).
 _CREATE = """
 WITH dev AS (
-    SELECT d.id, d.home_id, h.tier, h.arm_mode
+    SELECT d.id, d.home_id, h.tier, h.arm_mode, m.role
     FROM devices d JOIN homes h ON h.id = d.home_id
-    WHERE h.owner_id = %(user_id)s AND {device_match}
+    JOIN home_members m ON m.home_id = h.id AND m.user_id = %(user_id)s
+    WHERE {device_match} AND (m.cameras IS NULL OR d.id = ANY(m.cameras) OR d.user_id = m.user_id)
     LIMIT 2
 ), one AS (
-    SELECT * FROM dev WHERE (SELECT count(*) FROM dev) = 1
+    SELECT * FROM dev WHERE (SELECT count(*) FROM dev) = 1 AND role = ANY(%(roles)s)
 ), ins AS (
     INSERT INTO events (home_id, device_id, idempotency_key, request_hash, location, mode,
                         motion_score, image_url, image, lite_results, priority, status)
@@ -118,7 +120,8 @@ WITH dev AS (
     ON CONFLICT (device_id, idempotency_key) DO NOTHING
     RETURNING id, status, priority, created_at
 )
-SELECT (SELECT count(*) FROM dev) AS matches, one.id AS device_id, one.home_id, one.tier,
+SELECT (SELECT count(*) FROM dev) AS matches, (SELECT min(role) FROM dev) AS role,
+       one.id AS device_id, one.home_id, one.tier,
        one.arm_mode, ins.id, ins.status, ins.priority, ins.created_at,
        first.id AS first_id, first.status AS first_status, first.priority AS first_priority,
        first.request_hash AS first_hash
@@ -171,7 +174,8 @@ def store_event(
     """Insert a queued event for the caller's ``device`` in one statement.
 
     ``priorities``: the event's priority under each arm mode (the home's is picked in SQL).
-    404 for a device that is not the caller's, 409 for a name two homes share, 422 for an
+    404 for a device of no home the caller is a member of (or of a camera they may not
+    see), 403 where they only view, 409 for a name two homes share, 422 for an
     Idempotency-Key already used with another request (``request_hash`` differs).
     """
     by_id = isinstance(device, int) or (device.isascii() and device.isdigit())
@@ -179,6 +183,7 @@ def store_event(
     params = {
         **values,
         "user_id": user_id,
+        "roles": list(MEMBERS),
         "device": int(device) if by_id else device,
         "lite_results": _jsonb(values.get("lite_results")),
         **{f"p_{mode}": priorities[mode] for mode in ARM_MODES},
@@ -193,6 +198,8 @@ def store_event(
             409,
             "Several of your homes have a device of that name; send its numeric id instead.",
         )
+    if row["device_id"] is None:  # the one match is in a home where the caller only views
+        raise forbidden(Role(row["role"]), MEMBERS)
     if row["id"] is not None:
         return _created(row, "", created=True)
     if row["first_id"] is None:
@@ -230,9 +237,9 @@ def _jsonb(value: Any) -> Jsonb | None:
     return None if value is None else Jsonb(value)
 
 
-def owned_event_row(conn: psycopg.Connection[Any], user_id: int, event_id: int) -> EventRow:
+def visible_event_row(conn: psycopg.Connection[Any], user_id: int, event_id: int) -> EventRow:
     """The caller's event ``event_id``; 404 otherwise."""
-    return owned_event(conn, user_id, event_id, EVENT_COLUMNS, class_row(EventRow))
+    return visible_event(conn, user_id, event_id, EVENT_COLUMNS, class_row(EventRow))
 
 
 def event_detections(conn: psycopg.Connection[Any], event_id: int) -> list[Detection]:
@@ -251,35 +258,38 @@ def event_detections(conn: psycopg.Connection[Any], event_id: int) -> list[Detec
 def uploaded_image(conn: psycopg.Connection[Any], user_id: int, event_id: int) -> bytes | None:
     """The frame uploaded with the caller's event (None if it was sent by URL); 404 if the
     event is not theirs."""
-    return owned_event(conn, user_id, event_id, "e.image AS data", class_row(Picture)).data
+    return visible_event(conn, user_id, event_id, "e.image AS data", class_row(Picture)).data
 
 
-def snapshot(conn: psycopg.Connection[Any], event_id: int, user_id: int | None) -> bytes | None:
-    """The event's analysed frame (None until analysed). ``user_id`` None: any event (the
-    caller holds a signed link); otherwise only the caller's. 404 for no such event."""
+def snapshot(conn: psycopg.Connection[Any], event_id: int, user_id: int | None) -> Picture:
+    """The event's analysed frame (``data`` None until analysed), with its home. ``user_id``
+    None: any event (the caller holds a signed link); otherwise only one the caller may see.
+    404 for no such event."""
+    columns = "e.snapshot AS data, e.home_id"
     if user_id is not None:
-        return owned_event(conn, user_id, event_id, "e.snapshot AS data", class_row(Picture)).data
+        return visible_event(conn, user_id, event_id, columns, class_row(Picture))
     picture = (
         conn.cursor(row_factory=class_row(Picture))
-        .execute("SELECT snapshot AS data FROM events WHERE id = %s", (event_id,))
+        .execute(f"SELECT {columns} FROM events e WHERE e.id = %s", (event_id,))
         .fetchone()
     )
     if picture is None:
         raise not_found("event")
-    return picture.data
+    return picture
 
 
 def list_events(
     conn: psycopg.Connection[Any], user_id: int, query: EventQuery
 ) -> tuple[list[EventRow], str | None]:
     """One page of the user's events matching ``query``, and the cursor of the next page."""
-    return owned_page(
+    return member_page(
         conn,
         user_id,
         query,
         row=EventRow,
-        select=f"SELECT {EVENT_COLUMNS} FROM events e JOIN homes h ON h.id = e.home_id",
+        select=f"SELECT {EVENT_COLUMNS} FROM events e",
         alias="e",
+        camera="e.device_id",
         filters=(
             ("status", "e.status = %(status)s"),
             ("decision", "e.digest = %(decision)s"),

@@ -24,7 +24,9 @@ from flask_jwt_extended import jwt_required, verify_jwt_in_request
 from notify.links import snapshot_signature_valid
 from schedules.candidates import AddStatus, CandidateStore, IngestBucket, candidate_fields
 from schedules.score import ARM_MODES, is_critical, priority
-from store.db import single_statement
+from store.db import single_statement, transaction
+from vigil.vocabulary import AuditAction
+from webapp import audit
 from webapp.clients import get_pool, get_shards
 from webapp.config import app_settings
 from webapp.device_auth import authenticate_device, presented_device_key
@@ -35,10 +37,10 @@ from webapp.event_store import (
     event_detections,
     event_json,
     list_events,
-    owned_event_row,
     snapshot,
     store_event,
     uploaded_image,
+    visible_event_row,
 )
 from webapp.requests import query_args
 from webapp.responses import Event, EventAccepted, EventDetail, EventList, respond
@@ -152,7 +154,7 @@ def _add_candidate(made: Created, fields: EventCreate) -> None:
 @jwt_required()
 def get_event(event_id: int) -> Response:
     with get_pool().connection() as conn:
-        event = owned_event_row(conn, current_user_id(), event_id)
+        event = visible_event_row(conn, current_user_id(), event_id)
         detections = event_detections(conn, event_id)
     detail = {**event_json(event), "detections": [dataclasses.asdict(d) for d in detections]}
     return respond(EventDetail.model_validate(detail))
@@ -205,8 +207,13 @@ def get_event_snapshot(event_id: int) -> Response:
     signed = _signed_snapshot_event(event_id)
     if not signed:  # credentials first: a refused request never borrows a connection
         verify_jwt_in_request()
-    with get_pool().connection() as conn:
-        data = snapshot(conn, event_id, None if signed else current_user_id())
+    user_id = None if signed else current_user_id()
+    with transaction(get_pool()) as conn:
+        picture = snapshot(conn, event_id, user_id)
+        if picture.data is not None:  # who looked, and how (a signed link names nobody)
+            details = {"event_id": event_id, "via": "signed_link" if signed else "token"}
+            audit.record(conn, picture.home_id, user_id, AuditAction.SNAPSHOT_VIEWED, details)
+    data = picture.data
     if data is None:
         raise ApiError("no_snapshot", 404, "This event has not been analysed yet.")
     return _image_response(data, "image/jpeg")

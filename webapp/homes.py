@@ -1,4 +1,5 @@
-"""Homes: list, read, and change the settings an owner controls (arm mode, quiet hours, zone)."""
+"""Homes: list, read, arm or disarm (members), and change the settings owners control (quiet
+hours, time zone, notification policy)."""
 
 from __future__ import annotations
 
@@ -7,11 +8,12 @@ import datetime as dt
 
 from flask import Blueprint, Response
 from flask_jwt_extended import jwt_required
-from psycopg.rows import class_row
 
 from notify.policy_store import load_policy, policy_json, save_policy
 from store.db import transaction
-from webapp.access import HOME_COLUMNS, HomeRow, owned_home
+from vigil.vocabulary import AuditAction
+from webapp import audit
+from webapp.access import MEMBERS, OWNERS, MemberHome, member_home, member_homes, require_role
 from webapp.clients import get_pool
 from webapp.errors import ApiError
 from webapp.requests import json_body
@@ -29,13 +31,14 @@ def _hours(value: dt.time | None) -> str | None:
     return None if value is None else value.strftime("%H:%M")
 
 
-def home_model(home: HomeRow) -> Home:
-    """The home as the API shows it: quiet hours as "HH:MM"."""
+def home_model(home: MemberHome) -> Home:
+    """The home as the API shows it to a member: quiet hours as "HH:MM", and their role."""
     return Home.model_validate(
         {
-            **dataclasses.asdict(home),
+            **dataclasses.asdict(home.home()),
             "quiet_hours_start": _hours(home.quiet_hours_start),
             "quiet_hours_end": _hours(home.quiet_hours_end),
+            "role": home.role,
         }
     )
 
@@ -44,14 +47,7 @@ def home_model(home: HomeRow) -> Home:
 @jwt_required()
 def list_homes() -> Response:
     with get_pool().connection() as conn:
-        rows = (
-            conn.cursor(row_factory=class_row(HomeRow))
-            .execute(
-                f"SELECT {HOME_COLUMNS} FROM homes WHERE owner_id = %s ORDER BY id",
-                (current_user_id(),),
-            )
-            .fetchall()
-        )
+        rows = member_homes(conn, current_user_id())
     return respond(HomeList(homes=[home_model(row) for row in rows]))
 
 
@@ -59,7 +55,7 @@ def list_homes() -> Response:
 @jwt_required()
 def get_home(home_id: int) -> Response:
     with get_pool().connection() as conn:
-        return respond(home_model(owned_home(conn, current_user_id(), home_id)))
+        return respond(home_model(member_home(conn, current_user_id(), home_id)))
 
 
 @bp.patch("/<int:home_id>")
@@ -77,8 +73,12 @@ def patch_home(home_id: int) -> Response:
     changes = HomePatch.model_validate(body).model_dump(exclude_unset=True)
     if any(value is None for key, value in changes.items() if key in ("arm_mode", "timezone")):
         raise ApiError("validation_failed", 422, "arm_mode and timezone cannot be null.")
+    user_id = current_user_id()
     with transaction(get_pool()) as conn:
-        home = owned_home(conn, current_user_id(), home_id, lock=True)
+        home = member_home(conn, user_id, home_id, MEMBERS, lock=True)
+        settings = sorted(set(changes) - {"arm_mode"})
+        if settings:  # arming is every member's; the rest is the owners'
+            require_role(home, OWNERS)
         merged = dataclasses.replace(home, **changes)
         if (merged.quiet_hours_start is None) != (merged.quiet_hours_end is None):
             raise ApiError(
@@ -91,6 +91,11 @@ def patch_home(home_id: int) -> Response:
             conn.execute(
                 f"UPDATE homes SET {assignments} WHERE id = %(id)s", {**changes, "id": home_id}
             )
+        if merged.arm_mode != home.arm_mode:
+            details = {"from": home.arm_mode, "to": merged.arm_mode}
+            audit.record(conn, home_id, user_id, AuditAction.ARM_MODE_CHANGED, details)
+        if settings:
+            audit.record(conn, home_id, user_id, AuditAction.HOME_CHANGED, {"fields": settings})
     return respond(home_model(merged))  # the locked row with the changes applied
 
 
@@ -99,7 +104,7 @@ def patch_home(home_id: int) -> Response:
 def get_policy(home_id: int) -> Response:
     """The home's notification policy (cooldown, hourly budget, labels, summary timing)."""
     with get_pool().connection() as conn:
-        owned_home(conn, current_user_id(), home_id)
+        member_home(conn, current_user_id(), home_id)
         return respond(Policy.model_validate(policy_json(load_policy(conn, home_id))))
 
 
@@ -109,7 +114,11 @@ def update_policy(home_id: int) -> Response:
     """Change the policy; fields left out keep their value. Quiet hours and the time zone
     belong to the home itself (``PATCH /homes/<id>``)."""
     changes = PolicyUpdate.model_validate(json_body()).model_dump(exclude_none=True)
+    user_id = current_user_id()
     with transaction(get_pool()) as conn:
-        owned_home(conn, current_user_id(), home_id, lock=True)
+        member_home(conn, user_id, home_id, OWNERS, lock=True)
         policy = save_policy(conn, home_id, changes)
+        audit.record(
+            conn, home_id, user_id, AuditAction.POLICY_CHANGED, {"fields": sorted(changes)}
+        )
     return respond(Policy.model_validate(policy_json(policy)))

@@ -21,9 +21,10 @@ from psycopg.rows import class_row
 
 from store.db import transaction
 from vigil.vocabulary import DeliveryStatus, NotificationKind, Platform
+from webapp.access import MEMBER_JOIN, sees_camera
 from webapp.clients import get_pool
 from webapp.errors import not_found
-from webapp.paging import owned_page
+from webapp.paging import member_page
 from webapp.requests import query_args
 from webapp.responses import Notification, NotificationList, respond
 from webapp.schemas import NotificationQuery
@@ -119,18 +120,29 @@ def with_deliveries(
     return [{**dataclasses.asdict(row), "deliveries": by_notification[row.id]} for row in rows]
 
 
+# A notification's camera is its event's; a summary has none, so a member with a camera
+# list (who may not hear of the other cameras) does not see summaries.
+_EVENT_JOIN = "LEFT JOIN events ne ON ne.id = n.event_id"
+_CAMERA = "ne.device_id"
+# The caller's notification %(id)s, if they may see it.
+_VISIBLE = (
+    f"{_EVENT_JOIN} {MEMBER_JOIN.format(home='n.home_id')} "
+    f"WHERE n.id = %(id)s AND {sees_camera(_CAMERA)}"
+)
+
+
 def list_notifications(
     conn: psycopg.Connection[Any], user_id: int, query: NotificationQuery
 ) -> tuple[list[dict[str, Any]], str | None]:
     """One page of the user's notifications matching ``query``, and the next page's cursor."""
-    rows, cursor = owned_page(
+    rows, cursor = member_page(
         conn,
         user_id,
         query,
         row=NotificationRow,
-        select=f"SELECT {NOTIFICATION_COLUMNS} FROM notifications n "
-        "JOIN homes h ON h.id = n.home_id",
+        select=f"SELECT {NOTIFICATION_COLUMNS} FROM notifications n {_EVENT_JOIN}",
         alias="n",
+        camera=_CAMERA,
         filters=(
             ("kind", "n.kind = %(kind)s"),
             ("event_id", "n.event_id = %(event_id)s"),
@@ -147,10 +159,10 @@ def list_notifications(
 
 def _one(conn: psycopg.Connection[Any], query: str, notification_id: int) -> Response:
     """The caller's notification that ``query`` reads or changes, with its deliveries; 404
-    for another user's."""
+    for one they may not see."""
     row = (
         conn.cursor(row_factory=class_row(NotificationRow))
-        .execute(query, (notification_id, current_user_id()))
+        .execute(query, {"id": notification_id, "user_id": current_user_id()})
         .fetchone()
     )
     if row is None:
@@ -174,10 +186,7 @@ def get_notification(notification_id: int) -> Response:
     with get_pool().connection() as conn:
         return _one(
             conn,
-            f"""
-            SELECT {NOTIFICATION_COLUMNS} FROM notifications n JOIN homes h ON h.id = n.home_id
-            WHERE n.id = %s AND h.owner_id = %s
-            """,
+            f"SELECT {NOTIFICATION_COLUMNS} FROM notifications n {_VISIBLE}",
             notification_id,
         )
 
@@ -185,14 +194,16 @@ def get_notification(notification_id: int) -> Response:
 @bp.post("/<int:notification_id>/read")
 @jwt_required()
 def mark_read(notification_id: int) -> Response:
-    """Mark read (idempotent: the first read time is kept); another user's → 404."""
+    """Mark read (idempotent: the first reader and time are kept); another home's → 404.
+    A read alert stops escalating (``notify.escalation``)."""
     with transaction(get_pool()) as conn:
         return _one(
             conn,
             f"""
-            UPDATE notifications n SET read_at = coalesce(n.read_at, now())
-            FROM homes h
-            WHERE n.id = %s AND h.id = n.home_id AND h.owner_id = %s
+            UPDATE notifications n
+            SET read_at = coalesce(n.read_at, now()),
+                read_by = CASE WHEN n.read_at IS NULL THEN %(user_id)s ELSE n.read_by END
+            WHERE n.id = (SELECT n.id FROM notifications n {_VISIBLE})
             RETURNING {NOTIFICATION_COLUMNS}
             """,
             notification_id,

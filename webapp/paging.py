@@ -15,7 +15,7 @@ from typing import Any, Protocol, TypeVar
 import psycopg
 from psycopg.rows import class_row
 
-from webapp.access import owned_home
+from webapp.access import MEMBER_JOIN, member_home, sees_camera
 from webapp.errors import ApiError
 from webapp.schemas import PageQuery
 
@@ -52,7 +52,7 @@ def decode_cursor(cursor: str) -> tuple[dt.datetime, int]:
         ) from None
 
 
-def owned_page(
+def member_page(
     conn: psycopg.Connection[Any],
     user_id: int,
     query: PageQuery,
@@ -60,22 +60,25 @@ def owned_page(
     row: type[R],
     select: str,
     alias: str,
+    camera: str,
     filters: Sequence[tuple[str, str]] = (),
 ) -> tuple[list[R], str | None]:
-    """One page of ``select`` (joined to ``homes h``) owned by ``user_id``, as ``row``s, and
-    the next cursor.
+    """One page of ``select`` (rows of ``alias`` with a ``home_id``) from the homes the
+    caller is a member of, as ``row``s, and the next cursor.
 
-    Every page takes the ``PageQuery`` filters (home, time range); ``filters`` adds the
-    list's own, each a ``query`` attribute with its SQL clause, applied when it is set. A
-    ``home_id`` that is not the caller's is a 404, checked only when the page is empty
-    (another user's home can only give an empty page), so a normal page costs one query.
+    ``camera`` is the SQL of each row's camera (device id): a member with a camera list
+    sees only those cameras' rows. Every page takes the ``PageQuery`` filters (home, time
+    range); ``filters`` adds the list's own, each a ``query`` attribute with its SQL clause,
+    applied when it is set. A ``home_id`` the caller is no member of is a 404, checked only
+    when the page is empty (such a home can only give an empty page), so a normal page
+    costs one query.
     """
     common = (
         ("home_id", f"{alias}.home_id = %(home_id)s"),
         ("since", f"{alias}.created_at >= %(since)s"),
         ("until", f"{alias}.created_at < %(until)s"),
     )
-    where = ["h.owner_id = %(user_id)s"]
+    where = [sees_camera(camera)]
     params: dict[str, Any] = {"user_id": user_id, "limit": query.limit + 1}
     for name, clause in (*common, *filters):
         value = getattr(query, name)
@@ -85,17 +88,18 @@ def owned_page(
     if query.cursor is not None:
         params["after_at"], params["after_id"] = decode_cursor(query.cursor)
         where.append(f"({alias}.created_at, {alias}.id) < (%(after_at)s, %(after_id)s)")
+    member = MEMBER_JOIN.format(home=f"{alias}.home_id")
     rows = (
         conn.cursor(row_factory=class_row(row))
         .execute(
-            f"{select} WHERE {' AND '.join(where)} "
+            f"{select} {member} WHERE {' AND '.join(where)} "
             f"ORDER BY {alias}.created_at DESC, {alias}.id DESC LIMIT %(limit)s",
             params,
         )
         .fetchall()
     )
     if not rows and query.home_id is not None:
-        owned_home(conn, user_id, query.home_id)
+        member_home(conn, user_id, query.home_id)
     if len(rows) <= query.limit:
         return rows, None
     rows = rows[: query.limit]

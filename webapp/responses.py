@@ -25,6 +25,7 @@ from vigil.vocabulary import (
     NotificationKind,
     Platform,
     PresenceGroup,
+    Role,
     Tier,
 )
 
@@ -121,6 +122,7 @@ _HOME = {
     "quiet_hours_start": "23:00",
     "quiet_hours_end": "07:00",
     "created_at": _AT,
+    "role": "owner",
 }
 
 
@@ -135,6 +137,7 @@ class Home(ApiModel):
     quiet_hours_start: HoursMinutes | None
     quiet_hours_end: HoursMinutes | None
     created_at: dt.datetime
+    role: Role  # the caller's role in this home
 
 
 class HomeList(ApiModel):
@@ -201,6 +204,7 @@ class Device(ApiModel):
     has_push_token: bool
     created_at: dt.datetime
     key: DeviceKeyInfo | None
+    user_id: int | None = None  # a phone's member (its pushes follow their preferences)
 
 
 class DeviceList(ApiModel):

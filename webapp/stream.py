@@ -33,7 +33,7 @@ from flask_jwt_extended import jwt_required
 from pydantic import Field
 
 from notify import live
-from webapp.access import owned_home
+from webapp.access import member_home
 from webapp.clients import get_pool, get_redis, redis_client
 from webapp.errors import ApiError
 from webapp.requests import query_args
@@ -233,7 +233,15 @@ def stream_route() -> Response:
     last_id = _last_event_id(query)
     user_id = current_user_id()
     with get_pool().connection() as conn:
-        owned_home(conn, user_id, query.home_id)
+        home = member_home(conn, user_id, query.home_id)
+    if home.cameras is not None:
+        # The live log speaks of every camera; a member limited to some reads the history.
+        raise ApiError(
+            "camera_list_stream",
+            403,
+            "The live stream covers every camera of the home; with a camera list, read"
+            " GET /events instead.",
+        )
     config = current_app.config
     max_s = float(config["STREAM_MAX_S"])
     release = _take_slots(user_id, max_s)
