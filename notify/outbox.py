@@ -10,7 +10,7 @@ delivery as a ``ClaimedDelivery``.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -18,6 +18,7 @@ import psycopg
 from psycopg.rows import scalar_row
 from psycopg.types.json import Jsonb
 
+from notify.recipients import queue_deliveries
 from vigil.vocabulary import DecisionKind, NotificationKind, Reason
 
 
@@ -71,8 +72,10 @@ def record_notification(
     reason: Reason | DecisionKind | None = None,
     life_safety: bool = False,
     data: dict[str, str] | None = None,
+    only_users: Collection[int] | None = None,
 ) -> Recorded:
-    """Insert the notification and a pending delivery per phone of the home, once."""
+    """Insert the notification and a pending delivery per phone of its recipients
+    (``notify.recipients``; ``only_users``: of these members only), once."""
     if (event_id is None) == (summary_key is None):
         raise ValueError("a notification is either an event's alert or a summary")
     ids = conn.cursor(row_factory=scalar_row)
@@ -107,14 +110,4 @@ def record_notification(
         if existing is None:
             raise LookupError(f"notification of home {home_id} conflicted but is not there")
         return Recorded(existing, created=False)
-    deliveries: list[int] = ids.execute(
-        """
-        INSERT INTO deliveries (notification_id, home_id, device_id)
-        SELECT %s, home_id, id FROM devices WHERE home_id = %s AND kind = 'phone'
-        ORDER BY id
-        ON CONFLICT DO NOTHING
-        RETURNING id
-        """,
-        (notification_id, home_id),
-    ).fetchall()
-    return Recorded(notification_id, deliveries)
+    return Recorded(notification_id, queue_deliveries(conn, notification_id, only_users=only_users))
