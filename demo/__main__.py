@@ -22,12 +22,13 @@ import secrets
 import shutil
 import signal
 import sys
+import threading
 import time
 from collections import Counter
 
 from tqdm import tqdm
 
-from demo import push, report
+from demo import household, push, report
 from demo.client import ApiClient
 from demo.processes import ROOT, Child, ProcessError, stop_all, venv_env
 from demo.provision import create_users, set_up_home
@@ -155,11 +156,25 @@ def run(args: argparse.Namespace, children: list[Child], servers: DevServers) ->
     for home in homes:
         s = home.spec
         say(f"home      {s.home:<15} {s.tier:<10} armed {s.arm_mode:<8} user {s.email}")
+    shared = household.share_home(base_url, homes[0])
+    family = ", ".join(f"{person.email} ({person.role})" for person in household.FAMILY)
+    say(f"shared    {homes[0].spec.home}: the owner invited {family}; sam muted his phone")
+    say(
+        f"escalate  life-safety alerts of {homes[0].spec.home}: sam, then the owner, then"
+        f" everyone, {household.ESCALATION_DELAY_S}s apart unless acknowledged"
+    )
     wait_workers_ready(deep, cpu)
     ready_s = time.monotonic() - t0
     say(f"workers   deep pid {deep.pid}, cpu pid {cpu.pid}, beat; all ready after {ready_s:.0f}s")
 
     plan = plan_events(homes, args.events)
+    # The owner acknowledges the first alert that escalates, from the app, while events flow.
+    acker = threading.Thread(
+        target=household.acknowledge_first_escalation,
+        args=(base_url, shared, args.settle_timeout),
+        daemon=True,
+    )
+    acker.start()
     with StaticServer(photo_path("person").parent) as static:
         sent, accepted = send_events(plan, base_url, static, args.interval)
         ids = sorted(accepted)
@@ -170,6 +185,9 @@ def run(args: argparse.Namespace, children: list[Child], servers: DevServers) ->
         # The beat's sweep folds a home's held events after 30 s without news; rather than
         # wait for it, close every window now, push those summaries, and let the outbox drain.
         folded_now = len(push.flush_and_send(pool, env).summaries)
+        escalating = household.wait_escalations_stopped(
+            pool, [shared.home.home_id], timeout=4.0 * household.ESCALATION_DELAY_S + 10.0
+        )
         undelivered = push.wait_outbox_drained(pool, timeout=30.0)
         snapshots = report.write_snapshots(pool, ids, BASE_DIR / "snapshots")
         elapsed = time.monotonic() - t0
@@ -199,6 +217,9 @@ def run(args: argparse.Namespace, children: list[Child], servers: DevServers) ->
         )
         where = (BASE_DIR / "snapshots").relative_to(ROOT)
         print(f"snapshots: {snapshots} annotated JPEGs in {where}/")
+        escalations = household.escalation_figures(pool, [shared.home.home_id])
+        for line in household.escalation_lines(escalations):
+            print(line)
         lost = len(ids) - _known(pool, ids)
         totals = tiers["all"]
         decided = report.decision_figures(pool, [h.home_id for h in homes])
@@ -217,6 +238,9 @@ def run(args: argparse.Namespace, children: list[Child], servers: DevServers) ->
                 "tiers": {t: f for t, f in tiers.items() if t != "all"},
                 **decided,
                 "pushes_pending": undelivered,
+                "members": household.member_figures(pool, [h.home_id for h in homes]),
+                "escalations": escalations,
+                "escalations_running": escalating,
                 "elapsed_s": round(elapsed, 1),
             },
         )

@@ -24,13 +24,13 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from notify.http_push import (
     apns_expiration,
     apns_priority,
+    apns_sound,
     collapse_id,
     interruption_level,
     retry_after_s,
     transport_failure,
 )
 from notify.push import Outcome, PushMessage, SendResult
-from vigil.vocabulary import NotificationKind
 
 APNS_PRODUCTION = "https://api.push.apple.com"
 DEFAULT_TIMEOUT_S = 10.0
@@ -47,14 +47,16 @@ def apns_id(push_id: str) -> str:
         return str(uuid.uuid5(uuid.NAMESPACE_URL, f"vigil-push:{push_id}"))
 
 
-def apns_payload(message: PushMessage) -> dict[str, object]:
-    """The JSON body: ``aps`` plus the message's data keys at the top level."""
+def apns_payload(message: PushMessage, critical_alerts: bool = False) -> dict[str, object]:
+    """The JSON body: ``aps`` plus the message's data keys at the top level;
+    ``critical_alerts``: the app may show critical alerts (``APNS_CRITICAL_ALERTS``)."""
     aps: dict[str, object] = {
         "alert": {"title": message.title, "body": message.body},
-        "interruption-level": interruption_level(message),
+        "interruption-level": interruption_level(message, critical_alerts),
     }
-    if message.kind == NotificationKind.ALERT:
-        aps["sound"] = "default"
+    sound = apns_sound(message, critical_alerts)
+    if sound is not None:
+        aps["sound"] = sound
     if message.thread_id:
         aps["thread-id"] = message.thread_id
     payload: dict[str, object] = {k: v for k, v in message.data.items() if k != "aps"}
@@ -97,6 +99,7 @@ class ApnsProvider:
         timeout_s: float = DEFAULT_TIMEOUT_S,
         token_refresh_s: float = TOKEN_REFRESH_S,
         clock: Callable[[], float] = time.time,
+        critical_alerts: bool = False,
     ) -> None:
         missing = [
             n for n, v in (("key_id", key_id), ("team_id", team_id), ("topic", topic)) if not v
@@ -116,6 +119,7 @@ class ApnsProvider:
         self.endpoint = endpoint.rstrip("/")
         self.timeout_s = timeout_s
         self.token_refresh_s = token_refresh_s
+        self.critical_alerts = critical_alerts
         self._key = key
         self._clock = clock
         self._lock = threading.Lock()
@@ -181,7 +185,8 @@ class ApnsProvider:
     def send(self, message: PushMessage) -> SendResult:
         """One POST to APNs; network trouble comes back as RETRY, never raised."""
         url = f"{self.endpoint}/3/device/{urllib.parse.quote(message.token, safe='')}"
-        body = json.dumps(apns_payload(message), separators=(",", ":"), ensure_ascii=False)
+        payload = apns_payload(message, self.critical_alerts)
+        body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
         token = self.provider_token()
         headers = {**self.headers(message), "authorization": f"bearer {token}"}
         client = self._checkout()

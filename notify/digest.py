@@ -5,6 +5,9 @@ Each decision runs in one transaction with the home's row locked (``FOR NO KEY U
 which does not block new events of the home), so two digest workers deciding events of
 the same home see each other's alerts: the cooldown and the hourly budget hold under
 concurrency. The alert's notification and its deliveries commit with the decision.
+
+A life-safety alert of a home with an escalation chain goes to the chain's first member
+only, and starts its escalation in the same transaction (``notify.escalation``).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from psycopg.rows import class_row, scalar_row
 from psycopg_pool import ConnectionPool
 
 from inference.labels import PRESENCE_GROUPS
+from notify import escalation
 from notify.outbox import record_notification
 from notify.policy import Decision, decide, decide_unanalysed
 from notify.policy_store import alert_history, load_policy
@@ -59,6 +63,8 @@ class DigestReport:
     held: list[int] = field(default_factory=list)  # event ids waiting for a summary
     suppressed: list[int] = field(default_factory=list)  # nothing worth telling
     deliveries: list[int] = field(default_factory=list)  # new outbox rows to send now
+    # Escalation steps taken at once: the chain's first members had no phone to reach.
+    escalations: list[escalation.Step] = field(default_factory=list)
 
 
 # Settled events the digest decides; failed and skipped ones take the fail-safe path.
@@ -71,6 +77,10 @@ def _alert(
     failsafe = decision.kind is DecisionKind.FAILSAFE
     # A fail-safe alert says it is not verified, and why, for the app to show.
     data = {"verified": "false", "failsafe": event.error_code or "unanalysed"}
+    # A life-safety alert of a home with a chain reaches its first member, then escalates.
+    chain = escalation.load_chain(conn, event.home_id) if decision.life_safety else None
+    if chain is not None and not chain.members:
+        chain = None
     recorded = record_notification(
         conn,
         event.home_id,
@@ -83,7 +93,14 @@ def _alert(
         reason=DecisionKind.FAILSAFE if failsafe else decision.reason,
         life_safety=decision.life_safety,
         data=data if failsafe else None,
+        only_users=None if chain is None else chain.members[:1],
     )
+    if chain is not None and recorded.created:
+        steps = escalation.start(
+            conn, recorded.notification_id, event.home_id, chain, recorded.delivery_ids
+        )
+        report.escalations.extend(steps)
+        report.deliveries.extend(d for step in steps for d in step.deliveries)
     alerted = Alerted(
         event.id, event.home_id, recorded.notification_id, decision.title, decision.kind
     )

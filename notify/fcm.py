@@ -41,6 +41,7 @@ from notify.http_push import (
     MAX_REASON_CHARS,
     apns_expiration,
     apns_priority,
+    apns_sound,
     collapse_id,
     interruption_level,
     retry_after_s,
@@ -162,11 +163,16 @@ def classify_response(status: int, headers: Mapping[str, str], body: bytes) -> S
     return SendResult(Outcome.FAILED, status=status, reason=f"{reason}: {text}"[:MAX_REASON_CHARS])
 
 
+def _urgent(message: PushMessage) -> bool:
+    """High priority: an alert, and above all an escalated one."""
+    return message.time_sensitive or message.critical
+
+
 def _android_config(message: PushMessage, ttl_s: int) -> JsonObject:
     alert = message.kind == NotificationKind.ALERT
     notification = {"channel_id": "alerts" if alert else "summaries"}
     android: JsonObject = {
-        "priority": "high" if message.time_sensitive else "normal",
+        "priority": "high" if _urgent(message) else "normal",
         "ttl": f"{ttl_s}s",
         "notification": notification,
     }
@@ -177,8 +183,8 @@ def _android_config(message: PushMessage, ttl_s: int) -> JsonObject:
     return android
 
 
-def _apns_config(message: PushMessage, ttl_s: int) -> JsonObject:
-    aps: JsonObject = {"interruption-level": interruption_level(message)}
+def _apns_config(message: PushMessage, ttl_s: int, critical_alerts: bool) -> JsonObject:
+    aps: JsonObject = {"interruption-level": interruption_level(message, critical_alerts)}
     headers = {
         "apns-priority": apns_priority(message),
         "apns-push-type": "alert",
@@ -188,8 +194,9 @@ def _apns_config(message: PushMessage, ttl_s: int) -> JsonObject:
         headers["apns-collapse-id"] = collapse_id(message.collapse_key)
     if message.thread_id:
         aps["thread-id"] = message.thread_id
-    if message.kind == NotificationKind.ALERT:
-        aps["sound"] = "default"
+    sound = apns_sound(message, critical_alerts)
+    if sound is not None:
+        aps["sound"] = sound
     apns: JsonObject = {"headers": headers, "payload": {"aps": aps}}
     if message.image_url:
         aps["mutable-content"] = 1
@@ -197,8 +204,9 @@ def _apns_config(message: PushMessage, ttl_s: int) -> JsonObject:
     return apns
 
 
-def payload_args(message: PushMessage) -> JsonObject:
-    """pyfcm ``parse_payload`` arguments for a message (Android, APNs and web options)."""
+def payload_args(message: PushMessage, critical_alerts: bool = False) -> JsonObject:
+    """pyfcm ``parse_payload`` arguments for a message (Android, APNs and web options);
+    ``critical_alerts``: the iOS app may show critical alerts (``APNS_CRITICAL_ALERTS``)."""
     ttl_s = max(0, message.ttl_s)
     args: JsonObject = {
         "fcm_token": message.token,
@@ -207,10 +215,10 @@ def payload_args(message: PushMessage) -> JsonObject:
         "notification_image": message.image_url,
         "data_payload": dict(message.data),
         "android_config": _android_config(message, ttl_s),
-        "apns_config": _apns_config(message, ttl_s),
+        "apns_config": _apns_config(message, ttl_s, critical_alerts),
     }
     if message.platform == Platform.WEB:
-        urgency = "high" if message.time_sensitive else "normal"
+        urgency = "high" if _urgent(message) else "normal"
         args["webpush_config"] = {"headers": {"TTL": str(ttl_s), "Urgency": urgency}}
     return args
 
@@ -227,6 +235,7 @@ class FcmProvider:
         project_id: str | None = None,
         endpoint: str = DEFAULT_FCM_ENDPOINT,
         timeout_s: float = DEFAULT_TIMEOUT_S,
+        critical_alerts: bool = False,
     ) -> None:
         if timeout_s <= 0:
             raise ValueError("FCM timeout_s must be positive")
@@ -241,6 +250,7 @@ class FcmProvider:
             raise ValueError("FCM project id missing: set FCM_PROJECT_ID or project_id")
         self.url = f"{endpoint.rstrip('/')}/{self.project_id}/messages:send"
         self.timeout_s = timeout_s
+        self.critical_alerts = critical_alerts
         self._payloads = FCMNotification(credentials=credentials)  # parse_payload only
         self._token = _AccessToken(credentials, timeout_s)
         # No retries in the adapter: a 5xx goes back to the sender, which backs off.
@@ -270,7 +280,8 @@ class FcmProvider:
 
     def send(self, message: PushMessage) -> SendResult:
         """One POST to FCM; network and auth trouble come back as a SendResult."""
-        body: bytes = self._payloads.parse_payload(**payload_args(message))
+        args = payload_args(message, self.critical_alerts)
+        body: bytes = self._payloads.parse_payload(**args)
         try:
             response = self._post(body)
             if access_token_expired(response.status_code, response.content):

@@ -9,8 +9,10 @@ import time
 from datetime import UTC
 
 from notify.push import Outcome, PushMessage, SendResult
+from vigil.vocabulary import NotificationKind
 
 MAX_REASON_CHARS = 300  # what a delivery row keeps of an error
+CRITICAL_SOUND = {"critical": 1, "name": "default", "volume": 1.0}
 
 
 def retry_after_s(value: str | None) -> float | None:
@@ -37,11 +39,24 @@ def collapse_id(key: str) -> str:
 
 def apns_priority(message: PushMessage) -> str:
     """10: deliver now and wake the phone; 5: when the phone sees fit."""
-    return "10" if message.time_sensitive else "5"
+    return "10" if message.time_sensitive or message.critical else "5"
 
 
-def interruption_level(message: PushMessage) -> str:
-    return "time-sensitive" if message.time_sensitive else "passive"
+def interruption_level(message: PushMessage, critical_alerts: bool = False) -> str:
+    """A critical push is a critical alert only where the app holds Apple's critical-alerts
+    entitlement (``critical_alerts``): without it iOS would drop the level, so it stays
+    time-sensitive."""
+    if message.critical and critical_alerts:
+        return "critical"
+    return "time-sensitive" if message.time_sensitive or message.critical else "passive"
+
+
+def apns_sound(message: PushMessage, critical_alerts: bool = False) -> object | None:
+    """The ``aps.sound``: a critical alert's plays at full volume through the silent switch;
+    other alerts ring as usual; summaries are silent (None)."""
+    if message.critical and critical_alerts:
+        return dict(CRITICAL_SOUND)
+    return "default" if message.kind == NotificationKind.ALERT else None
 
 
 def apns_expiration(ttl_s: int, now: float) -> str:

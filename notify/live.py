@@ -15,6 +15,9 @@ digest and expiry tasks and the outbox sender (``tasks/digest.py``):
 - ``push.delivered``: a push reached a provider (notification_id, device_id, provider,
   status, kind)
 - ``push.failed``: a push was refused or gave up (the same keys)
+- ``escalation``: an unacknowledged life-safety alert reached the next member of the
+  chain, or everyone, or stopped (notification_id, step, members, pushes,
+  stopped_reason, stopped_by)
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ KINDS = frozenset(
         "summary",
         "push.delivered",
         "push.failed",
+        "escalation",
     }
 )
 START = "0-0"  # before every entry: reading after it replays the whole log

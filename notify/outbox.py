@@ -45,6 +45,9 @@ class PushContent:
     push_token: str | None
     platform: str | None  # a Platform; None once the phone was removed
     has_snapshot: bool
+    # Queued by an escalation step: sent as a critical alert (``deliveries.critical``).
+    # Keyword-only with a default, so rows read without the column stay readable.
+    critical: bool = field(default=False, kw_only=True)
 
 
 @dataclass(frozen=True)

@@ -56,4 +56,5 @@ def build_message(row: PushContent, links: Links) -> PushMessage:
         image_url=snapshot,
         time_sensitive=kind == NotificationKind.ALERT,
         ttl_s=ttl_s(kind),
+        critical=row.critical,
     )

@@ -3,8 +3,10 @@
 FCM_CREDENTIALS_JSON (the service-account JSON) or FCM_CREDENTIALS_FILE, FCM_PROJECT_ID
 and FCM_ENDPOINT (optional) configure FCM. APNS_KEY (the .p8 PEM) or APNS_KEY_FILE,
 APNS_KEY_ID, APNS_TEAM_ID and APNS_TOPIC configure APNs, all or none; APNS_ENDPOINT is
-optional. PUSH_TIMEOUT_S bounds each request. Without credentials every platform gets the
-embedded provider, whose pushes live only in PostgreSQL.
+optional. PUSH_TIMEOUT_S bounds each request. APNS_CRITICAL_ALERTS lets escalated
+life-safety alerts reach iPhones as critical alerts (through APNs, or FCM's ``apns``
+block). Without credentials every platform gets the embedded provider, whose pushes live
+only in PostgreSQL.
 """
 
 from __future__ import annotations
@@ -85,6 +87,7 @@ def fcm_from_settings(settings: Settings) -> FcmProvider | None:
         project_id=settings.fcm_project_id,
         endpoint=settings.fcm_endpoint,
         timeout_s=settings.push_timeout_s,
+        critical_alerts=settings.apns_critical_alerts,
     )
 
 
@@ -112,6 +115,7 @@ def apns_from_settings(settings: Settings) -> ApnsProvider | None:
         topic=topic,
         endpoint=settings.apns_endpoint,
         timeout_s=settings.push_timeout_s,
+        critical_alerts=settings.apns_critical_alerts,
     )
 
 

@@ -47,6 +47,9 @@ class PushMessage:
     image_url: str | None = None  # annotated snapshot
     time_sensitive: bool = False  # alerts: high priority / time-sensitive interruption level
     ttl_s: int = 3600  # drop it if the phone stays offline longer than this
+    # An escalated life-safety alert: FCM high priority; on iOS a critical alert (through
+    # the silent switch and Do Not Disturb) where the app is entitled to send one.
+    critical: bool = False
 
 
 @dataclass(frozen=True)

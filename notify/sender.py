@@ -134,7 +134,7 @@ RETURNING d.id, due.was = 'sending' AS reclaimed
 
 _DETAILS = """
 SELECT d.id, d.attempts, d.push_id, d.device_id, d.created_at, d.notification_id,
-       n.home_id, n.event_id, n.kind, n.title, n.body, n.data,
+       d.critical, n.home_id, n.event_id, n.kind, n.title, n.body, n.data,
        dev.push_token, dev.platform,
        (e.snapshot IS NOT NULL) AS has_snapshot,
        now() AS now,

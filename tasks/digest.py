@@ -3,7 +3,9 @@
 Alerts are sent by the digest task itself right after its decisions commit (no extra
 broker hop between "analysed" and the provider call); whatever that attempt leaves
 pending — a provider 500, a timeout, a worker that died — is picked up by the
-``tasks.digest.send_due`` sweep that beat runs every few seconds.
+``tasks.digest.send_due`` sweep that beat runs every few seconds. Life-safety alerts nobody
+acknowledged climb their home's escalation chain through the ``tasks.digest.escalate_due``
+sweep (``notify.escalation``), whose steps are due times in rows, never countdowns.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from collections.abc import Sequence
 
 from celery import shared_task
 
-from notify import live
+from notify import escalation, live
 from notify import summaries as summary_fold
 from notify.digest import DigestReport, digest_events, undigested
 from notify.outbox import ClaimedDelivery
@@ -81,6 +83,27 @@ def publish_alerts(ctx: WorkerContext, report: DigestReport) -> None:
         live.publish(ctx.redis, alert.home_id, "alert", fields)
 
 
+def publish_escalations(ctx: WorkerContext, steps: Sequence[escalation.Step]) -> None:
+    """An ``escalation`` entry on the home's live log per step taken or stop."""
+    entries = [
+        (
+            step.home_id,
+            "escalation",
+            {
+                "notification_id": step.notification_id,
+                "step": step.step,
+                "members": step.members,  # null: everyone, or a stop
+                "pushes": len(step.deliveries),
+                "stopped_reason": step.stopped,
+                "stopped_by": step.stopped_by,
+            },
+        )
+        for step in steps
+    ]
+    if entries:
+        live.publish_all(ctx.redis, entries)
+
+
 def _summary(report: SendReport) -> dict:
     return {"claimed": report.claimed, **dict(report.outcomes)}
 
@@ -92,6 +115,7 @@ def digest(event_ids: list[int], tier: str | None = None) -> dict:
     ctx = context()
     report = digest_events(ctx.pool, event_ids)
     publish_alerts(ctx, report)
+    publish_escalations(ctx, report.escalations)
     pushed = push(ctx, report.deliveries) if report.deliveries else SendReport()
     return {
         "alerts": [a.event_id for a in report.alerts],
@@ -137,6 +161,18 @@ def digest_undigested() -> list[int]:
     if decided:
         log.warning("decided %d settled events whose digest message was lost", len(decided))
     publish_alerts(ctx, report)
+    publish_escalations(ctx, report.escalations)
     if report.deliveries:
         push(ctx, report.deliveries)
     return decided
+
+
+@shared_task(**HOUSEKEEPING, acks_late=True, soft_time_limit=50, time_limit=60)
+def escalate_due() -> dict:
+    """The escalation sweep: each life-safety alert nobody acknowledged or read within its
+    home's delay reaches the next member of the chain (critical pushes), then everyone."""
+    ctx = context()
+    report = escalation.advance_due(ctx.pool, SWEEP_LIMIT)
+    pushed = push(ctx, report.deliveries) if report.deliveries else SendReport()
+    publish_escalations(ctx, report.steps)
+    return {"steps": len(report.steps), "pushes": _summary(pushed)}

@@ -26,6 +26,8 @@ FLUSH_SUMMARIES_EVERY_S = 10.0
 DIGEST_UNDIGESTED_EVERY_S = 30.0
 # Outbox retries and expired send leases: due times live in the rows, not in countdowns.
 SEND_DUE_EVERY_S = 2.0
+# Unacknowledged life-safety alerts climb their escalation chain: due times live in rows.
+ESCALATE_DUE_EVERY_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,7 @@ def periodic_tasks(config: SchedulerConfig) -> list[Periodic]:
         Periodic(digest.flush_summaries, FLUSH_SUMMARIES_EVERY_S),
         Periodic(digest.digest_undigested, DIGEST_UNDIGESTED_EVERY_S),
         Periodic(digest.send_due, SEND_DUE_EVERY_S),
+        Periodic(digest.escalate_due, ESCALATE_DUE_EVERY_S),
     ]
 
 

@@ -59,6 +59,7 @@ def test_alerts_and_summaries_of_your_homes_newest_first(client, ana, bob, db):
     assert set(alert_json) == {
         *("id", "kind", "title", "body", "event_id", "home_id", "location", "labels", "reason"),
         *("life_safety", "created_at", "read_at", "deliveries"),
+        *("read_by", "acked_at", "acked_by", "escalation"),
     }
     assert (alert_json["kind"], alert_json["event_id"]) == ("alert", event)
     assert alert_json["labels"] == ["person"] and alert_json["life_safety"] is True

@@ -369,3 +369,53 @@ def test_warm_signs_the_provider_token_the_first_send_uses(apns, server):
     token = apns.provider_token()
     assert apns.send(message()).outcome is Outcome.SENT
     assert server.provider_tokens == [token]
+
+
+CRITICAL_SOUND = {"critical": 1, "name": "default", "volume": 1.0}
+
+
+def test_a_critical_push_is_a_critical_alert_where_the_app_is_entitled(server):
+    server.reset()
+    entitled = provider_for(server, critical_alerts=True)
+    try:
+        assert entitled.send(message(critical=True)).outcome is Outcome.SENT
+        assert entitled.send(message(push_id="1" * 32)).outcome is Outcome.SENT  # not critical
+    finally:
+        entitled.close()
+    critical, plain = server.accepted
+    assert critical["headers"]["apns-priority"] == "10"
+    aps = critical["payload"]["aps"]
+    assert (aps["interruption-level"], aps["sound"]) == ("critical", CRITICAL_SOUND)
+    assert aps["alert"] == {"title": "Person at the front door", "body": "Front door, 21:04"}
+    aps = plain["payload"]["aps"]  # an alert that did not escalate stays time-sensitive
+    assert (aps["interruption-level"], aps["sound"]) == ("time-sensitive", "default")
+
+
+def test_a_critical_push_stays_time_sensitive_without_the_entitlement(apns, server):
+    assert apns.critical_alerts is False  # APNS_CRITICAL_ALERTS is off by default
+    assert apns.send(message(critical=True, time_sensitive=False)).outcome is Outcome.SENT
+    (accepted,) = server.accepted
+    assert accepted["headers"]["apns-priority"] == "10"
+    aps = accepted["payload"]["aps"]
+    assert (aps["interruption-level"], aps["sound"]) == ("time-sensitive", "default")
+
+
+def test_the_critical_alerts_setting_reaches_both_providers_of_ios(server):
+    with FcmServer() as fcm_server:
+        env = {
+            "FCM_CREDENTIALS_JSON": json.dumps(fcm_server.service_account_info()),
+            "FCM_ENDPOINT": fcm_server.endpoint,
+            "APNS_KEY": server.key_pem(),
+            "APNS_KEY_ID": server.key_id,
+            "APNS_TEAM_ID": server.team_id,
+            "APNS_TOPIC": server.topic,
+        }
+        for value, entitled in (("", False), ("false", False), ("on", True)):
+            providers = providers_for({**env, "APNS_CRITICAL_ALERTS": value})
+            try:
+                assert providers.for_platform("ios").critical_alerts is entitled
+                assert providers.for_platform("android").critical_alerts is entitled
+            finally:
+                providers.close()
+    with pytest.raises(ValueError, match="APNS_CRITICAL_ALERTS"):
+        providers_for({"APNS_CRITICAL_ALERTS": "maybe"})

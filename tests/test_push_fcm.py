@@ -346,3 +346,53 @@ def test_pyfcm_own_sending_sleeps_on_retry_after_and_sends_again(server):
     assert response.status_code == 200
     assert time.monotonic() - started >= 1.0
     assert [r["status"] for r in sends(server)] == [200, 429, 200]
+
+
+def test_a_critical_push_is_high_priority_on_every_platform(server):
+    server.reset()
+    provider = FcmProvider(server.service_account_info(), endpoint=server.endpoint, timeout_s=3.0)
+    try:
+        # Not time-sensitive on its own: critical alone makes it urgent.
+        for platform in (Platform.ANDROID, Platform.WEB, Platform.IOS):
+            sent = provider.send(message(platform=platform, critical=True, time_sensitive=False))
+            assert sent.outcome is Outcome.SENT
+    finally:
+        provider.close()
+    android, web, ios = (a["message"] for a in server.accepted)
+    assert android["android"]["priority"] == "high"
+    assert web["webpush"]["headers"]["Urgency"] == "high"
+    assert ios["apns"]["headers"]["apns-priority"] == "10"
+    # Without APNS_CRITICAL_ALERTS the iOS app is not entitled: time-sensitive, usual sound.
+    aps = ios["apns"]["payload"]["aps"]
+    assert (aps["interruption-level"], aps["sound"]) == ("time-sensitive", "default")
+
+
+def test_a_critical_push_is_a_critical_alert_on_an_entitled_iphone(server):
+    server.reset()
+    provider = FcmProvider(
+        server.service_account_info(),
+        endpoint=server.endpoint,
+        timeout_s=3.0,
+        critical_alerts=True,
+    )
+    try:
+        assert provider.send(message(platform=Platform.IOS, critical=True)).outcome is Outcome.SENT
+        assert provider.send(message(platform=Platform.IOS)).outcome is Outcome.SENT
+    finally:
+        provider.close()
+    critical, plain = (a["message"]["apns"]["payload"]["aps"] for a in server.accepted)
+    assert critical["interruption-level"] == "critical"
+    assert critical["sound"] == {"critical": 1, "name": "default", "volume": 1.0}
+    assert (plain["interruption-level"], plain["sound"]) == ("time-sensitive", "default")
+
+
+@pytest.mark.unit
+def test_a_summary_is_never_urgent_and_a_critical_push_always_is():
+    summary = payload_args(message(kind="summary", time_sensitive=False, platform=Platform.WEB))
+    assert summary["android_config"]["priority"] == "normal"
+    assert summary["webpush_config"]["headers"]["Urgency"] == "normal"
+    assert summary["apns_config"]["payload"]["aps"]["interruption-level"] == "passive"
+    critical = payload_args(message(critical=True, time_sensitive=False, platform=Platform.WEB))
+    assert critical["android_config"]["priority"] == "high"
+    assert critical["webpush_config"]["headers"]["Urgency"] == "high"
+    assert critical["apns_config"]["headers"]["apns-priority"] == "10"

@@ -347,6 +347,15 @@ class Settings:
         url,
         group="push",
     )
+    apns_critical_alerts: bool = var(
+        "APNS_CRITICAL_ALERTS",
+        False,
+        "escalated life-safety alerts go out as iOS critical alerts (the app must hold "
+        "Apple's critical-alerts entitlement); off: time-sensitive",
+        boolean,
+        group="push",
+        shown_default="off",
+    )
     push_timeout_s: float = var(
         "PUSH_TIMEOUT_S",
         10.0,

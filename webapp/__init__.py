@@ -68,12 +68,16 @@ def create_app(
         devices,
         docs_ui,
         errors,
+        escalation,
         events,
         health,
         homes,
+        invitations,
+        members,
         metrics,
         notifications,
         openapi,
+        preferences,
         ratelimit,
         stream,
     )
@@ -84,7 +88,19 @@ def create_app(
     ratelimit.init_app(app)
     metrics.init_app(app)
     auth.init_app(app)
-    for module in (homes, devices, events, notifications, stream, health, openapi):
+    for module in (
+        homes,
+        members,
+        invitations,
+        preferences,
+        escalation,
+        devices,
+        events,
+        notifications,
+        stream,
+        health,
+        openapi,
+    ):
         app.register_blueprint(module.bp)
     app.register_blueprint(docs_ui.blueprint())
     cli.init_app(app)

@@ -161,10 +161,15 @@ def register() -> Response:
         raise ApiError(
             "email_taken", 409, "An account with this email already exists; log in instead."
         ) from None
+    return session_response(user_id, 201)
+
+
+def session_response(user_id: int, status: int) -> Response:
+    """A new session's tokens for a user just created (sign-up, joining by invitation)."""
     pair = tokens.start_session(user_id)
     if pair is None:  # just created, enabled: a session always starts
         raise ApiError("account_disabled", 403, "This account is disabled.")
-    return _tokens_json(pair, 201)
+    return _tokens_json(pair, status)
 
 
 @bp.post("/refresh")

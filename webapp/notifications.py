@@ -1,9 +1,11 @@
-"""Notifications: the alerts and summaries of your homes, their pushes, read marks.
+"""Notifications: the alerts and summaries of your homes, their pushes, read marks, acks.
 
 One notification is one alert or summary, listed newest first by (created_at, id) with the
 same cursor as ``GET /events``; ``deliveries`` says, per phone, where its push stands
 (pending, sending, sent, failed, invalid_token), through which provider, after how many
-attempts, and the provider's last answer.
+attempts, and the provider's last answer; ``escalation``, where a life-safety alert's climb
+up its home's chain stands. Reading or acknowledging an alert stops its escalation
+(``notify.escalation``).
 """
 
 from __future__ import annotations
@@ -19,8 +21,16 @@ from flask import Blueprint, Response
 from flask_jwt_extended import jwt_required
 from psycopg.rows import class_row
 
+from notify import escalation
 from store.db import transaction
-from vigil.vocabulary import DeliveryStatus, NotificationKind, Platform
+from vigil.vocabulary import (
+    AuditAction,
+    DeliveryStatus,
+    EscalationStop,
+    NotificationKind,
+    Platform,
+)
+from webapp import audit
 from webapp.access import MEMBER_JOIN, sees_camera
 from webapp.clients import get_pool
 from webapp.errors import not_found
@@ -49,6 +59,9 @@ class NotificationRow:
     life_safety: bool
     created_at: dt.datetime
     read_at: dt.datetime | None
+    read_by: int | None
+    acked_at: dt.datetime | None
+    acked_by: int | None
 
     def __post_init__(self) -> None:
         # class_row passes the columns' text; the fields hold the vocabulary's members.
@@ -88,7 +101,7 @@ class DeliveryRow:
 
 NOTIFICATION_COLUMNS = (
     "n.id, n.kind, n.title, n.body, n.event_id, n.home_id, n.location, n.labels, n.reason, "
-    "n.life_safety, n.created_at, n.read_at"
+    "n.life_safety, n.created_at, n.read_at, n.read_by, n.acked_at, n.acked_by"
 )
 DELIVERY_COLUMNS = (
     "d.id, d.notification_id, d.device_id, dev.name AS device_name, dev.platform, d.provider, "
@@ -99,8 +112,8 @@ DELIVERY_COLUMNS = (
 def with_deliveries(
     conn: psycopg.Connection[Any], rows: list[NotificationRow]
 ) -> list[dict[str, Any]]:
-    """The notifications as the API shows them, each with its deliveries (one query for the
-    page)."""
+    """The notifications as the API shows them, each with its deliveries and escalation (a
+    query each for the page)."""
     by_notification: dict[int, list[dict[str, Any]]] = defaultdict(list)
     if rows:
         deliveries = (
@@ -117,7 +130,23 @@ def with_deliveries(
         )
         for delivery in deliveries:
             by_notification[delivery.notification_id].append(delivery.as_json())
-    return [{**dataclasses.asdict(row), "deliveries": by_notification[row.id]} for row in rows]
+    climbs = escalation.states(conn, [row.id for row in rows])
+    return [
+        {
+            **dataclasses.asdict(row),
+            "escalation": _escalation_json(climbs.get(row.id)),
+            "deliveries": by_notification[row.id],
+        }
+        for row in rows
+    ]
+
+
+def _escalation_json(state: escalation.EscalationState | None) -> dict[str, Any] | None:
+    if state is None:
+        return None
+    body = dataclasses.asdict(state)
+    del body["notification_id"]
+    return body
 
 
 # A notification's camera is its event's; a summary has none, so a member with a camera
@@ -157,9 +186,9 @@ def list_notifications(
     return with_deliveries(conn, rows), cursor
 
 
-def _one(conn: psycopg.Connection[Any], query: str, notification_id: int) -> Response:
-    """The caller's notification that ``query`` reads or changes, with its deliveries; 404
-    for one they may not see."""
+def _row(conn: psycopg.Connection[Any], query: str, notification_id: int) -> NotificationRow:
+    """The caller's notification that ``query`` reads or changes; 404 for one they may not
+    see."""
     row = (
         conn.cursor(row_factory=class_row(NotificationRow))
         .execute(query, {"id": notification_id, "user_id": current_user_id()})
@@ -167,7 +196,20 @@ def _one(conn: psycopg.Connection[Any], query: str, notification_id: int) -> Res
     )
     if row is None:
         raise not_found("notification")
+    return row
+
+
+def _answer(conn: psycopg.Connection[Any], row: NotificationRow) -> Response:
     return respond(Notification.model_validate(with_deliveries(conn, [row])[0]))
+
+
+def _one(conn: psycopg.Connection[Any], query: str, notification_id: int) -> Response:
+    """The caller's notification that ``query`` reads, with its deliveries; 404 for one they
+    may not see."""
+    return _answer(conn, _row(conn, query, notification_id))
+
+
+_SELECT_VISIBLE = f"SELECT {NOTIFICATION_COLUMNS} FROM notifications n {_VISIBLE}"
 
 
 @bp.get("")
@@ -184,11 +226,7 @@ def list_notifications_route() -> Response:
 @jwt_required()
 def get_notification(notification_id: int) -> Response:
     with get_pool().connection() as conn:
-        return _one(
-            conn,
-            f"SELECT {NOTIFICATION_COLUMNS} FROM notifications n {_VISIBLE}",
-            notification_id,
-        )
+        return _one(conn, _SELECT_VISIBLE, notification_id)
 
 
 @bp.post("/<int:notification_id>/read")
@@ -196,15 +234,36 @@ def get_notification(notification_id: int) -> Response:
 def mark_read(notification_id: int) -> Response:
     """Mark read (idempotent: the first reader and time are kept); another home's → 404.
     A read alert stops escalating (``notify.escalation``)."""
+    user_id = current_user_id()
     with transaction(get_pool()) as conn:
-        return _one(
+        _row(conn, _SELECT_VISIBLE, notification_id)  # 404 for one the caller may not see
+        # Taken first, so a sweep step of this alert and the read take turns.
+        escalation.lock(conn, notification_id)
+        row = _row(
             conn,
             f"""
             UPDATE notifications n
             SET read_at = coalesce(n.read_at, now()),
                 read_by = CASE WHEN n.read_at IS NULL THEN %(user_id)s ELSE n.read_by END
-            WHERE n.id = (SELECT n.id FROM notifications n {_VISIBLE})
+            WHERE n.id = %(id)s
             RETURNING {NOTIFICATION_COLUMNS}
             """,
             notification_id,
         )
+        escalation.stop(conn, notification_id, EscalationStop.READ, user_id)
+        return _answer(conn, row)
+
+
+@bp.post("/<int:notification_id>/ack")
+@jwt_required()
+def acknowledge(notification_id: int) -> Response:
+    """Acknowledge an alert: someone is on it. Its escalation stops at once (nobody further
+    down the chain is woken); idempotent: the first ack, its member and time are kept."""
+    user_id = current_user_id()
+    with transaction(get_pool()) as conn:
+        row = _row(conn, _SELECT_VISIBLE, notification_id)
+        acked = escalation.acknowledge(conn, notification_id, user_id)  # locks it first
+        if acked.first:
+            details = {"notification_id": notification_id, "step": acked.step}
+            audit.record(conn, row.home_id, user_id, AuditAction.ALERT_ACKNOWLEDGED, details)
+        return _one(conn, _SELECT_VISIBLE, notification_id)

@@ -57,6 +57,7 @@ _ERRORS: dict[int, tuple[str, str, str]] = {
     ),
     404: ("No such resource, or not yours (the answers are the same)", "not_found", "..."),
     409: ("Conflicts with what exists", "device_name_taken", "..."),
+    410: ("No longer usable (an expired or revoked invitation)", "invitation_expired", "..."),
     413: ("The body is over the upload limit", "request_too_large", "..."),
     415: ("Not the content type this operation takes", "unsupported_media_type", "..."),
     422: (

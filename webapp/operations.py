@@ -17,14 +17,21 @@ from webapp import responses
 from webapp.event_input import IDEMPOTENCY_HEADER, IMAGE_TYPES, MAX_IDEMPOTENCY_KEY
 from webapp.responses import ApiModel
 from webapp.schemas import (
+    AuditQuery,
     DeviceCreate,
     DeviceQuery,
+    EscalationUpdate,
     EventCreate,
     EventQuery,
     HomePatch,
+    InvitationAccept,
+    InvitationCreate,
+    JoinRequest,
     LoginRequest,
+    MemberPatch,
     NotificationQuery,
     PolicyUpdate,
+    PreferencesPatch,
     RegisterRequest,
 )
 from webapp.stream import LAST_EVENT_ID_HEADER, StreamQuery
@@ -163,6 +170,16 @@ OPERATIONS: tuple[Operation, ...] = (
         errors=(404, 409, 429),
     ),
     Operation(
+        "POST /auth/join",
+        "auth.join",
+        "Sign up with an invitation's token: a new user with the invitation's email, a member"
+        " of its home, and their session's tokens (an existing user logs in and accepts)",
+        {201: Answer("Created", responses.Tokens)},
+        auth="public",
+        body=JoinRequest,
+        errors=(404, 409, 410, 429),
+    ),
+    Operation(
         "POST /auth/refresh",
         "auth.refresh_tokens",
         "New access and refresh tokens (send the refresh token; it stops working, and sending"
@@ -219,6 +236,102 @@ OPERATIONS: tuple[Operation, ...] = (
         "Change cooldown, hourly budget, alert labels or summary timing",
         {200: Answer(_OK, responses.Policy)},
         body=PolicyUpdate,
+        ids=("home_id",),
+    ),
+    Operation(
+        "GET /homes/{home_id}/preferences",
+        "homes.get_preferences",
+        "Your own notification preferences in this home (any member)",
+        {200: Answer(_OK, responses.Preferences)},
+        ids=("home_id",),
+    ),
+    Operation(
+        "PATCH /homes/{home_id}/preferences",
+        "homes.update_preferences",
+        "Mute, set your own quiet hours, choose the cameras and labels that alert you and"
+        " whether summaries do (any member, for themselves; life safety always reaches you)",
+        {200: Answer(_OK, responses.Preferences)},
+        body=PreferencesPatch,
+        ids=("home_id",),
+    ),
+    Operation(
+        "GET /homes/{home_id}/members",
+        "homes.list_members",
+        "The home's members, their roles and cameras, in the order they joined",
+        {200: Answer(_OK, responses.MemberList)},
+        ids=("home_id",),
+    ),
+    Operation(
+        "PATCH /homes/{home_id}/members/{user_id}",
+        "homes.update_member",
+        "Change a member's role or the cameras they may see (owners; not the account holder)",
+        {200: Answer(_OK, responses.Member)},
+        body=MemberPatch,
+        ids=("home_id", "user_id"),
+    ),
+    Operation(
+        "DELETE /homes/{home_id}/members/{user_id}",
+        "homes.remove_member",
+        "Remove a member (owners), or leave (your own user id); their phones in the home go"
+        " too, and their tokens no longer reach it",
+        {204: Answer("Removed")},
+        ids=("home_id", "user_id"),
+    ),
+    Operation(
+        "POST /homes/{home_id}/invitations",
+        "homes.create_invitation",
+        "Invite someone by email with a role and cameras; the token is in this answer only",
+        {201: Answer("Created", responses.IssuedInvitation)},
+        body=InvitationCreate,
+        ids=("home_id",),
+        errors=(409,),
+    ),
+    Operation(
+        "GET /homes/{home_id}/invitations",
+        "homes.list_invitations",
+        "The home's invitations, newest first, with their status (never their tokens)",
+        {200: Answer(_OK, responses.InvitationList)},
+        ids=("home_id",),
+    ),
+    Operation(
+        "DELETE /homes/{home_id}/invitations/{invitation_id}",
+        "homes.revoke_invitation",
+        "Revoke an invitation not yet accepted",
+        {204: Answer("Revoked")},
+        ids=("home_id", "invitation_id"),
+        errors=(409,),
+    ),
+    Operation(
+        "POST /invitations/accept",
+        "homes.accept_invitation",
+        "Join the home of an invitation sent to your account's email",
+        {200: Answer(_OK, responses.Home)},
+        body=InvitationAccept,
+        errors=(404, 409, 410),
+    ),
+    Operation(
+        "GET /homes/{home_id}/escalation",
+        "homes.get_escalation",
+        "Who hears of a life-safety alert nobody acknowledged, in turn, and the delay between them",
+        {200: Answer(_OK, responses.EscalationChain)},
+        ids=("home_id",),
+    ),
+    Operation(
+        "PUT /homes/{home_id}/escalation",
+        "homes.replace_escalation",
+        "Set the escalation chain (members of the home, at most 10; [] alerts everyone at"
+        " once) and its delay (owners)",
+        {200: Answer(_OK, responses.EscalationChain)},
+        body=EscalationUpdate,
+        ids=("home_id",),
+    ),
+    Operation(
+        "GET /homes/{home_id}/audit",
+        "homes.list_audit",
+        "Who armed, disarmed, changed the policy or the members, viewed snapshots: newest"
+        " first, by cursor (owners)",
+        {200: Answer(_OK, responses.AuditList)},
+        query=AuditQuery,
         ids=("home_id",),
     ),
     Operation(
@@ -334,7 +447,15 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation(
         "POST /notifications/{notification_id}/read",
         "notifications.mark_notification_read",
-        "Mark a notification read",
+        "Mark a notification read (an escalating alert stops escalating)",
+        {200: Answer(_OK, responses.Notification)},
+        ids=("notification_id",),
+    ),
+    Operation(
+        "POST /notifications/{notification_id}/ack",
+        "notifications.acknowledge_notification",
+        "Acknowledge an alert: its escalation stops at once, nobody further down the chain"
+        " is woken (idempotent: the first ack is kept)",
         {200: Answer(_OK, responses.Notification)},
         ids=("notification_id",),
     ),

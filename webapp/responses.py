@@ -18,9 +18,11 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from vigil.vocabulary import (
     ArmMode,
+    AuditAction,
     DecisionKind,
     DeliveryStatus,
     DeviceKind,
+    EscalationStop,
     EventStatus,
     NotificationKind,
     Platform,
@@ -169,6 +171,47 @@ class Policy(ApiModel):
     summary_window_s: int
     summary_idle_s: int
     summary_interval_s: int
+
+
+class Preferences(ApiModel):
+    """The caller's own notification preferences in one home; a member who never changed
+    them has the defaults (everything on, ``updated_at`` null). Life-safety alerts reach
+    them whatever these say (``notify.recipients``)."""
+
+    model_config = _example(
+        {
+            "home_id": 1,
+            "user_id": 5,
+            "muted_until": "2025-06-01T13:00:00+00:00",
+            "muted": True,
+            "quiet_hours_start": "23:00",
+            "quiet_hours_end": "07:00",
+            "alert_cameras": [3],
+            "alert_labels": ["person"],
+            "summaries": False,
+            "updated_at": _AT,
+        }
+    )
+
+    home_id: int
+    user_id: int
+    muted_until: Annotated[
+        dt.datetime | None, Field(description="nothing but life safety until then")
+    ]
+    muted: Annotated[bool, Field(description="muted_until is still ahead")]
+    quiet_hours_start: Annotated[
+        HoursMinutes | None, Field(description="on the home's clock; start > end spans midnight")
+    ]
+    quiet_hours_end: HoursMinutes | None
+    alert_cameras: Annotated[
+        list[int] | None, Field(description="alerts of these cameras only; null: every one")
+    ]
+    alert_labels: Annotated[
+        list[PresenceGroup] | None,
+        Field(description="alerts naming one of these only; null: all the home alerts on"),
+    ]
+    summaries: bool
+    updated_at: Annotated[dt.datetime | None, Field(description="null: never changed")]
 
 
 # --- devices ----------------------------------------------------------------------------
@@ -415,6 +458,16 @@ _NOTIFICATION = {
     "life_safety": True,
     "created_at": _LATER,
     "read_at": None,
+    "read_by": None,
+    "acked_at": None,
+    "acked_by": None,
+    "escalation": {
+        "step": 0,
+        "chain": [1, 5],
+        "stopped_reason": None,
+        "stopped_at": None,
+        "next_at": "2025-06-01T12:01:02.400000+00:00",
+    },
     "deliveries": [
         {
             "id": 9,
@@ -430,6 +483,20 @@ _NOTIFICATION = {
         }
     ],
 }
+
+
+class Escalation(ApiModel):
+    """Where a life-safety alert's escalation stands: the chain it climbs (user ids, as
+    it stood when the alert was raised), the step reached (0: the chain's first member;
+    the chain's length: every member), and when the next step is due."""
+
+    step: int
+    chain: list[int]
+    stopped_reason: Annotated[
+        EscalationStop | None, Field(description="null while it still escalates")
+    ]
+    stopped_at: dt.datetime | None
+    next_at: Annotated[dt.datetime | None, Field(description="null once stopped")]
 
 
 class Notification(ApiModel):
@@ -449,6 +516,13 @@ class Notification(ApiModel):
     life_safety: bool
     created_at: dt.datetime
     read_at: dt.datetime | None
+    read_by: Annotated[int | None, Field(description="who read it first")]
+    acked_at: dt.datetime | None
+    acked_by: Annotated[int | None, Field(description="who acknowledged it first")]
+    escalation: Annotated[
+        Escalation | None,
+        Field(description="null: it does not escalate (no chain, or not life safety)"),
+    ]
     deliveries: list[Delivery]
 
 
@@ -457,6 +531,126 @@ class NotificationList(ApiModel):
 
     notifications: list[Notification]
     next_cursor: str | None
+
+
+class EscalationChain(ApiModel):
+    """Who hears of a life-safety alert nobody acknowledged, in turn, and how long each
+    has before the next; once the chain is through, every member. No members: everyone at
+    once."""
+
+    model_config = _example({"members": [1, 5], "delay_s": 60})
+
+    members: Annotated[list[int], Field(description="user ids, first to hear first")]
+    delay_s: int
+
+
+# --- households -------------------------------------------------------------------------
+
+_MEMBER = {
+    "user_id": 5,
+    "email": "bob@example.com",
+    "role": "viewer",
+    "cameras": [3],
+    "account_holder": False,
+    "joined_at": _AT,
+}
+
+
+class Member(ApiModel):
+    """One member of a home: their role, and the cameras they may see."""
+
+    model_config = _example(_MEMBER)
+
+    user_id: int
+    email: str
+    role: Role
+    cameras: Annotated[list[int] | None, Field(description="null: every camera of the home")]
+    account_holder: Annotated[
+        bool, Field(description="the subscription's owner: always an owner, never removed")
+    ]
+    joined_at: dt.datetime
+
+
+class MemberList(ApiModel):
+    model_config = _example({"members": [_MEMBER]})
+
+    members: list[Member]
+
+
+InvitationStatus = Literal["pending", "accepted", "revoked", "expired"]
+_INVITATION = {
+    "id": 2,
+    "home_id": 1,
+    "email": "bob@example.com",
+    "role": "member",
+    "cameras": None,
+    "created_at": _AT,
+    "expires_at": "2025-06-08T12:00:00+00:00",
+    "status": "pending",
+}
+
+
+class Invitation(ApiModel):
+    """An invitation to a home, without its token (shown once, when it is made)."""
+
+    model_config = _example(_INVITATION)
+
+    id: int
+    home_id: int
+    email: str
+    role: Role
+    cameras: Annotated[list[int] | None, Field(description="null: every camera of the home")]
+    created_at: dt.datetime
+    expires_at: dt.datetime
+    status: InvitationStatus
+
+
+class IssuedInvitation(Invitation):
+    """A new invitation. ``token`` is shown here once and never again: send it to the
+    invitee, who accepts it logged in (``POST /invitations/accept``) or signs up with it
+    (``POST /auth/join``)."""
+
+    model_config = _example(
+        {**_INVITATION, "token": "vi_mZ3cT1rXoG4uW0pQeL8sK2vYb6nHa9dJf5iE7xC3gRw"}
+    )
+
+    token: str
+
+
+class InvitationList(ApiModel):
+    model_config = _example({"invitations": [_INVITATION]})
+
+    invitations: list[Invitation]
+
+
+_AUDIT_ENTRY = {
+    "id": 11,
+    "action": "arm_mode_changed",
+    "user_id": 5,
+    "email": "bob@example.com",
+    "details": {"from": "disarmed", "to": "away"},
+    "created_at": _AT,
+}
+
+
+class AuditEntry(ApiModel):
+    """Who did what to the home, and when."""
+
+    model_config = _example(_AUDIT_ENTRY)
+
+    id: int
+    action: AuditAction
+    user_id: Annotated[int | None, Field(description="null: no user (a signed link), or deleted")]
+    email: Annotated[str | None, Field(description="the acting user's, while they exist")]
+    details: dict[str, Any]
+    created_at: dt.datetime
+
+
+class AuditList(ApiModel):
+    model_config = _example({"entries": [_AUDIT_ENTRY], "next_cursor": None})
+
+    entries: list[AuditEntry]
+    next_cursor: Annotated[str | None, Field(description="Pass as cursor for the next page")]
 
 
 # --- service ----------------------------------------------------------------------------

@@ -23,12 +23,14 @@ from pydantic import (
     Field,
     WithJsonSchema,
     field_validator,
+    model_validator,
 )
 from pydantic_core import PydanticCustomError
 
 from inference.urls import ImageUrl, parse_image_url
 from vigil.vocabulary import (
     ArmMode,
+    AuditAction,
     DecisionKind,
     DeliveryStatus,
     DeviceKind,
@@ -38,6 +40,7 @@ from vigil.vocabulary import (
     Platform,
     PresenceGroup,
     Reason,
+    Role,
 )
 
 # C0 controls, DEL and lone surrogates (which cannot be encoded as UTF-8).
@@ -157,6 +160,11 @@ def check_email(value: str) -> str:
     return value
 
 
+# An address as a new account or an invitation takes it, and a new account's password.
+Email = Annotated[str, Field(min_length=3, max_length=320), AfterValidator(check_email)]
+NewPassword = Annotated[str, Field(min_length=10, max_length=1024)]
+
+
 class RegisterRequest(Strict):
     """A new account and its first home (standard tier; the tier comes from billing)."""
 
@@ -173,8 +181,8 @@ class RegisterRequest(Strict):
         }
     )
 
-    email: Annotated[str, Field(min_length=3, max_length=320), AfterValidator(check_email)]
-    password: Annotated[str, Field(min_length=10, max_length=1024)]
+    email: Email
+    password: NewPassword
     home_name: Annotated[str, Field(min_length=1, max_length=100)] = "Home"
     timezone: TimeZone = "UTC"
 
@@ -256,6 +264,79 @@ class PolicyUpdate(Strict):
     summary_interval_s: Seconds | None = None
 
 
+def _wall_clock(value: dt.time) -> dt.time:
+    # Answered as "HH:MM" on the home's own clock: an offset or seconds would be lost.
+    if value.tzinfo is not None or value.second or value.microsecond:
+        raise ValueError('must be a local time "HH:MM", without seconds or offset')
+    return value
+
+
+# Far enough from the ends of a datetime that no time zone carries it out of range.
+_MUTE_RANGE = (dt.datetime(1970, 1, 1, tzinfo=dt.UTC), dt.datetime(9999, 1, 1, tzinfo=dt.UTC))
+
+
+def _mute_until(value: dt.datetime) -> dt.datetime:
+    if value.tzinfo is None:
+        raise ValueError("must carry its UTC offset, e.g. 2025-06-01T23:00:00+02:00")
+    try:
+        utc = value.astimezone(dt.UTC)
+    except OverflowError:
+        raise ValueError("is out of range") from None
+    if not _MUTE_RANGE[0] <= utc < _MUTE_RANGE[1]:
+        raise ValueError("must fall between 1970 and 9998")
+    return utc
+
+
+WallClock = Annotated[dt.time, AfterValidator(_wall_clock)]
+MAX_MUTE_S = 7 * 86400
+
+
+class PreferencesPatch(Strict):
+    """The caller's own notification preferences in one home; fields left out keep their
+    value, null resets one to its default (``mute_for_s`` and ``summaries`` take no null)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"mute_for_s": 3600},
+                {
+                    "quiet_hours_start": "23:00",
+                    "quiet_hours_end": "07:00",
+                    "alert_labels": ["person"],
+                    "summaries": False,
+                },
+            ]
+        }
+    )
+
+    muted_until: Annotated[dt.datetime, AfterValidator(_mute_until)] | None = None
+    mute_for_s: Annotated[int, Field(ge=60, le=MAX_MUTE_S), BeforeValidator(_not_bool)] | None = (
+        None
+    )
+    quiet_hours_start: WallClock | None = None
+    quiet_hours_end: WallClock | None = None
+    alert_cameras: Annotated[list[Id], Field(max_length=500)] | None = None
+    alert_labels: Annotated[list[Label], Field(max_length=3)] | None = None
+    summaries: bool | None = None
+
+
+def _distinct(values: list[int]) -> list[int]:
+    if len(set(values)) != len(values):
+        raise ValueError("must not name a member twice")
+    return values
+
+
+class EscalationUpdate(Strict):
+    """A home's escalation chain, replaced whole: members of the home in the order they
+    hear of a life-safety alert nobody acknowledged ([]: everyone at once), and the delay
+    between steps (left out: kept)."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"members": [1, 5], "delay_s": 60}]})
+
+    members: Annotated[list[Id], Field(max_length=10), AfterValidator(_distinct)]
+    delay_s: Annotated[int, Field(ge=5, le=3600), BeforeValidator(_not_bool)] | None = None
+
+
 class DeviceCreate(Strict):
     model_config = ConfigDict(
         json_schema_extra={
@@ -320,3 +401,79 @@ class NotificationQuery(PageQuery):
     unread: bool | None = None  # true: only unread; false: only read
     # Notifications with at least one delivery in this state (e.g. failed pushes).
     delivery: Annotated[DeliveryStatus, _values(DeliveryStatus)] | None = None
+
+
+# --- households -------------------------------------------------------------------------
+
+MemberRole = Annotated[Role, _values(Role)]
+# Cameras (device ids) of the home a member may see; null: every camera, []: none.
+CameraList = Annotated[list[Id], Field(max_length=500)]
+INVITATION_DEFAULT_S = 7 * 86400
+
+
+class MemberPatch(Strict):
+    """A member's role and the cameras they may see; fields left out keep their value."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"role": "viewer", "cameras": [3]}, {"cameras": None}]}
+    )
+
+    role: MemberRole | None = None
+    cameras: CameraList | None = None
+
+    @model_validator(mode="after")
+    def _something_to_change(self) -> MemberPatch:
+        if not self.model_fields_set:
+            raise ValueError("send role, cameras or both")
+        if "role" in self.model_fields_set and self.role is None:
+            raise ValueError("role cannot be null")
+        return self
+
+
+class InvitationCreate(Strict):
+    """Whom to invite, and the role and cameras they will have once they accept."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"email": "bob@example.com", "role": "member", "cameras": None}]
+        }
+    )
+
+    email: Email
+    role: MemberRole = Role.MEMBER
+    cameras: CameraList | None = None
+    expires_in_s: Annotated[int, Field(ge=60, le=30 * 86400), BeforeValidator(_not_bool)] = (
+        INVITATION_DEFAULT_S
+    )
+
+
+InvitationToken = Annotated[str, Field(min_length=1, max_length=200)]
+
+
+class InvitationAccept(Strict):
+    """An invitation's token, accepted by the user it was sent to, logged in."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"token": "vi_mZ3cT1rXoG4uW0pQ"}]})
+
+    token: InvitationToken
+
+
+class JoinRequest(Strict):
+    """A new account for an invitation's email, joining its home."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"token": "vi_mZ3cT1rXoG4uW0pQ", "password": "correct-horse-battery"}]
+        }
+    )
+
+    token: InvitationToken
+    password: NewPassword
+
+
+class AuditQuery(Strict):
+    """``GET /homes/<id>/audit``: newest first, by cursor, optionally one action."""
+
+    limit: Annotated[int, Field(ge=1, le=200)] = 50
+    cursor: Annotated[str, Field(max_length=200)] | None = None
+    action: Annotated[AuditAction, _values(AuditAction)] | None = None

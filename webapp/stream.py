@@ -10,6 +10,8 @@ follows: the client must refetch through the REST API.
 The response ends after ``STREAM_MAX_S``: proxies and gunicorn threads are recycled, and
 the token is checked again on the reconnect. ``: keepalive`` comments go out
 after ``STREAM_KEEPALIVE_S`` of silence, which is also how a vanished client is noticed.
+The caller's membership is checked again as often, in PostgreSQL: a member removed from the
+home (or limited to some cameras) sees their stream end, and its reconnect refused.
 
 Each open stream holds a web thread, so streams are capped well below the thread count:
 ``STREAM_MAX_PER_PROCESS`` in this process's memory (8 of gunicorn's 32 threads by default,
@@ -27,9 +29,12 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator
 from typing import Annotated, Any
 
+import psycopg
 import redis
 from flask import Blueprint, Response, current_app, request
 from flask_jwt_extended import jwt_required
+from psycopg.rows import scalar_row
+from psycopg_pool import ConnectionPool, PoolTimeout
 from pydantic import Field
 
 from notify import live
@@ -188,8 +193,10 @@ def sse_body(
     gap_after: str | None,
     keepalive_s: float,
     max_s: float,
+    still_allowed: Callable[[], bool] = lambda: True,
 ) -> Iterator[str]:
-    """The response body: retry, maybe a gap, then entries and keepalives until ``max_s``.
+    """The response body: retry, maybe a gap, then entries and keepalives until ``max_s``,
+    or until ``still_allowed``, asked every ``keepalive_s``, says no.
 
     Entries come after ``after``; ``gap_after`` is the id the client sent when the log can no
     longer be continued from it (None otherwise).
@@ -201,6 +208,7 @@ def sse_body(
     if gap_after is not None:
         yield _sse("gap", {"last_event_id": gap_after})
     deadline = time.monotonic() + max_s
+    next_check = time.monotonic() + keepalive_s
     client: redis.Redis | None = None
     try:
         # Its own connection: a blocking XREAD would hold a shared pool's one for seconds.
@@ -218,12 +226,40 @@ def sse_body(
                 after = entry_id
             if not entries:
                 yield ": keepalive\n\n"
+            if time.monotonic() >= next_check:
+                if not still_allowed():
+                    return
+                next_check = time.monotonic() + keepalive_s
     except redis.RedisError as exc:
         # Headers are gone: end the body; the client reconnects and meets a 503 if still down.
         log.warning("live stream of home %s ended by Redis: %r", home_id, exc)
     finally:
         if client is not None:
             client.close()
+
+
+def _still_member(pool: ConnectionPool, user_id: int, home_id: int) -> Callable[[], bool]:
+    """Whether the caller still may read the home's whole log (a member without a camera
+    list); no answer from PostgreSQL ends the stream too, and its reconnect meets a 503."""
+
+    def check() -> bool:
+        try:
+            with pool.connection() as conn:
+                sees_all = (
+                    conn.cursor(row_factory=scalar_row)
+                    .execute(
+                        "SELECT cameras IS NULL FROM home_members"
+                        " WHERE home_id = %s AND user_id = %s",
+                        (home_id, user_id),
+                    )
+                    .fetchone()
+                )
+        except (psycopg.Error, PoolTimeout) as exc:
+            log.warning("live stream of home %s: membership not checked: %r", home_id, exc)
+            return False
+        return bool(sees_all)
+
+    return check
 
 
 @bp.get("")
@@ -255,6 +291,7 @@ def stream_route() -> Response:
             last_id if gap else None,
             float(config["STREAM_KEEPALIVE_S"]),
             max_s,
+            _still_member(get_pool(), user_id, query.home_id),
         )
     except BaseException:
         release()
