@@ -2,8 +2,9 @@
 invites two people, they join with their own passwords and phones, one mutes their phone
 for the evening, and the owner orders an escalation chain for life-safety alerts.
 
-Then, during the run, the owner acknowledges one alert from the app, so the report shows
-an escalation stopped by an acknowledgement next to ones that reached everyone.
+Then, during the run, the owner acknowledges the first alert that escalates to them, so the
+report shows an escalation stopped by an acknowledgement (and any later one reaching
+everyone).
 """
 
 from __future__ import annotations
@@ -113,8 +114,8 @@ def share_home(base_url: str, home: Home) -> Household:
 
 
 def acknowledge_first_escalation(base_url: str, household: Household, timeout: float) -> None:
-    """The owner acknowledges, from the app, the first life-safety alert that is still
-    escalating (waiting for one up to ``timeout``)."""
+    """The owner acknowledges, from the app, the first life-safety alert that escalated to
+    them (step 1: the member before them did not answer), waiting up to ``timeout``."""
     owner = ApiClient(base_url, household.home.token)
     deadline = time.monotonic() + timeout
     try:
@@ -124,7 +125,7 @@ def acknowledge_first_escalation(base_url: str, household: Household, timeout: f
             )
             for note in page["notifications"]:
                 escalation = note.get("escalation")
-                if escalation and escalation.get("stopped_at") is None:
+                if escalation and escalation["stopped_at"] is None and escalation["step"] >= 1:
                     owner.call("POST", f"/notifications/{note['id']}/ack")
                     household.acked.append(note["id"])
                     return
