@@ -57,6 +57,43 @@ _REASONS = {
     503: "ServiceUnavailable",
 }
 Reply = tuple[int, list[tuple[str, str]], bytes]
+# The keys Apple defines in ``aps``; an app's own keys go beside ``aps``, never in it.
+APS_KEYS = frozenset(
+    {
+        "alert",
+        "badge",
+        "sound",
+        "thread-id",
+        "category",
+        "content-available",
+        "mutable-content",
+        "target-content-id",
+        "interruption-level",
+        "relevance-score",
+        "filter-criteria",
+        "stale-date",
+        "content-state",
+        "timestamp",
+        "event",
+        "dismissal-date",
+        "attributes-type",
+        "attributes",
+    }
+)
+
+
+def check_payload(payload: Any) -> str | None:
+    """What is wrong with an APNs JSON payload (None when nothing is): it must hold an
+    ``aps`` dictionary of Apple's keys only, with a string ``category`` when it names one."""
+    if not isinstance(payload, dict) or not isinstance(payload.get("aps"), dict):
+        return "no aps dictionary"
+    aps = payload["aps"]
+    unknown = set(aps) - APS_KEYS
+    if unknown:
+        return f"custom keys {sorted(unknown)} inside aps (they go beside it)"
+    if "category" in aps and not isinstance(aps["category"], str):
+        return "aps.category is not a string"
+    return None
 
 
 def _text_pairs(headers: Iterable[tuple[bytes | str, bytes | str]]) -> list[tuple[str, str]]:
@@ -314,8 +351,8 @@ class ApnsServer(PushServerBase):
             payload = json.loads(body)
         except ValueError:
             payload = None
-        if not isinstance(payload, dict) or not isinstance(payload.get("aps"), dict):
-            return 400, "BadPayload"  # Apple's wording varies; ours names the problem
+        if check_payload(payload) is not None:
+            return 400, "BadPayload"  # Apple's wording varies; check_payload names the problem
         if self._is_dead(token):
             return 410, "Unregistered"
         return 200, ""

@@ -22,6 +22,7 @@ from typing import Any, Self
 import jwt
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from devservers.apns_server import check_payload
 from devservers.push_base import Fault, PushServerBase, pkcs8_pem
 
 JWT_GRANT = "urn:ietf:params:oauth:grant-type:jwt-bearer"
@@ -67,6 +68,7 @@ _ANDROID_FIELDS = {
     "fcm_options",
     "direct_boot_ok",
 }
+_WEBPUSH_FIELDS = {"headers", "data", "notification", "fcm_options"}
 _RESERVED_DATA = {"from", "notification", "message_type"}
 _LEVELS = {"passive", "active", "time-sensitive", "critical"}
 # (status, body, extra headers) of one answer to messages:send.
@@ -94,6 +96,34 @@ def _detail(kind: str, **fields: Any) -> dict[str, Any]:
 
 def _strings(value: Any) -> bool:
     return isinstance(value, dict) and all(isinstance(v, str) for v in value.values())
+
+
+def _web_actions_problem(notification: Any) -> str | None:
+    """What is wrong with a webpush notification (the Web Notification API's options):
+    each of its ``actions`` needs a string ``action`` and ``title`` (and may have an
+    ``icon``)."""
+    if not isinstance(notification, dict):
+        return "Invalid value at 'message.webpush.notification'"
+    actions = notification.get("actions", [])
+    if not isinstance(actions, list):
+        return "Invalid value at 'message.webpush.notification.actions'"
+    for action in actions:
+        if (
+            not isinstance(action, dict)
+            or set(action) - {"action", "title", "icon"}
+            or not all(isinstance(action.get(key), str) for key in ("action", "title"))
+            or not isinstance(action.get("icon", ""), str)
+        ):
+            return "Invalid value at 'message.webpush.notification.actions': action and title"
+    return None
+
+
+def _webpush_problem(webpush: Any) -> str | None:
+    if not isinstance(webpush, dict) or set(webpush) - _WEBPUSH_FIELDS:
+        return "Invalid value at 'message.webpush'"
+    if not _strings(webpush.get("headers", {})) or not _strings(webpush.get("data", {})):
+        return "Invalid value at 'message.webpush': headers and data values must be strings"
+    return _web_actions_problem(webpush.get("notification", {}))
 
 
 def check_message(body: Any) -> tuple[str, str] | None:
@@ -125,6 +155,9 @@ def check_message(body: Any) -> tuple[str, str] | None:
         return "Invalid value at 'message.android.ttl'", "message.android.ttl"
     if not _strings(android.get("notification", {})):
         return "Invalid value at 'message.android.notification'", "message.android.notification"
+    if not isinstance(android.get("notification", {}).get("click_action", ""), str):
+        field = "message.android.notification.click_action"
+        return f"Invalid value at '{field}'", field
     apns = msg.get("apns", {})
     headers, payload = apns.get("headers", {}), apns.get("payload", {"aps": {}})
     if not _strings(headers) or headers.get("apns-priority", "10") not in ("5", "10", "1"):
@@ -134,6 +167,10 @@ def check_message(body: Any) -> tuple[str, str] | None:
     aps = payload.get("aps") if isinstance(payload, dict) else None
     if not isinstance(aps, dict) or aps.get("interruption-level", "active") not in _LEVELS:
         return "Invalid value at 'message.apns.payload'", "message.apns.payload"
+    if (problem := check_payload(payload)) is not None:
+        return f"Invalid value at 'message.apns.payload': {problem}", "message.apns.payload"
+    if "webpush" in msg and (problem := _webpush_problem(msg["webpush"])) is not None:
+        return problem, "message.webpush"
     return None
 
 

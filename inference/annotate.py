@@ -5,6 +5,10 @@ Snapshots are drawn at the source size, thumbnailed to at most 960 px a side and
 it tall (about 12 px on that phone). Label tags never overlap each other or leave the frame,
 and the best-scoring label is always shown: ``layout_tags`` places tags best first, each in
 the first free place around its box, and drops only the weakest when a frame is full.
+
+A camera's activity zones are drawn first, under the boxes: a translucent fill and an
+outline, one colour for alert zones and another for ignore zones, so the picture shows
+where the camera listens and where it does not.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Protocol
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -24,6 +29,9 @@ from inference.labels import group_of
 COLOURS = {"person": (230, 57, 70), "vehicle": (29, 120, 230), "animal": (46, 170, 90)}
 OTHER_COLOUR = (250, 190, 30)
 TEXT_COLOUR = (255, 255, 255)
+# Zones by kind: colours none of the groups' boxes use, so a zone never reads as a box.
+ZONE_COLOURS = {"alert": (0, 200, 220), "ignore": (120, 120, 140)}
+ZONE_FILL_ALPHA = 56  # of 255: the scene stays readable through the fill
 
 # Text height as a share of the frame's width: 1/28 leaves a margin over the 1/30 that
 # reads at 360 px on a phone.
@@ -45,6 +53,17 @@ class TagRect:
     def intersects(self, other: TagRect) -> bool:
         """Whether the two tags share any pixel (touching edges do not)."""
         return _overlaps(self.box, other.box)
+
+
+class ZoneShape(Protocol):
+    """A zone to draw: ``kind`` "alert" or "ignore", ``polygon`` its points in normalised
+    frame coordinates (0..1)."""
+
+    @property
+    def kind(self) -> str: ...
+
+    @property
+    def polygon(self) -> Sequence[tuple[float, float]]: ...
 
 
 def tag_text(detection: Detection) -> str:
@@ -117,14 +136,33 @@ def tag_measure(font: ImageFont.FreeTypeFont | ImageFont.ImageFont) -> TextSize:
     return text_size
 
 
-def annotate(image: Image.Image, detections: Sequence[Detection]) -> Image.Image:
-    """A copy of ``image`` with each detection's box and "label score" tag drawn on it."""
+def draw_zones(image: Image.Image, zones: Sequence[ZoneShape], width: int) -> None:
+    """Draw ``zones`` on ``image`` (RGB, in place): every fill, then every outline, so
+    where zones overlap each outline still shows whole."""
+    draw = ImageDraw.Draw(image, "RGBA")  # blends the fill's alpha into the frame
+    outlines = []
+    for zone in zones:
+        colour = ZONE_COLOURS.get(zone.kind, ZONE_COLOURS["ignore"])
+        points = [(x * image.width, y * image.height) for x, y in zone.polygon]
+        draw.polygon(points, fill=(*colour, ZONE_FILL_ALPHA))
+        outlines.append((points, colour))
+    for points, colour in outlines:
+        draw.line([*points, points[0]], fill=colour, width=width, joint="curve")
+
+
+def annotate(
+    image: Image.Image, detections: Sequence[Detection], zones: Sequence[ZoneShape] = ()
+) -> Image.Image:
+    """A copy of ``image`` with the camera's ``zones`` under each detection's box and
+    "label score" tag."""
     out = image.convert("RGB")
+    outline = max(2, round(out.width / 240))
+    if zones:
+        draw_zones(out, zones, max(1, outline // 2))
     draw = ImageDraw.Draw(out)
     font = font_for(out.size)
     ink_top = font.getbbox(SAMPLE_TEXT)[1]
     pad = tag_padding(font)
-    outline = max(2, round(out.width / 240))
 
     def colour(det: Detection) -> tuple[int, int, int]:
         return COLOURS.get(group_of(det.label) or "", OTHER_COLOUR)

@@ -4,7 +4,8 @@ the snapshot on that same reduced image.
 A 1080p JPEG is decoded at 1/2 scale (960×540): the snapshot's side (``SNAPSHOT_SIDE``)
 needs no more, and the model's letterbox (416) needs less. The snapshot is drawn on that
 image, with the detections (which are in the source's pixels) scaled to it, and encoded
-once. Nothing here touches the device; these steps run on the worker's host threads.
+once; the camera's activity zones, in normalised coordinates, need no scaling. Nothing
+here touches the device; these steps run on the worker's host threads.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any, Generic
 
 from PIL import Image
 
-from inference.annotate import annotate
+from inference.annotate import ZoneShape, annotate
 from inference.contract import Detection, Item, Model
 from inference.errors import ImageSourceError
 from inference.fetch import load_source
@@ -50,9 +51,12 @@ def prepare_frame(
     return Frame(model.preprocess(image), image)
 
 
-def snapshot_jpeg(image: Image.Image, detections: Sequence[Detection]) -> bytes:
-    """``image`` with the boxes and labels drawn, at most ``SNAPSHOT_SIDE`` a side, as JPEG.
-    ``detections`` are in the source's pixels (``image.info["source_size"]``)."""
+def snapshot_jpeg(
+    image: Image.Image, detections: Sequence[Detection], zones: Sequence[ZoneShape] = ()
+) -> bytes:
+    """``image`` with the camera's ``zones`` and the boxes and labels drawn, at most
+    ``SNAPSHOT_SIDE`` a side, as JPEG. ``detections`` are in the source's pixels
+    (``image.info["source_size"]``)."""
     width, height = image.info.get("source_size", image.size)
     sx, sy = image.width / width, image.height / height
     if (sx, sy) != (1.0, 1.0):
@@ -60,6 +64,6 @@ def snapshot_jpeg(image: Image.Image, detections: Sequence[Detection]) -> bytes:
             replace(d, box=(d.box[0] * sx, d.box[1] * sy, d.box[2] * sx, d.box[3] * sy))
             for d in detections
         ]
-    drawn = annotate(image, detections)
+    drawn = annotate(image, detections, zones)
     drawn.thumbnail((SNAPSHOT_SIDE, SNAPSHOT_SIDE))
     return encode_jpeg(drawn, quality=SNAPSHOT_QUALITY)

@@ -48,12 +48,15 @@ def apns_id(push_id: str) -> str:
 
 
 def apns_payload(message: PushMessage, critical_alerts: bool = False) -> dict[str, object]:
-    """The JSON body: ``aps`` plus the message's data keys at the top level;
-    ``critical_alerts``: the app may show critical alerts (``APNS_CRITICAL_ALERTS``)."""
+    """The JSON body: ``aps`` plus the message's data keys at the top level (Apple's custom
+    keys, beside ``aps``: the action token and URL among them); ``critical_alerts``: the app
+    may show critical alerts (``APNS_CRITICAL_ALERTS``)."""
     aps: dict[str, object] = {
         "alert": {"title": message.title, "body": message.body},
         "interruption-level": interruption_level(message, critical_alerts),
     }
+    if message.category:
+        aps["category"] = message.category  # the registered category's action buttons
     sound = apns_sound(message, critical_alerts)
     if sound is not None:
         aps["sound"] = sound

@@ -6,6 +6,12 @@ which does not block new events of the home), so two digest workers deciding eve
 the same home see each other's alerts: the cooldown and the hourly budget hold under
 concurrency. The alert's notification and its deliveries commit with the decision.
 
+An analysed event is decided on what may alert (``notify.relevance``): a detection outside
+the camera's alert zones or inside an ignore zone does not alert (reason ``zone``), nor
+does an object that stayed put since it was last seen (``stationary``). An alert every
+member who would hear of it has snoozed is held for the summary too (``snoozed``). Life
+safety passes snoozes, never zones: a zone says where nothing can matter.
+
 A life-safety alert of a home with an escalation chain goes to the chain's first member
 only, and starts its escalation in the same transaction (``notify.escalation``).
 """
@@ -13,7 +19,7 @@ only, and starts its escalation in the same transaction (``notify.escalation``).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 import psycopg
@@ -21,12 +27,24 @@ from psycopg.rows import class_row, scalar_row
 from psycopg_pool import ConnectionPool
 
 from inference.labels import PRESENCE_GROUPS
-from notify import escalation
+from notify import escalation, relevance
 from notify.outbox import record_notification
-from notify.policy import Decision, decide, decide_unanalysed
-from notify.policy_store import alert_history, load_policy
+from notify.policy import Decision, HomePolicy, decide, decide_unanalysed, held
+from notify.policy_store import AlertHistory, alert_history, load_policy
+from notify.snoozes import everyone_snoozed
+from notify.stationary import StationaryMemory
 from store.db import transaction
-from vigil.vocabulary import SETTLED_STATUSES, DecisionKind, EventStatus, NotificationKind
+from vigil.vocabulary import (
+    SETTLED_STATUSES,
+    DecisionKind,
+    EventStatus,
+    NotificationKind,
+    PresenceGroup,
+    Reason,
+)
+
+# An hourly budget no home reaches: asking whether something could alert at all.
+_NO_BUDGET = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -40,12 +58,16 @@ class SettledEvent:
     lite_results: Mapping[str, float] | None  # the quick check's score per presence group
     error_code: str | None
     arm_mode: str  # an ArmMode
+    device_id: int | None  # None once the camera was removed
+    analyzed_at: datetime | None
+    frame_width: int | None  # the analysed frame's size; None before analysis
+    frame_height: int | None
 
-
-@dataclass(frozen=True)
-class DetectionRow:
-    label: str
-    score: float
+    @property
+    def frame(self) -> tuple[int, int] | None:
+        if self.frame_width is None or self.frame_height is None:
+            return None
+        return (self.frame_width, self.frame_height)
 
 
 @dataclass(frozen=True)
@@ -123,7 +145,42 @@ def _record(
         report.suppressed.append(event.id)
 
 
-def _decide(conn: psycopg.Connection, event: SettledEvent) -> Decision:
+def _decide_analysed(
+    conn: psycopg.Connection,
+    event: SettledEvent,
+    policy: HomePolicy,
+    history: AlertHistory,
+    now: datetime,
+    memory: StationaryMemory | None,
+) -> Decision:
+    """The policy's decision on what may alert; when zones or the memory of objects that
+    stay put are what stop an alert, the reason says so."""
+    seen_at = event.analyzed_at or now
+    sifted = relevance.sift(
+        conn, event.id, event.device_id, event.frame, seen_at, policy.min_score, memory
+    )
+
+    def on(seen: relevance.Seen) -> Decision:
+        return decide(seen, event.arm_mode, event.location, policy, history, now)
+
+    # Zones and the memory are asked before the policy's gates (cooldown, quiet hours,
+    # budget): "the car is parked" says more than "you heard of a car lately".
+    ungated = replace(policy, quiet_start=None, quiet_end=None, hourly_budget=_NO_BUDGET)
+
+    def could_alert(seen: relevance.Seen) -> bool:
+        return decide(seen, event.arm_mode, event.location, ungated, AlertHistory(), now).notifies
+
+    if not could_alert(sifted.seen):
+        return on(sifted.seen)
+    for seen, reason in ((sifted.in_zones, Reason.ZONE), (sifted.moving, Reason.STATIONARY)):
+        if not could_alert(seen):
+            return held(on(sifted.seen).labels, event.location, policy, now, reason)
+    return on(sifted.moving)
+
+
+def _decide(
+    conn: psycopg.Connection, event: SettledEvent, memory: StationaryMemory | None
+) -> Decision:
     now: datetime | None = (
         conn.cursor(row_factory=scalar_row)
         .execute("SELECT now() FROM homes WHERE id = %s FOR NO KEY UPDATE", (event.home_id,))
@@ -134,28 +191,31 @@ def _decide(conn: psycopg.Connection, event: SettledEvent) -> Decision:
     policy = load_policy(conn, event.home_id)
     history = alert_history(conn, event.home_id, event.location, now, policy)
     if event.status == EventStatus.ANALYZED:
-        rows = (
-            conn.cursor(row_factory=class_row(DetectionRow))
-            .execute("SELECT label, score FROM detections WHERE event_id = %s", (event.id,))
-            .fetchall()
+        decision = _decide_analysed(conn, event, policy, history, now, memory)
+    else:
+        lite = [
+            (label, float(score))
+            for label, score in (event.lite_results or {}).items()
+            if label in PRESENCE_GROUPS
+        ]
+        decision = decide_unanalysed(
+            lite, event.arm_mode, event.location, policy, history, now, event.error_code
         )
-        detections = [(row.label, row.score) for row in rows]
-        return decide(detections, event.arm_mode, event.location, policy, history, now)
-    lite = [
-        (label, float(score))
-        for label, score in (event.lite_results or {}).items()
-        if label in PRESENCE_GROUPS
-    ]
-    return decide_unanalysed(
-        lite, event.arm_mode, event.location, policy, history, now, event.error_code
-    )
+    if decision.notifies and not decision.life_safety and event.device_id is not None:
+        groups = [PresenceGroup(g) for g in decision.labels if g in PRESENCE_GROUPS]
+        if everyone_snoozed(conn, event.home_id, event.device_id, groups):
+            return held(decision.labels, event.location, policy, now, Reason.SNOOZED)
+    return decision
 
 
-def digest_events(pool: ConnectionPool, event_ids: Sequence[int]) -> DigestReport:
+def digest_events(
+    pool: ConnectionPool, event_ids: Sequence[int], memory: StationaryMemory | None = None
+) -> DigestReport:
     """Decide each settled, not yet digested event, in its own transaction: analysed ones on
     their detections, failed or skipped ones by the fail-safe. Alert pushes are queued in
     the outbox with the decision. Events still pending, or already decided, are left alone,
-    so a redelivered digest does nothing twice."""
+    so a redelivered digest does nothing twice. ``memory``: objects that stayed put (the
+    workers always pass it; without it nothing is stationary)."""
     report = DigestReport()
     for event_id in event_ids:
         with transaction(pool) as conn:
@@ -164,7 +224,8 @@ def digest_events(pool: ConnectionPool, event_ids: Sequence[int]) -> DigestRepor
                 .execute(
                     """
                     SELECT e.id, e.home_id, e.location, e.status, e.lite_results,
-                           e.error_code, h.arm_mode
+                           e.error_code, h.arm_mode, e.device_id, e.analyzed_at,
+                           e.frame_width, e.frame_height
                     FROM events e JOIN homes h ON h.id = e.home_id
                     WHERE e.id = %s AND e.status = ANY(%s) AND e.digest IS NULL
                     FOR UPDATE OF e
@@ -174,7 +235,7 @@ def digest_events(pool: ConnectionPool, event_ids: Sequence[int]) -> DigestRepor
                 .fetchone()
             )
             if event is not None:
-                _record(conn, event, _decide(conn, event), report)
+                _record(conn, event, _decide(conn, event, memory), report)
     return report
 
 

@@ -47,7 +47,7 @@ from notify.http_push import (
     retry_after_s,
     transport_failure,
 )
-from notify.push import Outcome, PushMessage, SendResult
+from notify.push import ACTION_TITLES, Outcome, PushMessage, SendResult
 from vigil.vocabulary import NotificationKind, Platform
 
 DEFAULT_FCM_ENDPOINT = "https://fcm.googleapis.com/v1/projects"
@@ -180,6 +180,9 @@ def _android_config(message: PushMessage, ttl_s: int) -> JsonObject:
         # The tag makes a resend, or a newer summary, replace the shown notification.
         android["collapse_key"] = message.collapse_key
         notification["tag"] = message.collapse_key
+    if message.category:
+        # The intent a tap on the notification opens: the app's alert screen with its actions.
+        notification["click_action"] = message.category
     return android
 
 
@@ -194,6 +197,8 @@ def _apns_config(message: PushMessage, ttl_s: int, critical_alerts: bool) -> Jso
         headers["apns-collapse-id"] = collapse_id(message.collapse_key)
     if message.thread_id:
         aps["thread-id"] = message.thread_id
+    if message.category:
+        aps["category"] = message.category
     sound = apns_sound(message, critical_alerts)
     if sound is not None:
         aps["sound"] = sound
@@ -219,7 +224,13 @@ def payload_args(message: PushMessage, critical_alerts: bool = False) -> JsonObj
     }
     if message.platform == Platform.WEB:
         urgency = "high" if _urgent(message) else "normal"
-        args["webpush_config"] = {"headers": {"TTL": str(ttl_s), "Urgency": urgency}}
+        webpush: JsonObject = {"headers": {"TTL": str(ttl_s), "Urgency": urgency}}
+        if message.actions:
+            # Web Notification API actions: the service worker's notificationclick gets
+            # the chosen one as event.action, and the token and URL in the data.
+            actions = [{"action": a, "title": ACTION_TITLES[a]} for a in message.actions]
+            webpush["notification"] = {"actions": actions}
+        args["webpush_config"] = webpush
     return args
 
 

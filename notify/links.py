@@ -1,4 +1,5 @@
-"""Links a push carries: the app's deep link and a signed, expiring snapshot URL.
+"""Links a push carries: the app's deep link, a signed, expiring snapshot URL, and where an
+alert's actions are posted (``notify.actions``).
 
 A phone shows the annotated snapshot before the user opens the app: Android's FCM SDK
 fetches the notification image without our JWT, and an iOS notification extension would
@@ -72,12 +73,14 @@ def snapshot_signature_valid(
 @dataclass(frozen=True)
 class Links:
     base_url: str = DEFAULT_BASE_URL
-    secret: str | None = None  # without it, pushes carry no snapshot URL
+    secret: str | None = None  # without it, pushes carry no snapshot URL and no actions
     snapshot_ttl_s: int = DEFAULT_SNAPSHOT_TTL_S
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Links:
-        """PUBLIC_BASE_URL, and SNAPSHOT_URL_SECRET (else JWT_SECRET_KEY) to sign with."""
+        """PUBLIC_BASE_URL, and SNAPSHOT_URL_SECRET (else JWT_SECRET_KEY) to sign with (a key
+        derived from it for each purpose: snapshot links here, action tokens in
+        ``notify.actions``)."""
         return cls(base_url=settings.public_base_url.rstrip("/"), secret=settings.snapshot_secret)
 
     def snapshot_url(self, event_id: int, now: float | None = None) -> str | None:
@@ -88,3 +91,7 @@ class Links:
             {"expires": expires, "sig": snapshot_signature(self.secret, event_id, expires)}
         )
         return f"{self.base_url}/events/{event_id}/snapshot?{query}"
+
+    def action_url(self, notification_id: int) -> str:
+        """Where the phone posts an action taken on the notification's push."""
+        return f"{self.base_url}/notifications/{notification_id}/actions"

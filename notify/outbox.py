@@ -48,6 +48,12 @@ class PushContent:
     # Queued by an escalation step: sent as a critical alert (``deliveries.critical``).
     # Keyword-only with a default, so rows read without the column stay readable.
     critical: bool = field(default=False, kw_only=True)
+    # What decides the actions the push offers (``notify.actions.offered``): the phone's
+    # member's role now (None: no member), whether the alert is life safety, and whether
+    # it has a detection box of its labels on a frame of known size to mute.
+    member_role: str | None = field(default=None, kw_only=True)
+    life_safety: bool = field(default=False, kw_only=True)
+    has_box: bool = field(default=False, kw_only=True)
 
 
 @dataclass(frozen=True)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import time
+
+from notify import actions
 from notify.links import Links, deep_link
 from notify.outbox import PushContent
-from notify.push import PushMessage
-from vigil.vocabulary import NotificationKind, Platform
+from notify.push import ALERT_CATEGORY, OWNER_ALERT_CATEGORY, PushMessage
+from vigil.vocabulary import NotificationKind, Platform, PushAction
 
 ALERT_TTL_S = 3600  # an alert an hour late is noise: the summary and the app have it
 SUMMARY_TTL_S = 6 * 3600
@@ -23,12 +26,36 @@ def collapse_key(row: PushContent) -> str:
     return f"event-{row.event_id}"
 
 
-def build_message(row: PushContent, links: Links) -> PushMessage:
-    """The push for a delivery whose phone is still there."""
+def category(offered: tuple[PushAction, ...]) -> str | None:
+    """The notification category naming this set of buttons, which the apps register."""
+    if not offered:
+        return None
+    return OWNER_ALERT_CATEGORY if PushAction.MUTE_OBJECT in offered else ALERT_CATEGORY
+
+
+def _action_data(
+    row: PushContent, links: Links, offered: tuple[PushAction, ...], now: float
+) -> dict[str, str]:
+    """What the phone posts an action with: this delivery's token, valid as long as the
+    push is worth delivering, and the URL to post it to."""
+    if not offered or not links.secret:
+        return {}
+    expires = int(now) + ttl_s(row.kind)
+    return {
+        "action_token": actions.sign(links.secret, row.id, expires),
+        "action_url": links.action_url(row.notification_id),
+        "actions": ",".join(offered),
+    }
+
+
+def build_message(row: PushContent, links: Links, now: float | None = None) -> PushMessage:
+    """The push for a delivery whose phone is still there; ``now`` (Unix time) dates its
+    links and action token."""
     if row.platform is None:
         raise ValueError(f"delivery {row.id} has no phone to push to")
+    now = time.time() if now is None else now
     event_id = row.event_id
-    snapshot = links.snapshot_url(event_id) if event_id and row.has_snapshot else None
+    snapshot = links.snapshot_url(event_id, now) if event_id and row.has_snapshot else None
     data = {
         "kind": row.kind,
         "notification_id": str(row.notification_id),
@@ -41,6 +68,13 @@ def build_message(row: PushContent, links: Links) -> PushMessage:
     if snapshot:
         data["snapshot_url"] = snapshot
     data.update({k: str(v) for k, v in row.data.items()})
+    # Actions need the key to sign their token with, like the snapshot link.
+    offered = (
+        actions.offered(row.kind, row.member_role, row.has_box, row.life_safety)
+        if links.secret
+        else ()
+    )
+    data.update(_action_data(row, links, offered, now))
     kind = NotificationKind(row.kind)
     return PushMessage(
         delivery_id=row.id,
@@ -57,4 +91,6 @@ def build_message(row: PushContent, links: Links) -> PushMessage:
         time_sensitive=kind == NotificationKind.ALERT,
         ttl_s=ttl_s(kind),
         critical=row.critical,
+        actions=offered,
+        category=category(offered),
     )

@@ -190,9 +190,7 @@ def decide(
     local = now.astimezone(ZoneInfo(policy.timezone))
 
     def summary(reason: Reason) -> Decision:
-        title = f"Activity at the {place}"
-        body = f"{_what(groups)} seen at the {place} at {local:%H:%M}."
-        return Decision(DecisionKind.SUMMARY, reason, groups, False, title, body)
+        return held(groups, location, policy, now, reason)
 
     if not groups:
         if arm_mode not in ARMED_MODES:
@@ -213,6 +211,17 @@ def decide(
         f"{_what(fresh)} at the {place}",
         f"Seen at {local:%H:%M} while armed {arm_mode}.",
     )
+
+
+def held(
+    groups: tuple[str, ...], location: str, policy: HomePolicy, now: datetime, reason: Reason
+) -> Decision:
+    """What was seen, held for the next summary for ``reason``."""
+    place = place_name(location)
+    local = now.astimezone(ZoneInfo(policy.timezone))
+    title = f"Activity at the {place}"
+    body = f"{_what(groups)} seen at the {place} at {local:%H:%M}."
+    return Decision(DecisionKind.SUMMARY, reason, groups, False, title, body)
 
 
 def armed_here(arm_mode: str, location: str) -> bool:

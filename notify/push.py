@@ -16,7 +16,20 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from vigil.vocabulary import NotificationKind, Platform
+from vigil.vocabulary import NotificationKind, Platform, PushAction
+
+# The notification categories the apps register, each with its set of action buttons
+# (APNs ``aps.category``, FCM ``click_action``): every member's alert, and an owner's alert
+# that also offers to mute the object it saw.
+ALERT_CATEGORY = "VIGIL_ALERT"
+OWNER_ALERT_CATEGORY = "VIGIL_ALERT_OWNER"
+# A button's label where the push itself carries them (Web Push notification actions).
+ACTION_TITLES: Mapping[PushAction, str] = {
+    PushAction.SNOOZE_CAMERA: "Snooze camera 1 h",
+    PushAction.MUTE_OBJECT: "Mute this object",
+    PushAction.MARK_SEEN: "Mark as seen",
+    PushAction.ACKNOWLEDGE: "Acknowledge",
+}
 
 
 class Outcome(enum.Enum):
@@ -38,7 +51,8 @@ class PushMessage:
     title: str
     body: str
     # Plain strings only (FCM data values must be strings): event_id, notification_id,
-    # home_id, kind, deep_link, snapshot_url, push_id.
+    # home_id, kind, deep_link, snapshot_url, push_id; an alert's action_token, action_url
+    # and actions (comma-separated) when it offers actions.
     data: Mapping[str, str] = field(default_factory=dict)
     # Summaries of one home share a key so the newest replaces the last on the phone;
     # an alert's key is its event, so a resend of it replaces itself.
@@ -50,6 +64,10 @@ class PushMessage:
     # An escalated life-safety alert: FCM high priority; on iOS a critical alert (through
     # the silent switch and Do Not Disturb) where the app is entitled to send one.
     critical: bool = False
+    # What the member may do from the notification, in the order the buttons show, and the
+    # category that names this set of buttons (None: no actions).
+    actions: tuple[PushAction, ...] = ()
+    category: str | None = None
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,12 @@ which a **life-safety** alert (``notifications.life_safety``) bypasses:
   the very person they asked to hear about, and the home was armed for that place. A
   fail-safe alert whose quick check named groups is filtered on those groups like any
   alert;
-* **summaries** false: no summary.
+* **summaries** false: no summary;
+* **snoozes** (``snoozes``, active until ``until``): no alert the member's snoozes cover —
+  any alert for a home-wide snooze, any alert of the event's camera for a snooze of that
+  camera, and for snoozes of that camera with a label, an alert only when they name every
+  presence group it names (``notify.snoozes``). Summaries speak of the whole home: a
+  snooze leaves them alone.
 
 Preferences only ever take phones away from the home's own decision (``notify.policy``):
 with no row, a member hears of every alert and summary the home sends.
@@ -41,10 +46,14 @@ import psycopg
 from psycopg.rows import scalar_row
 
 from notify.policy import MOTION
+from notify.snoozes import covers_sql
+
+# The member's snoozes cover this alert of the event's camera and the labels it names.
+_SNOOZED = covers_sql("n.home_id", "m.user_id", "e.device_id", "n.labels")
 
 # The phones that get notification %(notification_id)s: its home's, of members who may see
-# its camera (optionally only %(only_users)s), whose preferences let it through.
-_AUDIENCE = """
+# its camera (optionally only %(only_users)s), whose preferences and snoozes let it through.
+_AUDIENCE = f"""
 SELECT d.id
 FROM notifications n
 JOIN homes h ON h.id = n.home_id
@@ -75,6 +84,7 @@ WHERE n.id = %(notification_id)s
       END
     )
   )
+  AND (n.life_safety OR n.kind = 'summary' OR NOT {_SNOOZED})
 ORDER BY d.id
 """
 

@@ -31,6 +31,7 @@ from typing import Final, Literal
 from psycopg.rows import class_row
 from psycopg_pool import ConnectionPool
 
+from notify.actions import HAS_BOX, LABEL_PARAMS
 from notify.links import Links
 from notify.outbox import ClaimedDelivery
 from notify.payload import build_message, ttl_s
@@ -132,16 +133,23 @@ FROM due WHERE d.id = due.id
 RETURNING d.id, due.was = 'sending' AS reclaimed
 """
 
-_DETAILS = """
+# With what decides the push's actions: the phone's member's role, and whether the alert
+# has a box to mute (a detection of its labels, on a frame of known size, of a camera).
+_HAS_BOX = HAS_BOX.format(event="e.id", groups="n.labels")
+_DETAILS = f"""
 SELECT d.id, d.attempts, d.push_id, d.device_id, d.created_at, d.notification_id,
        d.critical, n.home_id, n.event_id, n.kind, n.title, n.body, n.data,
        dev.push_token, dev.platform,
        (e.snapshot IS NOT NULL) AS has_snapshot,
+       m.role AS member_role, n.life_safety,
+       coalesce(e.device_id IS NOT NULL AND e.frame_width IS NOT NULL
+                AND e.frame_height IS NOT NULL AND {_HAS_BOX}, false) AS has_box,
        now() AS now,
        d.id = ANY(%(reclaimed)s) AS reclaimed
 FROM deliveries d
 JOIN notifications n ON n.id = d.notification_id
 LEFT JOIN devices dev ON dev.id = d.device_id
+LEFT JOIN home_members m ON m.home_id = dev.home_id AND m.user_id = dev.user_id
 LEFT JOIN events e ON e.id = n.event_id
 WHERE d.id = ANY(%(ids)s)
 ORDER BY d.id
@@ -181,6 +189,7 @@ def claim(
         leased = {
             "ids": [lease.id for lease in leases],
             "reclaimed": [lease.id for lease in leases if lease.reclaimed],
+            **LABEL_PARAMS,
         }
         details = conn.cursor(row_factory=class_row(ClaimedDelivery))
         return details.execute(_DETAILS, leased).fetchall()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import LiteralString, Protocol
+from typing import Any, LiteralString, Protocol
 
 import psycopg
 from psycopg.rows import class_row, scalar_row, tuple_row
@@ -18,7 +18,7 @@ from psycopg_pool import ConnectionPool
 
 from inference.urls import ImageUrl
 from store.db import transaction
-from vigil.vocabulary import ArmMode, EventStatus, Tier
+from vigil.vocabulary import ArmMode, EventStatus, Tier, ZoneKind
 
 
 def stored_source(image: bytes | None, image_url: str | None) -> bytes | ImageUrl | None:
@@ -30,13 +30,34 @@ def stored_source(image: bytes | None, image_url: str | None) -> bytes | ImageUr
 
 
 @dataclass(frozen=True)
+class ZoneOutline:
+    """One activity zone of an event's camera, as the snapshot draws it: its kind and its
+    points in normalised frame coordinates (0..1)."""
+
+    kind: ZoneKind
+    polygon: tuple[tuple[float, float], ...]
+
+
+def _outline(zone: ZoneOutline | Mapping[str, Any]) -> ZoneOutline:
+    if isinstance(zone, ZoneOutline):
+        return zone
+    points = tuple((float(x), float(y)) for x, y in zone["polygon"])
+    return ZoneOutline(ZoneKind(zone["kind"]), points)
+
+
+@dataclass(frozen=True)
 class EventToAnalyse:
-    """An event claimed for a deep batch."""
+    """An event claimed for a deep batch, with its camera's zones (oldest first)."""
 
     id: int
     home_id: int
     image_url: str | None
     image: bytes | None
+    zones: tuple[ZoneOutline, ...] = ()
+
+    def __post_init__(self) -> None:
+        # class_row passes the JSON the claim aggregates (None: a camera without zones).
+        object.__setattr__(self, "zones", tuple(_outline(z) for z in self.zones or ()))
 
     @property
     def source(self) -> bytes | ImageUrl | None:
@@ -128,14 +149,24 @@ def claim_for_analysis(pool: ConnectionPool, event_ids: Sequence[int]) -> list[E
     order of ``event_ids``.
 
     Events already settled (analysed, skipped, failed) are left alone, so a redelivered
-    batch never analyses an event twice.
+    batch never analyses an event twice. Each comes with its camera's zones, read by the
+    same statement, for its snapshot.
     """
     with transaction(pool) as conn, conn.cursor(row_factory=class_row(EventToAnalyse)) as cur:
         claimed = cur.execute(
             """
-            UPDATE events SET status = 'processing', attempts = attempts + 1
-            WHERE id = ANY(%s) AND status IN ('queued', 'processing')
-            RETURNING id, home_id, image_url, image
+            WITH claimed AS (
+                UPDATE events SET status = 'processing', attempts = attempts + 1
+                WHERE id = ANY(%s) AND status IN ('queued', 'processing')
+                RETURNING id, home_id, device_id, image_url, image
+            )
+            SELECT c.id, c.home_id, c.image_url, c.image, z.zones
+            FROM claimed AS c
+            LEFT JOIN LATERAL (
+                SELECT json_agg(json_build_object('kind', kind, 'polygon', polygon) ORDER BY id)
+                    AS zones
+                FROM zones WHERE device_id = c.device_id
+            ) AS z ON true
             """,
             (list(event_ids),),
         ).fetchall()
@@ -144,13 +175,17 @@ def claim_for_analysis(pool: ConnectionPool, event_ids: Sequence[int]) -> list[E
 
 
 # One statement per batch: the events still processing are marked analysed (with their
-# snapshots), their detections inserted, and each written id comes back with its latency.
+# snapshots and frame sizes), their detections inserted, and each written id comes back
+# with its latency.
 _SAVE = """
 WITH given AS (
-    SELECT * FROM unnest(%(ids)s::bigint[], %(snapshots)s::bytea[]) AS g(id, snapshot)
+    SELECT * FROM unnest(
+        %(ids)s::bigint[], %(snapshots)s::bytea[], %(widths)s::int[], %(heights)s::int[]
+    ) AS g(id, snapshot, width, height)
 ), written AS (
     UPDATE events AS e
-    SET status = 'analyzed', analyzed_at = now(), error = NULL, snapshot = given.snapshot
+    SET status = 'analyzed', analyzed_at = now(), error = NULL, snapshot = given.snapshot,
+        frame_width = given.width, frame_height = given.height
     FROM given
     WHERE e.id = given.id AND e.status = 'processing'
     RETURNING e.id, extract(epoch FROM e.analyzed_at - e.created_at)::float8 AS latency_s
@@ -174,8 +209,12 @@ def save_detections(
     results: Iterable[tuple[int, Sequence[DetectionToSave]]],
     model: str,
     snapshots: Mapping[int, bytes] | None = None,
+    frame_sizes: Mapping[int, tuple[int, int]] | None = None,
 ) -> dict[int, float]:
     """Store each event's detections and mark it analysed, in one statement.
+
+    ``frame_sizes``: each event's (width, height) in the pixels its boxes are in, which
+    places the boxes in the camera's normalised zones.
 
     Only events still ``processing`` are written: a late duplicate delivery of a batch that
     another worker already finished writes nothing. Returns the ids written, in the order
@@ -185,11 +224,14 @@ def save_detections(
     results = list(results)
     if not results:
         return {}
-    snapshots = snapshots or {}
+    snapshots, frame_sizes = snapshots or {}, frame_sizes or {}
+    sizes = [frame_sizes.get(event_id) for event_id, _ in results]
     rows = [(event_id, d) for event_id, found in results for d in found]
     params = {
         "ids": [event_id for event_id, _ in results],
         "snapshots": [snapshots.get(event_id) for event_id, _ in results],
+        "widths": [None if size is None else size[0] for size in sizes],
+        "heights": [None if size is None else size[1] for size in sizes],
         "event_ids": [event_id for event_id, _ in rows],
         "labels": [d.label for _, d in rows],
         "scores": [float(d.score) for _, d in rows],

@@ -21,6 +21,7 @@ from celery.signals import worker_process_init, worker_ready
 from psycopg_pool import ConnectionPool
 from redis import Redis
 
+from notify.stationary import StationaryMemory
 from schedules.candidates import CandidateStore
 from schedules.shard import Shards, connect
 from store.db import create_pool
@@ -68,6 +69,11 @@ class WorkerContext:
     def redis(self) -> Redis:
         url = self._required(self.settings.redis_url, "REDIS_URL")
         return Redis.from_url(url, decode_responses=True)
+
+    @cached_property
+    def stationary(self) -> StationaryMemory:
+        """Each camera's objects that stay put (the digest's memory, in the app's Redis)."""
+        return StationaryMemory.from_settings(self.redis, self.settings)
 
     @cached_property
     def records_redis(self) -> Redis:

@@ -100,16 +100,21 @@ def analyse_batch(ctx: WorkerContext, event_ids: Sequence[int]) -> BatchOutcome:
         frames[event.id] = frame
         first_sent = first_sent or time.perf_counter()
         running[batcher.submit(frame.item)] = event.id
+    zones = {e.id: e.zones for e in events}
     detections: dict[int, list[Detection]] = {}
     drawing: dict[int, Future[bytes]] = {}
     for ran in as_completed(running):  # a model error fails the task, as a lost lease would
         event_id = running[ran]
         detections[event_id] = ran.result()
-        drawing[event_id] = host.submit(snapshot_jpeg, frames[event_id].image, detections[event_id])
+        drawing[event_id] = host.submit(
+            snapshot_jpeg, frames[event_id].image, detections[event_id], zones[event_id]
+        )
     device_s = time.perf_counter() - first_sent if first_sent is not None else 0.0
     found = [(e.id, detections[e.id]) for e in events if e.id in detections]
     snapshots = {event_id: job.result() for event_id, job in drawing.items()}
-    latency_s = save_detections(ctx.pool, found, model.name, snapshots)
+    # The boxes are in the source's pixels: the digest places them in the zones by it.
+    sizes = {event_id: frames[event_id].source_size for event_id, _ in found}
+    latency_s = save_detections(ctx.pool, found, model.name, snapshots, sizes)
     analysed = list(latency_s)
     failed = mark_failed(
         ctx.pool, [Failure(event.id, error.code, str(error)) for event, error in refused]

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 from celery import shared_task
 
-from notify import escalation, live
+from notify import escalation, live, snoozes
 from notify import summaries as summary_fold
 from notify.digest import DigestReport, digest_events, undigested
 from notify.outbox import ClaimedDelivery
@@ -113,7 +113,7 @@ def _summary(report: SendReport) -> dict:
 @shared_task(base=BatchTask, acks_late=True, soft_time_limit=60, time_limit=90)
 def digest(event_ids: list[int], tier: str | None = None) -> dict:
     ctx = context()
-    report = digest_events(ctx.pool, event_ids)
+    report = digest_events(ctx.pool, event_ids, ctx.stationary)
     publish_alerts(ctx, report)
     publish_escalations(ctx, report.escalations)
     pushed = push(ctx, report.deliveries) if report.deliveries else SendReport()
@@ -156,7 +156,8 @@ def digest_undigested() -> list[int]:
     """The sweep behind the chain: settled events nobody decided get their decision (and
     their alert) now, so a lost message never leaves a household unaware."""
     ctx = context()
-    report = digest_events(ctx.pool, undigested(ctx.pool, UNDIGESTED_AFTER_S, SWEEP_LIMIT))
+    pending = undigested(ctx.pool, UNDIGESTED_AFTER_S, SWEEP_LIMIT)
+    report = digest_events(ctx.pool, pending, ctx.stationary)
     decided = [a.event_id for a in report.alerts] + report.held + report.suppressed
     if decided:
         log.warning("decided %d settled events whose digest message was lost", len(decided))
@@ -176,3 +177,9 @@ def escalate_due() -> dict:
     pushed = push(ctx, report.deliveries) if report.deliveries else SendReport()
     publish_escalations(ctx, report.steps)
     return {"steps": len(report.steps), "pushes": _summary(pushed)}
+
+
+@shared_task(**HOUSEKEEPING, acks_late=True, soft_time_limit=20, time_limit=30)
+def prune_snoozes() -> int:
+    """Snoozes that ended mean nothing: a bounded batch of them is deleted each run."""
+    return snoozes.prune_expired(context().pool)

@@ -28,6 +28,8 @@ DIGEST_UNDIGESTED_EVERY_S = 30.0
 SEND_DUE_EVERY_S = 2.0
 # Unacknowledged life-safety alerts climb their escalation chain: due times live in rows.
 ESCALATE_DUE_EVERY_S = 2.0
+# Ended snoozes are deleted; an ended one already means nothing, so this is only tidying.
+PRUNE_SNOOZES_EVERY_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,7 @@ def periodic_tasks(config: SchedulerConfig) -> list[Periodic]:
         Periodic(digest.digest_undigested, DIGEST_UNDIGESTED_EVERY_S),
         Periodic(digest.send_due, SEND_DUE_EVERY_S),
         Periodic(digest.escalate_due, ESCALATE_DUE_EVERY_S),
+        Periodic(digest.prune_snoozes, PRUNE_SNOOZES_EVERY_S),
     ]
 
 

@@ -8,9 +8,11 @@ import sys
 import pytest
 
 from inference.contract import Detection
+from notify.zones import insert_zone
 from store.analysis import (
     Failure,
     PendingEvent,
+    ZoneOutline,
     claim_for_analysis,
     load_for_lite,
     mark_failed,
@@ -20,7 +22,7 @@ from store.analysis import (
     save_lite_results,
 )
 from tests.factories import make_home
-from vigil.vocabulary import ArmMode, EventStatus, Tier
+from vigil.vocabulary import ArmMode, EventStatus, PresenceGroup, Tier, ZoneKind
 
 pytestmark = pytest.mark.integration
 
@@ -63,6 +65,45 @@ def test_a_redelivered_batch_does_not_analyse_a_settled_event_again(db):
     with db.connection() as conn:
         n = conn.execute("SELECT count(*) AS n FROM detections").fetchone()["n"]
     assert n == 1 and status(db, event) == ("analyzed", 1)
+
+
+def test_saving_stores_each_events_frame_size_in_the_boxes_pixels(db):
+    with db.connection() as conn:
+        home, camera = make_home(conn)
+    sized, unsized = new_event(db, home, camera), new_event(db, home, camera)
+    claim_for_analysis(db, [sized, unsized])
+    dets = [Detection("person", 0.9, (100.0, 200.0, 300.0, 1000.0))]
+    saved = save_detections(db, [(sized, dets), (unsized, [])], "m", None, {sized: (1920, 1080)})
+    assert list(saved) == [sized, unsized]
+    with db.connection() as conn:
+        rows = conn.execute(
+            "SELECT id, frame_width, frame_height FROM events WHERE id = ANY(%s)",
+            ([sized, unsized],),
+        ).fetchall()
+    sizes = {row["id"]: (row["frame_width"], row["frame_height"]) for row in rows}
+    assert sizes == {sized: (1920, 1080), unsized: (None, None)}
+
+
+def test_the_claim_brings_each_events_camera_zones(db):
+    with db.connection() as conn:
+        home, camera = make_home(conn)
+        other = conn.execute(
+            "INSERT INTO devices (home_id, kind, platform, name) VALUES (%s, 'camera',"
+            " 'camera', 'garden') RETURNING id",
+            (home,),
+        ).fetchone()["id"]
+        drive = [(0.1, 0.5), (0.9, 0.5), (0.9, 1.0)]
+        bins = [(0.0, 0.0), (0.2, 0.0), (0.2, 0.2)]
+        insert_zone(conn, camera, home, "drive", ZoneKind.ALERT, drive)
+        insert_zone(conn, camera, home, "bins", ZoneKind.IGNORE, bins, [PresenceGroup.ANIMAL])
+    zoned, bare = new_event(db, home, camera), new_event(db, home, other)
+    claimed = {event.id: event for event in claim_for_analysis(db, [zoned, bare])}
+    assert claimed[zoned].zones == (
+        ZoneOutline(ZoneKind.ALERT, tuple(drive)),
+        ZoneOutline(ZoneKind.IGNORE, tuple(bins)),
+    )
+    assert claimed[bare].zones == ()
+    assert type(claimed[zoned].zones[0].kind) is ZoneKind
 
 
 def test_saving_answers_each_written_events_created_to_analysed_seconds(db):

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import itertools
+from dataclasses import dataclass
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -247,3 +249,68 @@ def test_annotating_a_tiny_frame_works():
     frame = Image.new("RGB", (24, 18))
     drawn = annotate(frame, [det("person", 0.9, (0, 0, 24, 18)), det("dog", 0.5, (2, 2, 9, 9))])
     assert drawn.size == (24, 18)
+
+
+@dataclass(frozen=True)
+class Outline:
+    """A zone as the snapshot takes it: a kind and normalised points."""
+
+    kind: str
+    polygon: tuple[tuple[float, float], ...]
+
+
+# A U opening upwards: arms 0.2..0.35 and 0.65..0.8 wide, joined below y = 0.55.
+U_ZONE = (
+    (0.2, 0.2),
+    (0.35, 0.2),
+    (0.35, 0.55),
+    (0.65, 0.55),
+    (0.65, 0.2),
+    (0.8, 0.2),
+    (0.8, 0.8),
+    (0.2, 0.8),
+)
+
+
+def _pixels(image: Image.Image) -> np.ndarray:
+    return np.asarray(image, dtype=np.int16)
+
+
+def _rect(shape, box) -> np.ndarray:
+    """A mask of the normalised ``box`` (x1, y1, x2, y2) in an image of ``shape``."""
+    height, width = shape[:2]
+    mask = np.zeros((height, width), dtype=bool)
+    x1, y1, x2, y2 = box
+    mask[round(y1 * height) : round(y2 * height), round(x1 * width) : round(x2 * width)] = True
+    return mask
+
+
+def test_a_zone_tints_the_inside_of_its_polygon_and_nothing_far_outside():
+    image = open_photo("dog")
+    plain = _pixels(annotate(image, []))
+    drawn = _pixels(annotate(image, [], [Outline("alert", U_ZONE)]))
+    changed = np.abs(drawn - plain).sum(axis=2) > 0
+    margin = 0.02  # a few pixels either side of the outline
+    base = _rect(changed.shape, (0.2 + margin, 0.55 + margin, 0.8 - margin, 0.8 - margin))
+    arm = _rect(changed.shape, (0.2 + margin, 0.2 + margin, 0.35 - margin, 0.55))
+    assert changed[base].mean() > 0.95 and changed[arm].mean() > 0.95
+    # the notch between the arms and everything around the U stay as they were
+    notch = _rect(changed.shape, (0.35 + margin, 0.0, 0.65 - margin, 0.55 - margin))
+    around = ~_rect(changed.shape, (0.2 - margin, 0.2 - margin, 0.8 + margin, 0.8 + margin))
+    assert not changed[notch].any() and not changed[around].any()
+    # the fill is translucent: the photo still shows through
+    assert np.abs(drawn - plain)[base].max() < 128
+
+
+def test_alert_and_ignore_zones_differ_and_lie_under_the_boxes():
+    frame = Image.new("RGB", (400, 300), (128, 128, 128))
+    square = ((0.1, 0.1), (0.9, 0.1), (0.9, 0.9), (0.1, 0.9))
+    alert = annotate(frame, [], [Outline("alert", square)])
+    ignore = annotate(frame, [], [Outline("ignore", square)])
+    assert alert.getpixel((200, 150)) != ignore.getpixel((200, 150)) != (128, 128, 128)
+    assert alert.getpixel((200, 150)) != (128, 128, 128)
+    assert alert.getpixel((5, 5)) == ignore.getpixel((5, 5)) == (128, 128, 128)
+    box = (100, 100, 300, 250)
+    boxed = annotate(frame, [det("person", 0.9, box)], [Outline("alert", square)])
+    assert boxed.getpixel((200, 249)) == COLOURS["person"]  # the box's edge, over the zone
+    assert boxed.getpixel((200, 200)) == alert.getpixel((200, 200))  # inside the box: the tint

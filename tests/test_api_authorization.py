@@ -10,9 +10,10 @@ without saying who may call it. Each case runs against a fresh household:
 * dan is an outsider with a home of his own; eve was a member and was removed;
 * fay is a member other members' changes are tried on.
 
-An analysed event of cam1 (with its upload and snapshot), its alert, and a pending
-invitation exist. Personas are tried refused ones first, so a route that changes something
-(a removal, a new key) is tried by the one allowed persona last, on an unchanged home.
+An analysed event of cam1 (with its upload and snapshot), its alert, a pending invitation
+and the owner's snooze of cam1 exist. Personas are tried refused ones first, so a route that
+changes something (a removal, a new key) is tried by the one allowed persona last, on an
+unchanged home.
 """
 
 from __future__ import annotations
@@ -27,8 +28,11 @@ from flask import Flask
 from flask.testing import FlaskClient
 from psycopg_pool import ConnectionPool
 
+from notify.snoozes import add_snooze
+from notify.zones import insert_zone
 from tests.api_helpers import add_device, bearer, make_owner
 from tests.photos import photo
+from vigil.vocabulary import ZoneKind
 from webapp.clients import clients
 from webapp.operations import OPERATIONS, Operation
 from webapp.tokens import start_session
@@ -49,6 +53,9 @@ NOT_SCOPED = {
     "GET /health",
     "GET /metrics",
     "GET /openapi.json",
+    # Authenticated by the push's action token in its body, never a user's JWT: who may act
+    # is the phone's member (tests/test_actions.py, tests/test_api_actions.py).
+    "POST /notifications/{notification_id}/actions",
 }
 
 OK, FORBIDDEN, MISSING = "ok", 403, 404
@@ -57,6 +64,8 @@ MEMBERS = {**EVERYONE, "viewer": FORBIDDEN}
 OWNERS = {**MEMBERS, "member": FORBIDDEN}
 # The viewer's camera list covers the cases' camera (cam1), but not the whole home.
 WHOLE_HOME = {**EVERYONE, "viewer": FORBIDDEN}
+# A member's own row (the world's snooze is the owner's): every other member finds none.
+OWNERS_OWN = {**EVERYONE, "viewer": MISSING, "member": MISSING}
 
 
 @dataclass(frozen=True)
@@ -79,6 +88,8 @@ class World:
     invitation_id: int
     fay: int
     headers: dict[str, dict[str, str]]
+    zone_id: int = 0  # an ignore zone of cam1
+    snooze_id: int = 0  # the owner's snooze of cam1
 
     def path_value(self, name: str) -> int:
         return {
@@ -88,6 +99,8 @@ class World:
             "notification_id": self.notification_id,
             "invitation_id": self.invitation_id,
             "user_id": self.fay,
+            "zone_id": self.zone_id,
+            "snooze_id": self.snooze_id,
         }[name]
 
 
@@ -111,6 +124,21 @@ MATRIX: dict[str, Case] = {
     "DELETE /devices/{device_id}": Case(OWNERS),
     "POST /devices/{device_id}/key": Case(OWNERS),
     "DELETE /devices/{device_id}/key": Case(OWNERS),  # the owner's try finds no key: 404
+    "GET /devices/{device_id}/zones": Case(EVERYONE),
+    "POST /devices/{device_id}/zones": Case(
+        OWNERS,
+        body=lambda w: {
+            "name": f"zone-{secrets.token_hex(3)}",
+            "kind": "alert",
+            "polygon": [[0.1, 0.5], [0.9, 0.5], [0.9, 1.0]],
+        },
+    ),
+    "GET /devices/{device_id}/zones/{zone_id}": Case(EVERYONE),
+    "PUT /devices/{device_id}/zones/{zone_id}": Case(
+        OWNERS,
+        body=lambda w: {"name": "porch", "kind": "ignore", "polygon": [[0, 0], [1, 0], [1, 1]]},
+    ),
+    "DELETE /devices/{device_id}/zones/{zone_id}": Case(OWNERS),
     "GET /events/{event_id}": Case(EVERYONE),
     "GET /events/{event_id}/image": Case(EVERYONE),
     "GET /events/{event_id}/snapshot": Case(EVERYONE),
@@ -143,6 +171,11 @@ MATRIX: dict[str, Case] = {
     "GET /homes/{home_id}/audit": Case(OWNERS),
     "GET /homes/{home_id}/preferences": Case(EVERYONE),
     "PATCH /homes/{home_id}/preferences": Case(EVERYONE, body=lambda w: {"summaries": False}),
+    "GET /homes/{home_id}/snoozes": Case(EVERYONE),
+    "POST /homes/{home_id}/snoozes": Case(
+        EVERYONE, body=lambda w: {"device_id": w.cam1, "for_s": 3600}
+    ),
+    "DELETE /homes/{home_id}/snoozes/{snooze_id}": Case(OWNERS_OWN),
     "GET /homes/{home_id}/escalation": Case(EVERYONE),
     "PUT /homes/{home_id}/escalation": Case(OWNERS, body=lambda w: {"members": [w.fay]}),
 }
@@ -227,8 +260,22 @@ def world(app: Flask, client: FlaskClient) -> World:
             " RETURNING id",
             (home, secrets.token_bytes(32), ana.user_id),
         ).fetchone()["id"]
+        zone_id = insert_zone(
+            conn, ana.device_id, home, "bins", ZoneKind.IGNORE, [(0, 0), (0.2, 0), (0.2, 0.2)]
+        )
+        until = conn.execute("SELECT now() + interval '1 hour' AS until").fetchone()["until"]
+        snooze_id = add_snooze(conn, home, ana.user_id, until, device_id=ana.device_id)
     return World(
-        home, ana.device_id, cam2, event_id, notification_id, invitation_id, users["fay"], headers
+        home,
+        ana.device_id,
+        cam2,
+        event_id,
+        notification_id,
+        invitation_id,
+        users["fay"],
+        headers,
+        zone_id,
+        snooze_id,
     )
 
 

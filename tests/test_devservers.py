@@ -14,6 +14,8 @@ import pytest
 import redis
 
 from devservers import DATABASE_URL, REDIS_URL, DevServers, read_env_file
+from devservers.apns_server import check_payload
+from devservers.fcm_server import check_message
 from devservers.postgres import PostgresServer
 from devservers.redis import RedisServer
 
@@ -175,3 +177,62 @@ def test_servers_die_with_a_killed_owner(tmp_path: Path, database_url: str) -> N
         up.communicate(timeout=30)
     # No orphan keeps the port or the AOF: the kernel signals the server when we die.
     _wait_for(lambda: not _redis_answers(url), what="orphaned redis-server to exit")
+
+
+# --- the push servers' checks of what a push says -----------------------------------------
+
+
+def _fcm_message(**fields: object) -> dict:
+    message = {"token": "dXk2c3R1YjE6APA91bF-test_token", "data": {"kind": "alert"}, **fields}
+    return {"message": message}
+
+
+@pytest.mark.unit
+def test_the_fcm_server_takes_an_alert_with_actions_on_every_platform() -> None:
+    body = _fcm_message(
+        data={"action_token": "va_1.7.1.x", "actions": "snooze_camera,mark_seen"},
+        android={"notification": {"tag": "event-1", "click_action": "VIGIL_ALERT"}},
+        apns={"payload": {"aps": {"category": "VIGIL_ALERT"}, "action_url": "https://x/y"}},
+        webpush={
+            "headers": {"TTL": "3600", "Urgency": "high"},
+            "notification": {"actions": [{"action": "mark_seen", "title": "Mark as seen"}]},
+        },
+    )
+    assert check_message(body) is None
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(
+    ("fields", "field"),
+    [
+        ({"data": {"notification_id": 7}}, "message.data"),
+        ({"data": {"actions": ["mark_seen"]}}, "message.data"),
+        (
+            {"android": {"notification": {"click_action": 1}}},
+            "message.android.notification",
+        ),
+        ({"apns": {"payload": {"aps": {"category": 2}}}}, "message.apns.payload"),
+        ({"apns": {"payload": {"aps": {"action_token": "va_"}}}}, "message.apns.payload"),
+        ({"webpush": {"notification": {"actions": [{"action": "a"}]}}}, "message.webpush"),
+        ({"webpush": {"notification": {"actions": [{"title": "A"}]}}}, "message.webpush"),
+        (
+            {"webpush": {"notification": {"actions": [{"action": "a", "title": 1}]}}},
+            "message.webpush",
+        ),
+        ({"webpush": {"notification": {"actions": "mark_seen"}}}, "message.webpush"),
+        ({"webpush": {"headers": {"TTL": 60}}}, "message.webpush"),
+        ({"webpush": {"unknown": {}}}, "message.webpush"),
+    ],
+)
+def test_the_fcm_server_refuses_what_google_would(fields: dict, field: str) -> None:
+    problem = check_message(_fcm_message(**fields))
+    assert problem is not None and problem[1].startswith(field), problem
+
+
+@pytest.mark.unit
+def test_the_apns_server_wants_custom_keys_beside_aps_and_a_string_category() -> None:
+    assert check_payload({"aps": {"alert": "hi", "category": "VIGIL_ALERT"}, "token": "x"}) is None
+    assert check_payload({"aps": {"category": ["VIGIL_ALERT"]}}) == "aps.category is not a string"
+    inside = check_payload({"aps": {"alert": "hi", "action_url": "https://x/y"}})
+    assert inside is not None and "action_url" in inside
+    assert check_payload({"alert": "hi"}) == "no aps dictionary"

@@ -4,6 +4,7 @@ is drawn there with the boxes where they belong."""
 from __future__ import annotations
 
 import io
+from dataclasses import dataclass
 
 import numpy as np
 import pytest
@@ -60,3 +61,23 @@ def test_the_snapshot_draws_source_pixel_boxes_on_the_reduced_image():
     assert pixels[300, 198:203].max() > 100 and pixels[440:460, 350].max() > 100
     # and nowhere near where the unscaled box would be
     assert pixels[300, 395:405].max() < 40 and pixels[200:230, 700].max() < 40
+
+
+@dataclass(frozen=True)
+class Outline:
+    kind: str
+    polygon: tuple[tuple[float, float], ...]
+
+
+def test_the_snapshot_draws_the_cameras_zones_where_they_lie_in_the_reduced_frame():
+    frame = prepare_frame(encode_jpeg(blank_frame(1920, 1080, 0)), Letterbox416())
+    assert not isinstance(frame, Exception)
+    # the right half of the frame, below the middle: x 480..960, y 270..540 of 960x540
+    zone = Outline("alert", ((0.5, 0.5), (1.0, 0.5), (1.0, 1.0), (0.5, 1.0)))
+    plain, zoned = (snapshot_jpeg(frame.image, [], zones) for zones in ((), (zone,)))
+    with Image.open(io.BytesIO(plain)) as a, Image.open(io.BytesIO(zoned)) as b:
+        assert a.size == b.size == (960, 540)
+        diff = np.abs(np.asarray(a, dtype=np.int32) - np.asarray(b, dtype=np.int32)).sum(axis=2)
+    assert diff[300:520, 500:940].min() > 20  # tinted throughout
+    # JPEG blocks (16 px) holding no drawn pixel come out the same
+    assert diff[:240, :].max() == 0 and diff[:, :448].max() == 0

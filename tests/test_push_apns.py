@@ -13,13 +13,13 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from devservers.apns_server import ApnsServer
+from devservers.apns_server import APS_KEYS, ApnsServer
 from devservers.fcm_server import FcmServer
 from notify.apns import ApnsProvider
 from notify.providers import EmbeddedProvider, Providers, providers_from_settings
-from notify.push import Outcome, PushMessage
+from notify.push import ALERT_CATEGORY, OWNER_ALERT_CATEGORY, Outcome, PushMessage
 from vigil.settings import Settings
-from vigil.vocabulary import NotificationKind, Platform
+from vigil.vocabulary import NotificationKind, Platform, PushAction
 
 pytestmark = pytest.mark.integration
 
@@ -419,3 +419,38 @@ def test_the_critical_alerts_setting_reaches_both_providers_of_ios(server):
                 providers.close()
     with pytest.raises(ValueError, match="APNS_CRITICAL_ALERTS"):
         providers_for({"APNS_CRITICAL_ALERTS": "maybe"})
+
+
+ACTION_DATA = {
+    "action_token": "va_1.9.1748782800.2kJ0cYpTqzq3Hq6m4Zb8yWvXo1sR5tU7aB9dE0fG1hI",
+    "action_url": "https://vigil.example/notifications/7/actions",
+    "actions": "snooze_camera,mute_object,mark_seen,acknowledge",
+}
+
+
+def test_an_alert_with_actions_names_its_category_and_keeps_its_keys_beside_aps(apns, server):
+    offered = (
+        PushAction.SNOOZE_CAMERA,
+        PushAction.MUTE_OBJECT,
+        PushAction.MARK_SEEN,
+        PushAction.ACKNOWLEDGE,
+    )
+    owner = message(
+        data={**message().data, **ACTION_DATA}, actions=offered, category=OWNER_ALERT_CATEGORY
+    )
+    member = message(actions=offered[::2], category=ALERT_CATEGORY)
+
+    assert apns.send(owner).outcome is Outcome.SENT
+    assert apns.send(member).outcome is Outcome.SENT
+    owner_payload, member_payload = (a["payload"] for a in server.accepted)
+    assert owner_payload["aps"]["category"] == "VIGIL_ALERT_OWNER"
+    assert member_payload["aps"]["category"] == "VIGIL_ALERT"
+    # Custom data goes beside aps, where the app's notification delegate reads it.
+    for key, value in ACTION_DATA.items():
+        assert owner_payload[key] == value and key not in owner_payload["aps"]
+    assert set(owner_payload["aps"]) <= APS_KEYS
+
+
+def test_a_push_without_actions_names_no_category(apns, server):
+    assert apns.send(message(kind="summary", time_sensitive=False)).outcome is Outcome.SENT
+    assert "category" not in server.accepted[0]["payload"]["aps"]

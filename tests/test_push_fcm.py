@@ -17,9 +17,9 @@ from devservers.fcm_server import FcmServer
 from notify.fcm import FcmProvider, classify_response, payload_args
 from notify.http_push import retry_after_s
 from notify.providers import EmbeddedProvider, Providers, providers_from_settings
-from notify.push import Outcome, PushMessage
+from notify.push import OWNER_ALERT_CATEGORY, Outcome, PushMessage
 from vigil.settings import Settings
-from vigil.vocabulary import NotificationKind, Platform
+from vigil.vocabulary import NotificationKind, Platform, PushAction
 
 pytestmark = pytest.mark.integration
 
@@ -396,3 +396,45 @@ def test_a_summary_is_never_urgent_and_a_critical_push_always_is():
     assert critical["android_config"]["priority"] == "high"
     assert critical["webpush_config"]["headers"]["Urgency"] == "high"
     assert critical["apns_config"]["headers"]["apns-priority"] == "10"
+
+
+ACTIONS = (PushAction.SNOOZE_CAMERA, PushAction.MUTE_OBJECT, PushAction.MARK_SEEN)
+ACTION_DATA = {
+    "action_token": "va_1.7.1748782800.2kJ0cYpTqzq3Hq6m4Zb8yWvXo1sR5tU7aB9dE0fG1hI",
+    "action_url": "https://vigil.example/notifications/7/actions",
+    "actions": "snooze_camera,mute_object,mark_seen",
+}
+
+
+def test_an_alert_with_actions_reaches_every_platform_in_its_own_words(fcm, server):
+    for platform in (Platform.ANDROID, Platform.IOS, Platform.WEB):
+        offered = message(
+            platform=platform,
+            data={**message().data, **ACTION_DATA},
+            actions=ACTIONS,
+            category=OWNER_ALERT_CATEGORY,
+        )
+        assert fcm.send(offered).outcome is Outcome.SENT, platform
+    android, ios, web = (a["message"] for a in server.accepted)
+    for sent in (android, ios, web):
+        assert {k: sent["data"][k] for k in ACTION_DATA} == ACTION_DATA  # strings, as FCM takes
+        assert all(isinstance(value, str) for value in sent["data"].values())
+        assert sent["android"]["notification"]["click_action"] == "VIGIL_ALERT_OWNER"
+        assert sent["apns"]["payload"]["aps"]["category"] == "VIGIL_ALERT_OWNER"
+    assert web["webpush"]["notification"] == {
+        "actions": [
+            {"action": "snooze_camera", "title": "Snooze camera 1 h"},
+            {"action": "mute_object", "title": "Mute this object"},
+            {"action": "mark_seen", "title": "Mark as seen"},
+        ]
+    }
+    assert "notification" not in android.get("webpush", {})
+
+
+@pytest.mark.unit
+def test_a_push_without_actions_names_no_category_anywhere():
+    args = payload_args(message(platform=Platform.WEB))
+    assert "click_action" not in args["android_config"]["notification"]
+    assert "category" not in args["apns_config"]["payload"]["aps"]
+    assert "notification" not in args["webpush_config"]
+    assert not {"action_token", "action_url", "actions"} & set(args["data_payload"])

@@ -25,6 +25,9 @@ COLUMNS: dict[tuple[str, str], type[StrEnum]] = {
     ("invitations", "role"): vocabulary.Role,
     ("audit", "action"): vocabulary.AuditAction,
     ("escalations", "stopped_reason"): vocabulary.EscalationStop,
+    ("zones", "kind"): vocabulary.ZoneKind,
+    ("snoozes", "label"): vocabulary.PresenceGroup,
+    ("deliveries", "action_taken"): vocabulary.PushAction,
 }
 
 CHECKS = """

@@ -261,14 +261,14 @@ class Settings:
     public_base_url: str = var(
         "PUBLIC_BASE_URL",
         "http://localhost:5000",
-        "where the API is reached, for the signed snapshot link each alert carries",
+        "where the API is reached, for the links each alert carries (snapshot, actions)",
         url,
         group="web",
     )
     snapshot_url_secret: str | None = var(
         "SNAPSHOT_URL_SECRET",
         None,
-        "signs snapshot links; web and workers need the same one",
+        "signs snapshot links and push action tokens; web and workers need the same one",
         group="web",
         shown_default="`JWT_SECRET_KEY`",
     )
@@ -493,6 +493,21 @@ class Settings:
         positive_number,
         group="workers",
     )
+    stationary_iou: float = var(
+        "STATIONARY_IOU",
+        0.6,
+        "a detection overlapping an object its camera saw lately (same group) by this much "
+        "(intersection over union, 0.1 to 0.99) is an object that stayed put: no new alert",
+        positive_number,
+        group="workers",
+    )
+    stationary_window_s: int = var(
+        "STATIONARY_WINDOW_S",
+        6 * 3600,
+        "how long a camera remembers an object it no longer sees, seconds (60 to 7 days)",
+        positive_integer,
+        group="workers",
+    )
 
     # Processes (read by the Procfile's command lines)
     port: None = process_var("PORT", "5000", "web process port")
@@ -523,6 +538,15 @@ class Settings:
             raise SettingsError("set APNS_KEY or APNS_KEY_FILE, not both")
         if self.push_timeout_s > 300:
             raise SettingsError(f"PUSH_TIMEOUT_S must be at most 300, got {self.push_timeout_s}")
+        if not 0.1 <= self.stationary_iou <= 0.99:
+            raise SettingsError(
+                f"STATIONARY_IOU must be between 0.1 and 0.99, got {self.stationary_iou}"
+            )
+        if not MINUTE <= self.stationary_window_s <= 7 * DAY:
+            raise SettingsError(
+                f"STATIONARY_WINDOW_S must be between {MINUTE} and {7 * DAY}, "
+                f"got {self.stationary_window_s}"
+            )
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str]) -> Settings:

@@ -44,6 +44,9 @@ class Reason(StrEnum):
     NOT_ARMED = "not_armed"
     ROUTINE = "routine"
     BELOW_THRESHOLD = "below_threshold"
+    ZONE = "zone"  # what would alert stood outside the camera's alert zones, or in an ignore zone
+    STATIONARY = "stationary"  # what would alert was an object that stayed put
+    SNOOZED = "snoozed"  # every member who would hear of it snoozed it
 
 
 class NotificationKind(StrEnum):
@@ -155,3 +158,28 @@ class EscalationStop(StrEnum):
     ACKNOWLEDGED = "acknowledged"  # POST /notifications/<id>/ack, or the push's action
     READ = "read"  # a member opened it
     EVERYONE = "everyone"  # the last step reached every member
+
+
+class InvitationStatus(StrEnum):
+    """Where an invitation stands (computed from ``invitations``' times)."""
+
+    PENDING = "pending"
+    ACCEPTED = "accepted"
+    REVOKED = "revoked"
+    EXPIRED = "expired"
+
+
+class ZoneKind(StrEnum):
+    """What a camera's activity zone does (``zones.kind``)."""
+
+    ALERT = "alert"  # detections here may alert (a camera without one alerts everywhere)
+    IGNORE = "ignore"  # detections here never alert
+
+
+class PushAction(StrEnum):
+    """What a member can do from an alert's push (``deliveries.action_taken``)."""
+
+    SNOOZE_CAMERA = "snooze_camera"  # no alert from this camera for a while (1 h)
+    MUTE_OBJECT = "mute_object"  # "this is my car": an ignore zone for this object's place
+    MARK_SEEN = "mark_seen"  # read
+    ACKNOWLEDGE = "acknowledge"  # stops an escalation

@@ -61,6 +61,7 @@ def create_app(
     app.extensions[EXTENSION] = settings_in_use(settings, app)
 
     from webapp import (
+        actions,
         auth,
         cli,
         clients,
@@ -79,7 +80,9 @@ def create_app(
         openapi,
         preferences,
         ratelimit,
+        snoozes,
         stream,
+        zones,
     )
 
     errors.init_app(app)  # first: the JWT extension's handlers then override by class
@@ -93,10 +96,13 @@ def create_app(
         members,
         invitations,
         preferences,
+        snoozes,
         escalation,
         devices,
+        zones,
         events,
         notifications,
+        actions,
         stream,
         health,
         openapi,

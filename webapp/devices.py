@@ -79,7 +79,7 @@ WHERE (m.role = 'owner' OR d.user_id = m.user_id
 """
 
 
-def _devices(
+def seen_devices(
     conn: psycopg.Connection[Any],
     user_id: int,
     *,
@@ -98,13 +98,13 @@ def _devices(
     return cursor.execute(query, {"user_id": user_id, **where}).fetchall()
 
 
-def _managed_device(
+def managed_device(
     conn: psycopg.Connection[Any], user_id: int, device_id: int, *, lock: bool = False
 ) -> DeviceRow:
     """The device ``device_id`` if the caller may manage it (key changes of one device wait
     for each other under ``lock``): 404 ``device_not_found`` if they cannot see it, 403
     ``role_forbidden`` if they only see it."""
-    rows = _devices(conn, user_id, lock=lock, device_id=device_id)
+    rows = seen_devices(conn, user_id, lock=lock, device_id=device_id)
     if not rows:
         raise not_found("device")
     if not rows[0].manageable:
@@ -132,7 +132,7 @@ def create_device() -> Response:
                 )
                 .fetchall()
             )
-            (row,) = _devices(conn, user_id, device_id=device_id)
+            (row,) = seen_devices(conn, user_id, device_id=device_id)
     except psycopg.errors.UniqueViolation:
         raise ApiError(
             "device_name_taken", 409, f"This home already has a device named {body.name!r}."
@@ -147,7 +147,7 @@ def list_devices() -> Response:
     query = DeviceQuery.model_validate(query_args())
     user_id = current_user_id()
     with get_pool().connection() as conn:
-        rows = _devices(conn, user_id, home_id=query.home_id)
+        rows = seen_devices(conn, user_id, home_id=query.home_id)
         if not rows and query.home_id is not None:
             member_home(conn, user_id, query.home_id)  # another user's home: 404
     return respond(DeviceList(devices=[row.model() for row in rows]))
@@ -157,7 +157,7 @@ def list_devices() -> Response:
 @jwt_required()
 def get_device(device_id: int) -> Response:
     with get_pool().connection() as conn:
-        rows = _devices(conn, current_user_id(), device_id=device_id)
+        rows = seen_devices(conn, current_user_id(), device_id=device_id)
     if not rows:
         raise not_found("device")
     return respond(rows[0].model())
@@ -168,7 +168,7 @@ def get_device(device_id: int) -> Response:
 def delete_device(device_id: int) -> tuple[str, int]:
     """Remove the device; its key is deleted with it and stops working at once."""
     with transaction(get_pool()) as conn:
-        _managed_device(conn, current_user_id(), device_id, lock=True)
+        managed_device(conn, current_user_id(), device_id, lock=True)
         conn.execute("DELETE FROM devices WHERE id = %s", (device_id,))
     return "", 204
 
@@ -179,7 +179,7 @@ def issue_key(device_id: int) -> Response:
     """A new key for the device, shown in this answer only; the device's previous key, if
     any, stops working now (rotation)."""
     with transaction(get_pool()) as conn:
-        _managed_device(conn, current_user_id(), device_id, lock=True)
+        managed_device(conn, current_user_id(), device_id, lock=True)
         new = device_keys.issue(conn, device_id)
     response = respond(IssuedDeviceKey.model_validate(dataclasses.asdict(new)), 201)
     response.headers["Cache-Control"] = "no-store"  # the secret must not be kept anywhere
@@ -191,7 +191,7 @@ def issue_key(device_id: int) -> Response:
 def revoke_key(device_id: int) -> tuple[str, int]:
     """Revoke the device's key: refused from the next request on."""
     with transaction(get_pool()) as conn:
-        _managed_device(conn, current_user_id(), device_id, lock=True)
+        managed_device(conn, current_user_id(), device_id, lock=True)
         revoked = device_keys.revoke(conn, device_id)
     if revoked is None:
         raise ApiError("device_key_not_found", 404, "This device has no live key.")

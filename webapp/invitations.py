@@ -24,7 +24,7 @@ from flask_jwt_extended import jwt_required
 from psycopg.rows import class_row, scalar_row
 
 from store.db import transaction
-from vigil.vocabulary import AuditAction, Role
+from vigil.vocabulary import AuditAction, InvitationStatus, Role
 from webapp import audit
 from webapp.access import OWNERS, member_home
 from webapp.accounts import hash_password
@@ -64,10 +64,11 @@ class InvitationRow:
     cameras: list[int] | None
     created_at: dt.datetime
     expires_at: dt.datetime
-    status: str  # pending, accepted, revoked, expired
+    status: InvitationStatus
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "role", Role(self.role))
+        object.__setattr__(self, "status", InvitationStatus(self.status))
 
 
 INVITATION_COLUMNS = """
@@ -164,7 +165,7 @@ def revoke_invitation(home_id: int, invitation_id: int) -> Response:
         )
         if row is None:
             raise not_found("invitation")
-        if row.status in ("accepted", "revoked"):
+        if row.status in (InvitationStatus.ACCEPTED, InvitationStatus.REVOKED):
             raise ApiError(
                 "invitation_not_pending", 409, f"This invitation is already {row.status}."
             )

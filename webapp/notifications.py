@@ -5,7 +5,8 @@ same cursor as ``GET /events``; ``deliveries`` says, per phone, where its push s
 (pending, sending, sent, failed, invalid_token), through which provider, after how many
 attempts, and the provider's last answer; ``escalation``, where a life-safety alert's climb
 up its home's chain stands. Reading or acknowledging an alert stops its escalation
-(``notify.escalation``).
+(``notify.escalation``), whether through these routes or a push's action
+(``webapp.actions``), which share ``read_as`` and ``acknowledge_as``.
 """
 
 from __future__ import annotations
@@ -186,12 +187,14 @@ def list_notifications(
     return with_deliveries(conn, rows), cursor
 
 
-def _row(conn: psycopg.Connection[Any], query: str, notification_id: int) -> NotificationRow:
-    """The caller's notification that ``query`` reads or changes; 404 for one they may not
-    see."""
+def _row(
+    conn: psycopg.Connection[Any], query: str, notification_id: int, user_id: int
+) -> NotificationRow:
+    """The notification of ``user_id`` that ``query`` reads or changes; 404 for one they
+    may not see."""
     row = (
         conn.cursor(row_factory=class_row(NotificationRow))
-        .execute(query, {"id": notification_id, "user_id": current_user_id()})
+        .execute(query, {"id": notification_id, "user_id": user_id})
         .fetchone()
     )
     if row is None:
@@ -203,13 +206,46 @@ def _answer(conn: psycopg.Connection[Any], row: NotificationRow) -> Response:
     return respond(Notification.model_validate(with_deliveries(conn, [row])[0]))
 
 
-def _one(conn: psycopg.Connection[Any], query: str, notification_id: int) -> Response:
-    """The caller's notification that ``query`` reads, with its deliveries; 404 for one they
-    may not see."""
-    return _answer(conn, _row(conn, query, notification_id))
-
-
 _SELECT_VISIBLE = f"SELECT {NOTIFICATION_COLUMNS} FROM notifications n {_VISIBLE}"
+
+
+def read_as(conn: psycopg.Connection[Any], notification_id: int, user_id: int) -> NotificationRow:
+    """Mark the notification read by ``user_id``, in the caller's transaction (idempotent:
+    the first reader and time are kept); 404 for one they may not see. A read alert stops
+    escalating (``notify.escalation``). ``POST /notifications/<id>/read`` and the push's
+    ``mark_seen`` action."""
+    _row(conn, _SELECT_VISIBLE, notification_id, user_id)  # 404 for one they may not see
+    # Taken first, so a sweep step of this alert and the read take turns.
+    escalation.lock(conn, notification_id)
+    row = _row(
+        conn,
+        f"""
+        UPDATE notifications n
+        SET read_at = coalesce(n.read_at, now()),
+            read_by = CASE WHEN n.read_at IS NULL THEN %(user_id)s ELSE n.read_by END
+        WHERE n.id = %(id)s
+        RETURNING {NOTIFICATION_COLUMNS}
+        """,
+        notification_id,
+        user_id,
+    )
+    escalation.stop(conn, notification_id, EscalationStop.READ, user_id)
+    return row
+
+
+def acknowledge_as(
+    conn: psycopg.Connection[Any], notification_id: int, user_id: int
+) -> NotificationRow:
+    """Acknowledge the notification as ``user_id``, in the caller's transaction: its
+    escalation stops at once; idempotent (the first ack, its member and time are kept, and
+    only it is audited); 404 for one they may not see. ``POST /notifications/<id>/ack`` and
+    the push's ``acknowledge`` action."""
+    row = _row(conn, _SELECT_VISIBLE, notification_id, user_id)
+    acked = escalation.acknowledge(conn, notification_id, user_id)  # locks it first
+    if acked.first:
+        details = {"notification_id": notification_id, "step": acked.step}
+        audit.record(conn, row.home_id, user_id, AuditAction.ALERT_ACKNOWLEDGED, details)
+    return _row(conn, _SELECT_VISIBLE, notification_id, user_id)
 
 
 @bp.get("")
@@ -226,7 +262,7 @@ def list_notifications_route() -> Response:
 @jwt_required()
 def get_notification(notification_id: int) -> Response:
     with get_pool().connection() as conn:
-        return _one(conn, _SELECT_VISIBLE, notification_id)
+        return _answer(conn, _row(conn, _SELECT_VISIBLE, notification_id, current_user_id()))
 
 
 @bp.post("/<int:notification_id>/read")
@@ -236,22 +272,7 @@ def mark_read(notification_id: int) -> Response:
     A read alert stops escalating (``notify.escalation``)."""
     user_id = current_user_id()
     with transaction(get_pool()) as conn:
-        _row(conn, _SELECT_VISIBLE, notification_id)  # 404 for one the caller may not see
-        # Taken first, so a sweep step of this alert and the read take turns.
-        escalation.lock(conn, notification_id)
-        row = _row(
-            conn,
-            f"""
-            UPDATE notifications n
-            SET read_at = coalesce(n.read_at, now()),
-                read_by = CASE WHEN n.read_at IS NULL THEN %(user_id)s ELSE n.read_by END
-            WHERE n.id = %(id)s
-            RETURNING {NOTIFICATION_COLUMNS}
-            """,
-            notification_id,
-        )
-        escalation.stop(conn, notification_id, EscalationStop.READ, user_id)
-        return _answer(conn, row)
+        return _answer(conn, read_as(conn, notification_id, user_id))
 
 
 @bp.post("/<int:notification_id>/ack")
@@ -261,9 +282,4 @@ def acknowledge(notification_id: int) -> Response:
     down the chain is woken); idempotent: the first ack, its member and time are kept."""
     user_id = current_user_id()
     with transaction(get_pool()) as conn:
-        row = _row(conn, _SELECT_VISIBLE, notification_id)
-        acked = escalation.acknowledge(conn, notification_id, user_id)  # locks it first
-        if acked.first:
-            details = {"notification_id": notification_id, "step": acked.step}
-            audit.record(conn, row.home_id, user_id, AuditAction.ALERT_ACKNOWLEDGED, details)
-        return _one(conn, _SELECT_VISIBLE, notification_id)
+        return _answer(conn, acknowledge_as(conn, notification_id, user_id))

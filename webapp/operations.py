@@ -32,7 +32,10 @@ from webapp.schemas import (
     NotificationQuery,
     PolicyUpdate,
     PreferencesPatch,
+    PushActionRequest,
     RegisterRequest,
+    SnoozeCreate,
+    ZoneWrite,
 )
 from webapp.stream import LAST_EVENT_ID_HEADER, StreamQuery
 
@@ -255,6 +258,30 @@ OPERATIONS: tuple[Operation, ...] = (
         ids=("home_id",),
     ),
     Operation(
+        "GET /homes/{home_id}/snoozes",
+        "homes.list_snoozes",
+        "Your own active snoozes in this home (any member), ending soonest first",
+        {200: Answer(_OK, responses.SnoozeList)},
+        ids=("home_id",),
+    ),
+    Operation(
+        "POST /homes/{home_id}/snoozes",
+        "homes.create_snooze",
+        "Snooze your own alerts of the whole home, one camera you may see, or one presence"
+        " group of it, for for_s seconds or until a time at most 7 days ahead (any member;"
+        " life safety always reaches you)",
+        {201: Answer("Created", responses.Snooze)},
+        body=SnoozeCreate,
+        ids=("home_id",),
+    ),
+    Operation(
+        "DELETE /homes/{home_id}/snoozes/{snooze_id}",
+        "homes.delete_snooze",
+        "End one of your own snoozes now",
+        {204: Answer("Ended")},
+        ids=("home_id", "snooze_id"),
+    ),
+    Operation(
         "GET /homes/{home_id}/members",
         "homes.list_members",
         "The home's members, their roles and cameras, in the order they joined",
@@ -380,6 +407,49 @@ OPERATIONS: tuple[Operation, ...] = (
         ids=("device_id",),
     ),
     Operation(
+        "GET /devices/{device_id}/zones",
+        "devices.list_zones",
+        "A camera's activity zones, oldest first (422 not_a_camera for a phone)",
+        {200: Answer(_OK, responses.ZoneList)},
+        ids=("device_id",),
+        errors=(422,),
+    ),
+    Operation(
+        "POST /devices/{device_id}/zones",
+        "devices.create_zone",
+        "Add an activity zone to a camera (owners): at most 16 a camera, each name once;"
+        " a bad polygon is 422 invalid_polygon with every problem",
+        {201: Answer("Created", responses.Zone)},
+        body=ZoneWrite,
+        ids=("device_id",),
+        errors=(409,),
+    ),
+    Operation(
+        "GET /devices/{device_id}/zones/{zone_id}",
+        "devices.get_zone",
+        "One activity zone of a camera",
+        {200: Answer(_OK, responses.Zone)},
+        ids=("device_id", "zone_id"),
+        errors=(422,),
+    ),
+    Operation(
+        "PUT /devices/{device_id}/zones/{zone_id}",
+        "devices.replace_zone",
+        "Replace an activity zone whole (owners)",
+        {200: Answer(_OK, responses.Zone)},
+        body=ZoneWrite,
+        ids=("device_id", "zone_id"),
+        errors=(409,),
+    ),
+    Operation(
+        "DELETE /devices/{device_id}/zones/{zone_id}",
+        "devices.delete_zone",
+        "Delete an activity zone (owners)",
+        {204: Answer("Deleted")},
+        ids=("device_id", "zone_id"),
+        errors=(422,),
+    ),
+    Operation(
         "POST /events",
         "events.create_event",
         "Report a motion event: the source's JSON body, or an upload (a user's access token,"
@@ -458,6 +528,17 @@ OPERATIONS: tuple[Operation, ...] = (
         " is woken (idempotent: the first ack is kept)",
         {200: Answer(_OK, responses.Notification)},
         ids=("notification_id",),
+    ),
+    Operation(
+        "POST /notifications/{notification_id}/actions",
+        "notifications.take_push_action",
+        "Act on an alert from its push (snooze its camera, mute its object, mark it seen,"
+        " acknowledge it) with the push's single-use action token in the body: no JWT",
+        {200: Answer(_OK, responses.PushActionTaken)},
+        auth="public",  # the body's action token is the credential (notify.actions)
+        body=PushActionRequest,
+        ids=("notification_id",),
+        errors=(409, 410),
     ),
     Operation(
         "GET /stream",

@@ -24,11 +24,14 @@ from vigil.vocabulary import (
     DeviceKind,
     EscalationStop,
     EventStatus,
+    InvitationStatus,
     NotificationKind,
     Platform,
     PresenceGroup,
+    PushAction,
     Role,
     Tier,
+    ZoneKind,
 )
 
 _AT = "2025-06-01T12:00:00+00:00"
@@ -214,6 +217,35 @@ class Preferences(ApiModel):
     updated_at: Annotated[dt.datetime | None, Field(description="null: never changed")]
 
 
+_SNOOZE = {
+    "id": 12,
+    "device_id": 3,
+    "label": "vehicle",
+    "until": "2025-06-01T13:00:00+00:00",
+    "created_at": _AT,
+}
+
+
+class Snooze(ApiModel):
+    """One of the caller's snoozes: no alert of the whole home (``device_id`` null), of one
+    camera, or of one camera's presence group (``label``) until ``until``; life-safety
+    alerts still reach them."""
+
+    model_config = _example(_SNOOZE)
+
+    id: int
+    device_id: Annotated[int | None, Field(description="null: the whole home")]
+    label: Annotated[PresenceGroup | None, Field(description="null: every presence group")]
+    until: dt.datetime
+    created_at: dt.datetime
+
+
+class SnoozeList(ApiModel):
+    model_config = _example({"snoozes": [_SNOOZE]})
+
+    snoozes: list[Snooze]
+
+
 # --- devices ----------------------------------------------------------------------------
 
 
@@ -277,6 +309,43 @@ class IssuedDeviceKey(ApiModel):
     replaced_key_id: Annotated[
         str | None, Field(description="The key this one replaced, which stopped working")
     ]
+
+
+_ZONE = {
+    "id": 7,
+    "device_id": 3,
+    "name": "driveway",
+    "kind": "alert",
+    "groups": ["person", "vehicle"],
+    "polygon": [[0.1, 0.5], [0.9, 0.5], [0.9, 1.0], [0.1, 1.0]],
+    "created_at": _AT,
+    "updated_at": _AT,
+}
+
+
+class Zone(ApiModel):
+    """An activity zone of a camera: a detection whose box's bottom centre lies in it may
+    alert (alert) or never does (ignore); a camera without alert zones alerts everywhere."""
+
+    model_config = _example(_ZONE)
+
+    id: int
+    device_id: int
+    name: str
+    kind: ZoneKind
+    groups: Annotated[list[PresenceGroup] | None, Field(description="null: every group")]
+    polygon: Annotated[
+        list[tuple[float, float]],
+        Field(description="[x, y] points, normalised to the frame (0..1, from the top left)"),
+    ]
+    created_at: dt.datetime
+    updated_at: dt.datetime
+
+
+class ZoneList(ApiModel):
+    model_config = _example({"zones": [_ZONE]})
+
+    zones: list[Zone]
 
 
 # --- events -----------------------------------------------------------------------------
@@ -533,6 +602,49 @@ class NotificationList(ApiModel):
     next_cursor: str | None
 
 
+class ActionSnooze(ApiModel):
+    """The snooze ``snooze_camera`` added: no alert of this camera to the member until."""
+
+    id: int
+    device_id: int
+    until: dt.datetime
+
+
+class ActionZone(ApiModel):
+    """The ignore zone ``mute_object`` added to the alert's camera."""
+
+    id: int
+    device_id: int
+    name: str
+    groups: list[PresenceGroup]
+    polygon: Annotated[
+        list[tuple[float, float]], Field(description="[x, y] points in 0..1 of the frame")
+    ]
+
+
+class PushActionTaken(ApiModel):
+    """What an action taken from a push did, as the phone's member (``user_id``):
+    ``snooze`` for snooze_camera, ``zone`` for mute_object; mark_seen and acknowledge
+    changed the notification as its read and ack routes do."""
+
+    model_config = _example(
+        {
+            "action": "snooze_camera",
+            "notification_id": 7,
+            "user_id": 5,
+            "taken_at": _LATER,
+            "snooze": {"id": 3, "device_id": 2, "until": "2025-06-01T13:00:02.400000+00:00"},
+        }
+    )
+
+    action: PushAction
+    notification_id: int
+    user_id: int
+    taken_at: dt.datetime
+    snooze: ActionSnooze | None = None
+    zone: ActionZone | None = None
+
+
 class EscalationChain(ApiModel):
     """Who hears of a life-safety alert nobody acknowledged, in turn, and how long each
     has before the next; once the chain is through, every member. No members: everyone at
@@ -577,7 +689,6 @@ class MemberList(ApiModel):
     members: list[Member]
 
 
-InvitationStatus = Literal["pending", "accepted", "revoked", "expired"]
 _INVITATION = {
     "id": 2,
     "home_id": 1,

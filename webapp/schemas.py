@@ -39,8 +39,10 @@ from vigil.vocabulary import (
     NotificationKind,
     Platform,
     PresenceGroup,
+    PushAction,
     Reason,
     Role,
+    ZoneKind,
 )
 
 # C0 controls, DEL and lone surrogates (which cannot be encoded as UTF-8).
@@ -320,6 +322,39 @@ class PreferencesPatch(Strict):
     summaries: bool | None = None
 
 
+MAX_SNOOZE_S = 7 * 86400
+
+
+class SnoozeCreate(Strict):
+    """A snooze of the caller's own alerts: of the whole home, one camera (``device_id``),
+    or one camera's presence group (``label``), for ``for_s`` seconds from the server's
+    clock or until ``until`` (in the future, at most 7 days ahead): exactly one of the
+    two. Life-safety alerts still reach the member."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"device_id": 3, "for_s": 3600},
+                {"device_id": 3, "label": "vehicle", "until": "2025-06-01T18:00:00+02:00"},
+                {"for_s": 1800},
+            ]
+        }
+    )
+
+    device_id: Id | None = None
+    label: Label | None = None
+    for_s: Annotated[int, Field(ge=60, le=MAX_SNOOZE_S), BeforeValidator(_not_bool)] | None = None
+    until: Annotated[dt.datetime, AfterValidator(_mute_until)] | None = None
+
+    @model_validator(mode="after")
+    def _one_end_and_a_camera_for_a_label(self) -> SnoozeCreate:
+        if (self.for_s is None) == (self.until is None):
+            raise ValueError("send for_s or until, exactly one")
+        if self.label is not None and self.device_id is None:
+            raise ValueError("a label needs its camera: send device_id with it")
+        return self
+
+
 def _distinct(values: list[int]) -> list[int]:
     if len(set(values)) != len(values):
         raise ValueError("must not name a member twice")
@@ -364,6 +399,51 @@ class DeviceQuery(Strict):
     """``GET /devices``: all of the caller's devices, or one home's."""
 
     home_id: Id | None = None
+
+
+# A zone's coordinate: its range, like the polygon's size and shape, is checked by the route
+# (notify.zones.validate_polygon), which lists every problem as invalid_polygon.
+Coordinate = Annotated[
+    float,
+    BeforeValidator(_not_bool),
+    WithJsonSchema({"type": "number", "minimum": 0, "maximum": 1}),
+]
+
+
+def _distinct_groups(values: list[PresenceGroup]) -> list[PresenceGroup]:
+    if len(set(values)) != len(values):
+        raise ValueError("must not name a group twice")
+    return values
+
+
+class ZoneWrite(Strict):
+    """An activity zone of a camera (created, or replaced whole): a polygon of 3 to 32
+    [x, y] points in normalised frame coordinates (0..1, from the top left), simple and
+    with an area. groups: the presence groups it applies to (left out or null: all)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "name": "driveway",
+                    "kind": "alert",
+                    "groups": ["person", "vehicle"],
+                    "polygon": [[0.1, 0.5], [0.9, 0.5], [0.9, 1.0], [0.1, 1.0]],
+                }
+            ]
+        }
+    )
+
+    name: Annotated[str, Field(min_length=1, max_length=64)]
+    kind: Annotated[ZoneKind, _values(ZoneKind)]
+    groups: (
+        Annotated[list[Label], Field(min_length=1, max_length=3), AfterValidator(_distinct_groups)]
+        | None
+    ) = None
+    polygon: Annotated[
+        list[tuple[Coordinate, Coordinate]],
+        Field(json_schema_extra={"minItems": 3, "maxItems": 32}),
+    ]
 
 
 def _utc_if_naive(value: dt.datetime | None) -> dt.datetime | None:
@@ -469,6 +549,24 @@ class JoinRequest(Strict):
 
     token: InvitationToken
     password: NewPassword
+
+
+class PushActionRequest(Strict):
+    """An action taken from an alert's push, with the action token the push carried."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "token": "va_1.9.1748782800.2kJ0cYpTqzq3Hq6m4Zb8yWvXo1sR5tU7aB9dE0fG1hI",
+                    "action": "snooze_camera",
+                }
+            ]
+        }
+    )
+
+    token: Annotated[str, Field(min_length=1, max_length=200)]
+    action: Annotated[PushAction, _values(PushAction)]
 
 
 class AuditQuery(Strict):
