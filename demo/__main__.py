@@ -28,7 +28,7 @@ from collections import Counter
 
 from tqdm import tqdm
 
-from demo import household, push, report
+from demo import household, push, report, street
 from demo.client import ApiClient
 from demo.processes import ROOT, Child, ProcessError, stop_all, venv_env
 from demo.provision import create_users, set_up_home
@@ -181,6 +181,7 @@ def run(args: argparse.Namespace, children: list[Child], servers: DevServers) ->
         still_open = wait_settled(create_pool_for(urls), ids, args.settle_timeout, children)
     pool = create_pool_for(urls)
     try:
+        scene = street.run_scene(base_url, homes[2], pool, timeout=60.0)
         folded_by_beat = _summaries(pool)
         # The beat's sweep folds a home's held events after 30 s without news; rather than
         # wait for it, close every window now, push those summaries, and let the outbox drain.
@@ -217,6 +218,8 @@ def run(args: argparse.Namespace, children: list[Child], servers: DevServers) ->
         )
         where = (BASE_DIR / "snapshots").relative_to(ROOT)
         print(f"snapshots: {snapshots} annotated JPEGs in {where}/")
+        for line in street.scene_lines(homes[2], scene):
+            print(line)
         escalations = household.escalation_figures(pool, [shared.home.home_id])
         for line in household.escalation_lines(escalations):
             print(line)

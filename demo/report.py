@@ -15,6 +15,7 @@ from psycopg_pool import ConnectionPool
 
 from demo.scenario import PHOTOS_DIR
 from schedules.config import DEFAULT_TIERS
+from vigil.vocabulary import Reason
 
 SETTLED = ("analyzed", "skipped", "failed")
 
@@ -103,6 +104,9 @@ def tier_table(figures: dict[str, dict[str, Any]]) -> list[str]:
     return lines
 
 
+HELD_AS_NOT_NEW = (Reason.ZONE, Reason.STATIONARY, Reason.SNOOZED)
+
+
 def decision_figures(pool: ConnectionPool, home_ids: Sequence[int]) -> dict[str, Any]:
     """Notifications by kind (fail-safe alerts among the alerts), pushes sent per provider,
     and the digest's decisions by reason and by kind."""
@@ -141,7 +145,8 @@ def decision_figures(pool: ConnectionPool, home_ids: Sequence[int]) -> dict[str,
         "failsafe_alerts": notes["failsafe"],
         "summaries": notes["summaries"],
         "pushes": {row["provider"]: row["n"] for row in pushes},
-        "decisions": dict(reasons.most_common()),
+        # The reasons an alert was held back for what is not new are always listed.
+        "decisions": {**dict.fromkeys(HELD_AS_NOT_NEW, 0), **dict(reasons.most_common())},
         "decision_kinds": dict(kinds.most_common()),
     }
 

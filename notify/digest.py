@@ -163,19 +163,31 @@ def _decide_analysed(
     def on(seen: relevance.Seen) -> Decision:
         return decide(seen, event.arm_mode, event.location, policy, history, now)
 
-    # Zones and the memory are asked before the policy's gates (cooldown, quiet hours,
-    # budget): "the car is parked" says more than "you heard of a car lately".
+    # Zones, the memory and snoozes are asked before the policy's gates (cooldown, quiet
+    # hours, budget): "the car is parked" says more than "you heard of a car lately".
     ungated = replace(policy, quiet_start=None, quiet_end=None, hourly_budget=_NO_BUDGET)
 
-    def could_alert(seen: relevance.Seen) -> bool:
-        return decide(seen, event.arm_mode, event.location, ungated, AlertHistory(), now).notifies
+    def ungated_on(seen: relevance.Seen) -> Decision:
+        return decide(seen, event.arm_mode, event.location, ungated, AlertHistory(), now)
 
-    if not could_alert(sifted.seen):
+    if not ungated_on(sifted.seen).notifies:
         return on(sifted.seen)
     for seen, reason in ((sifted.in_zones, Reason.ZONE), (sifted.moving, Reason.STATIONARY)):
-        if not could_alert(seen):
+        if not ungated_on(seen).notifies:
             return held(on(sifted.seen).labels, event.location, policy, now, reason)
+    news = ungated_on(sifted.moving)
+    if _snoozed(conn, event, news):
+        return held(news.labels, event.location, policy, now, Reason.SNOOZED)
     return on(sifted.moving)
+
+
+def _snoozed(conn: psycopg.Connection, event: SettledEvent, decision: Decision) -> bool:
+    """Whether every member who would hear of this alert snoozed what it is about (life
+    safety passes snoozes)."""
+    if decision.life_safety or event.device_id is None:
+        return False
+    groups = [PresenceGroup(g) for g in decision.labels if g in PRESENCE_GROUPS]
+    return everyone_snoozed(conn, event.home_id, event.device_id, groups)
 
 
 def _decide(
@@ -191,20 +203,17 @@ def _decide(
     policy = load_policy(conn, event.home_id)
     history = alert_history(conn, event.home_id, event.location, now, policy)
     if event.status == EventStatus.ANALYZED:
-        decision = _decide_analysed(conn, event, policy, history, now, memory)
-    else:
-        lite = [
-            (label, float(score))
-            for label, score in (event.lite_results or {}).items()
-            if label in PRESENCE_GROUPS
-        ]
-        decision = decide_unanalysed(
-            lite, event.arm_mode, event.location, policy, history, now, event.error_code
-        )
-    if decision.notifies and not decision.life_safety and event.device_id is not None:
-        groups = [PresenceGroup(g) for g in decision.labels if g in PRESENCE_GROUPS]
-        if everyone_snoozed(conn, event.home_id, event.device_id, groups):
-            return held(decision.labels, event.location, policy, now, Reason.SNOOZED)
+        return _decide_analysed(conn, event, policy, history, now, memory)
+    lite = [
+        (label, float(score))
+        for label, score in (event.lite_results or {}).items()
+        if label in PRESENCE_GROUPS
+    ]
+    decision = decide_unanalysed(
+        lite, event.arm_mode, event.location, policy, history, now, event.error_code
+    )
+    if decision.notifies and _snoozed(conn, event, decision):
+        return held(decision.labels, event.location, policy, now, Reason.SNOOZED)
     return decision
 
 

@@ -192,3 +192,18 @@ def test_a_snooze_of_one_member_leaves_the_alert_to_the_others(db, home, memory)
             (car,),
         ).fetchone()
     assert phones["n"] == 0  # the owner's phone is snoozed; the other member has none
+
+
+def test_a_snooze_is_the_reason_given_before_the_cooldown(db, memory):
+    with db.connection() as conn:
+        home_id, camera = make_home(conn, arm_mode="away")  # the default 5 min cooldown
+    first = seen(db, home_id, camera, [MOVED])
+    digest_events(db, [first], memory)
+    with db.connection() as conn:
+        owner = conn.execute("SELECT owner_id FROM homes WHERE id = %s", (home_id,)).fetchone()
+        until = conn.execute("SELECT now() + interval '1 hour' AS t").fetchone()["t"]
+        add_snooze(conn, home_id, owner["owner_id"], until, device_id=camera)
+    moved = seen(db, home_id, camera, [PARKED])  # a new place: not stationary
+    digest_events(db, [moved], memory)
+    assert decision(db, first) == ("alert", "armed")
+    assert decision(db, moved) == ("summary", "snoozed")

@@ -19,6 +19,7 @@ from PIL import Image
 
 from devservers.fcm_server import FcmServer
 from devservers.push_env import push_env
+from notify.policy_store import save_policy
 from schedules.candidates import CandidateStore
 from schedules.config import SchedulerConfig
 from tasks.app import app as celery_app
@@ -233,3 +234,30 @@ def test_a_flaky_camera_is_retried_and_its_event_analysed(worker, db, redis_clie
     assert rows[event]["status"] == "analyzed" and camera.hits["/flaky/1"] == 3
     assert rows[gone]["status"] == "failed" and rows[gone]["error_code"] == "fetch_http_status"
     assert camera.hits["/gone"] == 1  # a 404 is final: never retried
+
+
+def test_a_parked_car_alerts_once_and_again_when_it_moves(worker, db, redis_client):
+    """Three pictures of the same parked car (and bicycle) on the drive, then the scene
+    mirrored, as if the car had left one side of the drive for the other: the real
+    detector, the real digest, one event at a time."""
+    with db.connection() as conn:
+        home, camera = make_home(conn, arm_mode="away", email="parked@e.x")
+        save_policy(conn, home, {"cooldown_s": 0})  # only the memory may hold the car back
+    parked = photo("dog").read_bytes()
+    with Image.open(io.BytesIO(parked)) as image:
+        out = io.BytesIO()
+        image.transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(out, "JPEG", quality=90)
+    moved = out.getvalue()
+    ctx = WorkerContext.from_environ(env_of(worker))
+    decided = []
+    for picture in (parked, parked, parked, moved):
+        event = add_event(db, redis_client, home, camera, picture, "driveway")
+        dispatch_deep(ctx, SchedulerConfig())
+        rows = wait_for(lambda event=event: settled_rows(db, [event]), timeout=90)
+        decided.append((rows[event]["digest"], rows[event]["digest_reason"]))
+    assert decided == [
+        ("alert", "armed"),
+        ("summary", "stationary"),
+        ("summary", "stationary"),
+        ("alert", "armed"),
+    ]
