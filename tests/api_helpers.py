@@ -110,6 +110,17 @@ def add_device(pool: ConnectionPool, home_id: int, name: str, kind: str = "camer
         ).fetchone()["id"]
 
 
+def join(
+    pool: ConnectionPool, home: Owner, member: Owner, role: str = "member", cameras=None
+) -> None:
+    """``member`` becomes a member of ``home`` as an accepted invitation makes them."""
+    with pool.connection() as conn:
+        conn.execute(
+            "INSERT INTO home_members (home_id, user_id, role, cameras) VALUES (%s, %s, %s, %s)",
+            (home.home_id, member.user_id, role, cameras),
+        )
+
+
 def login(client: FlaskClient, email: str, password: str = PASSWORD) -> dict[str, str]:
     response = client.post("/auth/login", json={"email": email, "password": password})
     assert response.status_code == 200, response.get_data(as_text=True)

@@ -7,7 +7,7 @@ import datetime as dt
 
 import pytest
 
-from tests.api_helpers import add_device, error_code
+from tests.api_helpers import add_device, error_code, join
 
 pytestmark = pytest.mark.integration
 
@@ -37,15 +37,6 @@ def patch(client, home, body, caller=None):
     response = client.patch(url(home), json=body, headers=(caller or home).headers)
     assert response.status_code == 200, response.get_json()
     return response.get_json()
-
-
-def join(db, home, member, role="member", cameras=None) -> None:
-    """``member`` becomes a member of ``home`` as an accepted invitation makes them."""
-    with db.connection() as conn:
-        conn.execute(
-            "INSERT INTO home_members (home_id, user_id, role, cameras) VALUES (%s, %s, %s, %s)",
-            (home.home_id, member.user_id, role, cameras),
-        )
 
 
 def stored(db, home) -> list[dict]:

@@ -8,7 +8,7 @@ import datetime as dt
 
 import pytest
 
-from tests.api_helpers import add_device, count, error_code
+from tests.api_helpers import add_device, count, error_code, join
 
 pytestmark = pytest.mark.integration
 
@@ -30,14 +30,6 @@ def create(client, home, body, caller=None) -> dict:
     response = client.post(url(home), json=body, headers=(caller or home).headers)
     assert response.status_code == 201, response.get_json()
     return response.get_json()
-
-
-def join(db, home, member, role="member", cameras=None) -> None:
-    with db.connection() as conn:
-        conn.execute(
-            "INSERT INTO home_members (home_id, user_id, role, cameras) VALUES (%s, %s, %s, %s)",
-            (home.home_id, member.user_id, role, cameras),
-        )
 
 
 def db_now(db) -> dt.datetime:

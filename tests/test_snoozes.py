@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from notify.recipients import queue_deliveries, recipient_phones
+from notify.recipients import queue_deliveries
 from notify.snoozes import (
     PRUNE_MARGIN_S,
     active_snoozes,
@@ -14,7 +14,7 @@ from notify.snoozes import (
     everyone_snoozed,
     prune_expired,
 )
-from tests.factories import make_home
+from tests.households import SharedHome
 from vigil.vocabulary import PresenceGroup
 
 pytestmark = pytest.mark.integration
@@ -22,74 +22,15 @@ pytestmark = pytest.mark.integration
 PERSON, VEHICLE, ANIMAL = PresenceGroup.PERSON, PresenceGroup.VEHICLE, PresenceGroup.ANIMAL
 
 
-class Home:
-    """A home with two cameras (``camera``, ``garden``), its owner and a member, each with
-    a phone."""
-
-    def __init__(self, conn) -> None:
-        self.conn = conn
-        self.id, self.camera = make_home(conn)
-        row = conn.execute(
-            "SELECT h.owner_id, d.id AS phone FROM homes h"
-            " JOIN devices d ON d.user_id = h.owner_id WHERE h.id = %s",
-            (self.id,),
-        ).fetchone()
-        self.owner, self.owner_phone = row["owner_id"], row["phone"]
-        self.garden = conn.execute(
-            "INSERT INTO devices (home_id, kind, platform, name) VALUES (%s, 'camera', 'camera',"
-            " 'garden') RETURNING id",
-            (self.id,),
-        ).fetchone()["id"]
-        self.member, self.member_phone = self.add_member("bob@example.com")
-
-    def add_member(self, email: str, role: str = "member", cameras=None) -> tuple[int, int]:
-        user = self.conn.execute(
-            "INSERT INTO users (email, password_hash) VALUES (%s, 'x') RETURNING id", (email,)
-        ).fetchone()["id"]
-        self.conn.execute(
-            "INSERT INTO home_members (home_id, user_id, role, cameras) VALUES (%s, %s, %s, %s)",
-            (self.id, user, role, cameras),
-        )
-        phone = self.conn.execute(
-            "INSERT INTO devices (home_id, user_id, kind, platform, name, push_token)"
-            " VALUES (%s, %s, 'phone', 'ios', %s, %s) RETURNING id",
-            (self.id, user, f"{email}-phone", "ab" * 32),
-        ).fetchone()["id"]
-        return user, phone
+class Home(SharedHome):
+    """The shared home, with its members' snoozes."""
 
     def snooze(self, user: int, camera=None, label=None, until="now() + interval '1 hour'"):
         at = self.conn.execute(f"SELECT {until} AS at").fetchone()["at"]
         return add_snooze(self.conn, self.id, user, at, device_id=camera, label=label)
 
-    def alert(self, camera=None, labels=("person",), life_safety=False) -> int:
-        event = self.conn.execute(
-            "INSERT INTO events (home_id, device_id, location, mode, motion_score)"
-            " VALUES (%s, %s, 'front_door', 'security', 0.8) RETURNING id",
-            (self.id, camera or self.camera),
-        ).fetchone()["id"]
-        return self.conn.execute(
-            "INSERT INTO notifications (event_id, home_id, kind, title, body, labels, life_safety)"
-            " VALUES (%s, %s, 'alert', 'Alert', 'body', %s, %s) RETURNING id",
-            (event, self.id, list(labels), life_safety),
-        ).fetchone()["id"]
-
-    def summary(self) -> int:
-        return self.conn.execute(
-            "INSERT INTO notifications (home_id, summary_key, kind, title, body, labels)"
-            " VALUES (%s, gen_random_uuid()::text, 'summary', 'Summary', 'body', '{person}')"
-            " RETURNING id",
-            (self.id,),
-        ).fetchone()["id"]
-
-    def phones(self, notification: int) -> list[int]:
-        return recipient_phones(self.conn, notification)
-
     def everyone_snoozed(self, camera=None, groups=(PERSON,)) -> bool:
         return everyone_snoozed(self.conn, self.id, camera or self.camera, groups)
-
-    @property
-    def both(self) -> list[int]:
-        return sorted([self.owner_phone, self.member_phone])
 
 
 @pytest.fixture

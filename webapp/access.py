@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import psycopg
-from psycopg.rows import RowFactory, class_row
+from psycopg.rows import RowFactory, class_row, scalar_row
 
 from vigil.vocabulary import ArmMode, Role, Tier
-from webapp.errors import ApiError, not_found
+from webapp.errors import ApiError, invalid_field, not_found
 
 R = TypeVar("R")
 
@@ -159,3 +159,32 @@ def visible_event(
     if row is None:
         raise not_found("event")
     return row
+
+
+def require_cameras_seen(
+    conn: psycopg.Connection[Any],
+    home_id: int,
+    user_id: int,
+    camera_ids: Collection[int],
+    field: str,
+) -> None:
+    """422 on ``field`` unless every id is a camera of this home the member may see: a
+    phone, another home's camera and one off their camera list all read as no such
+    camera."""
+    ids = sorted(set(camera_ids))
+    seen: list[int] = (
+        conn.cursor(row_factory=scalar_row)
+        .execute(
+            f"""
+            SELECT d.id FROM devices d {MEMBER_JOIN.format(home="d.home_id")}
+            WHERE d.home_id = %(home_id)s AND d.kind = 'camera' AND d.id = ANY(%(ids)s)
+              AND {sees_camera("d.id")}
+            """,
+            {"home_id": home_id, "user_id": user_id, "ids": ids},
+        )
+        .fetchall()
+    )
+    unknown = [i for i in ids if i not in set(seen)]
+    if unknown:
+        listed = ", ".join(map(str, unknown))
+        raise invalid_field(field, f"no camera of this home you may see has id {listed}")

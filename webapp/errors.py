@@ -78,6 +78,16 @@ def not_found(what: str) -> ApiError:
     return ApiError(f"{what}_not_found", 404, f"No such {what.replace('_', ' ')}.")
 
 
+def invalid_field(field: str, message: str) -> ApiError:
+    """422 ``validation_failed`` for one field a route checks itself (beyond its model)."""
+    return ApiError(
+        "validation_failed",
+        422,
+        f"Invalid request: {field}: {message}",
+        details=[{"field": field, "message": message}],
+    )
+
+
 def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:
     """The error as JSON, through the model the document publishes (``ErrorResponse``)."""
     fields: dict[str, Any] = {"code": code, "message": message}

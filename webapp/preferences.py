@@ -17,12 +17,12 @@ from typing import Any
 import psycopg
 from flask import Blueprint, Response
 from flask_jwt_extended import jwt_required
-from psycopg.rows import class_row, scalar_row
+from psycopg.rows import class_row
 
 from store.db import transaction
-from webapp.access import member_home
+from webapp.access import member_home, require_cameras_seen
 from webapp.clients import get_pool
-from webapp.errors import ApiError
+from webapp.errors import invalid_field
 from webapp.requests import json_body
 from webapp.responses import Preferences, respond
 from webapp.schemas import PreferencesPatch
@@ -110,39 +110,6 @@ def load_preferences(
     return row
 
 
-def _invalid(field: str, message: str) -> ApiError:
-    return ApiError(
-        "validation_failed",
-        422,
-        f"Invalid request: {field}: {message}",
-        details=[{"field": field, "message": message}],
-    )
-
-
-def _check_cameras(
-    conn: psycopg.Connection[Any], home_id: int, user_id: int, cameras: list[int]
-) -> None:
-    """422 unless every id is a camera of this home that the member may see: a phone, a
-    camera of another home and one the member may not see all read as no such camera."""
-    seen: list[int] = (
-        conn.cursor(row_factory=scalar_row)
-        .execute(
-            """
-            SELECT d.id FROM devices d
-            JOIN home_members m ON m.home_id = d.home_id AND m.user_id = %(user_id)s
-            WHERE d.home_id = %(home_id)s AND d.kind = 'camera' AND d.id = ANY(%(ids)s)
-              AND (m.cameras IS NULL OR d.id = ANY(m.cameras))
-            """,
-            {"home_id": home_id, "user_id": user_id, "ids": cameras},
-        )
-        .fetchall()
-    )
-    unknown = sorted(set(cameras) - set(seen))
-    if unknown:
-        listed = ", ".join(map(str, unknown))
-        raise _invalid("alert_cameras", f"no camera of this home you may see has id {listed}")
-
-
 @bp.get("/<int:home_id>/preferences")
 @jwt_required()
 def get_preferences(home_id: int) -> Response:
@@ -160,9 +127,9 @@ def patch_preferences(home_id: int) -> Response:
     changes = PreferencesPatch.model_validate(json_body()).model_dump(exclude_unset=True)
     nulls = [key for key in _NOT_NULL if key in changes and changes[key] is None]
     if nulls:
-        raise _invalid(nulls[0], "cannot be null")
+        raise invalid_field(nulls[0], "cannot be null")
     if "mute_for_s" in changes and "muted_until" in changes:
-        raise _invalid("mute_for_s", "send muted_until or mute_for_s, not both")
+        raise invalid_field("mute_for_s", "send muted_until or mute_for_s, not both")
     if changes.get("alert_cameras") is not None:  # the same choice, however it was spelt
         changes["alert_cameras"] = sorted(set(changes["alert_cameras"]))
     if changes.get("alert_labels") is not None:
@@ -172,7 +139,7 @@ def patch_preferences(home_id: int) -> Response:
         member_home(conn, user_id, home_id)
         current = load_preferences(conn, home_id, user_id, lock=True)
         if changes.get("alert_cameras"):
-            _check_cameras(conn, home_id, user_id, changes["alert_cameras"])
+            require_cameras_seen(conn, home_id, user_id, changes["alert_cameras"], "alert_cameras")
         stored = {
             key: value
             for key, value in dataclasses.asdict(current).items()
@@ -180,7 +147,7 @@ def patch_preferences(home_id: int) -> Response:
         }
         merged = {**stored, "mute_for_s": None, **changes}
         if (merged["quiet_hours_start"] is None) != (merged["quiet_hours_end"] is None):
-            raise _invalid(
+            raise invalid_field(
                 "quiet_hours_start",
                 "quiet_hours_start and quiet_hours_end must be set (or cleared) together",
             )

@@ -21,9 +21,9 @@ from psycopg.rows import class_row, scalar_row
 
 from notify.snoozes import SNOOZE_COLUMNS, Snooze, active_snoozes, add_snooze
 from store.db import transaction
-from webapp.access import member_home
+from webapp.access import member_home, require_cameras_seen
 from webapp.clients import get_pool
-from webapp.errors import ApiError, not_found
+from webapp.errors import ApiError, invalid_field, not_found
 from webapp.requests import json_body
 from webapp.responses import Snooze as SnoozeModel
 from webapp.responses import SnoozeList, respond
@@ -43,37 +43,6 @@ def snooze_model(row: Snooze) -> SnoozeModel:
     )
 
 
-def _invalid(field: str, message: str) -> ApiError:
-    return ApiError(
-        "validation_failed",
-        422,
-        f"Invalid request: {field}: {message}",
-        details=[{"field": field, "message": message}],
-    )
-
-
-def _check_camera(
-    conn: psycopg.Connection[Any], home_id: int, user_id: int, device_id: int
-) -> None:
-    """422 unless ``device_id`` is a camera of this home the member may see: a phone, a
-    camera of another home and one the member may not see all read as no such camera."""
-    seen = (
-        conn.cursor(row_factory=scalar_row)
-        .execute(
-            """
-            SELECT d.id FROM devices d
-            JOIN home_members m ON m.home_id = d.home_id AND m.user_id = %(user_id)s
-            WHERE d.id = %(device_id)s AND d.home_id = %(home_id)s AND d.kind = 'camera'
-              AND (m.cameras IS NULL OR d.id = ANY(m.cameras))
-            """,
-            {"home_id": home_id, "user_id": user_id, "device_id": device_id},
-        )
-        .fetchone()
-    )
-    if seen is None:
-        raise _invalid("device_id", f"no camera of this home you may see has id {device_id}")
-
-
 def _until(conn: psycopg.Connection[Any], body: SnoozeCreate) -> dt.datetime:
     """When the snooze ends, on the database's clock (the one alerts are compared with):
     ``for_s`` from now, or ``until`` if it lies ahead by at most ``MAX_SNOOZE_S``."""
@@ -82,9 +51,9 @@ def _until(conn: psycopg.Connection[Any], body: SnoozeCreate) -> dt.datetime:
         return now + dt.timedelta(seconds=body.for_s)
     assert body.until is not None  # the schema asks for exactly one of the two
     if body.until <= now:
-        raise _invalid("until", "must be in the future")
+        raise invalid_field("until", "must be in the future")
     if body.until > now + dt.timedelta(seconds=MAX_SNOOZE_S):
-        raise _invalid("until", f"must be at most {MAX_SNOOZE_S // 86400} days ahead")
+        raise invalid_field("until", f"must be at most {MAX_SNOOZE_S // 86400} days ahead")
     return body.until
 
 
@@ -111,7 +80,7 @@ def create_snooze(home_id: int) -> Response:
             (home_id, user_id),
         )
         if body.device_id is not None:
-            _check_camera(conn, home_id, user_id, body.device_id)
+            require_cameras_seen(conn, home_id, user_id, [body.device_id], "device_id")
         until = _until(conn, body)
         if len(active_snoozes(conn, home_id, user_id)) >= MAX_ACTIVE_SNOOZES:
             raise ApiError(
