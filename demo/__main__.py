@@ -178,9 +178,9 @@ def run(args: argparse.Namespace, children: list[Child], servers: DevServers) ->
     with StaticServer(photo_path("person").parent) as static:
         sent, accepted = send_events(plan, base_url, static, args.interval)
         ids = sorted(accepted)
-        still_open = wait_settled(create_pool_for(urls), ids, args.settle_timeout, children)
     pool = create_pool_for(urls)
     try:
+        still_open = wait_settled(pool, ids, args.settle_timeout, children)
         scene = street.run_scene(base_url, homes[2], pool, timeout=60.0)
         folded_by_beat = _summaries(pool)
         # The beat's sweep folds a home's held events after 30 s without news; rather than

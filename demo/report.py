@@ -15,6 +15,8 @@ from psycopg_pool import ConnectionPool
 
 from demo.scenario import PHOTOS_DIR
 from schedules.config import DEFAULT_TIERS
+from store.blobs import blob_store
+from vigil import settings
 from vigil.vocabulary import Reason
 
 SETTLED = ("analyzed", "skipped", "failed")
@@ -218,7 +220,7 @@ def write_snapshots(pool: ConnectionPool, event_ids: Sequence[int], out_dir: Pat
     out_dir.mkdir(parents=True, exist_ok=True)
     with pool.connection() as conn:
         events = conn.execute(
-            "SELECT id, location, image, image_url FROM events "
+            "SELECT id, location, image, image_key, image_url FROM events "
             "WHERE id = ANY(%s) AND status = 'analyzed' ORDER BY id",
             (list(event_ids),),
         ).fetchall()
@@ -231,8 +233,14 @@ def write_snapshots(pool: ConnectionPool, event_ids: Sequence[int], out_dir: Pat
             detections[d["event_id"]].append(
                 Detection(d["label"], d["score"], (d["x1"], d["y1"], d["x2"], d["y2"]))
             )
+    blobs = blob_store(settings.current())  # the web process's: the same environment
     for event in events:
-        if event["image"] is not None:
+        if event["image_key"] is not None:
+            stored = blobs.get(event["image_key"])
+            if stored is None:
+                continue
+            data = stored
+        elif event["image"] is not None:
             data = bytes(event["image"])
         else:  # served by the demo's static server from the photos directory
             data = (PHOTOS_DIR / Path(urlsplit(event["image_url"]).path).name).read_bytes()

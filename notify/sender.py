@@ -140,7 +140,7 @@ _DETAILS = f"""
 SELECT d.id, d.attempts, d.push_id, d.device_id, d.created_at, d.notification_id,
        d.critical, n.home_id, n.event_id, n.kind, n.title, n.body, n.data,
        dev.push_token, dev.platform,
-       (e.snapshot IS NOT NULL) AS has_snapshot,
+       (e.snapshot_key IS NOT NULL OR e.snapshot IS NOT NULL) AS has_snapshot,
        m.role AS member_role, n.life_safety,
        coalesce(e.device_id IS NOT NULL AND e.frame_width IS NOT NULL
                 AND e.frame_height IS NOT NULL AND {_HAS_BOX}, false) AS has_box,

@@ -3,6 +3,10 @@
 What these queries hand to other packages is a frozen dataclass per row (``EventToAnalyse``,
 ``LiteEvent``, ``PendingEvent``), read with psycopg's ``class_row``; a status or tier column
 arrives as its ``vigil.vocabulary`` member.
+
+An event's uploaded frame and snapshot live in the blob store, named by ``image_key`` and
+``snapshot_key``; a row not yet migrated (``store.blob_migration``) still holds its frame
+in ``image``, and is read from there.
 """
 
 from __future__ import annotations
@@ -16,7 +20,9 @@ from psycopg.rows import class_row, scalar_row, tuple_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
+from inference.errors import ImageNotFoundError
 from inference.urls import ImageUrl
+from store.blobs import BlobStore
 from store.db import transaction
 from vigil.vocabulary import ArmMode, EventStatus, Tier, ZoneKind
 
@@ -27,6 +33,19 @@ def stored_source(image: bytes | None, image_url: str | None) -> bytes | ImageUr
     if image is not None:
         return bytes(image)
     return ImageUrl(image_url) if image_url is not None else None
+
+
+def uploaded_source(
+    blobs: BlobStore, image_key: str | None, image: bytes | None, image_url: str | None
+) -> bytes | ImageUrl | None:
+    """``stored_source``, with the uploaded frame read from the blob store where the row
+    names it; ImageNotFoundError if the store does not have it."""
+    if image_key is None:
+        return stored_source(image, image_url)
+    data = blobs.get(image_key)
+    if data is None:  # never collected while a row names it: the store lost it
+        raise ImageNotFoundError("The uploaded frame is missing from the blob store.")
+    return data
 
 
 @dataclass(frozen=True)
@@ -52,7 +71,8 @@ class EventToAnalyse:
     id: int
     home_id: int
     image_url: str | None
-    image: bytes | None
+    image: bytes | None  # a row not yet migrated to the blob store
+    image_key: str | None = None
     zones: tuple[ZoneOutline, ...] = ()
 
     def __post_init__(self) -> None:
@@ -61,8 +81,13 @@ class EventToAnalyse:
 
     @property
     def source(self) -> bytes | ImageUrl | None:
-        """What the pipeline decodes: the uploaded frame, else the URL."""
+        """What the pipeline decodes of a row the blob store has no frame of: the bytes in
+        the row, else the URL."""
         return stored_source(self.image, self.image_url)
+
+    def source_from(self, blobs: BlobStore) -> bytes | ImageUrl | None:
+        """What the pipeline decodes: the uploaded frame (from ``blobs``), else the URL."""
+        return uploaded_source(blobs, self.image_key, self.image, self.image_url)
 
 
 @dataclass(frozen=True)
@@ -72,7 +97,8 @@ class LiteEvent:
     id: int
     home_id: int
     image_url: str | None
-    image: bytes | None
+    image: bytes | None  # a row not yet migrated to the blob store
+    image_key: str | None
     location: str
     motion_score: float
     arm_mode: ArmMode  # its home's, now
@@ -84,10 +110,9 @@ class LiteEvent:
         object.__setattr__(self, "arm_mode", ArmMode(self.arm_mode))
         object.__setattr__(self, "tier", Tier(self.tier))
 
-    @property
-    def source(self) -> bytes | ImageUrl | None:
-        """What the lite scorer decodes: the uploaded frame, else the URL."""
-        return stored_source(self.image, self.image_url)
+    def source_from(self, blobs: BlobStore) -> bytes | ImageUrl | None:
+        """What the lite scorer decodes: the uploaded frame (from ``blobs``), else the URL."""
+        return uploaded_source(blobs, self.image_key, self.image, self.image_url)
 
 
 @dataclass(frozen=True)
@@ -158,9 +183,9 @@ def claim_for_analysis(pool: ConnectionPool, event_ids: Sequence[int]) -> list[E
             WITH claimed AS (
                 UPDATE events SET status = 'processing', attempts = attempts + 1
                 WHERE id = ANY(%s) AND status IN ('queued', 'processing')
-                RETURNING id, home_id, device_id, image_url, image
+                RETURNING id, home_id, device_id, image_url, image, image_key
             )
-            SELECT c.id, c.home_id, c.image_url, c.image, z.zones
+            SELECT c.id, c.home_id, c.image_url, c.image, c.image_key, z.zones
             FROM claimed AS c
             LEFT JOIN LATERAL (
                 SELECT json_agg(json_build_object('kind', kind, 'polygon', polygon) ORDER BY id)
@@ -175,20 +200,26 @@ def claim_for_analysis(pool: ConnectionPool, event_ids: Sequence[int]) -> list[E
 
 
 # One statement per batch: the events still processing are marked analysed (with their
-# snapshots and frame sizes), their detections inserted, and each written id comes back
-# with its latency.
+# snapshots' keys and frame sizes), their detections inserted, and each written id comes
+# back with its latency. A snapshot stored for an event written by no one here (another
+# delivery settled it) is queued for the garbage collection, which keeps it if a row names it.
 _SAVE = """
 WITH given AS (
     SELECT * FROM unnest(
-        %(ids)s::bigint[], %(snapshots)s::bytea[], %(widths)s::int[], %(heights)s::int[]
-    ) AS g(id, snapshot, width, height)
+        %(ids)s::bigint[], %(snapshot_keys)s::text[], %(widths)s::int[], %(heights)s::int[]
+    ) AS g(id, snapshot_key, width, height)
 ), written AS (
     UPDATE events AS e
-    SET status = 'analyzed', analyzed_at = now(), error = NULL, snapshot = given.snapshot,
-        frame_width = given.width, frame_height = given.height
+    SET status = 'analyzed', analyzed_at = now(), error = NULL,
+        snapshot_key = given.snapshot_key, frame_width = given.width, frame_height = given.height
     FROM given
     WHERE e.id = given.id AND e.status = 'processing'
     RETURNING e.id, extract(epoch FROM e.analyzed_at - e.created_at)::float8 AS latency_s
+), unsaved AS (
+    INSERT INTO blob_garbage (key)
+    SELECT DISTINCT g.snapshot_key FROM given AS g
+    WHERE g.snapshot_key IS NOT NULL AND g.id NOT IN (SELECT id FROM written)
+    ON CONFLICT (key) DO UPDATE SET queued_at = now()
 ), found AS (
     SELECT * FROM unnest(
         %(event_ids)s::bigint[], %(labels)s::text[], %(scores)s::float8[],
@@ -208,10 +239,12 @@ def save_detections(
     pool: ConnectionPool,
     results: Iterable[tuple[int, Sequence[DetectionToSave]]],
     model: str,
-    snapshots: Mapping[int, bytes] | None = None,
+    snapshot_keys: Mapping[int, str] | None = None,
     frame_sizes: Mapping[int, tuple[int, int]] | None = None,
 ) -> dict[int, float]:
     """Store each event's detections and mark it analysed, in one statement.
+
+    ``snapshot_keys``: each event's annotated snapshot, already in the blob store.
 
     ``frame_sizes``: each event's (width, height) in the pixels its boxes are in, which
     places the boxes in the camera's normalised zones.
@@ -224,12 +257,12 @@ def save_detections(
     results = list(results)
     if not results:
         return {}
-    snapshots, frame_sizes = snapshots or {}, frame_sizes or {}
+    snapshot_keys, frame_sizes = snapshot_keys or {}, frame_sizes or {}
     sizes = [frame_sizes.get(event_id) for event_id, _ in results]
     rows = [(event_id, d) for event_id, found in results for d in found]
     params = {
         "ids": [event_id for event_id, _ in results],
-        "snapshots": [snapshots.get(event_id) for event_id, _ in results],
+        "snapshot_keys": [snapshot_keys.get(event_id) for event_id, _ in results],
         "widths": [None if size is None else size[0] for size in sizes],
         "heights": [None if size is None else size[1] for size in sizes],
         "event_ids": [event_id for event_id, _ in rows],
@@ -312,7 +345,7 @@ def load_for_lite(pool: ConnectionPool, event_id: int) -> LiteEvent | None:
     with pool.connection() as conn, conn.cursor(row_factory=class_row(LiteEvent)) as cur:
         return cur.execute(
             """
-            SELECT e.id, e.home_id, e.image_url, e.image, e.location, e.motion_score,
+            SELECT e.id, e.home_id, e.image_url, e.image, e.image_key, e.location, e.motion_score,
                    h.arm_mode, h.tier,
                    extract(epoch FROM now() - e.created_at)::float8 AS age_s
             FROM events e JOIN homes h ON h.id = e.home_id

@@ -6,29 +6,75 @@ One small interface (``BlobStore``), two backends:
   first bytes of the key (``ab/cd/<sha256>``). A write goes to a temporary file in the same
   directory, is fsynced, renamed over its final name and the directory fsynced, so a
   reader sees the whole blob or none, even across a crash. Equal bytes get one file.
-* ``S3Blobs``: any S3-compatible object store, with presigned GET URLs.
+* ``S3Blobs``: any S3-compatible object store through boto3, the objects named like the
+  files (``ab/cd/<sha256>``), with presigned GET URLs. Its tests run the same contract as
+  the filesystem's against moto's S3 emulator in a process of its own (no real
+  S3-compatible server is installable where the tests run): what the emulator does not
+  reproduce (real S3's latency, its limits, a provider's own deviations) is not covered.
 
 A key is the SHA-256 of the bytes (hex), so storing the same frame twice stores it once;
-a blob is deleted only when no row names it any more (``store.retention``).
+a blob is deleted only when no row names it any more (``store.purge``). ``blob_store``
+builds the store the settings name.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import os
 import re
 import shutil
 import tempfile
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, Protocol, TypeVar
+
+if TYPE_CHECKING:
+    from vigil.settings import Settings
 
 _KEY = re.compile(r"^[0-9a-f]{64}$")
+# S3 refuses a presigned URL that lives longer than this (SigV4).
+S3_PRESIGN_MAX_S = 7 * 24 * 3600
 
 
 class BlobKeyError(ValueError):
     """Not a key this store makes (64 lowercase hex digits)."""
+
+
+class BlobStoreUnavailable(RuntimeError):
+    """The blob store could not be read or written (a full or failing disk, S3 down): the
+    request was fine and may work later (the API answers 503)."""
+
+
+_Self = TypeVar("_Self", bound="_Guarded")
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+class _Guarded:
+    store_errors: tuple[type[BaseException], ...] = ()
+    name = ""
+
+
+def _unavailable_on_failure(
+    method: Callable[Concatenate[_Self, _P], _R],
+) -> Callable[Concatenate[_Self, _P], _R]:
+    """The backend's own errors (``store_errors``) leave as ``BlobStoreUnavailable``."""
+
+    @functools.wraps(method)
+    def guarded(self: _Self, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        try:
+            return method(self, *args, **kwargs)
+        except self.store_errors as exc:
+            raise BlobStoreUnavailable(
+                f"{self.name} blob store: {type(exc).__name__}: {exc}"
+            ) from exc
+
+    return guarded
 
 
 def blob_key(data: bytes) -> str:
@@ -64,8 +110,17 @@ class BlobStore(Protocol):
         """The blob's bytes, or None if it is not there."""
         ...
 
+    def exists(self, key: str) -> bool:
+        """Whether the blob is there (without reading it)."""
+        ...
+
     def delete(self, key: str) -> None:
         """Remove the blob; a missing one is not an error (deletes are retried)."""
+        ...
+
+    def delete_if_idle(self, key: str, idle_s: float) -> bool:
+        """Remove the blob unless it was put within ``idle_s`` (a writer storing the same
+        bytes now keeps it); whether it is gone."""
         ...
 
     def url(self, key: str, expires_s: int) -> str | None:
@@ -78,8 +133,9 @@ class BlobStore(Protocol):
         ...
 
 
-class FilesystemBlobs:
+class FilesystemBlobs(_Guarded):
     name = "filesystem"
+    store_errors = (OSError,)
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root)
@@ -89,11 +145,15 @@ class FilesystemBlobs:
         check_key(key)
         return self.root / key[:2] / key[2:4] / key
 
+    @_unavailable_on_failure
     def put(self, data: bytes) -> str:
         key = blob_key(data)
         final = self.path(key)
-        if final.exists():  # content-addressed: the same bytes are already there
+        try:  # content-addressed: the same bytes are already there; mark them written now
+            os.utime(final)
             return key
+        except FileNotFoundError:
+            pass
         final.parent.mkdir(parents=True, exist_ok=True)
         fd, temp = tempfile.mkstemp(dir=final.parent, prefix=".tmp-")
         try:
@@ -109,22 +169,182 @@ class FilesystemBlobs:
         _fsync_dir(final.parent)
         return key
 
+    @_unavailable_on_failure
     def get(self, key: str) -> bytes | None:
         try:
             return self.path(key).read_bytes()
         except FileNotFoundError:
             return None
 
+    @_unavailable_on_failure
+    def exists(self, key: str) -> bool:
+        return self.path(key).is_file()
+
+    @_unavailable_on_failure
     def delete(self, key: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             self.path(key).unlink()
 
+    @_unavailable_on_failure
+    def delete_if_idle(self, key: str, idle_s: float) -> bool:
+        path = self.path(key)
+        try:
+            if time.time() - path.stat().st_mtime < idle_s:
+                return False
+            path.unlink()
+        except FileNotFoundError:
+            pass
+        return True
+
     def url(self, key: str, expires_s: int) -> str | None:
+        check_key(key)
         return None
 
     def usage(self) -> Usage:
         total, _, free = shutil.disk_usage(self.root)
         return Usage(free=free, total=total)
+
+
+class S3Blobs(_Guarded):
+    """Blobs as objects of one bucket. The client is boto3's (thread-safe; one per process:
+    the web app and each worker build their own after fork)."""
+
+    name = "s3"
+
+    def __init__(
+        self,
+        bucket: str,
+        *,
+        endpoint_url: str | None = None,
+        region: str | None = None,
+        access_key_id: str | None = None,
+        secret_access_key: str | None = None,
+        presign_max_s: int = S3_PRESIGN_MAX_S,
+    ) -> None:
+        import boto3  # only a process that stores on S3 pays for importing it
+        from botocore.config import Config
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        self._client_error: type[Exception] = ClientError
+        self.store_errors = (BotoCoreError, ClientError)
+        self.bucket = bucket
+        self.presign_max_s = min(presign_max_s, S3_PRESIGN_MAX_S)
+        config = Config(
+            # An S3-compatible server is usually reached by path, not by a bucket subdomain.
+            s3={"addressing_style": "path" if endpoint_url else "auto"},
+            signature_version="s3v4",
+            retries={"mode": "standard", "max_attempts": 3},
+            # Bounded waits: a hung store must fail a request, not hold a web thread.
+            connect_timeout=5,
+            read_timeout=30,
+        )
+        self.client: Any = boto3.session.Session().client(
+            "s3",
+            endpoint_url=endpoint_url,
+            region_name=region,
+            aws_access_key_id=access_key_id,
+            aws_secret_access_key=secret_access_key,
+            config=config,
+        )
+
+    @staticmethod
+    def object_name(key: str) -> str:
+        check_key(key)
+        return f"{key[:2]}/{key[2:4]}/{key}"
+
+    @_unavailable_on_failure
+    def put(self, data: bytes) -> str:
+        # Uploaded even when the object exists: its LastModified is then now, which is what
+        # keeps it from a concurrent garbage collection (``delete_if_idle``).
+        key = blob_key(data)
+        self.client.put_object(Bucket=self.bucket, Key=self.object_name(key), Body=data)
+        return key
+
+    @_unavailable_on_failure
+    def get(self, key: str) -> bytes | None:
+        try:
+            answer = self.client.get_object(Bucket=self.bucket, Key=self.object_name(key))
+        except self._client_error as exc:
+            if _missing(exc):
+                return None
+            raise
+        data: bytes = answer["Body"].read()
+        return data
+
+    def _head(self, key: str) -> dict[str, Any] | None:
+        try:
+            head: dict[str, Any] = self.client.head_object(
+                Bucket=self.bucket, Key=self.object_name(key)
+            )
+        except self._client_error as exc:
+            if _missing(exc):
+                return None
+            raise
+        return head
+
+    @_unavailable_on_failure
+    def exists(self, key: str) -> bool:
+        return self._head(key) is not None
+
+    @_unavailable_on_failure
+    def delete(self, key: str) -> None:
+        self.client.delete_object(Bucket=self.bucket, Key=self.object_name(key))
+
+    @_unavailable_on_failure
+    def delete_if_idle(self, key: str, idle_s: float) -> bool:
+        # Not atomic, as on the filesystem: a put between the two calls is deleted. A writer
+        # checks its blob once its row names it and puts it again if it is gone.
+        head = self._head(key)
+        if head is None:
+            return True
+        written: datetime = head["LastModified"]
+        if (datetime.now(UTC) - written).total_seconds() < idle_s:
+            return False
+        self.delete(key)
+        return True
+
+    def url(self, key: str, expires_s: int) -> str | None:
+        url: str = self.client.generate_presigned_url(
+            "get_object",
+            Params={"Bucket": self.bucket, "Key": self.object_name(key)},
+            ExpiresIn=max(1, min(expires_s, self.presign_max_s)),
+        )
+        return url
+
+    def usage(self) -> None:
+        return None
+
+
+def _missing(exc: Exception) -> bool:
+    """Whether boto3's error says the object is not there (GET: NoSuchKey; HEAD: a bare
+    404, it has no body)."""
+    response = getattr(exc, "response", None)
+    if not isinstance(response, dict):
+        return False
+    code = str(response.get("Error", {}).get("Code", ""))
+    return code in ("NoSuchKey", "404", "NotFound")
+
+
+def default_root() -> Path:
+    """``var/blobs`` of the checkout, beside the dev servers' data."""
+    from devservers import DEFAULT_BASE_DIR
+
+    return DEFAULT_BASE_DIR / "blobs"
+
+
+def blob_store(settings: Settings) -> BlobStore:
+    """The store ``settings`` name (``BLOB_BACKEND``)."""
+    if settings.blob_backend == "s3":
+        assert settings.s3_bucket is not None  # Settings refuses s3 without a bucket
+        return S3Blobs(
+            settings.s3_bucket,
+            endpoint_url=settings.s3_endpoint_url,
+            region=settings.s3_region,
+            access_key_id=settings.s3_access_key_id,
+            secret_access_key=settings.s3_secret_access_key,
+            presign_max_s=settings.s3_presign_expires_s,
+        )
+    return FilesystemBlobs(settings.blob_root or default_root())
 
 
 def _fsync_dir(directory: Path) -> None:

@@ -21,6 +21,8 @@ TASK_MODULES = [
     "tasks.lite",
     "tasks.digest",
     "tasks.scheduling",
+    "tasks.maintenance",
+    "tasks.deletion",
     "tasks.heartbeat",
     "tasks.metrics",
 ]

@@ -1,4 +1,4 @@
-"""Per-process resources of a worker: database pool, Redis client, models.
+"""Per-process resources of a worker: database pool, Redis client, blob store, models.
 
 Everything is created on first use inside the worker process, never in the Celery parent
 and never at import, so no socket or CUDA context is shared across fork().
@@ -24,6 +24,7 @@ from redis import Redis
 from notify.stationary import StationaryMemory
 from schedules.candidates import CandidateStore
 from schedules.shard import Shards, connect
+from store.blobs import BlobStore, blob_store
 from store.db import create_pool
 from tasks.best_effort_redis import best_effort_redis
 from vigil.settings import Settings, current
@@ -64,6 +65,11 @@ class WorkerContext:
     def pool(self) -> ConnectionPool:
         url = self._required(self.settings.database_url, "DATABASE_URL")
         return create_pool(url, min_size=1, max_size=4)
+
+    @cached_property
+    def blobs(self) -> BlobStore:
+        """Where uploaded frames and snapshots are kept (``BLOB_BACKEND``)."""
+        return blob_store(self.settings)
 
     @cached_property
     def redis(self) -> Redis:

@@ -26,6 +26,7 @@ from store.analysis import (
     mark_failed,
     save_detections,
 )
+from store.blobs import BlobStore
 from tasks import metrics as worker_metrics
 from tasks import records
 from tasks.context import WorkerContext, context
@@ -33,7 +34,10 @@ from tasks.digest import digest
 from tasks.monitoring import BatchTask
 
 if TYPE_CHECKING:
-    from inference.contract import Detection
+    from PIL import Image
+
+    from inference.annotate import ZoneShape
+    from inference.contract import Detection, Model
 
 log = logging.getLogger(__name__)
 
@@ -68,20 +72,22 @@ class BatchOutcome:
 def analyse_batch(ctx: WorkerContext, event_ids: Sequence[int]) -> BatchOutcome:
     """Run the detector over a batch, store detections or the named failure per event.
 
-    Host work runs on the process's host threads (``ctx.host_pool``): each frame is fetched,
-    decoded at the size it needs and letterboxed, and goes to the device owner
-    (``ctx.batcher``) as soon as it is ready, where it shares a device batch with the
-    frames of the other deep tasks running in this process; each snapshot is drawn as soon
-    as its detections are back. Then one statement saves the batch.
+    Host work runs on the process's host threads (``ctx.host_pool``): each frame is read
+    from the blob store (or fetched), decoded at the size it needs and letterboxed, and goes
+    to the device owner (``ctx.batcher``) as soon as it is ready, where it shares a device
+    batch with the frames of the other deep tasks running in this process; each snapshot is
+    drawn and put in the blob store as soon as its detections are back. Then one statement
+    saves the batch, naming the snapshots by their keys.
     """
     events = claim_for_analysis(ctx.pool, event_ids)
     if not events:  # all settled by another delivery: no model needed, the leases end
         return BatchOutcome(leases_ended=complete_batch(ctx.shards, event_ids))
-    model, batcher, host = ctx.detector, ctx.batcher, ctx.host_pool
+    model, batcher, host, blobs = ctx.detector, ctx.batcher, ctx.host_pool, ctx.blobs
     decoding = {
         host.submit(
-            prepare_frame,
-            e.source,
+            _prepare,
+            e,
+            blobs,
             model,
             allowed_networks=ctx.allowed_networks,
             retry=ctx.fetch_retry,  # transient fetch failures are tried again within the lease
@@ -102,19 +108,19 @@ def analyse_batch(ctx: WorkerContext, event_ids: Sequence[int]) -> BatchOutcome:
         running[batcher.submit(frame.item)] = event.id
     zones = {e.id: e.zones for e in events}
     detections: dict[int, list[Detection]] = {}
-    drawing: dict[int, Future[bytes]] = {}
+    drawing: dict[int, Future[str]] = {}
     for ran in as_completed(running):  # a model error fails the task, as a lost lease would
         event_id = running[ran]
         detections[event_id] = ran.result()
         drawing[event_id] = host.submit(
-            snapshot_jpeg, frames[event_id].image, detections[event_id], zones[event_id]
+            _store_snapshot, blobs, frames[event_id].image, detections[event_id], zones[event_id]
         )
     device_s = time.perf_counter() - first_sent if first_sent is not None else 0.0
     found = [(e.id, detections[e.id]) for e in events if e.id in detections]
-    snapshots = {event_id: job.result() for event_id, job in drawing.items()}
+    snapshot_keys = {event_id: job.result() for event_id, job in drawing.items()}
     # The boxes are in the source's pixels: the digest places them in the zones by it.
     sizes = {event_id: frames[event_id].source_size for event_id, _ in found}
-    latency_s = save_detections(ctx.pool, found, model.name, snapshots, sizes)
+    latency_s = save_detections(ctx.pool, found, model.name, snapshot_keys, sizes)
     analysed = list(latency_s)
     failed = mark_failed(
         ctx.pool, [Failure(event.id, error.code, str(error)) for event, error in refused]
@@ -154,6 +160,28 @@ def analyse_batch(ctx: WorkerContext, event_ids: Sequence[int]) -> BatchOutcome:
         latency_s=latency_s,
         leases_ended=leases_ended,
     )
+
+
+def _prepare(
+    event: EventToAnalyse, blobs: BlobStore, model: Model[Any, Any], **load_options: Any
+) -> Frame[Any] | ImageSourceError:
+    """The event's frame, read from the blob store or fetched, decoded for ``model``; a
+    refused (or lost) source comes back as its error."""
+    try:
+        source = event.source_from(blobs)
+    except ImageSourceError as exc:
+        return exc
+    return prepare_frame(source, model, **load_options)
+
+
+def _store_snapshot(
+    blobs: BlobStore,
+    image: Image.Image,
+    detections: Sequence[Detection],
+    zones: Sequence[ZoneShape],
+) -> str:
+    """Draw the snapshot and put it in the blob store, before the row names it; its key."""
+    return blobs.put(snapshot_jpeg(image, detections, zones))
 
 
 # No queue of its own: the tick sends each batch to its tier's queue (tasks.queues.deep_queue).

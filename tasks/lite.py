@@ -28,10 +28,10 @@ def score_event(ctx: WorkerContext, event_id: int) -> float | None:
     event = load_for_lite(ctx.pool, event_id)
     if event is None:  # already dispatched or settled: deep results beat lite ones
         return None
-    source = event.source
-    if source is None:  # no frame stored: nothing to score
-        return None
     try:
+        source = event.source_from(ctx.blobs)
+        if source is None:  # no frame stored: nothing to score
+            return None
         result = ctx.lite.score(source, allowed_networks=ctx.allowed_networks)
     except ImageSourceError as exc:
         log.info("event %s: lite scoring refused the image (%s)", event_id, exc.code)

@@ -10,9 +10,9 @@ from types import ModuleType
 
 from celery import Task
 
-from tasks import digest, lite, scheduling
+from tasks import deletion, digest, lite, maintenance, scheduling
 
-ROUTED_MODULES = (lite, digest, scheduling)
+ROUTED_MODULES = (lite, digest, scheduling, maintenance, deletion)
 
 
 def module_tasks(module: ModuleType) -> list[Task]:

@@ -16,7 +16,7 @@ from typing import Any
 from celery import Task
 
 from schedules.config import SchedulerConfig
-from tasks import digest, scheduling
+from tasks import deletion, digest, maintenance, scheduling
 
 EXPIRES_FRACTION = 0.9
 # Sweeps with fixed periods; the triage periods are settings (SCHEDULER_*_INTERVAL_S).
@@ -30,6 +30,14 @@ SEND_DUE_EVERY_S = 2.0
 ESCALATE_DUE_EVERY_S = 2.0
 # Ended snoozes are deleted; an ended one already means nothing, so this is only tidying.
 PRUNE_SNOOZES_EVERY_S = 60.0
+# History kept per plan: each run deletes what expired since, in short bounded batches.
+RETENTION_EVERY_S = 600.0
+# Blobs queued by retention, evictions and deletions go once no event names them.
+COLLECT_BLOB_GARBAGE_EVERY_S = 60.0
+# A filling disk is noticed within a minute, before ingest can fail.
+GUARD_DISK_EVERY_S = 60.0
+# Deletion jobs a lost message or a killed worker left; a request also sends the sweep.
+SWEEP_DELETIONS_EVERY_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -57,6 +65,10 @@ def periodic_tasks(config: SchedulerConfig) -> list[Periodic]:
         Periodic(digest.send_due, SEND_DUE_EVERY_S),
         Periodic(digest.escalate_due, ESCALATE_DUE_EVERY_S),
         Periodic(digest.prune_snoozes, PRUNE_SNOOZES_EVERY_S),
+        Periodic(maintenance.retention, RETENTION_EVERY_S),
+        Periodic(maintenance.collect_blob_garbage, COLLECT_BLOB_GARBAGE_EVERY_S),
+        Periodic(maintenance.guard_disk_space, GUARD_DISK_EVERY_S),
+        Periodic(deletion.sweep_deletions, SWEEP_DELETIONS_EVERY_S),
     ]
 
 

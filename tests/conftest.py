@@ -1,9 +1,10 @@
 """Shared fixtures: a real Redis and a real PostgreSQL, started once per test session.
 
 The embedded servers (devservers) keep their data in a temporary directory of the
-session, never var/. If REDIS_URL / DATABASE_URL are set, those servers are used
-instead; they are flushed/truncated before every test, so never point them at data you
-care about.
+session, never var/; so does the blob store (``BLOB_ROOT``, set for this process and the
+workers and servers it starts, which inherit its environment). If REDIS_URL /
+DATABASE_URL are set, those servers are used instead; they are flushed/truncated before
+every test, so never point them at data you care about.
 
 Servers start lazily: a test session that uses none of these fixtures starts nothing.
 
@@ -26,8 +27,10 @@ from psycopg import sql
 from psycopg_pool import ConnectionPool
 
 from devservers import DATABASE_URL, REDIS_URL, DevServers
+from store.blobs import FilesystemBlobs
 from store.db import create_pool
 from store.migrate import migrate
+from vigil import settings
 
 # The API tests' app, client and owners.
 pytest_plugins = ["tests.api_fixtures"]
@@ -41,6 +44,36 @@ SELECT schemaname, tablename FROM pg_tables
 WHERE schemaname = 'public' AND tablename <> 'schema_migrations'
 ORDER BY tablename
 """
+
+
+_BLOB_ROOT = pytest.StashKey[Path]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """The session's blob store: a folder of its own, set before any test reads settings."""
+    root = Path(tempfile.mkdtemp(prefix="vigil-test-blobs-"))
+    config.stash[_BLOB_ROOT] = root
+    os.environ["BLOB_BACKEND"] = "filesystem"
+    os.environ["BLOB_ROOT"] = str(root)
+    settings.current.cache_clear()  # read already by a module imported with the fixtures
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    root = config.stash.get(_BLOB_ROOT, None)
+    if root is not None:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def blob_root(pytestconfig: pytest.Config) -> Path:
+    """Where the app and the workers of this session keep blobs (``BLOB_ROOT``)."""
+    return pytestconfig.stash[_BLOB_ROOT]
+
+
+@pytest.fixture
+def blobs(blob_root: Path) -> FilesystemBlobs:
+    """The session's blob store, as the app and the workers see it."""
+    return FilesystemBlobs(blob_root)
 
 
 def tiers_of(node: pytest.Item | pytest.Collector) -> set[str]:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from inference.contract import Detection
 from store.analysis import claim_for_analysis, save_detections
+from store.blobs import blob_store
+from vigil.settings import current
 
 
 def make_home(conn, arm_mode="away", tz="Europe/Paris", phones=1, email="a@b.c") -> tuple[int, int]:
@@ -31,7 +33,8 @@ def make_home(conn, arm_mode="away", tz="Europe/Paris", phones=1, email="a@b.c")
 
 def analysed_event(db, home, camera, location, detections, snapshot: bytes | None = None) -> int:
     """An event written as the deep worker writes it: claimed, then its (label, score)
-    detections saved and the event marked analysed."""
+    detections saved (and its snapshot put in the session's blob store) and the event
+    marked analysed."""
     with db.connection() as conn:
         event_id = conn.execute(
             "INSERT INTO events (home_id, device_id, location, mode, motion_score)"
@@ -40,6 +43,6 @@ def analysed_event(db, home, camera, location, detections, snapshot: bytes | Non
         ).fetchone()["id"]
     claim_for_analysis(db, [event_id])
     dets = [Detection(label, score, (1.0, 2.0, 30.0, 40.0)) for label, score in detections]
-    snapshots = {event_id: snapshot} if snapshot is not None else None
-    assert list(save_detections(db, [(event_id, dets)], "nanodet-416", snapshots)) == [event_id]
+    keys = {event_id: blob_store(current()).put(snapshot)} if snapshot is not None else None
+    assert list(save_detections(db, [(event_id, dets)], "nanodet-416", keys)) == [event_id]
     return event_id

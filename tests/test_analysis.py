@@ -1,4 +1,7 @@
-"""Worker queries: claims, saved detections and settled statuses, redeliveries harmless."""
+"""Worker queries: claims, saved detections and settled statuses, redeliveries harmless.
+
+Frames are in the blob store, named by the row's key; a row not yet migrated holds its frame
+in its bytea column and is read from there."""
 
 from __future__ import annotations
 
@@ -8,6 +11,7 @@ import sys
 import pytest
 
 from inference.contract import Detection
+from inference.errors import ImageNotFoundError
 from notify.zones import insert_zone
 from store.analysis import (
     Failure,
@@ -21,18 +25,25 @@ from store.analysis import (
     save_detections,
     save_lite_results,
 )
+from store.blobs import blob_key
+from tasks.context import WorkerContext
+from tasks.lite import score_event
 from tests.factories import make_home
+from tests.photos import photo
+from vigil.settings import current
 from vigil.vocabulary import ArmMode, EventStatus, PresenceGroup, Tier, ZoneKind
 
 pytestmark = pytest.mark.integration
 
 
-def new_event(db, home, camera, image=b"\xff\xd8jpeg") -> int:
+def new_event(db, home, camera, image=b"\xff\xd8jpeg", blobs=None) -> int:
+    """A queued upload: in ``blobs`` as the API stores it, else in the row (not migrated)."""
+    key = blobs.put(image) if blobs is not None else None
     with db.connection() as conn:
         return conn.execute(
-            "INSERT INTO events (home_id, device_id, location, mode, motion_score, image)"
-            " VALUES (%s, %s, 'front_door', 'security', 0.5, %s) RETURNING id",
-            (home, camera, image),
+            "INSERT INTO events (home_id, device_id, location, mode, motion_score, image,"
+            " image_key) VALUES (%s, %s, 'front_door', 'security', 0.5, %s, %s) RETURNING id",
+            (home, camera, None if key else image, key),
         ).fetchone()["id"]
 
 
@@ -44,27 +55,49 @@ def status(db, event_id) -> tuple[str, int]:
     return row["status"], row["attempts"]
 
 
-def test_claim_marks_processing_counts_attempts_and_returns_the_frame(db):
+def test_claim_marks_processing_counts_attempts_and_returns_the_frame(db, blobs):
     with db.connection() as conn:
         home, camera = make_home(conn)
-    event = new_event(db, home, camera)
-    (claimed,) = claim_for_analysis(db, [event, 999])
-    assert claimed.id == event and claimed.source == b"\xff\xd8jpeg"
+    event = new_event(db, home, camera, b"\xff\xd8stored", blobs=blobs)
+    legacy = new_event(db, home, camera)  # a row not yet migrated
+    claimed, old = claim_for_analysis(db, [event, 999, legacy])
+    assert claimed.id == event and claimed.source_from(blobs) == b"\xff\xd8stored"
+    assert claimed.image_key == blob_key(b"\xff\xd8stored") and claimed.image is None
+    assert old.id == legacy and old.source_from(blobs) == old.source == b"\xff\xd8jpeg"
     assert status(db, event) == ("processing", 1)
 
 
-def test_a_redelivered_batch_does_not_analyse_a_settled_event_again(db):
+def test_a_frame_missing_from_the_blob_store_is_an_image_not_found(db, blobs):
+    with db.connection() as conn:
+        home, camera = make_home(conn)
+    event = new_event(db, home, camera, b"\xff\xd8lost", blobs=blobs)
+    blobs.delete(blob_key(b"\xff\xd8lost"))
+    (claimed,) = claim_for_analysis(db, [event])
+    with pytest.raises(ImageNotFoundError):
+        claimed.source_from(blobs)
+
+
+def test_a_redelivered_batch_does_not_analyse_a_settled_event_again(db, blobs):
     with db.connection() as conn:
         home, camera = make_home(conn)
     event = new_event(db, home, camera)
     claim_for_analysis(db, [event])
     dets = [Detection("person", 0.9, (1.0, 2.0, 3.0, 4.0))]
-    assert list(save_detections(db, [(event, dets)], "m")) == [event]
+    first, late = blobs.put(b"\xff\xd8first"), blobs.put(b"\xff\xd8late")
+    assert list(save_detections(db, [(event, dets)], "m", {event: first})) == [event]
     assert claim_for_analysis(db, [event]) == []
-    assert save_detections(db, [(event, dets)], "m") == {}
+    assert save_detections(db, [(event, dets)], "m", {event: late}) == {}
     with db.connection() as conn:
         n = conn.execute("SELECT count(*) AS n FROM detections").fetchone()["n"]
+        row = conn.execute(
+            "SELECT snapshot_key, snapshot FROM events WHERE id = %s", (event,)
+        ).fetchone()
+        garbage = conn.execute("SELECT key FROM blob_garbage").fetchall()
     assert n == 1 and status(db, event) == ("analyzed", 1)
+    # The first delivery's snapshot is the event's; the late one's, named by no row, is
+    # handed to the garbage collection.
+    assert row["snapshot_key"] == first and row["snapshot"] is None
+    assert [g["key"] for g in garbage] == [late]
 
 
 def test_saving_stores_each_events_frame_size_in_the_boxes_pixels(db):
@@ -150,19 +183,34 @@ def test_failed_and_skipped_settle_only_pending_events(db):
     ]
 
 
-def test_lite_results_update_only_queued_events(db):
+def test_lite_results_update_only_queued_events(db, blobs):
     with db.connection() as conn:
         home, camera = make_home(conn, arm_mode="night")
-    event = new_event(db, home, camera)
+    event = new_event(db, home, camera, blobs=blobs)
     loaded = load_for_lite(db, event)
     assert loaded is not None and loaded.id == event and loaded.home_id == home
     assert loaded.arm_mode is ArmMode.NIGHT and loaded.tier is Tier.PREMIUM
-    assert loaded.source == b"\xff\xd8jpeg" and loaded.location == "front_door"
+    assert loaded.source_from(blobs) == b"\xff\xd8jpeg" and loaded.location == "front_door"
     assert loaded.motion_score == 0.5 and 0 <= loaded.age_s < 60
     assert save_lite_results(db, event, {"person": 0.7, "vehicle": 0.0, "animal": 0.0}, 42.0)
     claim_for_analysis(db, [event])
     assert load_for_lite(db, event) is None
     assert not save_lite_results(db, event, {"person": 0.1}, 1.0)
+
+
+def test_the_lite_scorer_reads_an_uploaded_frame_from_the_blob_store(
+    db, blobs, database_url, redis_url, redis_client
+):
+    with db.connection() as conn:
+        home, camera = make_home(conn, arm_mode="away")
+    event = new_event(db, home, camera, photo("person").read_bytes(), blobs=blobs)
+    # The session's settings (its BLOB_ROOT), on its servers, as a worker process reads them.
+    ctx = WorkerContext(current().replace(database_url=database_url, redis_url=redis_url))
+    assert score_event(ctx, event) is not None
+    with db.connection() as conn:
+        scores = conn.execute("SELECT lite_results FROM events WHERE id = %s", (event,)).fetchone()
+    assert scores["lite_results"]["source"] == "server_lite"
+    assert scores["lite_results"]["person"] > 0.5
 
 
 def test_pending_events_are_read_as_typed_rows_oldest_first(db):

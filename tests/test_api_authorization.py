@@ -56,6 +56,10 @@ NOT_SCOPED = {
     # Authenticated by the push's action token in its body, never a user's JWT: who may act
     # is the phone's member (tests/test_actions.py, tests/test_api_actions.py).
     "POST /notifications/{notification_id}/actions",
+    # The caller's own account, and a deletion's progress read with its status token or
+    # by the user who asked (tests/test_api_deletion.py).
+    "DELETE /users/me",
+    "GET /deletions/{job_id}",
 }
 
 OK, FORBIDDEN, MISSING = "ok", 403, 404
@@ -169,6 +173,9 @@ MATRIX: dict[str, Case] = {
     ),
     "DELETE /homes/{home_id}/invitations/{invitation_id}": Case(OWNERS),
     "GET /homes/{home_id}/audit": Case(OWNERS),
+    "GET /homes/{home_id}/export": Case(OWNERS),
+    # The owner tries last: the home is deleted once every refusal was checked.
+    "DELETE /homes/{home_id}": Case(OWNERS),
     "GET /homes/{home_id}/preferences": Case(EVERYONE),
     "PATCH /homes/{home_id}/preferences": Case(EVERYONE, body=lambda w: {"summaries": False}),
     "GET /homes/{home_id}/snoozes": Case(EVERYONE),
@@ -238,12 +245,12 @@ def world(app: Flask, client: FlaskClient) -> World:
         "viewer": _headers(app, users["cleo"]),
         "removed": _headers(app, users["eve"]),
     }
-    picture = photo("person").read_bytes()
+    picture = clients(app).blobs.put(photo("person").read_bytes())  # upload and snapshot
     with pool.connection() as conn:
         conn.execute("DELETE FROM home_members WHERE user_id = %s", (users["eve"],))
         event_id = conn.execute(
-            "INSERT INTO events (home_id, device_id, location, mode, motion_score, image,"
-            " snapshot, status, analyzed_at, digest, digest_reason)"
+            "INSERT INTO events (home_id, device_id, location, mode, motion_score, image_key,"
+            " snapshot_key, status, analyzed_at, digest, digest_reason)"
             " VALUES (%s, %s, 'front_door', 'security', 0.9, %s, %s, 'analyzed', now(),"
             " 'alert', 'armed') RETURNING id",
             (home, ana.device_id, picture, picture),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -41,6 +42,7 @@ def test_the_source_body_exactly_as_written_is_accepted(client, owner, db, redis
         "https://example.com/test.jpg",
     )
     assert row["motion_score"] == pytest.approx(0.8) and row["image"] is None
+    assert row["image_key"] is None
     assert count(db, "events") == 1
     assert candidates(redis_client, owner.home_id) == {
         str(body["event_id"]): pytest.approx(body["priority"])
@@ -55,12 +57,15 @@ def test_device_can_be_named_by_numeric_id_too(client, owner, db):
     assert _event_row(db, response.get_json()["event_id"])["device_id"] == owner.device_id
 
 
-def test_a_real_photo_upload_is_stored_and_served_back(client, owner, db, redis_client):
+def test_a_real_photo_upload_is_stored_and_served_back(client, owner, db, redis_client, blobs):
     response = client.post("/events", data=photo_upload("person"), headers=owner.headers)
     assert response.status_code == 202, response.get_json()
     event_id = response.get_json()["event_id"]
     row = _event_row(db, event_id)
-    assert bytes(row["image"]) == photo("person").read_bytes() and row["image_url"] is None
+    # In the blob store, named by its SHA-256; never in the row.
+    assert row["image_key"] == hashlib.sha256(photo("person").read_bytes()).hexdigest()
+    assert blobs.get(row["image_key"]) == photo("person").read_bytes()
+    assert row["image"] is None and row["image_url"] is None
     assert str(event_id) in candidates(redis_client, owner.home_id)
     image = client.get(f"/events/{event_id}/image", headers=owner.headers)
     assert image.status_code == 200 and image.mimetype == "image/jpeg"

@@ -1,4 +1,6 @@
-"""Reading events: one with its detections, pages by cursor, filters, the uploaded image."""
+"""Reading events: one with its detections, pages by cursor, filters, the uploaded image.
+
+Pictures are served from the blob store; a row not yet migrated, from its bytea column."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ import pytest
 
 from store.analysis import save_lite_results
 from tests.api_helpers import error_code, post_event
+from tests.photos import photo
 
 pytestmark = pytest.mark.integration
 
@@ -127,27 +130,50 @@ def test_url_only_event_has_no_image(client, owner):
     assert response.status_code == 404 and error_code(response) == "no_image"
 
 
-def test_snapshot_is_served_once_the_event_is_analysed(client, owner, db):
+def _store_snapshot(db, blobs, event_id, data):
+    """The snapshot as the deep worker stores it: in the blob store, named by the row."""
+    with db.connection() as conn:
+        conn.execute(
+            "UPDATE events SET snapshot_key = %s WHERE id = %s", (blobs.put(data), event_id)
+        )
+
+
+def test_snapshot_is_served_once_the_event_is_analysed(client, owner, db, blobs):
     event_id = post_event(client, owner).get_json()["event_id"]
     response = client.get(f"/events/{event_id}/snapshot", headers=owner.headers)
     assert response.status_code == 404 and error_code(response) == "no_snapshot"
-    with db.connection() as conn:
-        conn.execute("UPDATE events SET snapshot = %s WHERE id = %s", (b"\xff\xd8jpeg", event_id))
+    _store_snapshot(db, blobs, event_id, b"\xff\xd8jpeg")
     response = client.get(f"/events/{event_id}/snapshot", headers=owner.headers)
     assert response.status_code == 200 and response.mimetype == "image/jpeg"
     assert response.data == b"\xff\xd8jpeg"
+    assert response.headers["Cache-Control"] == "private, max-age=3600"
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+
+
+def test_a_row_not_yet_migrated_is_served_from_its_columns(client, owner, db):
+    event_id = post_event(client, owner).get_json()["event_id"]
+    frame = photo("dog").read_bytes()
+    with db.connection() as conn:
+        conn.execute(
+            "UPDATE events SET image = %s, image_url = NULL, snapshot = %s WHERE id = %s",
+            (frame, b"\xff\xd8old", event_id),
+        )
+    image = client.get(f"/events/{event_id}/image", headers=owner.headers)
+    assert image.status_code == 200 and image.data == frame and image.mimetype == "image/jpeg"
+    snapshot = client.get(f"/events/{event_id}/snapshot", headers=owner.headers)
+    assert snapshot.status_code == 200 and snapshot.data == b"\xff\xd8old"
+    assert client.get(f"/events/{event_id}", headers=owner.headers).get_json()["has_image"]
 
 
 def test_an_alerts_signed_snapshot_link_works_without_a_token_until_it_expires(
-    app, client, owner, db
+    app, client, owner, db, blobs
 ):
     from urllib.parse import urlsplit
 
     from notify.links import Links
 
     event_id = post_event(client, owner).get_json()["event_id"]
-    with db.connection() as conn:
-        conn.execute("UPDATE events SET snapshot = %s WHERE id = %s", (b"\xff\xd8jpeg", event_id))
+    _store_snapshot(db, blobs, event_id, b"\xff\xd8jpeg")
     links = Links(base_url="https://vigil.example", secret=app.config["JWT_SECRET_KEY"])
     url = links.snapshot_url(event_id)
     assert url.startswith(f"https://vigil.example/events/{event_id}/snapshot?expires=")

@@ -47,7 +47,7 @@ def _health(client):
 def test_idle_queues_without_workers_are_ok(client):
     status, body = _health(client)
     assert status == 200 and body["status"] == "ok", body
-    assert body["checks"] == {"redis": "ok", "postgres": "ok", "workers": "ok"}
+    assert body["checks"] == {"redis": "ok", "postgres": "ok", "workers": "ok", "storage": "ok"}
     assert body["reasons"] == [] and body["workers"]["live"] == []
     assert body["workers"]["queues"]["lite"] == {
         "length": 0,

@@ -215,6 +215,18 @@ def test_motion_score_outside_zero_to_one_is_rejected(
         add_event(db_conn, home_id, device_id, motion_score=score)
 
 
+@pytest.mark.parametrize("column", ["image_key", "snapshot_key"])
+@pytest.mark.parametrize("key", ["../../etc/passwd", "AB" * 32, "ab" * 31, "ab" * 32 + "0"])
+def test_a_blob_key_is_a_sha256_in_lowercase_hex(
+    db_conn: psycopg.Connection, home: tuple[int, int], column: str, key: str
+) -> None:
+    event_id = add_event(db_conn, *home)
+    update = sql.SQL("UPDATE events SET {} = %s WHERE id = %s").format(sql.Identifier(column))
+    db_conn.execute(update, ("ab" * 32, event_id))
+    with pytest.raises(errors.CheckViolation, match=column), db_conn.transaction():
+        db_conn.execute(update, (key, event_id))
+
+
 def test_idempotency_key_is_unique_per_device(
     db_conn: psycopg.Connection, home: tuple[int, int]
 ) -> None:

@@ -28,6 +28,8 @@ COLUMNS: dict[tuple[str, str], type[StrEnum]] = {
     ("zones", "kind"): vocabulary.ZoneKind,
     ("snoozes", "label"): vocabulary.PresenceGroup,
     ("deliveries", "action_taken"): vocabulary.PushAction,
+    ("deletion_jobs", "kind"): vocabulary.DeletionKind,
+    ("deletion_jobs", "state"): vocabulary.JobState,
 }
 
 CHECKS = """

@@ -1,8 +1,8 @@
 """Worker half end to end: a real Celery worker process, the real broker and databases.
 
-An event row and its candidate go in; the tick dispatches it to a deep worker, which runs
-the real detector on a real photo, stores detections, clears the lease and chains the digest,
-which records the alert.
+An event row and its candidate go in; the tick dispatches it to a deep worker, which reads
+the frame from the blob store, runs the real detector on a real photo, stores detections and
+its snapshot, clears the lease and chains the digest, which records the alert.
 """
 
 from __future__ import annotations
@@ -22,12 +22,14 @@ from devservers.push_env import push_env
 from notify.policy_store import save_policy
 from schedules.candidates import CandidateStore
 from schedules.config import SchedulerConfig
+from store.blobs import BlobStore, blob_store
 from tasks.app import app as celery_app
 from tasks.context import WorkerContext
 from tasks.scheduling import dispatch_deep
 from tests.api_helpers import celery_worker, wait_for, worker_env
 from tests.factories import make_home
 from tests.photos import photo
+from vigil.settings import current
 
 pytestmark = pytest.mark.e2e
 
@@ -100,15 +102,30 @@ def worker(redis_url, database_url, fcm):
         yield env
 
 
+def session_blobs() -> BlobStore:
+    """The blob store the worker shares with this process (the session's ``BLOB_ROOT``)."""
+    return blob_store(current())
+
+
 def add_event(
-    db, redis_client, home, camera, image: bytes | None, location="front_door", url=None
+    db,
+    redis_client,
+    home,
+    camera,
+    image: bytes | None,
+    location="front_door",
+    url=None,
+    migrated=True,
 ) -> int:
+    """A queued event: its upload in the blob store as the API puts it, or (``migrated``
+    False) in the row, as written before the blob store."""
+    key = session_blobs().put(image) if image is not None and migrated else None
     with db.connection() as conn:
         event = conn.execute(
             "INSERT INTO events (home_id, device_id, location, mode, motion_score, image,"
-            " image_url, priority) VALUES (%s, %s, %s, 'security', 0.9, %s, %s, 0.9)"
-            " RETURNING id",
-            (home, camera, location, image, url),
+            " image_key, image_url, priority)"
+            " VALUES (%s, %s, %s, 'security', 0.9, %s, %s, %s, 0.9) RETURNING id",
+            (home, camera, location, None if key else image, key, url),
         ).fetchone()["id"]
     CandidateStore(redis_client).add(home, event, "premium", 0.9)
     return event
@@ -145,9 +162,12 @@ def test_a_dispatched_photo_is_analysed_and_the_person_alerted(worker, db, redis
     assert alert["kind"] == "alert" and alert["title"].startswith("Person")
     assert redis_client.zcard("inflight") == 0  # the lease was cleared
     with db.connection() as conn:
-        snapshot = conn.execute("SELECT snapshot FROM events WHERE id = %s", (event,)).fetchone()[
-            "snapshot"
-        ]
+        row = conn.execute(
+            "SELECT snapshot_key, snapshot FROM events WHERE id = %s", (event,)
+        ).fetchone()
+    assert row["snapshot"] is None  # in the blob store, named by its key
+    snapshot = session_blobs().get(row["snapshot_key"])
+    assert snapshot is not None
     with Image.open(io.BytesIO(snapshot)) as drawn:  # the annotated frame
         assert drawn.format == "JPEG" and drawn.size == (640, 424)
 
@@ -158,7 +178,10 @@ def test_a_refused_image_fails_visibly_and_the_rest_of_the_batch_is_analysed(
     with db.connection() as conn:
         home, camera = make_home(conn, arm_mode="home")
     good = add_event(db, redis_client, home, camera, photo("dog").read_bytes(), "backyard")
-    bad = add_event(db, redis_client, home, camera, b"\xff\xd8\xff\xe0 truncated", "backyard")
+    # Written before the blob store: the worker reads it from the row.
+    bad = add_event(
+        db, redis_client, home, camera, b"\xff\xd8\xff\xe0 truncated", "backyard", migrated=False
+    )
     dispatch_deep(WorkerContext.from_environ(env_of(worker)), SchedulerConfig())
 
     def statuses():

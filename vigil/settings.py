@@ -41,6 +41,15 @@ from vigil.env import (
 
 MINUTE = 60
 DAY = 24 * 3600
+# homes.retention_days' CHECK: no tier keeps more.
+MAX_RETENTION_DAYS = 3650
+BLOB_BACKENDS = ("filesystem", "s3")
+
+
+def blob_backend_name(name: str, raw: str) -> str:
+    if raw not in BLOB_BACKENDS:
+        raise SettingsError(f"{name} must be one of {', '.join(BLOB_BACKENDS)}, got {raw!r}")
+    return raw
 
 
 @dataclass(frozen=True)
@@ -94,6 +103,67 @@ class Settings:
         "PostgreSQL connections per web process, at most",
         positive_integer,
         group="servers",
+    )
+
+    # Blob store
+    blob_backend: str = var(
+        "BLOB_BACKEND",
+        "filesystem",
+        "where uploaded frames and snapshots are kept: `filesystem` (under `BLOB_ROOT`) or "
+        "`s3` (`S3_*`); PostgreSQL keeps their keys",
+        blob_backend_name,
+        group="blobs",
+    )
+    blob_root: str | None = var(
+        "BLOB_ROOT",
+        None,
+        "the filesystem store's folder; web and workers must share it",
+        group="blobs",
+        shown_default="`var/blobs` of the checkout",
+    )
+    s3_bucket: str | None = var(
+        "S3_BUCKET",
+        None,
+        "the bucket of the `s3` store (required with it)",
+        group="blobs",
+        shown_default="none",
+    )
+    s3_endpoint_url: str | None = var(
+        "S3_ENDPOINT_URL",
+        None,
+        "an S3-compatible server (MinIO, Ceph, R2...); unset = AWS",
+        url,
+        group="blobs",
+        shown_default="AWS",
+    )
+    s3_region: str | None = var(
+        "S3_REGION",
+        None,
+        "the bucket's region",
+        group="blobs",
+        shown_default="the client's",
+    )
+    s3_access_key_id: str | None = var(
+        "S3_ACCESS_KEY_ID",
+        None,
+        "with `S3_SECRET_ACCESS_KEY`, both or none; none: the AWS client's own credentials "
+        "(`AWS_*` variables, an instance role)",
+        group="blobs",
+        shown_default="none",
+    )
+    s3_secret_access_key: str | None = var(
+        "S3_SECRET_ACCESS_KEY",
+        None,
+        "the access key's secret",
+        group="blobs",
+        shown_default="none",
+    )
+    s3_presign_expires_s: int = var(
+        "S3_PRESIGN_EXPIRES_S",
+        300,
+        "longest a presigned GET URL of a blob may live, seconds (S3 allows 7 days at most)",
+        positive_integer,
+        group="blobs",
     )
 
     # Accounts and tokens
@@ -509,6 +579,59 @@ class Settings:
         group="workers",
     )
 
+    # History and disk
+    retention_days_standard: int = var(
+        "RETENTION_DAYS_STANDARD",
+        7,
+        "days of events, detections, notifications and pictures a standard home keeps "
+        "(an owner may choose fewer; `docs/storage.md`)",
+        positive_integer,
+        group="retention",
+    )
+    retention_days_premium: int = var(
+        "RETENTION_DAYS_PREMIUM",
+        30,
+        "days of history a premium home keeps",
+        positive_integer,
+        group="retention",
+    )
+    retention_days_enterprise: int = var(
+        "RETENTION_DAYS_ENTERPRISE",
+        90,
+        "days of history an enterprise home keeps",
+        positive_integer,
+        group="retention",
+    )
+    retention_batch: int = var(
+        "RETENTION_BATCH",
+        500,
+        "events deleted per transaction by retention (each holds its rows' locks that long)",
+        positive_integer,
+        group="retention",
+    )
+    retention_max_batches: int = var(
+        "RETENTION_MAX_BATCHES",
+        100,
+        "batches per retention run (every 10 minutes); the rest waits for the next run",
+        positive_integer,
+        group="retention",
+    )
+    disk_free_min_ratio: float = var(
+        "DISK_FREE_MIN_RATIO",
+        0.10,
+        "below this free share of the blob store's disk, expendable pictures are evicted, "
+        "oldest first, and `/health` says degraded",
+        positive_number,
+        group="retention",
+    )
+    disk_free_target_ratio: float = var(
+        "DISK_FREE_TARGET_RATIO",
+        0.15,
+        "eviction stops once this share is free (at least `DISK_FREE_MIN_RATIO`)",
+        positive_number,
+        group="retention",
+    )
+
     # Processes (read by the Procfile's command lines)
     port: None = process_var("PORT", "5000", "web process port")
     bind_address: None = process_var(
@@ -536,11 +659,28 @@ class Settings:
             raise SettingsError("set FCM_CREDENTIALS_JSON or FCM_CREDENTIALS_FILE, not both")
         if self.apns_key and self.apns_key_file:
             raise SettingsError("set APNS_KEY or APNS_KEY_FILE, not both")
+        if self.blob_backend == "s3" and not self.s3_bucket:
+            raise SettingsError("BLOB_BACKEND=s3 needs S3_BUCKET")
+        if bool(self.s3_access_key_id) != bool(self.s3_secret_access_key):
+            raise SettingsError("set S3_ACCESS_KEY_ID and S3_SECRET_ACCESS_KEY, or neither")
         if self.push_timeout_s > 300:
             raise SettingsError(f"PUSH_TIMEOUT_S must be at most 300, got {self.push_timeout_s}")
         if not 0.1 <= self.stationary_iou <= 0.99:
             raise SettingsError(
                 f"STATIONARY_IOU must be between 0.1 and 0.99, got {self.stationary_iou}"
+            )
+        for name, days in (
+            ("RETENTION_DAYS_STANDARD", self.retention_days_standard),
+            ("RETENTION_DAYS_PREMIUM", self.retention_days_premium),
+            ("RETENTION_DAYS_ENTERPRISE", self.retention_days_enterprise),
+        ):
+            if days > MAX_RETENTION_DAYS:
+                raise SettingsError(f"{name} must be at most {MAX_RETENTION_DAYS}, got {days}")
+        if not 0 < self.disk_free_min_ratio <= self.disk_free_target_ratio < 1:
+            raise SettingsError(
+                "DISK_FREE_MIN_RATIO and DISK_FREE_TARGET_RATIO must be below 1, the target "
+                f"at least the minimum, got {self.disk_free_min_ratio} and "
+                f"{self.disk_free_target_ratio}"
             )
         if not MINUTE <= self.stationary_window_s <= 7 * DAY:
             raise SettingsError(
@@ -612,10 +752,12 @@ def environment() -> dict[str, str]:
 
 GROUPS = {
     "servers": "Servers",
+    "blobs": "Blob store (uploaded frames and annotated snapshots)",
     "auth": "Accounts and tokens",
     "web": "Web API",
     "push": "Push (with no FCM or APNs credentials, pushes are recorded in PostgreSQL only)",
     "workers": "Workers",
+    "retention": "History and disk",
     "scheduler": "Triage",
     "processes": "Processes (the Procfile's command lines)",
 }

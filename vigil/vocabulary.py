@@ -183,3 +183,19 @@ class PushAction(StrEnum):
     MUTE_OBJECT = "mute_object"  # "this is my car": an ignore zone for this object's place
     MARK_SEEN = "mark_seen"  # read
     ACKNOWLEDGE = "acknowledge"  # stops an escalation
+
+
+class DeletionKind(StrEnum):
+    """What a deletion job deletes (``deletion_jobs.kind``)."""
+
+    HOME = "home"
+    ACCOUNT = "account"
+
+
+class JobState(StrEnum):
+    """Where a deletion job stands (``deletion_jobs.state``)."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"

@@ -29,7 +29,12 @@ OWNERS: frozenset[Role] = frozenset({Role.OWNER})
 
 # The caller's membership row, for queries that join it as ``m`` to a home's rows: the
 # caller is bound as %(user_id)s.
-MEMBER_JOIN = "JOIN home_members m ON m.home_id = {home} AND m.user_id = %(user_id)s"
+# A home whose deletion was asked for is gone for its members at once, from every query
+# (store/deletion.py removes its rows afterwards).
+MEMBER_JOIN = (
+    "JOIN home_members m ON m.home_id = {home} AND m.user_id = %(user_id)s"
+    " JOIN homes mh ON mh.id = m.home_id AND mh.deleting_since IS NULL"
+)
 
 
 def sees_camera(device_column: str) -> str:
@@ -106,8 +111,8 @@ def member_home(
     lock: bool = False,
 ) -> MemberHome:
     """The home ``home_id`` with the caller's role in it: 404 ``home_not_found`` for a home
-    they are not a member of, 403 ``role_forbidden`` when their role is not in ``roles``.
-    ``lock``: the home's row is locked for the transaction."""
+    they are not a member of, or one being deleted, 403 ``role_forbidden`` when their role
+    is not in ``roles``. ``lock``: the home's row is locked for the transaction."""
     query = (
         f"SELECT {MEMBER_HOME_COLUMNS} FROM homes h "
         f"{MEMBER_JOIN.format(home='h.id')} WHERE h.id = %(home_id)s"
@@ -125,7 +130,7 @@ def member_home(
 
 
 def member_homes(conn: psycopg.Connection[Any], user_id: int) -> list[MemberHome]:
-    """Every home the user is a member of, by id."""
+    """Every home the user is a member of (and not being deleted), by id."""
     return (
         conn.cursor(row_factory=class_row(MemberHome))
         .execute(

@@ -1,4 +1,5 @@
-"""The app's Postgres pool and Redis clients (its own and the broker's), made on first use.
+"""The app's Postgres pool, Redis clients (its own and the broker's) and blob store, made on
+first use.
 
 Created lazily and per process: gunicorn (even with --preload) and Celery fork after the
 app is built, and neither a pool's threads nor a socket survive fork(). Nothing here
@@ -9,13 +10,16 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable
 
 from flask import Flask, current_app
 from psycopg_pool import ConnectionPool
 from redis import Redis
 
 from schedules.shard import Shards, connect
+from store.blobs import BlobStore, blob_store
 from store.db import create_pool
+from webapp.config import app_settings
 
 EXTENSION = "vigil.clients"
 REDIS_CONNECT_TIMEOUT_S = 2.0
@@ -33,6 +37,7 @@ class Clients:
         broker_url: str | None = None,
         shard_urls: tuple[str, ...] = (),
         key_namespace: str = "",
+        blobs: Callable[[], BlobStore] | None = None,
     ) -> None:
         self.database_url = database_url
         self.redis_url = redis_url
@@ -41,16 +46,19 @@ class Clients:
         self.pool_max = pool_max
         self.shard_urls = shard_urls
         self.key_namespace = key_namespace
+        self._make_blobs = blobs
         self._lock = threading.Lock()
         self._pid = os.getpid()
         self._pool: ConnectionPool | None = None
         self._redis: Redis | None = None
         self._broker_redis: Redis | None = None
         self._shards: Shards | None = None
+        self._blobs: BlobStore | None = None
 
     def _check_fork(self) -> None:
         if self._pid != os.getpid():  # inherited from a parent: drop, never close
             self._pool = self._redis = self._broker_redis = self._shards = None
+            self._blobs = None  # an S3 client's connections are sockets too
             self._pid = os.getpid()
 
     @property
@@ -86,6 +94,17 @@ class Clients:
             return self._shards
 
     @property
+    def blobs(self) -> BlobStore:
+        """Where uploaded frames and snapshots are kept (``BLOB_BACKEND``)."""
+        with self._lock:
+            self._check_fork()
+            if self._blobs is None:
+                if self._make_blobs is None:
+                    raise RuntimeError("this app has no blob store")
+                self._blobs = self._make_blobs()
+            return self._blobs
+
+    @property
     def broker_redis(self) -> Redis:
         """The broker's Redis, where kombu keeps each Celery queue as a list."""
         if self.broker_url == self.redis_url:
@@ -105,6 +124,7 @@ class Clients:
                 if client is not None:
                     client.close()
             self._pool = self._redis = self._broker_redis = self._shards = None
+            self._blobs = None
 
 
 def redis_client(url: str | None, **overrides: object) -> Redis:
@@ -122,6 +142,7 @@ def redis_client(url: str | None, **overrides: object) -> Redis:
 
 
 def init_app(app: Flask) -> None:
+    settings = app_settings(app)
     app.extensions[EXTENSION] = Clients(
         app.config["DATABASE_URL"],
         app.config["REDIS_URL"],
@@ -129,6 +150,7 @@ def init_app(app: Flask) -> None:
         app.config["CELERY_BROKER_URL"],
         tuple(app.config["CANDIDATE_SHARD_URLS"]),
         app.config["CANDIDATE_KEY_NAMESPACE"],
+        lambda: blob_store(settings),
     )
 
 
@@ -146,3 +168,7 @@ def get_redis() -> Redis:
 
 def get_shards() -> Shards:
     return clients().shards
+
+
+def get_blobs() -> BlobStore:
+    return clients().blobs

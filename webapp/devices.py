@@ -73,6 +73,7 @@ SELECT d.id, d.home_id, d.user_id, d.kind, d.platform, d.name,
        (m.role = 'owner' OR d.user_id = m.user_id) AS manageable
 FROM devices d
 JOIN home_members m ON m.home_id = d.home_id AND m.user_id = %(user_id)s
+JOIN homes mh ON mh.id = m.home_id AND mh.deleting_since IS NULL
 LEFT JOIN device_keys k ON k.device_id = d.id AND k.revoked_at IS NULL
 WHERE (m.role = 'owner' OR d.user_id = m.user_id
        OR (d.kind = 'camera' AND (m.cameras IS NULL OR d.id = ANY(m.cameras))))

@@ -20,6 +20,7 @@ from pydantic import ValidationError
 from werkzeug.exceptions import HTTPException
 
 from inference.errors import ImageSourceError
+from store.blobs import BlobStoreUnavailable
 from webapp.responses import ErrorResponse
 
 logger = logging.getLogger(__name__)
@@ -39,7 +40,12 @@ _HTTP_CODES = {
     429: "too_many_requests",
 }
 # A store we depend on is down: the request was fine, retrying later may work.
-_UNAVAILABLE = (redis.RedisError, psycopg.OperationalError, psycopg_pool.PoolTimeout)
+_UNAVAILABLE = (
+    redis.RedisError,
+    psycopg.OperationalError,
+    psycopg_pool.PoolTimeout,
+    BlobStoreUnavailable,
+)
 UNAVAILABLE_RETRY_AFTER_S = 5  # what a 503 asks clients to wait before retrying
 
 

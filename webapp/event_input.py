@@ -1,8 +1,8 @@
 """Reading a new event from a request: the source's JSON body, or a multipart upload.
 
-Everything is checked here, before any row or candidate is written: the fields (pydantic),
-the Idempotency-Key header, and an uploaded image's size, format, declared pixels and
-completeness (``probe_image``: headers and checksums only, no pixel is decoded in the web
+Everything is checked here, before any blob, row or candidate is written: the fields
+(pydantic), the Idempotency-Key header, and an uploaded image's size, format, declared
+pixels and completeness (``probe_image``: headers and checksums only, no pixel is decoded in the web
 process, so a burst of uploads costs no image memory; the workers decode them).
 """
 

@@ -2,6 +2,10 @@
 
 Pages are ordered newest first by (created_at, id); the cursor is the last row's pair,
 so inserts during paging neither repeat nor skip an older event.
+
+An event's pictures are in the blob store (``store.blobs``); its row names them by key
+(``image_key``, ``snapshot_key``). Rows written before keep theirs in the bytea columns
+until ``python -m store.blob_migration`` has moved them, and are read from there.
 """
 
 from __future__ import annotations
@@ -41,7 +45,8 @@ class EventRow(EventFields):
 
 EVENT_COLUMNS = (
     "e.id, e.home_id, e.device_id, e.location, e.mode, e.motion_score, e.image_url, "
-    "e.image IS NOT NULL AS has_image, e.lite_results, e.priority, e.status, e.attempts, "
+    "(e.image_key IS NOT NULL OR e.image IS NOT NULL) AS has_image, "
+    "e.lite_results, e.priority, e.status, e.attempts, "
     "e.created_at, e.updated_at, e.analyzed_at, e.error, e.error_code, "
     "e.digest, e.digest_reason, e.summary_id, "
     # An event has at most one alert (unique per event and kind): an index lookup.
@@ -66,10 +71,16 @@ class Detection:
 
 @dataclass(frozen=True)
 class Picture:
-    """A frame stored with an event (the upload, or the analysed snapshot), if any."""
+    """A frame stored with an event (the upload, or the analysed snapshot), if any: its
+    blob's key, or, in a row not yet migrated, its bytes."""
 
+    key: str | None
     data: bytes | None
     home_id: int = 0
+
+    @property
+    def stored(self) -> bool:
+        return self.key is not None or self.data is not None
 
 
 def decision_json(event: EventRow) -> dict[str, Any] | None:
@@ -101,18 +112,19 @@ def event_json(event: EventRow) -> dict[str, Any]:
 # insert of the same key; its row is then read by a second query (``_first_event``).
 _CREATE = """
 WITH dev AS (
-    SELECT d.id, d.home_id, h.tier, h.arm_mode, m.role
+    SELECT d.id, d.home_id, h.tier, h.arm_mode, m.role, h.deleting_since IS NOT NULL AS deleting
     FROM devices d JOIN homes h ON h.id = d.home_id
     JOIN home_members m ON m.home_id = h.id AND m.user_id = %(user_id)s
     WHERE {device_match} AND (m.cameras IS NULL OR d.id = ANY(m.cameras) OR d.user_id = m.user_id)
     LIMIT 2
 ), one AS (
-    SELECT * FROM dev WHERE (SELECT count(*) FROM dev) = 1 AND role = ANY(%(roles)s)
+    SELECT * FROM dev
+    WHERE (SELECT count(*) FROM dev) = 1 AND role = ANY(%(roles)s) AND NOT deleting
 ), ins AS (
     INSERT INTO events (home_id, device_id, idempotency_key, request_hash, location, mode,
-                        motion_score, image_url, image, lite_results, priority, status)
+                        motion_score, image_url, image_key, lite_results, priority, status)
     SELECT one.home_id, one.id, %(idempotency_key)s, %(request_hash)s, %(location)s,
-           %(mode)s, %(motion_score)s, %(image_url)s, %(image)s, %(lite_results)s,
+           %(mode)s, %(motion_score)s, %(image_url)s, %(image_key)s, %(lite_results)s,
            CASE one.arm_mode WHEN 'away' THEN %(p_away)s WHEN 'night' THEN %(p_night)s
                              WHEN 'home' THEN %(p_home)s ELSE %(p_disarmed)s END,
            'queued'
@@ -121,6 +133,7 @@ WITH dev AS (
     RETURNING id, status, priority, created_at
 )
 SELECT (SELECT count(*) FROM dev) AS matches, (SELECT min(role) FROM dev) AS role,
+       (SELECT bool_or(deleting) FROM dev) AS deleting,
        one.id AS device_id, one.home_id, one.tier,
        one.arm_mode, ins.id, ins.status, ins.priority, ins.created_at,
        first.id AS first_id, first.status AS first_status, first.priority AS first_priority,
@@ -198,6 +211,8 @@ def store_event(
             409,
             "Several of your homes have a device of that name; send its numeric id instead.",
         )
+    if row["deleting"]:  # refused before anything is accepted: nothing accepted is lost
+        raise ApiError("home_being_deleted", 409, "This home is being deleted; it takes no events.")
     if row["device_id"] is None:  # the one match is in a home where the caller only views
         raise forbidden(Role(row["role"]), MEMBERS)
     if row["id"] is not None:
@@ -237,6 +252,31 @@ def _jsonb(value: Any) -> Jsonb | None:
     return None if value is None else Jsonb(value)
 
 
+# As store.purge queues the blobs of the events it deletes: a key some event names is kept.
+_QUEUE_GARBAGE = """
+INSERT INTO blob_garbage (key) VALUES (%s) ON CONFLICT (key) DO UPDATE SET queued_at = now()
+"""
+
+
+def queue_blob_garbage(conn: psycopg.Connection[Any], key: str) -> None:
+    """Hand a blob that no new row names to the garbage collection (``store.purge``): an
+    upload whose event was refused, or a replay's copy of its first event's frame."""
+    conn.execute(_QUEUE_GARBAGE, (key,))
+
+
+def delete_refused_event(conn: psycopg.Connection[Any], event_id: int) -> None:
+    """Delete an event the ingest limits refused right after its insert, queuing its frame's
+    blob for the garbage collection in the same statement."""
+    conn.execute(
+        """
+        WITH gone AS (DELETE FROM events WHERE id = %s RETURNING image_key)
+        INSERT INTO blob_garbage (key) SELECT image_key FROM gone WHERE image_key IS NOT NULL
+        ON CONFLICT (key) DO UPDATE SET queued_at = now()
+        """,
+        (event_id,),
+    )
+
+
 def visible_event_row(conn: psycopg.Connection[Any], user_id: int, event_id: int) -> EventRow:
     """The caller's event ``event_id``; 404 otherwise."""
     return visible_event(conn, user_id, event_id, EVENT_COLUMNS, class_row(EventRow))
@@ -255,17 +295,18 @@ def event_detections(conn: psycopg.Connection[Any], event_id: int) -> list[Detec
     )
 
 
-def uploaded_image(conn: psycopg.Connection[Any], user_id: int, event_id: int) -> bytes | None:
-    """The frame uploaded with the caller's event (None if it was sent by URL); 404 if the
+def uploaded_image(conn: psycopg.Connection[Any], user_id: int, event_id: int) -> Picture:
+    """The frame uploaded with the caller's event (none if it was sent by URL); 404 if the
     event is not theirs."""
-    return visible_event(conn, user_id, event_id, "e.image AS data", class_row(Picture)).data
+    columns = "e.image_key AS key, e.image AS data, e.home_id"
+    return visible_event(conn, user_id, event_id, columns, class_row(Picture))
 
 
 def snapshot(conn: psycopg.Connection[Any], event_id: int, user_id: int | None) -> Picture:
-    """The event's analysed frame (``data`` None until analysed), with its home. ``user_id``
-    None: any event (the caller holds a signed link); otherwise only one the caller may see.
-    404 for no such event."""
-    columns = "e.snapshot AS data, e.home_id"
+    """The event's analysed frame (none until analysed), with its home. ``user_id`` None:
+    any event (the caller holds a signed link); otherwise only one the caller may see. 404
+    for no such event."""
+    columns = "e.snapshot_key AS key, e.snapshot AS data, e.home_id"
     if user_id is not None:
         return visible_event(conn, user_id, event_id, columns, class_row(Picture))
     picture = (

@@ -1,22 +1,30 @@
 """Events: create (JSON or upload, idempotent; with the owner's access token or the device's
 own key, ``webapp.device_auth``), read, list by cursor, fetch the image.
 
-Creating writes the Postgres row first (the source of truth: one statement checks the device
-is the caller's and inserts), then, in one Redis step, takes a token from the device's and
-the home's ingest buckets and adds the candidate and, for an event without on-device
-results, its place in the lite scorer's queue (no broker message per event: the beat sends
-the lite workers batches). An event over its limits is deleted again and answered 429. If Redis
+Creating puts an uploaded frame in the blob store first, then writes the Postgres row (the
+source of truth: one statement checks the device is the caller's and inserts, naming the
+frame by its key; a frame no new row names is queued for the garbage collection), then, in
+one Redis step, takes a token from the device's and the home's ingest buckets and adds the
+candidate and, for an event without on-device results, its place in the lite scorer's queue
+(no broker message per event: the beat sends the lite workers batches). An event over its
+limits is deleted again (its frame queued for the collection) and answered 429. If Redis
 fails after the commit the event is still accepted: the reconcile task rebuilds candidates
 from queued rows (putting those without a lite result back in the lite queue), so an
 accepted event is never lost.
+
+Pictures are served by the app from the blob store, with S3 too (no redirect to a presigned
+URL): the same scoping, headers and audit for both stores, and the store's endpoint may be
+one that only the app can reach.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import math
 
+import psycopg
 import redis
 from flask import Blueprint, Response, current_app, url_for
 from flask_jwt_extended import jwt_required, verify_jwt_in_request
@@ -27,16 +35,19 @@ from schedules.score import ARM_MODES, is_critical, priority
 from store.db import single_statement, transaction
 from vigil.vocabulary import AuditAction
 from webapp import audit
-from webapp.clients import get_pool, get_shards
+from webapp.clients import get_blobs, get_pool, get_shards
 from webapp.config import app_settings
 from webapp.device_auth import authenticate_device, presented_device_key
 from webapp.errors import ApiError
 from webapp.event_input import image_content_type, read_new_event
 from webapp.event_store import (
     Created,
+    Picture,
+    delete_refused_event,
     event_detections,
     event_json,
     list_events,
+    queue_blob_garbage,
     snapshot,
     store_event,
     uploaded_image,
@@ -71,6 +82,8 @@ def create_event() -> Response:
         mode: priority(fields.motion_score, fields.lite_scores, mode, fields.location, 0.0)
         for mode in ARM_MODES
     }
+    # The frame is stored before the row that names it, so a committed row's frame is there.
+    image_key = get_blobs().put(new.image) if new.image is not None else None
     values = {
         "idempotency_key": new.idempotency_key,
         "request_hash": new.request_hash,
@@ -78,11 +91,21 @@ def create_event() -> Response:
         "mode": fields.mode,
         "motion_score": fields.motion_score,
         "image_url": fields.image_url,
-        "image": new.image,
+        "image_key": image_key,
         "lite_results": fields.lite_scores,
     }
     with single_statement(get_pool()) as conn:
-        made = store_event(conn, owner_id, device_ref, values, priorities)
+        try:
+            made = store_event(conn, owner_id, device_ref, values, priorities)
+        except Exception:
+            if image_key is not None:  # refused, or failed: no row of this request names it
+                with contextlib.suppress(psycopg.Error):
+                    queue_blob_garbage(conn, image_key)
+            raise
+        if image_key is not None and not made.created:
+            queue_blob_garbage(conn, image_key)  # a replay: the first event's row holds its own
+    if made.created and image_key is not None and new.image is not None:
+        _keep_frame(made.event_id, image_key, new.image)
     if made.created:
         _add_candidate(made, fields)
     accepted = EventAccepted(event_id=made.event_id, status=made.status, priority=made.priority)
@@ -91,6 +114,18 @@ def create_event() -> Response:
     if not made.created:
         response.headers["Idempotent-Replayed"] = "true"
     return response
+
+
+def _keep_frame(event_id: int, key: str, image: bytes) -> None:
+    """Store the frame again if a garbage collection dropped it between its put and the
+    commit of the row that names it (it was queued and idle, and no row named it yet):
+    once a row names it, no collection takes it."""
+    blobs = get_blobs()
+    if not blobs.exists(key):
+        logger.warning(
+            "event %s: frame %s was collected before its row: stored again", event_id, key
+        )
+        blobs.put(image)
 
 
 def _ingest_buckets(
@@ -139,7 +174,7 @@ def _add_candidate(made: Created, fields: EventCreate) -> None:
         return
     if admitted.status is AddStatus.LIMITED:
         with single_statement(get_pool()) as conn:
-            conn.execute("DELETE FROM events WHERE id = %s", (made.event_id,))
+            delete_refused_event(conn, made.event_id)
         retry = max(1, math.ceil(admitted.retry_after_s))
         raise ApiError(
             "rate_limited",
@@ -174,10 +209,26 @@ def list_events_route() -> Response:
 @jwt_required()
 def get_event_image(event_id: int) -> Response:
     with get_pool().connection() as conn:
-        data = uploaded_image(conn, current_user_id(), event_id)
+        picture = uploaded_image(conn, current_user_id(), event_id)
+    data = _picture_bytes(event_id, picture)
     if data is None:
-        raise ApiError("no_image", 404, "This event has no uploaded image (it was sent by URL).")
+        raise ApiError(
+            "no_image",
+            404,
+            "This event has no uploaded image: it was sent by URL, or its picture was removed"
+            " to free space.",
+        )
     return _image_response(data, image_content_type(data))
+
+
+def _picture_bytes(event_id: int, picture: Picture) -> bytes | None:
+    """The picture's bytes: its blob's, else (a row not yet migrated) its column's."""
+    if picture.key is None:
+        return picture.data
+    data = get_blobs().get(picture.key)
+    if data is None:  # never deleted while a row names it: the store lost it
+        logger.error("event %s: blob %s is missing from the blob store", event_id, picture.key)
+    return data
 
 
 def _image_response(data: bytes, mimetype: str) -> Response:
@@ -208,12 +259,18 @@ def get_event_snapshot(event_id: int) -> Response:
     if not signed:  # credentials first: a refused request never borrows a connection
         verify_jwt_in_request()
     user_id = None if signed else current_user_id()
-    with transaction(get_pool()) as conn:
+    with get_pool().connection() as conn:
         picture = snapshot(conn, event_id, user_id)
-        if picture.data is not None:  # who looked, and how (a signed link names nobody)
-            details = {"event_id": event_id, "via": "signed_link" if signed else "token"}
-            audit.record(conn, picture.home_id, user_id, AuditAction.SNAPSHOT_VIEWED, details)
-    data = picture.data
+    # Read with no connection held: a blob store's answer may take a network round trip.
+    data = _picture_bytes(event_id, picture)
     if data is None:
-        raise ApiError("no_snapshot", 404, "This event has not been analysed yet.")
+        raise ApiError(
+            "no_snapshot",
+            404,
+            "This event has no snapshot: it is not analysed yet, or its snapshot was removed"
+            " to free space.",
+        )
+    with transaction(get_pool()) as conn:  # who looked, and how (a signed link names nobody)
+        details = {"event_id": event_id, "via": "signed_link" if signed else "token"}
+        audit.record(conn, picture.home_id, user_id, AuditAction.SNAPSHOT_VIEWED, details)
     return _image_response(data, "image/jpeg")

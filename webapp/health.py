@@ -1,8 +1,12 @@
-"""``GET /health``: Redis and Postgres answer, and the Celery queues are being consumed.
+"""``GET /health``: Redis and Postgres answer, the Celery queues are being consumed, and
+the blob store's disk has room.
 
-- ``ok`` (200): both stores answer; every non-empty queue has a live worker and moves.
+- ``ok`` (200): both stores answer; every non-empty queue has a live worker and moves; the
+  blob store's disk has at least ``DISK_FREE_MIN_RATIO`` free (or is object storage).
 - ``degraded`` (200, ``reasons``): a non-empty queue has no live worker, or its oldest
-  message has waited ``HEALTH_QUEUE_STALL_S`` with nothing consumed for as long.
+  message has waited ``HEALTH_QUEUE_STALL_S`` with nothing consumed for as long; or the
+  blob store's disk is short of free space (``storage``): ingest still works while the
+  low-disk guard evicts expendable pictures (``store.disk_guard``).
 - ``down`` (503, ``Retry-After``): Redis or Postgres fails, or does not answer within
   ``HEALTH_TIMEOUT_S``; the API cannot accept events.
 
@@ -25,6 +29,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
+from dataclasses import dataclass
 from typing import Any
 
 import redis
@@ -32,6 +37,7 @@ from flask import Blueprint, Response, current_app
 from psycopg.rows import scalar_row
 
 from webapp.clients import Clients, clients, redis_client
+from webapp.config import app_settings
 from webapp.errors import UNAVAILABLE_RETRY_AFTER_S
 from webapp.queue_health import check_workers
 from webapp.responses import Health, respond
@@ -122,11 +128,34 @@ def _check_postgres(app_clients: Clients) -> str:
     return "ok" if value == 1 else f"unexpected answer {value!r}"
 
 
+@dataclass(frozen=True)
+class StorageCheck:
+    free_ratio: float | None  # None: the store reports no usage (object storage)
+    min_ratio: float
+
+    @property
+    def reason(self) -> str | None:
+        if self.free_ratio is None or self.free_ratio >= self.min_ratio:
+            return None
+        return (
+            f"storage: {self.free_ratio:.1%} of the blob store's disk is free, under "
+            f"{self.min_ratio:.1%}: expendable pictures are being evicted"
+        )
+
+
+def _check_storage(app_clients: Clients, min_ratio: float) -> StorageCheck:
+    usage = app_clients.blobs.usage()
+    return StorageCheck(None if usage is None else usage.free_ratio, min_ratio)
+
+
 def _start_checks(state: _Checks) -> dict[str, Future[Any]]:
-    """Redis, Postgres and the queue report, all started now: they share one deadline."""
+    """Redis, Postgres, the blob store's disk and the queue report, all started now: they
+    share one deadline."""
     config, app_clients = current_app.config, clients()
     futures: dict[str, Future[Any]] = {}
     futures["postgres"] = state.start("postgres", lambda: _check_postgres(app_clients))
+    min_ratio = app_settings().disk_free_min_ratio
+    futures["storage"] = state.start("storage", lambda: _check_storage(app_clients, min_ratio))
     try:
         app_redis = state.redis(config["REDIS_URL"])
         broker = state.redis(app_clients.broker_url or config["REDIS_URL"])
@@ -179,14 +208,20 @@ def health() -> Response | tuple[Response, int]:
         response.headers["Retry-After"] = str(UNAVAILABLE_RETRY_AFTER_S)
         return response
 
-    _wait([futures["workers"]], deadline)
+    _wait([futures["workers"], futures["storage"]], deadline)
     failure = _failure("workers", futures["workers"])  # e.g. a broker on its own Redis
     if failure is None:
         report = futures["workers"].result()
-        workers, reasons = report.as_json(), report.reasons
+        workers, reasons = report.as_json(), list(report.reasons)
     else:
         workers, reasons = None, [f"workers: {failure}"]
     checks["workers"] = "degraded" if reasons else "ok"
+    # A full disk degrades, never downs: events are still accepted meanwhile.
+    failure = _failure("storage", futures["storage"])
+    storage = f"storage: {failure}" if failure else futures["storage"].result().reason
+    checks["storage"] = "degraded" if storage else "ok"
+    if storage:
+        reasons.append(storage)
     status = "degraded" if reasons else "ok"
     report = {"status": status, "checks": checks, "workers": workers, "reasons": reasons}
     return respond(Health.model_validate(report)), 200

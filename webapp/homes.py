@@ -1,20 +1,26 @@
 """Homes: list, read, arm or disarm (members), and change the settings owners control (quiet
-hours, time zone, notification policy)."""
+hours, time zone, days of history kept, notification policy)."""
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import enum
+from typing import Any, Literal
 
+import psycopg
 from flask import Blueprint, Response
 from flask_jwt_extended import jwt_required
+from psycopg.rows import tuple_row
 
 from notify.policy_store import load_policy, policy_json, save_policy
 from store.db import transaction
+from store.retention import effective_days, tier_days
 from vigil.vocabulary import AuditAction
 from webapp import audit
 from webapp.access import MEMBERS, OWNERS, MemberHome, member_home, member_homes, require_role
 from webapp.clients import get_pool
+from webapp.config import app_settings
 from webapp.errors import ApiError
 from webapp.requests import json_body
 from webapp.responses import Home, HomeList, Policy, respond
@@ -31,14 +37,38 @@ def _hours(value: dt.time | None) -> str | None:
     return None if value is None else value.strftime("%H:%M")
 
 
-def home_model(home: MemberHome) -> Home:
-    """The home as the API shows it to a member: quiet hours as "HH:MM", and their role."""
+class _Unread(enum.Enum):
+    UNREAD = "unread"
+
+
+def chosen_retention(conn: psycopg.Connection[Any], home_ids: list[int]) -> dict[int, int | None]:
+    """The days of history owners chose for these homes (None: the tier's)."""
+    rows = (
+        conn.cursor(row_factory=tuple_row)
+        .execute("SELECT id, retention_days FROM homes WHERE id = ANY(%s)", (home_ids,))
+        .fetchall()
+    )
+    return {home_id: days for home_id, days in rows}
+
+
+def home_model(
+    home: MemberHome, chosen_days: int | None | Literal[_Unread.UNREAD] = _Unread.UNREAD
+) -> Home:
+    """The home as the API shows it to a member: quiet hours as "HH:MM", their role, and
+    the days of history it keeps (``chosen_days``: the owners' choice, read if not given)."""
+    if chosen_days is _Unread.UNREAD:
+        with get_pool().connection() as conn:
+            chosen_days = chosen_retention(conn, [home.id]).get(home.id)
+    days = tier_days(app_settings())
     return Home.model_validate(
         {
             **dataclasses.asdict(home.home()),
             "quiet_hours_start": _hours(home.quiet_hours_start),
             "quiet_hours_end": _hours(home.quiet_hours_end),
             "role": home.role,
+            "retention_days": effective_days(days, home.tier, chosen_days),
+            "retention_days_chosen": chosen_days is not None,
+            "retention_days_max": days[home.tier],
         }
     )
 
@@ -48,14 +78,17 @@ def home_model(home: MemberHome) -> Home:
 def list_homes() -> Response:
     with get_pool().connection() as conn:
         rows = member_homes(conn, current_user_id())
-    return respond(HomeList(homes=[home_model(row) for row in rows]))
+        chosen = chosen_retention(conn, [row.id for row in rows])
+    return respond(HomeList(homes=[home_model(row, chosen.get(row.id)) for row in rows]))
 
 
 @bp.get("/<int:home_id>")
 @jwt_required()
 def get_home(home_id: int) -> Response:
     with get_pool().connection() as conn:
-        return respond(home_model(member_home(conn, current_user_id(), home_id)))
+        home = member_home(conn, current_user_id(), home_id)
+        chosen = chosen_retention(conn, [home_id]).get(home_id)
+    return respond(home_model(home, chosen))
 
 
 @bp.patch("/<int:home_id>")
@@ -79,7 +112,13 @@ def patch_home(home_id: int) -> Response:
         settings = sorted(set(changes) - {"arm_mode"})
         if settings:  # arming is every member's; the rest is the owners'
             require_role(home, OWNERS)
-        merged = dataclasses.replace(home, **changes)
+        chosen = chosen_retention(conn, [home_id]).get(home_id)
+        if "retention_days" in changes:
+            chosen = changes["retention_days"]
+            _check_retention(home, chosen)
+        merged = dataclasses.replace(
+            home, **{key: value for key, value in changes.items() if key != "retention_days"}
+        )
         if (merged.quiet_hours_start is None) != (merged.quiet_hours_end is None):
             raise ApiError(
                 "validation_failed",
@@ -96,7 +135,20 @@ def patch_home(home_id: int) -> Response:
             audit.record(conn, home_id, user_id, AuditAction.ARM_MODE_CHANGED, details)
         if settings:
             audit.record(conn, home_id, user_id, AuditAction.HOME_CHANGED, {"fields": settings})
-    return respond(home_model(merged))  # the locked row with the changes applied
+    return respond(home_model(merged, chosen))  # the locked row with the changes applied
+
+
+def _check_retention(home: MemberHome, days: int | None) -> None:
+    """An owner may keep less history than the tier does, never more."""
+    most = tier_days(app_settings())[home.tier]
+    if days is not None and days > most:
+        raise ApiError(
+            "retention_over_tier",
+            422,
+            f"The {home.tier} tier keeps at most {most} days of history; choose fewer, or "
+            "null for the tier's.",
+            details={"retention_days": days, "max": most},
+        )
 
 
 @bp.get("/<int:home_id>/policy")

@@ -15,6 +15,10 @@ Three kinds of series, each counted where it can be counted exactly:
   failures by code). Computed once per scrape, never summed across processes.
 - **Workers** (``tasks.metrics``): counters and histograms the Celery workers add up in
   Redis (queue wait, inference per batch, submit → analysed, pushes, settled events).
+- **Storage**: the blob store's free and total bytes, read when scraped (a filesystem
+  store only: object storage has no disk to fill), and what the storage housekeeping did
+  (``tasks.maintenance``, added up in Redis): events and summaries deleted by retention,
+  when it last finished and its longest lock, blobs dropped, pictures evicted.
 
 A store that fails is reported as ``vigil_metrics_source_up{source} 0``, not as a 500.
 ``METRICS_TOKEN`` set: the scrape must send ``Authorization: Bearer <token>``.
@@ -48,6 +52,7 @@ from schedules import lite_queue
 from schedules.candidates import CandidateStore
 from schedules.config import SchedulerConfig
 from schedules.scripts import sync_reply
+from tasks import maintenance
 from tasks import metrics as worker_metrics
 from vigil.vocabulary import EventStatus, Tier
 from webapp.clients import Clients, clients
@@ -84,6 +89,11 @@ GAUGES: dict[str, tuple[str, tuple[str, ...]]] = {
         ("queue",),
     ),
     "vigil_events": ("Events by status", ("status",)),
+    "vigil_blob_store_free_bytes": (
+        "Free bytes on the blob store's disk (filesystem store only)",
+        (),
+    ),
+    "vigil_blob_store_total_bytes": ("Size of the blob store's disk (filesystem store only)", ()),
 }
 FAILURES = "vigil_analysis_failures"
 FAILURES_DOC = (
@@ -115,6 +125,7 @@ class StoreCollector:
             yield _gauge(name)
         yield CounterMetricFamily(FAILURES, FAILURES_DOC, labels=["code"])
         yield from worker_metrics.describe()
+        yield from maintenance.describe()
 
     def collect(self) -> Iterator[Metric]:
         up = _gauge("vigil_metrics_source_up")
@@ -123,6 +134,8 @@ class StoreCollector:
             ("broker", self._broker),
             ("postgres", self._postgres),
             ("workers", self._workers),
+            ("storage", self._storage),
+            ("blobs", self._blobs),
         )
         for source, read in sources:
             try:
@@ -189,6 +202,20 @@ class StoreCollector:
 
     def _workers(self) -> list[Metric]:
         return worker_metrics.read(self.clients.redis)
+
+    def _storage(self) -> list[Metric]:
+        return maintenance.read(self.clients.redis)
+
+    def _blobs(self) -> Iterator[Metric]:
+        usage = self.clients.blobs.usage()
+        if usage is None:  # object storage: no disk of ours to fill
+            return
+        free = _gauge("vigil_blob_store_free_bytes")
+        free.add_metric([], usage.free)
+        yield free
+        total = _gauge("vigil_blob_store_total_bytes")
+        total.add_metric([], usage.total)
+        yield total
 
 
 class ApiMetrics:

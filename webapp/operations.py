@@ -14,9 +14,11 @@ from typing import Any, Literal
 from pydantic import BaseModel
 
 from webapp import responses
+from webapp.deletions import MAX_TOKEN_LENGTH, TOKEN_HEADER
 from webapp.event_input import IDEMPOTENCY_HEADER, IMAGE_TYPES, MAX_IDEMPOTENCY_KEY
 from webapp.responses import ApiModel
 from webapp.schemas import (
+    AccountDeletion,
     AuditQuery,
     DeviceCreate,
     DeviceQuery,
@@ -129,6 +131,18 @@ IDEMPOTENCY = {
         "pattern": "^[\\u0020-\\u007e]*$",  # printable ASCII
     },
 }
+DELETION_TOKEN = {
+    "name": TOKEN_HEADER,
+    "in": "header",
+    "required": False,
+    "description": "The status token the deletion's request answered (instead of a JWT)",
+    "schema": {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": MAX_TOKEN_LENGTH,
+        "pattern": "^[\\u0021-\\u007e]*$",  # printable ASCII, no space
+    },
+}
 LAST_EVENT_ID = {
     "name": LAST_EVENT_ID_HEADER,
     "in": "header",
@@ -213,7 +227,7 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation(
         "PATCH /homes/{home_id}",
         "homes.update_home",
-        "Arm or disarm; change quiet hours or time zone (not the tier)",
+        "Arm or disarm; change quiet hours, time zone or days of history kept (not the tier)",
         {200: Answer(_OK, responses.Home)},
         body=HomePatch,
         ids=("home_id",),
@@ -360,6 +374,41 @@ OPERATIONS: tuple[Operation, ...] = (
         {200: Answer(_OK, responses.AuditList)},
         query=AuditQuery,
         ids=("home_id",),
+    ),
+    Operation(
+        "DELETE /homes/{home_id}",
+        "homes.delete_home",
+        "Delete the home with everything in it (owners): gone for its members at once, its"
+        " rows and pictures deleted by a job whose status token is in this answer only",
+        {202: Answer("Accepted: the deletion is under way", responses.DeletionRequested)},
+        ids=("home_id",),
+    ),
+    Operation(
+        "GET /homes/{home_id}/export",
+        "homes.export_home",
+        "Everything the home holds as a zip, streamed (owners): events.json, notifications.json,"
+        " images/ and snapshots/",
+        {200: Answer(_OK, media={"application/zip": _picture("application/zip")})},
+        ids=("home_id",),
+    ),
+    Operation(
+        "DELETE /users/me",
+        "auth.delete_account",
+        "Delete your account (password to confirm): the homes you hold, your place in the"
+        " others, your phones and sessions; its status token is in this answer only",
+        {202: Answer("Accepted: the deletion is under way", responses.DeletionRequested)},
+        body=AccountDeletion,
+        errors=(409, 429),
+    ),
+    Operation(
+        "GET /deletions/{job_id}",
+        "auth.get_deletion",
+        "Where a deletion stands: with its status token (Deletion-Token), or the JWT of the"
+        " user who asked while they exist; once done, what is left of the target (nothing)",
+        {200: Answer(_OK, responses.DeletionStatus)},
+        auth="user_or_link",
+        ids=("job_id",),
+        parameters=(DELETION_TOKEN,),
     ),
     Operation(
         "GET /devices",

@@ -20,11 +20,13 @@ from vigil.vocabulary import (
     ArmMode,
     AuditAction,
     DecisionKind,
+    DeletionKind,
     DeliveryStatus,
     DeviceKind,
     EscalationStop,
     EventStatus,
     InvitationStatus,
+    JobState,
     NotificationKind,
     Platform,
     PresenceGroup,
@@ -128,6 +130,9 @@ _HOME = {
     "quiet_hours_end": "07:00",
     "created_at": _AT,
     "role": "owner",
+    "retention_days": 30,
+    "retention_days_chosen": False,
+    "retention_days_max": 30,
 }
 
 
@@ -143,6 +148,13 @@ class Home(ApiModel):
     quiet_hours_end: HoursMinutes | None
     created_at: dt.datetime
     role: Role  # the caller's role in this home
+    retention_days: Annotated[
+        int, Field(description="days of history kept: the owners' choice, else the tier's")
+    ]
+    retention_days_chosen: Annotated[
+        bool, Field(description="whether an owner chose the days (false: the tier's)")
+    ]
+    retention_days_max: Annotated[int, Field(description="the most days the tier keeps")]
 
 
 class HomeList(ApiModel):
@@ -764,6 +776,63 @@ class AuditList(ApiModel):
     next_cursor: Annotated[str | None, Field(description="Pass as cursor for the next page")]
 
 
+# --- deletion ---------------------------------------------------------------------------
+
+_DELETION = {
+    "id": 4,
+    "kind": "home",
+    "state": "running",
+    "events_deleted": 1500,
+    "blobs_deleted": 0,
+    "created_at": _AT,
+    "started_at": _LATER,
+    "finished_at": None,
+    "error": None,
+}
+
+
+class DeletionStatus(ApiModel):
+    """Where the deletion of a home or an account stands. Done: every row is gone and the
+    blob store has dropped the pictures; ``leftovers`` then counts what still names the
+    deleted home or account, by kind (all zero)."""
+
+    model_config = _example(_DELETION)
+
+    id: int
+    kind: DeletionKind
+    state: JobState
+    events_deleted: int
+    blobs_deleted: Annotated[
+        int, Field(description="pictures dropped from the blob store (counted once done)")
+    ]
+    created_at: dt.datetime
+    started_at: dt.datetime | None
+    finished_at: dt.datetime | None
+    error: Annotated[
+        str | None, Field(description="the last attempt's error, while retried or once failed")
+    ]
+    leftovers: Annotated[
+        dict[str, int] | None, Field(description="only once done: rows left, by kind (all 0)")
+    ] = None
+
+
+class DeletionRequested(ApiModel):
+    """A deletion under way. ``status_token`` is shown here once: send it as the
+    ``Deletion-Token`` header to ``status_url`` (it works after the account is gone)."""
+
+    model_config = _example(
+        {
+            "job": {**_DELETION, "state": "pending", "events_deleted": 0, "started_at": None},
+            "status_token": "vd_Q2hlY2sgdGhlIGpvYiB3aXRoIHRoaXMgdG9rZW4gb25seQ",
+            "status_url": "/deletions/4",
+        }
+    )
+
+    job: DeletionStatus
+    status_token: str
+    status_url: str
+
+
 # --- service ----------------------------------------------------------------------------
 
 
@@ -774,7 +843,7 @@ class Health(ApiModel):
     model_config = _example(
         {
             "status": "ok",
-            "checks": {"redis": "ok", "postgres": "ok", "workers": "ok"},
+            "checks": {"redis": "ok", "postgres": "ok", "workers": "ok", "storage": "ok"},
             "workers": {"live": ["cpu@host"], "queues": {}},
             "reasons": [],
         }

@@ -28,6 +28,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from inference.urls import ImageUrl, parse_image_url
+from vigil.settings import MAX_RETENTION_DAYS
 from vigil.vocabulary import (
     ArmMode,
     AuditAction,
@@ -236,6 +237,10 @@ class HomePatch(Strict):
     timezone: TimeZone | None = None
     quiet_hours_start: dt.time | None = None
     quiet_hours_end: dt.time | None = None
+    # Days of history the home keeps, at most its tier's; null: the tier's (owners only).
+    retention_days: (
+        Annotated[int, Field(ge=1, le=MAX_RETENTION_DAYS), BeforeValidator(_not_bool)] | None
+    ) = None
 
 
 # Constraints come before the BeforeValidator: after it, pydantic cannot attach them to the
@@ -575,3 +580,11 @@ class AuditQuery(Strict):
     limit: Annotated[int, Field(ge=1, le=200)] = 50
     cursor: Annotated[str, Field(max_length=200)] | None = None
     action: Annotated[AuditAction, _values(AuditAction)] | None = None
+
+
+class AccountDeletion(Strict):
+    """``DELETE /users/me``: the account's password, to confirm."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"password": "correct-horse"}]})
+
+    password: Annotated[str, Field(min_length=1, max_length=1024)]
