@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import io
 import json
 import os
@@ -33,9 +34,10 @@ from tasks.context import WorkerContext
 from tasks.scheduling import dispatch_lite
 from tests.photos import photo
 from webapp import create_app
-from webapp.cli import create_user
+from webapp.accounts import hash_password
 from webapp.clients import clients
 from webapp.responses import ApiModel
+from webapp.tokens import start_session
 
 ROOT = Path(__file__).resolve().parents[1]
 PASSWORD = "correct horse battery staple"
@@ -87,16 +89,33 @@ def make_owner(
     arm_mode: str = "away",
     device_name: str = "test_device_001",
 ) -> Owner:
-    with app.app_context():
-        user_id, home_id = create_user(email, PASSWORD, "Home", tier, "Europe/Paris")
-        pool = clients(app).pool
+    """A user with a home, as ``flask users create`` makes them, and a session of theirs.
+
+    Every owner has the same password, hashed once per session: a test that is not about
+    passwords need not pay for a slow hash and a login each time (``login`` does the real
+    thing)."""
+    pool = clients(app).pool
     with pool.connection() as conn:
-        conn.execute("UPDATE homes SET arm_mode = %s WHERE id = %s", (arm_mode, home_id))
-        device_id = add_device(pool, home_id, device_name)
-    tokens = login(client, email)
-    return Owner(
-        email, user_id, home_id, device_id, tokens["access_token"], tokens["refresh_token"]
-    )
+        user_id = conn.execute(
+            "INSERT INTO users (email, password_hash) VALUES (%s, %s) RETURNING id",
+            (email, password_hash()),
+        ).fetchone()["id"]
+        home_id = conn.execute(
+            "INSERT INTO homes (owner_id, name, tier, timezone, arm_mode)"
+            " VALUES (%s, 'Home', %s, 'Europe/Paris', %s) RETURNING id",
+            (user_id, tier, arm_mode),
+        ).fetchone()["id"]
+    device_id = add_device(pool, home_id, device_name)
+    with app.test_request_context():
+        tokens = start_session(user_id)
+    assert tokens is not None
+    return Owner(email, user_id, home_id, device_id, tokens.access_token, tokens.refresh_token)
+
+
+@functools.cache
+def password_hash() -> str:
+    """``PASSWORD`` as the app stores it."""
+    return hash_password(PASSWORD)
 
 
 def add_device(pool: ConnectionPool, home_id: int, name: str, kind: str = "camera") -> int:

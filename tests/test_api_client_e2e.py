@@ -28,7 +28,7 @@ from webapp.cli import create_user
 pytestmark = pytest.mark.e2e
 
 PACKAGE = "vigil_generated_client"
-# Pictures come back as bytes; without this the generator skips image responses.
+# Pictures and a home's export come back as bytes; without this the generator skips them.
 GENERATOR_CONFIG = """\
 project_name_override: vigil-generated-client
 package_name_override: vigil_generated_client
@@ -37,6 +37,7 @@ content_type_overrides:
   image/jpeg: application/octet-stream
   image/png: application/octet-stream
   image/webp: application/octet-stream
+  application/zip: application/octet-stream
 """
 
 
