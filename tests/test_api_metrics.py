@@ -27,6 +27,7 @@ from tests.api_helpers import (
     candidates,
     count,
     dispatch_lite_now,
+    login,
     make_owner,
     post_event,
     queued_tasks,
@@ -236,6 +237,7 @@ def _families(client) -> dict[str, str]:
 
 
 def test_request_latency_is_labelled_by_url_rule_method_and_status_class(client, owner):
+    login(client, owner.email)
     for event_id in (101, 102, 103):  # three paths, one rule
         assert client.get(f"/events/{event_id}", headers=owner.headers).status_code == 404
     assert client.get("/no/such/path/42").status_code == 404
