@@ -31,10 +31,17 @@ def make_home(conn, arm_mode="away", tz="Europe/Paris", phones=1, email="a@b.c")
     return home, camera
 
 
-def analysed_event(db, home, camera, location, detections, snapshot: bytes | None = None) -> int:
-    """An event written as the deep worker writes it: claimed, then its (label, score)
-    detections saved (and its snapshot put in the session's blob store) and the event
-    marked analysed."""
+SOME_BOX = (1.0, 2.0, 30.0, 40.0)  # where a detection is, when a test does not care
+
+
+def analysed_event(
+    db, home, camera, location, detections, snapshot: bytes | None = None, frame=None
+) -> int:
+    """An event written as the deep worker writes it: claimed, then its detections saved
+    (and its snapshot put in the session's blob store) and the event marked analysed.
+
+    ``detections``: (label, score) pairs, or (label, score, box) with ``frame``, the
+    picture's (width, height) the boxes are in."""
     with db.connection() as conn:
         event_id = conn.execute(
             "INSERT INTO events (home_id, device_id, location, mode, motion_score)"
@@ -42,7 +49,11 @@ def analysed_event(db, home, camera, location, detections, snapshot: bytes | Non
             (home, camera, location),
         ).fetchone()["id"]
     claim_for_analysis(db, [event_id])
-    dets = [Detection(label, score, (1.0, 2.0, 30.0, 40.0)) for label, score in detections]
+    dets = [
+        Detection(d[0], d[1], d[2] if len(d) > 2 else (1.0, 2.0, 30.0, 40.0)) for d in detections
+    ]
     keys = {event_id: blob_store(current()).put(snapshot)} if snapshot is not None else None
-    assert list(save_detections(db, [(event_id, dets)], "nanodet-416", keys)) == [event_id]
+    frames = {event_id: frame} if frame is not None else None
+    saved = save_detections(db, [(event_id, dets)], "nanodet-416", keys, frame_sizes=frames)
+    assert list(saved) == [event_id]
     return event_id

@@ -8,14 +8,12 @@ from datetime import timedelta
 
 import pytest
 
-from inference.contract import Detection
 from notify.digest import digest_events
 from notify.policy_store import save_policy
 from notify.snoozes import add_snooze
 from notify.stationary import StationaryMemory
 from notify.zones import insert_zone
-from store.analysis import claim_for_analysis, save_detections
-from tests.factories import make_home
+from tests.factories import analysed_event, make_home
 from vigil.vocabulary import PresenceGroup, ZoneKind
 
 pytestmark = pytest.mark.integration
@@ -45,16 +43,8 @@ def home(db):
 def seen(db, home, camera, boxes, label="car", location="driveway") -> int:
     """An event of ``camera`` analysed as the deep worker stores it: ``boxes`` of ``label``
     in a FRAME-sized picture."""
-    with db.connection() as conn:
-        event_id = conn.execute(
-            "INSERT INTO events (home_id, device_id, location, mode, motion_score)"
-            " VALUES (%s, %s, %s, 'security', 0.8) RETURNING id",
-            (home, camera, location),
-        ).fetchone()["id"]
-    claim_for_analysis(db, [event_id])
-    detections = [Detection(label, 0.9, box) for box in boxes]
-    save_detections(db, [(event_id, detections)], "nanodet-416", frame_sizes={event_id: FRAME})
-    return event_id
+    detections = [(label, 0.9, box) for box in boxes]
+    return analysed_event(db, home, camera, location, detections, frame=FRAME)
 
 
 def decision(db, event_id) -> tuple[str, str]:
