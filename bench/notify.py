@@ -115,8 +115,9 @@ def analysed_events(pool, homes: list[tuple[int, int]], n: int, offset: int) -> 
                 (home, camera),
             ).fetchone()["id"]
             conn.execute(
-                "INSERT INTO detections (event_id, label, score, x1, y1, x2, y2, model)"
-                " VALUES (%s, 'person', 0.9, 1, 2, 30, 40, 'nanodet-416')",
+                "INSERT INTO detections (event_id, event_created_at, label, score, x1, y1,"
+                " x2, y2, model) SELECT id, created_at, 'person', 0.9, 1, 2, 30, 40,"
+                " 'nanodet-416' FROM events WHERE id = %s",
                 (event,),
             )
             ids.append(event)

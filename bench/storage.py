@@ -1,7 +1,7 @@
 """PostgreSQL bytes per event with frames and snapshots in the blob store, against the same
 events stored the old way (bytea columns), and retention's pace on them.
 
-    .venv/bin/python bench/storage.py [--events 500]
+    .venv/bin/python bench/storage.py [--events 500] [--old-events N]
 
 Prints ONE JSON line. Starts its own embedded Redis and PostgreSQL under var/bench-storage/
 (the blob store beside them) and:
@@ -10,14 +10,21 @@ Prints ONE JSON line. Starts its own embedded Redis and PostgreSQL under var/ben
    camera frame is) through ``POST /events`` of the app, in this process; then each event is
    analysed as the deep worker writes it (claimed, an annotated snapshot put in the blob
    store, two detections saved, ``store.analysis``). ``pg_bytes_per_event``: the events,
-   detections and notifications tables (heap, TOAST and indexes,
-   ``pg_total_relation_size``) after ``VACUUM FULL``, over the events.
+   detections, notifications and event_requests tables, every partition (heap, TOAST and
+   indexes, ``pg_total_relation_size``) after ``VACUUM FULL``, over the events;
+   ``pg_marginal_bytes_per_event`` without what the same tables take empty (the empty
+   months made ahead have indexes too: ``pg_empty_schema_bytes``).
 2. Baseline: the same frames, snapshots and detections written as rows were before the blob
    store (``events.image`` and ``events.snapshot`` bytea) into a second database migrated
    alike: ``baseline_pg_bytes_per_event``.
 3. Retention (``store.retention.run_retention``): the blob-backed events made older than
    every plan's days, then deleted in its batches: ``retention_events_per_s`` and
    ``retention_max_lock_ms`` (its longest batch transaction, the longest a row stays locked).
+4. Months dropped whole (``store.partitions``): ``--old-events`` (default ``--events``)
+   old events (two detections and an alert each) deleted in retention's batches, and as
+   many more in the same expired month dropped with it: ``partition_drop_events_per_s``
+   against ``baseline_row_delete_events_per_s``, and ``partition_drop_max_lock_ms`` (the
+   longest statement holding a lock that others wait on).
 """
 
 from __future__ import annotations
@@ -55,7 +62,7 @@ BASE_DIR = ROOT / "var" / "bench-storage"
 PHOTOS = ROOT / "tests" / "data" / "photos"
 NAMES = ("person", "dog", "horses", "eagle", "giraffe")
 NEVER_REACHED = str(10**9)
-TABLES = ("events", "detections", "notifications")
+TABLES = ("events", "detections", "notifications", "event_requests")
 DETECTIONS = [
     Detection("person", 0.91, (120.0, 80.0, 260.0, 400.0)),
     Detection("dog", 0.77, (300.0, 250.0, 420.0, 380.0)),
@@ -79,13 +86,20 @@ def on_database(url: str, name: str) -> str:
 
 
 def relation_bytes(url: str) -> dict[str, int]:
-    """Each table's heap, TOAST and indexes, compacted (``VACUUM FULL``)."""
+    """Each table's heap, TOAST and indexes, compacted (``VACUUM FULL``); a partitioned
+    table's are those of all its partitions, the empty months ahead included."""
     with psycopg.connect(url, autocommit=True) as conn:
         for table in TABLES:
             conn.execute(sql.SQL("VACUUM FULL ANALYZE {}").format(sql.Identifier(table)))
         return {
             table: int(
-                conn.execute("SELECT pg_total_relation_size(%s::regclass)", (table,)).fetchone()[0]
+                conn.execute(
+                    # A table in no partition tree has no rows there: its own size.
+                    "SELECT coalesce(sum(pg_total_relation_size(relid)),"
+                    " pg_total_relation_size(%s::regclass))"
+                    " FROM pg_partition_tree(%s::regclass)",
+                    (table, table),
+                ).fetchone()[0]
             )
             for table in TABLES
         }
@@ -168,9 +182,10 @@ def baseline(url: str, frames: list[bytes], snapshots: list[bytes]) -> None:
             ).fetchone()[0]
             for d in DETECTIONS:
                 conn.execute(
-                    "INSERT INTO detections (event_id, label, score, x1, y1, x2, y2, model,"
-                    " alternatives) VALUES (%s, %s, %s, %s, %s, %s, %s, 'nanodet-416', '[]')",
-                    (event, d.label, d.score, *d.box),
+                    "INSERT INTO detections (event_id, event_created_at, label, score, x1, y1,"
+                    " x2, y2, model, alternatives) SELECT id, created_at, %s, %s, %s, %s, %s,"
+                    " %s, 'nanodet-416', '[]' FROM events WHERE id = %s",
+                    (d.label, d.score, *d.box, event),
                 )
 
 
@@ -202,9 +217,86 @@ def retention(env: dict[str, str], ids: list[int]) -> dict[str, Any]:
     }
 
 
+# Synthetic history of one camera: events of a month every plan has let go of, each with
+# two detections and an alert, and blob keys (the blobs themselves are not needed: the
+# drop and the batches only queue keys, and the collector deletes them afterwards).
+_OLD_HISTORY = """
+WITH cam AS (SELECT id, home_id FROM devices WHERE kind = 'camera' ORDER BY id LIMIT 1),
+made AS (
+    INSERT INTO events (home_id, device_id, location, mode, motion_score, status, digest,
+                        image_key, snapshot_key, frame_width, frame_height, created_at)
+    SELECT cam.home_id, cam.id, 'front_door', 'security', 0.8, 'analyzed', 'alert',
+           encode(sha256(('frame ' || %(tag)s || g)::bytea), 'hex'),
+           encode(sha256(('snapshot ' || %(tag)s || g)::bytea), 'hex'), 640, 424,
+           now() - make_interval(days => %(age_days)s) - g * interval '1 second'
+    FROM cam, generate_series(1, %(n)s) AS g
+    RETURNING id, created_at, home_id
+), found AS (
+    INSERT INTO detections (event_id, event_created_at, label, score, x1, y1, x2, y2, model)
+    SELECT id, created_at, label, 0.9, 1, 2, 30, 40, 'nanodet-416'
+    FROM made, (VALUES ('person'), ('car')) AS l(label)
+)
+INSERT INTO notifications (event_id, event_created_at, home_id, kind, title, body)
+SELECT id, created_at, home_id, 'alert', 'Person', 'At the front door' FROM made
+RETURNING event_id
+"""
+
+
+def partition_drop(env: dict[str, str], n: int) -> dict[str, Any]:
+    """The same old history deleted twice: row by row in retention's batches (the
+    baseline), and as a month dropped whole (``store.partitions``)."""
+    from store.db import transaction
+    from store.partitions import DROP_GRACE, ddl_connection, drop_expired_partitions
+    from store.purge import purge_events
+
+    settings = Settings.from_environ(env)
+    url = env["DATABASE_URL"]
+    keep_days = max(tier_days(settings).values())
+    # Both sets in the oldest partition, which every plan has let go of.
+    age = keep_days + DROP_GRACE.days + 120
+    pool = create_pool(url, min_size=1, max_size=2)
+    try:
+        with pool.connection() as conn:
+            made = conn.execute(_OLD_HISTORY, {"tag": "rows ", "age_days": age, "n": n})
+            rows_ids = [r["event_id"] for r in made.fetchall()]
+            conn.execute(_OLD_HISTORY, {"tag": "month ", "age_days": age, "n": n})
+        batch, deleted, longest = settings.retention_batch, 0, 0.0
+        start = time.perf_counter()
+        while deleted < len(rows_ids):
+            began = time.perf_counter()
+            with transaction(pool) as conn:
+                deleted += purge_events(
+                    conn, "e.id = ANY(%(ids)s)", {"ids": rows_ids}, batch
+                ).events
+            longest = max(longest, time.perf_counter() - began)
+        rows_s = time.perf_counter() - start
+    finally:
+        pool.close()
+    with ddl_connection(url) as conn:
+        start = time.perf_counter()
+        dropped = drop_expired_partitions(conn, keep_days)
+        drop_s = time.perf_counter() - start
+    if dropped.events != n:
+        raise RuntimeError(f"the dropped months held {dropped.events} events, not {n}")
+    return {
+        "partition_drop_events": dropped.events,
+        "partition_drop_months": len(dropped.months),
+        "partition_drop_events_per_s": round(dropped.events / drop_s, 1),
+        "partition_drop_max_lock_ms": round(dropped.max_lock_ms, 1),
+        "baseline_row_delete_events_per_s": round(deleted / rows_s, 1),
+        "baseline_row_delete_max_lock_ms": round(longest * 1000.0, 1),
+        "partition_drop_speedup": round((dropped.events / drop_s) / (deleted / rows_s), 1),
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--events", type=int, default=500)
+    parser.add_argument(
+        "--old-events",
+        type=int,
+        help="events of the expired month deleted each way (default: --events)",
+    )
     args = parser.parse_args()
     photos = [(PHOTOS / f"{name}.jpg").read_bytes() for name in NAMES]
     # The deep worker's snapshots of each photo, with its boxes drawn (as it stores them).
@@ -236,6 +328,7 @@ def main() -> int:
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
         old_url = on_database(urls["DATABASE_URL"], name)
         migrate(old_url)
+        empty = sum(relation_bytes(old_url).values())  # indexes of empty months included
         baseline(old_url, frames, snapshots)
         old_sizes = relation_bytes(old_url)
 
@@ -252,15 +345,21 @@ def main() -> int:
             "pg_bytes_per_event": round(sum(sizes.values()) / n),
             "baseline_pg_bytes_per_event": round(sum(old_sizes.values()) / n),
             "pg_bytes_ratio": round(sum(sizes.values()) / sum(old_sizes.values()), 4),
+            "pg_empty_schema_bytes": empty,
+            "pg_marginal_bytes_per_event": round((sum(sizes.values()) - empty) / n),
             "events_table_bytes_per_event": round(sizes["events"] / n),
             "baseline_events_table_bytes_per_event": round(old_sizes["events"] / n),
             "blob_bytes_per_event": round(sum(p.stat().st_size for p in blob_files) / n),
             "ingest_uploads_per_s": round(n / ingest_s, 1),
-            "measured": "pg_total_relation_size of events, detections, notifications "
-            "(heap, TOAST, indexes) after VACUUM FULL, over the events",
+            "measured": "pg_total_relation_size of events, detections, notifications, "
+            "event_requests, every partition (heap, TOAST, indexes) after VACUUM FULL, "
+            "over the events",
         }
         log("retention over the blob-backed events")
         result.update(retention(env, ids))
+        old = args.old_events or n
+        log(f"{old} old events deleted in batches, and {old} more dropped as a month")
+        result.update(partition_drop(env, old))
         print(json.dumps(result))
         return 0
     finally:

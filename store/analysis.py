@@ -214,7 +214,8 @@ WITH given AS (
         snapshot_key = given.snapshot_key, frame_width = given.width, frame_height = given.height
     FROM given
     WHERE e.id = given.id AND e.status = 'processing'
-    RETURNING e.id, extract(epoch FROM e.analyzed_at - e.created_at)::float8 AS latency_s
+    RETURNING e.id, e.created_at,
+              extract(epoch FROM e.analyzed_at - e.created_at)::float8 AS latency_s
 ), unsaved AS (
     INSERT INTO blob_garbage (key)
     SELECT DISTINCT g.snapshot_key FROM given AS g
@@ -227,8 +228,10 @@ WITH given AS (
         %(alternatives)s::jsonb[]
     ) AS f(event_id, label, score, x1, y1, x2, y2, alternatives)
 ), inserted AS (
-    INSERT INTO detections (event_id, label, score, x1, y1, x2, y2, model, alternatives)
-    SELECT f.event_id, f.label, f.score, f.x1, f.y1, f.x2, f.y2, %(model)s, f.alternatives
+    INSERT INTO detections (event_id, event_created_at, label, score, x1, y1, x2, y2, model,
+                            alternatives)
+    SELECT f.event_id, w.created_at, f.label, f.score, f.x1, f.y1, f.x2, f.y2, %(model)s,
+           f.alternatives
     FROM found AS f JOIN written AS w ON w.id = f.event_id
 )
 SELECT id, latency_s FROM written

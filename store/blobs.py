@@ -14,7 +14,9 @@ One small interface (``BlobStore``), two backends:
 
 A key is the SHA-256 of the bytes (hex), so storing the same frame twice stores it once;
 a blob is deleted only when no row names it any more (``store.purge``). ``blob_store``
-builds the store the settings name.
+builds the store the settings name. ``iter_blobs`` lists the store in key order, a shard
+folder or a page at a time, for the sweep that finds blobs no row ever named
+(``store.orphans``).
 """
 
 from __future__ import annotations
@@ -27,9 +29,9 @@ import re
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, Protocol, TypeVar
 
@@ -37,6 +39,7 @@ if TYPE_CHECKING:
     from vigil.settings import Settings
 
 _KEY = re.compile(r"^[0-9a-f]{64}$")
+_SHARD = re.compile(r"^[0-9a-f]{2}$")
 # S3 refuses a presigned URL that lives longer than this (SigV4).
 S3_PRESIGN_MAX_S = 7 * 24 * 3600
 
@@ -53,6 +56,7 @@ class BlobStoreUnavailable(RuntimeError):
 _Self = TypeVar("_Self", bound="_Guarded")
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
+_T = TypeVar("_T")
 
 
 class _Guarded:
@@ -69,6 +73,24 @@ def _unavailable_on_failure(
     def guarded(self: _Self, *args: _P.args, **kwargs: _P.kwargs) -> _R:
         try:
             return method(self, *args, **kwargs)
+        except self.store_errors as exc:
+            raise BlobStoreUnavailable(
+                f"{self.name} blob store: {type(exc).__name__}: {exc}"
+            ) from exc
+
+    return guarded
+
+
+def _unavailable_while_listing(
+    method: Callable[Concatenate[_Self, _P], Iterator[_T]],
+) -> Callable[Concatenate[_Self, _P], Iterator[_T]]:
+    """``_unavailable_on_failure`` for a generator: its body runs as it is iterated, after
+    the call has returned, so the errors are caught around the iteration."""
+
+    @functools.wraps(method)
+    def guarded(self: _Self, *args: _P.args, **kwargs: _P.kwargs) -> Iterator[_T]:
+        try:
+            yield from method(self, *args, **kwargs)
         except self.store_errors as exc:
             raise BlobStoreUnavailable(
                 f"{self.name} blob store: {type(exc).__name__}: {exc}"
@@ -97,6 +119,14 @@ class Usage:
     @property
     def free_ratio(self) -> float:
         return self.free / self.total if self.total else 0.0
+
+
+@dataclass(frozen=True)
+class StoredBlob:
+    """A blob the store holds, as its listing shows it."""
+
+    key: str
+    written_at: datetime  # UTC: when it was last put (a file's mtime, an object's LastModified)
 
 
 class BlobStore(Protocol):
@@ -131,6 +161,18 @@ class BlobStore(Protocol):
     def usage(self) -> Usage | None:
         """Free and total space, where the store can tell (None for object storage)."""
         ...
+
+    def iter_blobs(
+        self, older_than_s: float, start_after: str | None = None
+    ) -> Iterator[StoredBlob]:
+        """The blobs last put more than ``older_than_s`` ago, in key order, from the first key
+        after ``start_after`` (None: from the first). Read lazily, a shard folder or a page
+        at a time: the memory it takes does not grow with the store."""
+        ...
+
+
+# A blob being deleted (``FilesystemBlobs.delete_if_idle``): not a key, so never listed.
+TOMBSTONE_PREFIX = ".del-"
 
 
 class FilesystemBlobs(_Guarded):
@@ -187,13 +229,21 @@ class FilesystemBlobs(_Guarded):
 
     @_unavailable_on_failure
     def delete_if_idle(self, key: str, idle_s: float) -> bool:
+        # The blob is first renamed out of the way (atomic), then its write time read: a put
+        # before the rename shows in that time, and it goes back; a put after it finds no
+        # file and writes a new one. Checked in place instead, a put between the check and
+        # the unlink would be deleted. Putting back may overwrite a newer put's file: with
+        # the same bytes, since keys are their hash.
         path = self.path(key)
+        aside = path.with_name(f"{TOMBSTONE_PREFIX}{key}")
         try:
-            if time.time() - path.stat().st_mtime < idle_s:
-                return False
-            path.unlink()
+            os.rename(path, aside)
         except FileNotFoundError:
-            pass
+            return True
+        if time.time() - aside.stat().st_mtime < idle_s:
+            os.replace(aside, path)
+            return False
+        aside.unlink(missing_ok=True)
         return True
 
     def url(self, key: str, expires_s: int) -> str | None:
@@ -204,12 +254,37 @@ class FilesystemBlobs(_Guarded):
         total, _, free = shutil.disk_usage(self.root)
         return Usage(free=free, total=total)
 
+    @_unavailable_while_listing
+    def iter_blobs(
+        self, older_than_s: float, start_after: str | None = None
+    ) -> Iterator[StoredBlob]:
+        after = "" if start_after is None else check_key(start_after)
+        cutoff = time.time() - older_than_s
+        for first in _shard_folders(self.root, after[:2]):
+            # Only the shard the listing resumes in starts part-way; the ones after it whole.
+            resumes = after[:2] == first
+            for second in _shard_folders(self.root / first, after[2:4] if resumes else ""):
+                folder = self.root / first / second
+                for name in _sorted_names(folder):
+                    # Temporary files (".tmp-…") and anything the store did not write are
+                    # not blobs; a file in another key's shard could not be deleted by its key.
+                    if name <= after or not _KEY.match(name) or name[:4] != first + second:
+                        continue
+                    try:
+                        written = os.stat(folder / name).st_mtime
+                    except FileNotFoundError:  # deleted since the folder was read
+                        continue
+                    if written <= cutoff:
+                        yield StoredBlob(name, datetime.fromtimestamp(written, UTC))
+
 
 class S3Blobs(_Guarded):
     """Blobs as objects of one bucket. The client is boto3's (thread-safe; one per process:
     the web app and each worker build their own after fork)."""
 
     name = "s3"
+    # Objects per listing request (S3's own maximum): one page's memory while listing.
+    list_page_size = 1000
 
     def __init__(
         self,
@@ -292,8 +367,9 @@ class S3Blobs(_Guarded):
 
     @_unavailable_on_failure
     def delete_if_idle(self, key: str, idle_s: float) -> bool:
-        # Not atomic, as on the filesystem: a put between the two calls is deleted. A writer
-        # checks its blob once its row names it and puts it again if it is gone.
+        # Not atomic: a put between the two calls is deleted (S3 has no delete conditional on
+        # the write time). A request's writer checks its blob once its row names it and puts
+        # it again if it is gone.
         head = self._head(key)
         if head is None:
             return True
@@ -313,6 +389,28 @@ class S3Blobs(_Guarded):
 
     def usage(self) -> None:
         return None
+
+    @_unavailable_while_listing
+    def iter_blobs(
+        self, older_than_s: float, start_after: str | None = None
+    ) -> Iterator[StoredBlob]:
+        # Objects are listed in UTF-8 byte order, and an object's name starts with its key's
+        # first bytes: name order is key order.
+        params: dict[str, Any] = {"Bucket": self.bucket}
+        if start_after is not None:
+            params["StartAfter"] = self.object_name(start_after)
+        cutoff = datetime.now(UTC) - timedelta(seconds=older_than_s)
+        pages = self.client.get_paginator("list_objects_v2").paginate(
+            **params, PaginationConfig={"PageSize": self.list_page_size}
+        )
+        for page in pages:
+            for item in page.get("Contents", []):
+                key = str(item["Key"]).rsplit("/", 1)[-1]
+                if not _KEY.match(key) or item["Key"] != f"{key[:2]}/{key[2:4]}/{key}":
+                    continue  # not one of the store's objects
+                written: datetime = item["LastModified"]
+                if written <= cutoff:
+                    yield StoredBlob(key, written)
 
 
 def _missing(exc: Exception) -> bool:
@@ -345,6 +443,24 @@ def blob_store(settings: Settings) -> BlobStore:
             presign_max_s=settings.s3_presign_expires_s,
         )
     return FilesystemBlobs(settings.blob_root or default_root())
+
+
+def _sorted_names(folder: Path) -> list[str]:
+    """The names in one folder of the store, sorted; none if it is not there (yet)."""
+    try:
+        with os.scandir(folder) as entries:
+            return sorted(entry.name for entry in entries)
+    except FileNotFoundError:
+        return []
+
+
+def _shard_folders(folder: Path, lowest: str) -> list[str]:
+    """The shard folders (two hex digits) in ``folder`` from ``lowest`` on, sorted."""
+    return [
+        name
+        for name in _sorted_names(folder)
+        if name >= lowest and _SHARD.match(name) and (folder / name).is_dir()
+    ]
 
 
 def _fsync_dir(directory: Path) -> None:

@@ -18,6 +18,10 @@ request sends at once, works through the jobs:
    and the keys it handed over (``deletion_job_blobs``). Then the home row, locked, goes,
    and with it by the foreign keys everything else of the home: devices and their keys,
    members, preferences, snoozes, zones, invitations, the audit trail, summaries.
+   Just before, in that transaction and under that lock (no digest writes a camera's
+   memory, no ingest adds an event), its derived state in Redis goes (``forget_home_state``):
+   its candidates, leases, place in the scheduler's indexes, buckets, live log and its
+   cameras' stationary memory.
    An account: each home the user holds as above; then, in one transaction, they leave
    every other home (an audit row says so there; their phones, preferences, snoozes and
    place in escalation chains go by the cascades) and the users row goes, with their
@@ -41,14 +45,21 @@ import hmac
 import logging
 import secrets
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
 import psycopg
+import redis
 from psycopg.rows import class_row, dict_row, scalar_row, tuple_row
 from psycopg_pool import ConnectionPool
 
+from notify import live
+from notify.stationary import KEY as STATIONARY_KEY
+from schedules.forget import forget_home
+from schedules.scripts import sync_reply
+from schedules.shard import Shards
 from store.blobs import BlobStore
 from store.db import transaction
 from store.purge import collect_batch, purge_events
@@ -229,6 +240,72 @@ def leftovers(conn: psycopg.Connection[Any], job: DeletionJob) -> dict[str, int]
     return {name: int(value) for name, value in row.items()}
 
 
+# --- the home's derived state in Redis ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DerivedState:
+    """Where a home's derived state lives: the scheduler's shards (candidates, leases,
+    plan and ingest buckets) and the app's Redis (the live log, the cameras' memory of
+    objects that stay put)."""
+
+    shards: Shards
+    app: redis.Redis
+
+
+def forget_home_state(state: DerivedState, home_id: int, device_ids: Iterable[int] = ()) -> int:
+    """Remove the home's keys and index entries from Redis; how many went (0 when none was
+    left, so running it again changes nothing). ``device_ids``: the home's devices, read
+    before their rows go; without them each camera's memory lapses after its window."""
+    removed = forget_home(state.shards, home_id)
+    keys = [live.stream_key(home_id), *(STATIONARY_KEY.format(device_id=d) for d in device_ids)]
+    return removed + int(sync_reply(state.app.delete(*keys)))
+
+
+def _forget(claim: _Claim, home_id: int, device_ids: Iterable[int]) -> bool:
+    """``forget_home_state`` for the claim, noted on it; False when Redis could not be
+    reached (the PostgreSQL part goes on regardless: Redis holds derived state only)."""
+    if claim.derived is None:
+        return True
+    try:
+        forget_home_state(claim.derived, home_id, device_ids)
+    except redis.RedisError as exc:
+        log.warning(
+            "deletion job %d: Redis state of home %d not removed: %r", claim.id, home_id, exc
+        )
+        claim.unforgotten.add(home_id)
+        return False
+    claim.unforgotten.discard(home_id)
+    claim.forgotten.add(home_id)
+    return True
+
+
+def _forget_left(pool: ConnectionPool, claim: _Claim) -> bool:
+    """Once the target is gone: the Redis step again for each home whose step failed in
+    this claim, and for a home's job for its home unless this claim did it. A home's id is
+    all the step needs, so a job's next claim (after a crash, or after Redis was away)
+    does it from ``target_id`` alone; False then: the job is handed back, not done, until
+    Redis answers (not an attempt: Redis away is no fault of the job). An account's homes
+    are no longer known to a later claim: the keys they left are logged, not retried.
+    Counting Redis keys in ``leftovers`` would take a SCAN of the keyspace per request of
+    the job's status, so they are not counted there."""
+    if claim.derived is None:
+        return True
+    left = set(claim.unforgotten)
+    if claim.job.kind is DeletionKind.HOME and claim.job.target_id not in claim.forgotten:
+        left.add(claim.job.target_id)
+    failed = sorted(home for home in left if not _forget(claim, home, ()))
+    if not failed:
+        return True
+    if claim.job.kind is DeletionKind.HOME:
+        with transaction(pool) as conn:
+            claim.fence(conn)
+            claim.release(conn, RETRY_AFTER_S)
+        return False
+    log.error("deletion job %d: Redis state of deleted homes %s left behind", claim.id, failed)
+    return True
+
+
 # --- the runner ---------------------------------------------------------------------------
 
 
@@ -250,6 +327,9 @@ class _Claim:
     lease_s: float
     deadline: float | None
     events_deleted: int = 0
+    derived: DerivedState | None = None  # None: the caller holds no Redis to clean
+    forgotten: set[int] = dataclasses.field(default_factory=set)  # homes this claim cleaned
+    unforgotten: set[int] = dataclasses.field(default_factory=set)  # homes Redis refused
 
     @property
     def id(self) -> int:
@@ -395,6 +475,14 @@ def _delete_home(pool: ConnectionPool, claim: _Claim, home_id: int, batch: int) 
         )
         if held:  # deleting the home now would cascade to them without queueing their blobs
             return _Step.BLOCKED
+        # Here, before the row goes: its devices are still known, and a crash anywhere
+        # after leaves nothing to remember (the home, still there, is cleaned again).
+        devices = (
+            conn.cursor(row_factory=scalar_row)
+            .execute("SELECT id FROM devices WHERE home_id = %s", (home_id,))
+            .fetchall()
+        )
+        _forget(claim, home_id, devices)
         conn.execute("DELETE FROM homes WHERE id = %s", (home_id,))
     log.info("deletion job %d: home %d deleted", claim.id, home_id)
     return _Step.GONE
@@ -483,6 +571,8 @@ def _run_claim(
     else:
         step = _delete_account(pool, claim, job.target_id, batch)
     if step is _Step.GONE:
+        if not _forget_left(pool, claim):
+            return None
         return _collect(pool, blobs, claim, batch)
     with transaction(pool) as conn:
         claim.fence(conn)
@@ -525,10 +615,12 @@ def run_deletion_jobs(
     *,
     budget_s: float | None = None,
     lease_s: float = LEASE_S,
+    derived: DerivedState | None = None,
 ) -> DeletionRun:
     """Work through up to ``limit`` claimable jobs, ``batch`` events per transaction, for
     about ``budget_s`` seconds (None: until they are done or handed back). However short
-    the budget, the first job gets one batch: every run makes progress."""
+    the budget, the first job gets one batch: every run makes progress. ``derived``: where
+    the homes' state in Redis is removed (None: Redis is left as it is)."""
     deadline = None if budget_s is None else time.monotonic() + budget_s
     done: list[int] = []
     failed: list[int] = []
@@ -544,7 +636,7 @@ def run_deletion_jobs(
             log.error("deletion job %d failed after %d attempts", job.id, job.attempts)
             failed.append(job.id)
             continue
-        claim = _Claim(job, lease_s, deadline)
+        claim = _Claim(job, lease_s, deadline, derived=derived)
         try:
             state = _run_claim(pool, blobs, claim, batch)
         except _LostLease:

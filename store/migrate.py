@@ -1,4 +1,5 @@
-"""Apply store/migrations/NNNN_name.sql in order, each once, each in its own transaction.
+"""Apply store/migrations/NNNN_name.sql in order, each once, each in its own transaction,
+then make the monthly partitions of events a few months ahead (``store.partitions``).
 
     python -m store.migrate          # uses DATABASE_URL (the Procfile's `release`)
 
@@ -19,6 +20,7 @@ from pathlib import Path
 import psycopg
 from psycopg.rows import tuple_row
 
+from store.partitions import ensure_partitions
 from vigil.settings import SettingsError, current
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
@@ -75,10 +77,23 @@ def migrate(url: str, directory: Path = MIGRATIONS_DIR) -> list[str]:
         # even if this process dies.
         conn.execute("SELECT pg_advisory_lock(%s)", (ADVISORY_LOCK_KEY,))
         try:
-            return _apply_pending(conn, migrations)
+            applied = _apply_pending(conn, migrations)
+            if "events" in partitioned_tables(conn):
+                ensure_partitions(conn)
+            return applied
         finally:
             if not conn.broken:  # a broken session has already dropped its locks
                 conn.execute("SELECT pg_advisory_unlock(%s)", (ADVISORY_LOCK_KEY,))
+
+
+def partitioned_tables(conn: psycopg.Connection) -> set[str]:
+    """The schema's partitioned tables (none before the migration that partitions events)."""
+    with conn.cursor(row_factory=tuple_row) as cur:
+        rows = cur.execute(
+            "SELECT relname FROM pg_class WHERE relkind = 'p'"
+            " AND relnamespace = 'public'::regnamespace"
+        ).fetchall()
+    return {str(name) for (name,) in rows}
 
 
 def _applied_checksums(conn: psycopg.Connection) -> dict[str, str]:

@@ -43,13 +43,13 @@ class Purged:
 
 _PURGE = """
 WITH doomed AS (
-    SELECT e.id FROM events e {join}
+    SELECT e.id, e.created_at FROM events e {join}
     WHERE {where}
     ORDER BY e.created_at, e.id
     LIMIT %(limit)s
     FOR UPDATE OF e SKIP LOCKED
 ), gone AS (
-    DELETE FROM events e USING doomed WHERE e.id = doomed.id
+    DELETE FROM events e USING doomed WHERE e.id = doomed.id AND e.created_at = doomed.created_at
     RETURNING e.image_key, e.snapshot_key
 ), keys AS (
     SELECT image_key AS key FROM gone WHERE image_key IS NOT NULL

@@ -62,9 +62,12 @@ class WorkerContext:
         return url
 
     @cached_property
+    def database_url(self) -> str:
+        return self._required(self.settings.database_url, "DATABASE_URL")
+
+    @cached_property
     def pool(self) -> ConnectionPool:
-        url = self._required(self.settings.database_url, "DATABASE_URL")
-        return create_pool(url, min_size=1, max_size=4)
+        return create_pool(self.database_url, min_size=1, max_size=4)
 
     @cached_property
     def blobs(self) -> BlobStore:

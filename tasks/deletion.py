@@ -14,7 +14,7 @@ import logging
 
 from celery import shared_task
 
-from store.deletion import run_deletion_jobs
+from store.deletion import DerivedState, run_deletion_jobs
 from tasks.context import context
 from tasks.monitoring import HOUSEKEEPING
 from tasks.queues import SCHEDULER_QUEUE
@@ -32,7 +32,14 @@ SWEEP_BUDGET_S = 20.0
 @shared_task(**HOUSEKEEPING, acks_late=False, soft_time_limit=50, time_limit=60)
 def sweep_deletions() -> dict:
     ctx = context()
-    run = run_deletion_jobs(ctx.pool, ctx.blobs, BATCH, JOBS_PER_SWEEP, budget_s=SWEEP_BUDGET_S)
+    run = run_deletion_jobs(
+        ctx.pool,
+        ctx.blobs,
+        BATCH,
+        JOBS_PER_SWEEP,
+        budget_s=SWEEP_BUDGET_S,
+        derived=DerivedState(ctx.shards, ctx.redis),
+    )
     if run.failed:
         log.error("deletion jobs failed: %s", list(run.failed))
     return {

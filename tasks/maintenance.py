@@ -6,6 +6,10 @@ a disk that cannot fill silently (``docs/storage.md``).
   deleted homes or accounts, dropped once no event names them.
 - ``guard_disk`` (every minute): ``store.disk_guard.guard_disk`` evicts expendable pictures
   while the blob store's disk is short of free space.
+- ``maintain_partitions`` (every hour): ``store.partitions`` makes the months ahead of
+  ``events`` and ``detections``, and drops whole the months every plan has let go of.
+- ``sweep_orphan_blobs`` (every 3 hours): ``store.orphans.sweep_orphans`` queues for the
+  collector the blobs a writer killed between its put and its commit left unnamed.
 
 What they did is added up in the app's Redis (``metrics:storage``), like the workers'
 metrics (``tasks.metrics``), and served by ``GET /metrics``: events and summaries deleted,
@@ -22,7 +26,10 @@ import redis
 from celery import shared_task
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from store.blobs import BlobKeyError, check_key
 from store.disk_guard import EXPENDABLE, guard_disk
+from store.orphans import sweep_orphans
+from store.partitions import ddl_connection, maintain
 from store.purge import collect_batch
 from store.retention import run_retention, tier_days
 from tasks.context import WorkerContext, context
@@ -38,6 +45,8 @@ GARBAGE_BATCH = 500
 GARBAGE_MAX_BATCHES = 20
 
 STATS_KEY = "metrics:storage"
+# Where the orphan sweep resumes: only a place in the listing, so losing it costs a pass.
+ORPHAN_CURSOR_KEY = "storage:orphan_sweep_after"
 EVICTION_KINDS = tuple(e.kind for e in EXPENDABLE)
 # Counters: hash field → (family, help, label); gauges: hash field → (family, help).
 COUNTERS: dict[str, tuple[str, str]] = {
@@ -53,6 +62,14 @@ COUNTERS: dict[str, tuple[str, str]] = {
         "vigil_blobs_deleted",
         "Blobs dropped from the blob store once no event named them",
     ),
+    "orphans_queued": (
+        "vigil_blobs_orphans_queued",
+        "Blobs no event named, put by a writer that died before its commit, found by the sweep",
+    ),
+    "partitions_dropped": (
+        "vigil_partitions_dropped",
+        "Monthly partitions of events dropped whole once every plan had let go of them",
+    ),
 }
 EVICTED = "vigil_blobs_evicted"
 EVICTED_DOC = "Pictures evicted by the low-disk guard, by kind (snapshot, frame)"
@@ -64,6 +81,10 @@ GAUGES: dict[str, tuple[str, str]] = {
     "retention_max_batch_s": (
         "vigil_retention_max_batch_seconds",
         "The longest transaction of retention's last run: the longest it held a row lock",
+    ),
+    "partition_months_ahead": (
+        "vigil_partition_months_ahead",
+        "Months past the current one that events can already be stored in (made hourly)",
     ),
 }
 
@@ -84,6 +105,18 @@ def collect_blob_garbage() -> int:
 def guard_disk_space() -> dict:
     """Evict expendable pictures while the blob store's disk is short of free space."""
     return guard(context())
+
+
+@shared_task(**HOUSEKEEPING, acks_late=True, soft_time_limit=300, time_limit=360)
+def maintain_partitions() -> dict:
+    """Make the months ahead of events and detections; drop the months no plan keeps."""
+    return partition(context())
+
+
+@shared_task(**HOUSEKEEPING, acks_late=True, soft_time_limit=300, time_limit=360)
+def sweep_orphan_blobs() -> dict:
+    """Queue for the collector the day-old blobs no event names (a slice of the store)."""
+    return sweep_orphan_slice(context())
 
 
 # The tasks' work, given a worker's context.
@@ -124,6 +157,18 @@ def retain(ctx: WorkerContext) -> dict:
     }
 
 
+def partition(ctx: WorkerContext) -> dict:
+    keep_days = max(tier_days(ctx.settings).values())  # no home keeps more than this
+    with ddl_connection(ctx.database_url) as conn:
+        done = maintain(conn, keep_days)
+    record(
+        ctx.records_redis,
+        {"events_deleted": done.dropped.events, "partitions_dropped": len(done.dropped.months)},
+        {"partition_months_ahead": float(done.months_ahead)},
+    )
+    return done.as_json()
+
+
 def collect(ctx: WorkerContext) -> int:
     blobs = ctx.blobs
     dropped = 0
@@ -134,6 +179,35 @@ def collect(ctx: WorkerContext) -> int:
             break
     record(ctx.records_redis, {"blobs_deleted": dropped}, {})
     return dropped
+
+
+def sweep_orphan_slice(ctx: WorkerContext) -> dict:
+    client = ctx.records_redis
+    try:
+        after = client.get(ORPHAN_CURSOR_KEY)
+    except redis.RedisError as exc:
+        log.warning("orphan sweep: no place to resume (%r): from the first blob", exc)
+        after = None
+    swept = sweep_orphans(ctx.pool, ctx.blobs, start_after=_resume_after(after))
+    try:
+        if swept.last_key is None:
+            client.delete(ORPHAN_CURSOR_KEY)
+        else:
+            client.set(ORPHAN_CURSOR_KEY, swept.last_key)
+    except redis.RedisError as exc:
+        log.warning("orphan sweep: place to resume not kept: %r", exc)
+    if swept.queued:
+        log.warning("orphan sweep: %d blobs no event names queued for the collector", swept.queued)
+    record(client, {"orphans_queued": swept.queued}, {})
+    return {"listed": swept.listed, "queued": swept.queued, "after": swept.last_key}
+
+
+def _resume_after(value: object) -> str | None:
+    """The key a run resumes after, if Redis holds one (anything else: from the first)."""
+    try:
+        return check_key(value) if isinstance(value, str) else None
+    except BlobKeyError:
+        return None
 
 
 def guard(ctx: WorkerContext) -> dict:

@@ -36,6 +36,10 @@ RETENTION_EVERY_S = 600.0
 COLLECT_BLOB_GARBAGE_EVERY_S = 60.0
 # A filling disk is noticed within a minute, before ingest can fail.
 GUARD_DISK_EVERY_S = 60.0
+# Months of events made ahead and expired months dropped: both have months of slack.
+MAINTAIN_PARTITIONS_EVERY_S = 3600.0
+# Blobs a killed writer left unnamed cost only space: a bounded slice of the store a run.
+SWEEP_ORPHAN_BLOBS_EVERY_S = 3 * 3600.0
 # Deletion jobs a lost message or a killed worker left; a request also sends the sweep.
 SWEEP_DELETIONS_EVERY_S = 5.0
 
@@ -68,6 +72,8 @@ def periodic_tasks(config: SchedulerConfig) -> list[Periodic]:
         Periodic(maintenance.retention, RETENTION_EVERY_S),
         Periodic(maintenance.collect_blob_garbage, COLLECT_BLOB_GARBAGE_EVERY_S),
         Periodic(maintenance.guard_disk_space, GUARD_DISK_EVERY_S),
+        Periodic(maintenance.maintain_partitions, MAINTAIN_PARTITIONS_EVERY_S),
+        Periodic(maintenance.sweep_orphan_blobs, SWEEP_ORPHAN_BLOBS_EVERY_S),
         Periodic(deletion.sweep_deletions, SWEEP_DELETIONS_EVERY_S),
     ]
 

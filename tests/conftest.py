@@ -17,8 +17,10 @@ import os
 import shutil
 import tempfile
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import psycopg
 import pytest
@@ -150,6 +152,19 @@ def database_url(servers: dict[str, str]) -> str:
     url = servers[DATABASE_URL]
     migrate(url)
     return url
+
+
+@pytest.fixture
+def fresh_database(database_url: str) -> Iterator[str]:
+    """URL of a new, empty database on the test server (no migration applied), dropped
+    afterwards."""
+    name = f"fresh_{uuid.uuid4().hex[:12]}"
+    admin = urlsplit(database_url)._replace(path="/postgres").geturl()
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    yield urlsplit(database_url)._replace(path=f"/{name}").geturl()
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 @pytest.fixture

@@ -101,9 +101,10 @@ def alert(
         ).fetchone()["id"]
         for label, score, (x1, y1, x2, y2) in boxes:
             conn.execute(
-                "INSERT INTO detections (event_id, label, score, x1, y1, x2, y2, model)"
-                " VALUES (%s, %s, %s, %s, %s, %s, %s, 'nanodet-416')",
-                (event, label, score, x1, y1, x2, y2),
+                "INSERT INTO detections (event_id, event_created_at, label, score,"
+                " x1, y1, x2, y2, model) SELECT id, created_at, %s, %s, %s, %s, %s, %s,"
+                " 'nanodet-416' FROM events WHERE id = %s",
+                (label, score, x1, y1, x2, y2, event),
             )
         recorded = record_notification(
             conn,

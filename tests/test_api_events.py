@@ -105,6 +105,31 @@ def test_an_idempotency_key_replay_answers_the_same_event_without_a_second_row(
     assert other.status_code == 202 and count(db, "events") == 2
 
 
+def test_a_replay_after_the_month_turned_answers_the_first_event(client, owner, db):
+    # Events are partitioned by month: the key's claim, not a unique key of events, makes
+    # the retry idempotent whichever partition its first event is in.
+    headers = {**owner.headers, "Idempotency-Key": "retry-over-midnight"}
+    first = client.post("/events", json=SOURCE_EVENT, headers=headers)
+    assert first.status_code == 202
+    event_id = first.get_json()["event_id"]
+    with db.connection() as conn:
+        before = conn.execute(
+            "SELECT tableoid::regclass::text AS part FROM events WHERE id = %s", (event_id,)
+        ).fetchone()["part"]
+        conn.execute(
+            "UPDATE events SET created_at = created_at - interval '40 days' WHERE id = %s",
+            (event_id,),
+        )
+        after = conn.execute(
+            "SELECT tableoid::regclass::text AS part FROM events WHERE id = %s", (event_id,)
+        ).fetchone()["part"]
+    assert after != before  # now in another month's partition
+    again = client.post("/events", json=SOURCE_EVENT, headers=headers)
+    assert again.status_code == 200 and again.headers["Idempotent-Replayed"] == "true"
+    assert again.get_json()["event_id"] == event_id
+    assert count(db, "events") == 1
+
+
 def test_only_a_request_with_an_idempotency_key_is_hashed(client, owner, db):
     # Without a key no replay can be compared with the request: its upload is not hashed.
     plain = client.post("/events", data=photo_upload("person"), headers=owner.headers)

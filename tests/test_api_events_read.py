@@ -45,8 +45,9 @@ def test_get_event_shows_its_fields_and_detections(client, owner, db):
     event_id = post_event(client, owner).get_json()["event_id"]
     with db.connection() as conn:
         conn.execute(
-            "INSERT INTO detections (event_id, label, score, x1, y1, x2, y2, model)"
-            " VALUES (%s, 'person', 0.9, 1, 2, 30, 40, 'nanodet-416')",
+            "INSERT INTO detections (event_id, event_created_at, label, score, x1, y1, x2, y2,"
+            " model) SELECT id, created_at, 'person', 0.9, 1, 2, 30, 40, 'nanodet-416'"
+            " FROM events WHERE id = %s",
             (event_id,),
         )
     event = client.get(f"/events/{event_id}", headers=owner.headers).get_json()

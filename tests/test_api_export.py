@@ -34,8 +34,9 @@ def _event(app, owner: Owner, minutes: int, **pictures: Any) -> int:
             (owner.home_id, owner.device_id, minutes, *pictures.values()),
         ).fetchone()["id"]
         conn.execute(
-            "INSERT INTO detections (event_id, label, score, x1, y1, x2, y2, model)"
-            " VALUES (%s, 'person', 0.9, 1, 2, 30, 40, 'nanodet-416')",
+            "INSERT INTO detections (event_id, event_created_at, label, score, x1, y1, x2, y2,"
+            " model) SELECT id, created_at, 'person', 0.9, 1, 2, 30, 40, 'nanodet-416'"
+            " FROM events WHERE id = %s",
             (event,),
         )
         conn.execute(

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 
+import store.blobs as blobs_module
 from store.blobs import (
     S3_PRESIGN_MAX_S,
     BlobKeyError,
@@ -172,6 +173,35 @@ def test_a_blob_put_lately_is_kept_by_delete_if_idle(store):
     assert store.delete_if_idle(key, idle_s=0) is True  # already gone: done
 
 
+def test_a_put_while_an_idle_blob_is_being_deleted_keeps_it(tmp_path, monkeypatch):
+    # The interleaving is placed, not timed: the writer puts the same bytes the moment the
+    # collector has decided the old copy is idle and is taking it away.
+    store = FilesystemBlobs(tmp_path / "blobs")
+    data = b"\xff\xd8the same frame again"
+    key = store.put(data)
+    long_ago = time.time() - 3600
+    os.utime(store.path(key), (long_ago, long_ago))
+    rename = os.rename
+
+    def rename_then_put(src, dst):
+        rename(src, dst)
+        store.put(data)  # a writer storing the same bytes, right now
+
+    monkeypatch.setattr(blobs_module.os, "rename", rename_then_put)
+    assert store.delete_if_idle(key, idle_s=60) is True  # the old copy went
+    monkeypatch.undo()
+    assert store.get(key) == data  # the new one stayed
+    assert [p.name for p in store.path(key).parent.iterdir()] == [key]  # nothing left aside
+
+
+def test_a_blob_put_within_the_grace_goes_back_in_place(tmp_path):
+    store = FilesystemBlobs(tmp_path / "blobs")
+    key = store.put(b"\xff\xd8fresh")
+    assert store.delete_if_idle(key, idle_s=60) is False
+    assert [p.name for p in store.path(key).parent.iterdir()] == [key]
+    assert store.get(key) == b"\xff\xd8fresh"
+
+
 def test_a_reader_never_sees_a_partial_blob(store):
     # Large enough that a write takes many reads' time: each read sees none or all of it.
     size = 16 << 20 if isinstance(store, FilesystemBlobs) else 4 << 20
@@ -201,6 +231,28 @@ def test_concurrent_puts_of_one_frame_leave_one_whole_blob(store):
     assert set(keys) == {blob_key(data)} and len(keys) == 8
     assert store.get(blob_key(data)) == data
     assert len(stored_names(store)) == 1
+
+
+def test_the_store_lists_its_blobs_in_key_order_from_where_a_listing_stopped(store):
+    if isinstance(store, S3Blobs):
+        store.list_page_size = 2  # several pages
+    keys = sorted(store.put(b"\xff\xd8listed %d" % i) for i in range(5))
+    listed = list(store.iter_blobs(0))
+    assert [blob.key for blob in listed] == keys
+    for blob in listed:
+        assert blob.written_at.tzinfo is not None
+        assert abs((datetime.now(UTC) - blob.written_at).total_seconds()) < 60
+    assert [blob.key for blob in store.iter_blobs(0, start_after=keys[1])] == keys[2:]
+    assert list(store.iter_blobs(0, start_after=keys[-1])) == []
+    assert list(store.iter_blobs(3600)) == []  # all written just now
+    store.delete(keys[2])
+    assert [blob.key for blob in store.iter_blobs(0, start_after=keys[0])] == [
+        keys[1],
+        keys[3],
+        keys[4],
+    ]
+    with pytest.raises(BlobKeyError):
+        next(iter(store.iter_blobs(0, start_after="../" * 10)))
 
 
 # --- each backend's own ---------------------------------------------------------------------

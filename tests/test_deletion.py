@@ -7,31 +7,48 @@ from __future__ import annotations
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import psycopg
 import pytest
+import redis
 from psycopg_pool import ConnectionPool
 
+from notify import live
 from notify.snoozes import add_snooze
+from notify.stationary import KEY as STATIONARY_KEY
+from notify.stationary import Candidate as Seen
+from notify.stationary import StationaryMemory
 from notify.zones import insert_zone
+from schedules import leases
+from schedules.candidates import AddStatus, CandidateStore, IngestBucket, candidate_fields
+from schedules.config import SchedulerConfig
+from schedules.dispatch import dispatch
+from schedules.forget import forget_home
+from schedules.keys import KeyMap
+from schedules.shard import Shard, Shards
 from store.blobs import FilesystemBlobs
 from store.db import transaction
 from store.deletion import (
     MAX_ATTEMPTS,
     DeletionJob,
+    DerivedState,
+    forget_home_state,
     get_job,
     leftovers,
     request_account_deletion,
     request_home_deletion,
     run_deletion_jobs,
 )
+from tasks.best_effort_redis import best_effort_redis
 from tests.api_helpers import ROOT, wait_for
-from vigil.vocabulary import DeletionKind, JobState, ZoneKind
+from vigil.vocabulary import DeletionKind, JobState, PresenceGroup, ZoneKind
 
 pytestmark = pytest.mark.integration
 
@@ -75,8 +92,9 @@ def _event(
         n,
     )
     conn.execute(
-        "INSERT INTO detections (event_id, label, score, x1, y1, x2, y2, model)"
-        " VALUES (%s, 'person', 0.9, 1, 2, 30, 40, 'nanodet-416')",
+        "INSERT INTO detections (event_id, event_created_at, label, score, x1, y1, x2, y2,"
+        " model) SELECT id, created_at, 'person', 0.9, 1, 2, 30, 40, 'nanodet-416'"
+        " FROM events WHERE id = %s",
         (event,),
     )
     alert = _id(
@@ -428,3 +446,232 @@ def test_a_worker_killed_mid_job_leaves_its_lease_and_the_next_run_finishes(
     assert done.events_deleted == EVENTS and done.attempts == 2
     assert done.blobs_deleted == len(set(h.home_keys)) - 1
     assert set(_leftovers(db, done).values()) == {0}
+
+
+# --- the home's derived state in Redis ------------------------------------------------------
+
+# A namespace with a hash tag, as a shard of a Redis Cluster has (docs/scheduling.md).
+NAMESPACE = "{shard0}vigil:"
+TIER = "standard"
+CONFIG = SchedulerConfig()
+
+
+@dataclass(frozen=True)
+class InRedis:
+    """The household's state in Redis, as the ingest, a dispatch and the digest write it:
+    every event a candidate with its ingest buckets, the home's best event leased (its plan
+    bucket written), each camera's memory of a parked car, each home's live log."""
+
+    state: DerivedState
+    shard: Shard
+    camera: int
+    other_camera: int
+    leased: str  # the home's event under a lease
+
+
+def _camera_of(pool: ConnectionPool, home: int) -> int:
+    with pool.connection() as conn:
+        return _id(conn, "SELECT id FROM devices WHERE home_id = %s AND kind = 'camera'", home)
+
+
+def _admit(
+    store: CandidateStore, shard: Shard, home: int, event: int, camera: int, score: float
+) -> None:
+    """As ``POST /events`` adds an event: with the device's and the home's ingest buckets."""
+    h, keys = str(home), shard.keys
+    admitted = store.admit(
+        h,
+        str(event),
+        TIER,
+        score,
+        candidate_fields("front_door", "security", 0.8),
+        lite=True,
+        buckets=[
+            IngestBucket(keys.device_limit(h, str(camera)), 20, 1.0),
+            IngestBucket(keys.home_limit(h), 50, 1.0),
+        ],
+    )
+    assert admitted.status is AddStatus.NEW
+
+
+@pytest.fixture
+def in_redis(db, redis_client, household) -> InRedis:
+    h = household
+    shard = Shard(redis_client, KeyMap(NAMESPACE))
+    store = CandidateStore(Shards([shard]), CONFIG)
+    camera, other_camera = _camera_of(db, h.home), _camera_of(db, h.other)
+    for i, event in enumerate(h.home_events):
+        _admit(store, shard, h.home, event, camera, 0.9 - i / 100)
+    _admit(store, shard, h.other, h.other_event, other_camera, 0.1)
+    leased = dispatch(shard, CONFIG.tier(TIER), CONFIG, quota=1).events
+    assert [(d.home_id, d.event_id) for d in leased] == [(str(h.home), str(h.home_events[0]))]
+    memory = StationaryMemory(redis_client, iou=0.5, window_s=3600)
+    for cam, event in ((camera, h.home_events[-1]), (other_camera, h.other_event)):
+        with db.connection() as conn:
+            memory.sift(
+                conn,
+                cam,
+                event,
+                datetime.now(UTC),
+                [Seen(1, PresenceGroup.VEHICLE, (0, 0, 0.3, 0.3))],
+            )
+    for home, event in ((h.home, h.home_events[-1]), (h.other, h.other_event)):
+        live.publish(redis_client, home, "alert", {"event_id": event, "title": "Person"})
+    state = DerivedState(Shards([shard]), redis_client)
+    return InRedis(state, shard, camera, other_camera, leased[0].event_id)
+
+
+def _scheduler_keys(client: redis.Redis, home: int) -> list[str]:
+    """The keys under the scheduler's namespace that carry the home's hash tag."""
+    tag = f"{{{home}}}"
+    return sorted(
+        key for key in client.scan_iter(match=NAMESPACE + "*") if tag in key[len(NAMESPACE) :]
+    )
+
+
+def _home_keys(r: InRedis, home: int, camera: int) -> list[str]:
+    """Every key of the home: the scheduler's, its live log and its camera's memory."""
+    client = r.shard.client
+    app = [live.stream_key(home), STATIONARY_KEY.format(device_id=camera)]
+    return _scheduler_keys(client, home) + [key for key in app if client.exists(key)]
+
+
+def _contents(client: redis.Redis, keys: list[str]) -> dict[str, object]:
+    """What each key holds, by its type (TTLs aside)."""
+    read = {
+        "string": client.get,
+        "hash": client.hgetall,
+        "list": lambda key: client.lrange(key, 0, -1),
+        "zset": lambda key: client.zrange(key, 0, -1, withscores=True),
+        "stream": client.xrange,
+    }
+    return {key: read[client.type(key)](key) for key in keys}
+
+
+def _indexes(shard: Shard) -> dict[str, object]:
+    keys, client = shard.keys, shard.client
+    return {
+        "cand": client.zrange(keys.index(TIER), 0, -1, withscores=True),
+        "home_tier": client.hgetall(keys.home_tiers),
+        "pending": client.hgetall(keys.pending),
+        "expiry": client.zrange(keys.expiry, 0, -1),
+        "inflight": client.zrange(keys.inflight, 0, -1),
+        "lite": client.lrange(keys.lite_pending, 0, -1),
+    }
+
+
+def test_a_homes_job_removes_its_state_from_redis_and_no_other(db, blobs, household, in_redis):
+    h, r = household, in_redis
+    keys, client = r.shard.keys, r.shard.client
+    home = str(h.home)
+    mine = _home_keys(r, h.home, r.camera)
+    expected = {
+        keys.cand(home),
+        keys.home_bucket(home),
+        keys.home_limit(home),
+        keys.device_limit(home, str(r.camera)),
+        live.stream_key(h.home),
+        STATIONARY_KEY.format(device_id=r.camera),
+        *(keys.ev(home, str(event)) for event in h.home_events),
+    }
+    assert set(mine) == expected
+    assert client.exists(keys.lease(r.leased)) == 1
+    assert len(_indexes(r.shard)["lite"]) == EVENTS + 1
+    others = _home_keys(r, h.other, r.other_camera)
+    assert len(others) == 6  # cand, ev, two ingest buckets, live log, camera memory
+    theirs = _contents(client, others)
+    with transaction(db) as conn:
+        job, _token = request_home_deletion(conn, h.home, h.ana)
+
+    run = run_deletion_jobs(db, blobs, batch=3, limit=5, derived=r.state)
+
+    assert run.done == (job.id,)
+    assert set(_leftovers(db, _job(db, job.id)).values()) == {0}
+    assert _home_keys(r, h.home, r.camera) == []
+    assert client.exists(keys.lease(r.leased)) == 0
+    # The indexes name the other home's one candidate only.
+    other, event = str(h.other), str(h.other_event)
+    assert _indexes(r.shard) == {
+        "cand": [(other, 0.1)],
+        "home_tier": {other: TIER},
+        "pending": {TIER: "1"},
+        "expiry": [f"{other}:{event}"],
+        "inflight": [],
+        "lite": [event],
+    }
+    assert _contents(client, others) == theirs
+    # Nothing of the home comes back: a dispatch takes the other home's event only, and
+    # the reaper, once every lease is past its deadline, returns only that one.
+    after = dispatch(r.shard, CONFIG.tier(TIER), CONFIG, quota=10).events
+    assert [(d.home_id, d.event_id) for d in after] == [(other, event)]
+    r.state.shards.move_clock((CONFIG.processing_timeout_s + 1) * 1000)
+    reaped = leases.reap(r.state.shards, CONFIG)
+    assert [(x.home_id, x.event_id) for x in reaped.returned + reaped.failed] == [(other, event)]
+    assert _home_keys(r, h.home, r.camera) == []
+    # Run again, the cleanup finds nothing and changes nothing.
+    indexes = _indexes(r.shard)
+    assert forget_home_state(r.state, h.home, [r.camera]) == 0
+    assert forget_home(r.state.shards, h.home) == 0
+    assert _indexes(r.shard) == indexes
+
+
+def test_an_accounts_job_removes_the_state_of_the_homes_they_hold(db, blobs, household, in_redis):
+    h, r = household, in_redis
+    client = r.shard.client
+    ana = _home_keys(r, h.home, r.camera)
+    kept = _contents(client, ana)
+    assert _home_keys(r, h.other, r.other_camera) != []
+    with transaction(db) as conn:
+        job, _token = request_account_deletion(conn, h.bob)
+
+    run = run_deletion_jobs(db, blobs, batch=3, limit=5, derived=r.state)
+
+    assert run.done == (job.id,)
+    assert _home_keys(r, h.other, r.other_camera) == []
+    assert _home_keys(r, h.home, r.camera) == ana and _contents(client, ana) == kept
+    indexes = _indexes(r.shard)
+    assert str(h.other) not in dict(indexes["cand"]) and str(h.other) not in indexes["home_tier"]
+    assert indexes["pending"] == {TIER: str(EVENTS - 1)}  # ana's, less the one leased
+    assert str(h.other_event) not in indexes["lite"]
+
+
+def _unreachable(keys: KeyMap) -> DerivedState:
+    """Redis nowhere to be found: a port nothing listens on."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    client = best_effort_redis(f"redis://127.0.0.1:{port}/0")  # refused at once, no retries
+    return DerivedState(Shards([Shard(client, keys)]), client)
+
+
+def test_with_redis_away_the_rows_go_and_the_job_waits_to_clean_redis(
+    db, blobs, household, in_redis
+):
+    h, r = household, in_redis
+    with transaction(db) as conn:
+        job, _token = request_home_deletion(conn, h.home, h.ana)
+
+    away = run_deletion_jobs(db, blobs, batch=3, limit=5, derived=_unreachable(r.shard.keys))
+
+    # PostgreSQL is done with; the job is handed back (not an attempt) until Redis answers.
+    assert away.later == (job.id,) and away.events_deleted == EVENTS
+    waiting = _job(db, job.id)
+    assert waiting.state is JobState.RUNNING and waiting.attempts == 0
+    assert waiting.error is None
+    assert _count(db, "SELECT count(*) AS n FROM homes WHERE id = %s", h.home) == 0
+    assert _home_keys(r, h.home, r.camera) != []
+    with db.connection() as conn:
+        conn.execute(
+            "UPDATE deletion_jobs SET claimed_until = now() - interval '1 second' WHERE id = %s",
+            (job.id,),
+        )
+
+    back = run_deletion_jobs(db, blobs, batch=3, limit=5, derived=r.state)
+
+    assert back.done == (job.id,)
+    # From the home's id alone: all but its camera's memory, whose id went with its row
+    # (the memory lapses after its window).
+    memory = STATIONARY_KEY.format(device_id=r.camera)
+    assert _home_keys(r, h.home, r.camera) == [memory]
+    assert 0 < r.shard.client.ttl(memory) <= 3600
+    assert str(h.home) not in _indexes(r.shard)["home_tier"]

@@ -6,10 +6,7 @@ import os
 import subprocess
 import sys
 import time
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import psycopg
 import pytest
@@ -22,23 +19,6 @@ from store.migrate import ADVISORY_LOCK_KEY, MigrationError, load_migrations, mi
 pytestmark = pytest.mark.integration
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture
-def fresh_database(database_url: str) -> Iterator[str]:
-    """URL of a new, empty database on the test server (DATABASE_URL is always a URL),
-    dropped afterwards."""
-    name = f"migrate_{uuid.uuid4().hex[:12]}"
-    admin = _on_database(database_url, "postgres")
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    yield _on_database(database_url, name)
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
-
-
-def _on_database(url: str, name: str) -> str:
-    return urlsplit(url)._replace(path=f"/{name}").geturl()
 
 
 def _ledger(conninfo: str) -> list[str]:
@@ -227,17 +207,50 @@ def test_a_blob_key_is_a_sha256_in_lowercase_hex(
         db_conn.execute(update, (key, event_id))
 
 
-def test_idempotency_key_is_unique_per_device(
+def claim(conn: psycopg.Connection, device_id: int, key: str, event_id: int) -> None:
+    conn.execute(
+        "INSERT INTO event_requests (device_id, idempotency_key, event_id, event_created_at)"
+        " SELECT %s, %s, id, created_at FROM events WHERE id = %s",
+        (device_id, key, event_id),
+    )
+
+
+def test_idempotency_key_is_unique_per_device_whichever_month_its_event_is_in(
     db_conn: psycopg.Connection, home: tuple[int, int]
 ) -> None:
     home_id, device_id = home
     other_device = add_device(db_conn, home_id, "back camera")
-    add_event(db_conn, home_id, device_id, idempotency_key="k1")
-    add_event(db_conn, home_id, other_device, idempotency_key="k1")  # other device: fine
-    add_event(db_conn, home_id, device_id)  # no key: never a conflict
-    add_event(db_conn, home_id, device_id)
+    first = add_event(db_conn, home_id, device_id, idempotency_key="k1")
+    claim(db_conn, device_id, "k1", first)
+    claim(db_conn, other_device, "k1", add_event(db_conn, home_id, other_device))  # fine
+    # The first event moves to last month: its key's claim follows it, and still holds.
+    db_conn.execute(
+        "UPDATE events SET created_at = created_at - interval '40 days' WHERE id = %s", (first,)
+    )
+    moved = db_conn.execute(
+        "SELECT event_created_at < now() - interval '39 days' AS moved FROM event_requests"
+        " WHERE device_id = %s AND idempotency_key = 'k1'",
+        (device_id,),
+    ).fetchone()
+    assert moved == {"moved": True}
     with pytest.raises(errors.UniqueViolation), db_conn.transaction():
-        add_event(db_conn, home_id, device_id, idempotency_key="k1")
+        claim(db_conn, device_id, "k1", add_event(db_conn, home_id, device_id))
+
+
+def test_a_claim_names_an_existing_event_and_goes_with_it(
+    db_conn: psycopg.Connection, home: tuple[int, int]
+) -> None:
+    home_id, device_id = home
+    with pytest.raises(errors.ForeignKeyViolation), db_conn.transaction():
+        db_conn.execute(
+            "INSERT INTO event_requests (device_id, idempotency_key, event_id, event_created_at)"
+            " VALUES (%s, 'k1', 999, now())",
+            (device_id,),
+        )
+    event_id = add_event(db_conn, home_id, device_id)
+    claim(db_conn, device_id, "k1", event_id)
+    db_conn.execute("DELETE FROM events WHERE id = %s", (event_id,))
+    assert db_conn.execute("SELECT count(*) AS n FROM event_requests").fetchone() == {"n": 0}
 
 
 def test_an_event_cannot_name_another_homes_device(

@@ -48,7 +48,7 @@ def test_every_beat_entry_names_a_registered_task():
     registered = {t.name for t in vigil_tasks(app)}
     schedule = app.conf.beat_schedule
     assert schedule == beat_schedule(SchedulerConfig())
-    assert len(schedule) == 14
+    assert len(schedule) == 16
     for key, entry in schedule.items():
         assert key == entry["task"] and entry["task"] in registered
         assert 0 < entry["options"]["expires"] < entry["schedule"]  # never a stale pile-up

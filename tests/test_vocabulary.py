@@ -35,7 +35,9 @@ COLUMNS: dict[tuple[str, str], type[StrEnum]] = {
 CHECKS = """
 SELECT c.conrelid::regclass::text AS table_name, pg_get_constraintdef(c.oid) AS definition
 FROM pg_constraint c JOIN pg_namespace n ON n.oid = c.connamespace
+JOIN pg_class t ON t.oid = c.conrelid
 WHERE c.contype = 'c' AND n.nspname = 'public'
+  AND NOT t.relispartition  -- a partition's checks are its table's
 """
 # PostgreSQL writes `col IN ('a', 'b')` back as `(col = ANY (ARRAY['a'::text, 'b'::text]))`.
 VALUE_LIST = re.compile(r"\(+(\w+)\s*=\s*ANY\s*\(+ARRAY\[([^\]]*)\]")

@@ -108,8 +108,10 @@ def event_json(event: EventRow) -> dict[str, Any]:
 
 # One statement, one round trip: the caller's device (by id or by name; two matches by
 # name are ambiguous), the insert with the priority for the home's arm mode, and, when the
-# Idempotency-Key was used before, that first event. ON CONFLICT waits for a concurrent
-# insert of the same key; its row is then read by a second query (``_first_event``).
+# Idempotency-Key was used before, that first event. A key is claimed in event_requests
+# (events is partitioned by month, so its own unique keys could not span months); ON
+# CONFLICT waits for a concurrent claim of the same key, whose event is then read by a
+# second query (``_first_event``).
 _CREATE = """
 WITH dev AS (
     SELECT d.id, d.home_id, h.tier, h.arm_mode, m.role, h.deleting_since IS NOT NULL AS deleting
@@ -120,16 +122,27 @@ WITH dev AS (
 ), one AS (
     SELECT * FROM dev
     WHERE (SELECT count(*) FROM dev) = 1 AND role = ANY(%(roles)s) AND NOT deleting
+), request AS (
+    -- The Idempotency-Key's claim, with the id and time of the event it makes; none for a
+    -- key claimed before (its event is ``first``).
+    INSERT INTO event_requests (device_id, idempotency_key, event_id, event_created_at)
+    SELECT one.id, %(idempotency_key)s, nextval('events_id_seq'), now()
+    FROM one WHERE %(idempotency_key)s::text IS NOT NULL
+    ON CONFLICT (device_id, idempotency_key) DO NOTHING
+    RETURNING event_id, event_created_at
 ), ins AS (
-    INSERT INTO events (home_id, device_id, idempotency_key, request_hash, location, mode,
-                        motion_score, image_url, image_key, lite_results, priority, status)
-    SELECT one.home_id, one.id, %(idempotency_key)s, %(request_hash)s, %(location)s,
+    INSERT INTO events (id, created_at, home_id, device_id, idempotency_key, request_hash,
+                        location, mode, motion_score, image_url, image_key, lite_results,
+                        priority, status)
+    SELECT coalesce(request.event_id, nextval('events_id_seq')),
+           coalesce(request.event_created_at, now()),
+           one.home_id, one.id, %(idempotency_key)s, %(request_hash)s, %(location)s,
            %(mode)s, %(motion_score)s, %(image_url)s, %(image_key)s, %(lite_results)s,
            CASE one.arm_mode WHEN 'away' THEN %(p_away)s WHEN 'night' THEN %(p_night)s
                              WHEN 'home' THEN %(p_home)s ELSE %(p_disarmed)s END,
            'queued'
-    FROM one
-    ON CONFLICT (device_id, idempotency_key) DO NOTHING
+    FROM one LEFT JOIN request ON true
+    WHERE %(idempotency_key)s::text IS NULL OR request.event_id IS NOT NULL
     RETURNING id, status, priority, created_at
 )
 SELECT (SELECT count(*) FROM dev) AS matches, (SELECT min(role) FROM dev) AS role,
@@ -141,9 +154,11 @@ SELECT (SELECT count(*) FROM dev) AS matches, (SELECT min(role) FROM dev) AS rol
 FROM (SELECT 1) AS anchor
 LEFT JOIN one ON true
 LEFT JOIN ins ON true
+LEFT JOIN event_requests claimed
+       ON ins.id IS NULL AND claimed.device_id = one.id
+      AND claimed.idempotency_key = %(idempotency_key)s
 LEFT JOIN events first
-       ON ins.id IS NULL AND first.device_id = one.id
-      AND first.idempotency_key = %(idempotency_key)s
+       ON first.id = claimed.event_id AND first.created_at = claimed.event_created_at
 """
 
 
@@ -236,9 +251,11 @@ def _first_event(
     first = (
         conn.cursor(row_factory=dict_row)
         .execute(
-            "SELECT id AS first_id, status AS first_status, priority AS first_priority,"
-            " request_hash AS first_hash FROM events"
-            " WHERE device_id = %s AND idempotency_key = %s",
+            "SELECT e.id AS first_id, e.status AS first_status, e.priority AS first_priority,"
+            " e.request_hash AS first_hash"
+            " FROM event_requests r JOIN events e"
+            " ON e.id = r.event_id AND e.created_at = r.event_created_at"
+            " WHERE r.device_id = %s AND r.idempotency_key = %s",
             (device_id, idempotency_key),
         )
         .fetchone()

@@ -6,7 +6,9 @@ the blob store's disk has room.
 - ``degraded`` (200, ``reasons``): a non-empty queue has no live worker, or its oldest
   message has waited ``HEALTH_QUEUE_STALL_S`` with nothing consumed for as long; or the
   blob store's disk is short of free space (``storage``): ingest still works while the
-  low-disk guard evicts expendable pictures (``store.disk_guard``).
+  low-disk guard evicts expendable pictures (``store.disk_guard``); or fewer than
+  ``store.partitions.MIN_MONTHS_AHEAD`` months past this one have an events partition
+  (``storage``: the month after them could not store an event).
 - ``down`` (503, ``Retry-After``): Redis or Postgres fails, or does not answer within
   ``HEALTH_TIMEOUT_S``; the API cannot accept events.
 
@@ -36,6 +38,7 @@ import redis
 from flask import Blueprint, Response, current_app
 from psycopg.rows import scalar_row
 
+from store.partitions import MIN_MONTHS_AHEAD, months_ahead
 from webapp.clients import Clients, clients, redis_client
 from webapp.config import app_settings
 from webapp.errors import UNAVAILABLE_RETRY_AFTER_S
@@ -132,20 +135,30 @@ def _check_postgres(app_clients: Clients) -> str:
 class StorageCheck:
     free_ratio: float | None  # None: the store reports no usage (object storage)
     min_ratio: float
+    months_ahead: int  # months of events past the current one with a partition made
 
     @property
-    def reason(self) -> str | None:
-        if self.free_ratio is None or self.free_ratio >= self.min_ratio:
-            return None
-        return (
-            f"storage: {self.free_ratio:.1%} of the blob store's disk is free, under "
-            f"{self.min_ratio:.1%}: expendable pictures are being evicted"
-        )
+    def reasons(self) -> list[str]:
+        found = []
+        if self.free_ratio is not None and self.free_ratio < self.min_ratio:
+            found.append(
+                f"storage: {self.free_ratio:.1%} of the blob store's disk is free, under "
+                f"{self.min_ratio:.1%}: expendable pictures are being evicted"
+            )
+        if self.months_ahead < MIN_MONTHS_AHEAD:
+            found.append(
+                f"storage: events have partitions for {max(self.months_ahead, 0)} months past"
+                f" this one, under {MIN_MONTHS_AHEAD}: is the beat's maintain_partitions"
+                " running?"
+            )
+        return found
 
 
 def _check_storage(app_clients: Clients, min_ratio: float) -> StorageCheck:
     usage = app_clients.blobs.usage()
-    return StorageCheck(None if usage is None else usage.free_ratio, min_ratio)
+    with app_clients.pool.connection(timeout=HEALTH_TIMEOUT_S) as conn:
+        ahead = months_ahead(conn)
+    return StorageCheck(None if usage is None else usage.free_ratio, min_ratio, ahead)
 
 
 def _start_checks(state: _Checks) -> dict[str, Future[Any]]:
@@ -218,10 +231,9 @@ def health() -> Response | tuple[Response, int]:
     checks["workers"] = "degraded" if reasons else "ok"
     # A full disk degrades, never downs: events are still accepted meanwhile.
     failure = _failure("storage", futures["storage"])
-    storage = f"storage: {failure}" if failure else futures["storage"].result().reason
+    storage = [f"storage: {failure}"] if failure else futures["storage"].result().reasons
     checks["storage"] = "degraded" if storage else "ok"
-    if storage:
-        reasons.append(storage)
+    reasons.extend(storage)
     status = "degraded" if reasons else "ok"
     report = {"status": status, "checks": checks, "workers": workers, "reasons": reasons}
     return respond(Health.model_validate(report)), 200
