@@ -604,7 +604,7 @@ class Settings:
     )
     retention_batch: int = var(
         "RETENTION_BATCH",
-        500,
+        250,
         "events deleted per transaction by retention (each holds its rows' locks that long)",
         positive_integer,
         group="retention",
