@@ -20,12 +20,13 @@ from pathlib import Path
 import psycopg
 from psycopg.rows import tuple_row
 
-from store.partitions import ensure_partitions
+from store.partitions import ensure_partitions, months_ahead
 from vigil.settings import SettingsError, current
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 # Arbitrary but fixed: every migrator of this schema must use the same key.
 ADVISORY_LOCK_KEY = 0x5649_4749_4C00  # "VIGIL\0"
+MONTHS_LOCK_TIMEOUT = "2s"
 _FILE_NAME = re.compile(r"^(?P<version>\d{4})_(?P<name>\w+)\.sql$")
 
 logger = logging.getLogger(__name__)
@@ -79,11 +80,27 @@ def migrate(url: str, directory: Path = MIGRATIONS_DIR) -> list[str]:
         try:
             applied = _apply_pending(conn, migrations)
             if "events" in partitioned_tables(conn):
-                ensure_partitions(conn)
+                _make_months_ahead(conn)
             return applied
         finally:
             if not conn.broken:  # a broken session has already dropped its locks
                 conn.execute("SELECT pg_advisory_unlock(%s)", (ADVISORY_LOCK_KEY,))
+
+
+def _make_months_ahead(conn: psycopg.Connection) -> None:
+    """The monthly partitions, made ahead. Making one locks events exclusively, and a
+    release runs while the app serves: it waits at most ``MONTHS_LOCK_TIMEOUT`` for that
+    lock. Given up, the beat makes them within the hour, unless even the current month has
+    none: then the release fails rather than leave ingest unable to store an event."""
+    conn.execute(f"SET lock_timeout = '{MONTHS_LOCK_TIMEOUT}'")
+    try:
+        ensure_partitions(conn)
+    except psycopg.errors.LockNotAvailable:
+        if months_ahead(conn) < 0:
+            raise
+        logger.warning("monthly partitions not made ahead now (events busy); the beat will")
+    finally:
+        conn.execute("RESET lock_timeout")
 
 
 def partitioned_tables(conn: psycopg.Connection) -> set[str]:

@@ -7,32 +7,36 @@ Both tables are range-partitioned by their event's ``created_at`` (``detections`
 ``events_before_<month>``, is the table as it stood before partitioning and holds every
 time before that month.
 
-``ensure_partitions`` creates the months up to ``months_ahead`` months past the current
+``ensure_partitions`` creates the months up to ``MONTHS_AHEAD`` months past the current
 one; ``python -m store.migrate`` runs it after the migrations, the maintenance beat every
-day. An event whose month has no partition could not be stored, so ``/health`` says
-degraded when fewer than ``MIN_MONTHS_AHEAD`` months lie ahead.
+hour. An event whose month has no partition could not be stored, so ``/health`` says
+degraded when fewer than ``MIN_MONTHS_AHEAD`` months lie ahead in either table.
 
 ``drop_expired_partitions`` drops the months that ended more than the longest retention
 (plus ``DROP_GRACE``) ago. Row-by-row retention (``store.retention``) has deleted nearly
 all of their rows by then; what is left goes without a DELETE per row:
 
-1. the month's alerts (with their deliveries and escalations) and idempotency keys are
+1. the month's alerts (with their deliveries and escalations) and idempotency claims are
    deleted in bounded batches: they live in unpartitioned tables that name the events;
 2. the month's ``detections`` partition is dropped;
-3. the month's ``events`` partition is detached ``CONCURRENTLY`` (no lock that stops reads
-   or writes; its rows leave every query); then the blob keys its rows name are queued in
+3. the month's ``events`` partition is marked (a comment) and detached ``CONCURRENTLY``:
+   its rows leave every query; then the blob keys its rows name are queued in
    ``blob_garbage``, in batches, and it is dropped.
 
 Each step is safe to repeat, and a run killed between any two of them is finished by the
-next one: a detach left half-done is finalised, and a detached month still on disk is
-queued and dropped. One run at a time (a session advisory lock); a second one at once
-returns at once.
+next one: a detach left pending is finalised, and a marked month detached but still on
+disk is queued and dropped. One run at a time (a session advisory lock); a second one at
+once returns at once.
 
-Dropping a table takes an exclusive lock, for an instant, on the table it is a partition
-of (the detections month) or on the tables its foreign keys name (the detached events
-month: homes and devices). Queries on those wait behind it while it waits for its turn, so
-every DDL statement waits at most ``LOCK_TIMEOUT_MS`` for its locks, and is tried again a
-little later if it did not get them; after ``LOCK_ATTEMPTS``, the next run goes on.
+Locks others wait on, each for an instant: dropping the detections month locks the
+detections table; the detach holds SHARE on the tables that name events while it checks
+that none names the month, and SHARE ROW EXCLUSIVE on homes and devices at its end;
+dropping the detached month locks homes and devices (their foreign keys' triggers go with
+it). Queries on those tables wait behind such a statement while it waits for its turn, so
+each waits at most ``LOCK_TIMEOUT_MS`` for its locks, and is tried again a little later
+if it did not get them; after ``LOCK_ATTEMPTS``, the next run goes on. ``max_lock_ms``
+reports the longest statement of a run, waits included: the longest anyone could have
+waited behind it.
 """
 
 from __future__ import annotations
@@ -41,7 +45,6 @@ import argparse
 import contextlib
 import json
 import logging
-import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -71,11 +74,11 @@ LOCK_RETRY_S = 0.5
 LOCK_ATTEMPTS = 5
 BATCH = 1000
 
+# The comment on a month of events that is being dropped: only such a detached table is
+# dropped by a later run.
+EXPIRED_MARK = "vigil: an expired month, being dropped (store.partitions)"
 # Not a key of any other lock the code takes (store.migrate uses "VIGIL\0").
 ADVISORY_LOCK_KEY = 0x5649_4749_4C01
-
-# A range partition's bounds as PostgreSQL prints them.
-_BOUND = re.compile(r"FROM \((MINVALUE|'[^']+')\) TO \((MAXVALUE|'[^']+')\)")
 
 
 def month_start(moment: datetime, months: int = 0) -> datetime:
@@ -97,49 +100,50 @@ class Partition:
     detach_pending: bool = False
 
 
-def _bound(text: str) -> datetime | None:
-    if text in ("MINVALUE", "MAXVALUE"):
-        return None
-    return datetime.fromisoformat(text.strip("'")).astimezone(UTC)
+# A range partition's bounds, read back by PostgreSQL itself, as Unix times: the text of
+# pg_get_expr follows the session's TimeZone, and with DateStyle ISO (which psycopg needs to
+# read any timestamp) it carries a numeric offset, so the cast is exact in every zone.
+_PARTITIONS = """
+SELECT c.relname AS name, i.inhdetachpending AS pending,
+       extract(epoch FROM nullif(b.bound[1], 'MINVALUE')::timestamptz)::float8 AS lower,
+       extract(epoch FROM nullif(b.bound[2], 'MAXVALUE')::timestamptz)::float8 AS upper
+FROM pg_inherits i
+JOIN pg_class c ON c.oid = i.inhrelid
+CROSS JOIN LATERAL regexp_match(
+    pg_get_expr(c.relpartbound, c.oid),
+    '^FOR VALUES FROM \\(''?(MINVALUE|[^'']*)''?\\) TO \\(''?(MAXVALUE|[^'']*)''?\\)$'
+) AS b(bound)
+WHERE i.inhparent = to_regclass(%s)
+"""
 
 
 def partitions(conn: psycopg.Connection[Any], parent: str) -> list[Partition]:
     """``parent``'s partitions, oldest first."""
-    rows = (
-        conn.cursor(row_factory=dict_row)
-        .execute(
-            """
-            SELECT c.relname AS name, pg_get_expr(c.relpartbound, c.oid) AS bound,
-                   i.inhdetachpending AS pending
-            FROM pg_inherits i
-            JOIN pg_class c ON c.oid = i.inhrelid
-            WHERE i.inhparent = to_regclass(%s)
-            """,
-            (parent,),
-        )
-        .fetchall()
-    )
+    rows = conn.cursor(row_factory=dict_row).execute(_PARTITIONS, (parent,)).fetchall()
     found = []
     for row in rows:
-        match = _BOUND.search(row["bound"])
-        if match is None:
-            raise ValueError(f"{row['name']}: not a range partition ({row['bound']})")
-        upper = _bound(match[2])
-        if upper is None:
-            raise ValueError(f"{row['name']}: a partition with no upper bound")
-        found.append(Partition(row["name"], _bound(match[1]), upper, bool(row["pending"])))
+        if row["upper"] is None:
+            raise ValueError(f"{row['name']}: not a range partition with an upper bound")
+        lower = None if row["lower"] is None else datetime.fromtimestamp(row["lower"], UTC)
+        upper = datetime.fromtimestamp(row["upper"], UTC)
+        found.append(Partition(row["name"], lower, upper, row["pending"]))
     return sorted(found, key=lambda p: p.upper)
 
 
 def covered_until(conn: psycopg.Connection[Any]) -> datetime | None:
-    """The end of the last month ``events`` can store (None: no partition at all)."""
-    made = partitions(conn, EVENTS)
-    return made[-1].upper if made else None
+    """The end of the last month both tables can store (None: one has no partition)."""
+    ends = []
+    for parent in PARTITIONED:
+        made = partitions(conn, parent)
+        if not made:
+            return None
+        ends.append(made[-1].upper)
+    return min(ends)
 
 
 def months_ahead(conn: psycopg.Connection[Any], now: datetime | None = None) -> int:
-    """Whole months made ahead of the current one (0: only this month can be stored; -1:
-    not even this one)."""
+    """Whole months made ahead of the current one, in both tables (0: only this month can
+    be stored; -1: not even this one)."""
     until = covered_until(conn)
     current = month_start(now or datetime.now(UTC))
     if until is None or until <= current:
@@ -200,7 +204,7 @@ class Dropped:
     events: int = 0  # rows they still held
     blobs_queued: int = 0
     rows_deleted: int = 0  # alerts and idempotency keys deleted before their month went
-    max_lock_ms: float = 0.0  # the longest statement: the longest any lock was held
+    max_lock_ms: float = 0.0  # the longest statement, waits included (module docstring)
     skipped: bool = False  # another run was at it
     stopped: str | None = None  # why the run stopped before the last expired month
 
@@ -274,6 +278,11 @@ def drop_expired_partitions(
             if month.upper > cutoff:
                 break
             _drop_month(run, month, batch)
+        if run.months:
+            # Autovacuum analyses partitions, never their parents, whose statistics the
+            # planner uses for joins over all months: refreshed when the months change.
+            for parent in PARTITIONED:
+                run.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(parent)), blocking=False)
     except (psycopg.errors.LockNotAvailable, psycopg.errors.ForeignKeyViolation) as exc:
         log.warning("dropping expired partitions stopped, the next run goes on: %s", exc)
         return run.report(stopped=type(exc).__name__)
@@ -334,15 +343,51 @@ def _drop_month(run: _Run, month: Partition, batch: int) -> None:
 
 
 def _detach(run: _Run, month: Partition) -> None:
-    """Detach a month of events without a lock that stops readers or writers (the month
-    is gone from every query after it); finish one a killed run left half-done."""
-    how = "FINALIZE" if month.detach_pending else "CONCURRENTLY"
-    run.execute(
-        sql.SQL("ALTER TABLE {} DETACH PARTITION {} " + how).format(
-            sql.Identifier(EVENTS), sql.Identifier(month.name)
-        ),
-        blocking=False,  # SHARE UPDATE EXCLUSIVE: it waits for others, they never wait for it
+    """Detach a month of events ``CONCURRENTLY``, or finish a detach left half-done.
+
+    Not free of locks others wait on: while it checks that no row still names the month it
+    holds SHARE on the tables that name events (alerts, claims, detections: their writers
+    wait), and at its end SHARE ROW EXCLUSIVE on homes and devices (the foreign keys of the
+    month become its own). In between it waits for every transaction that may still see
+    the month; nobody waits for that. Under ``lock_timeout``, and tried again: a try that
+    gave up in that wait leaves the detach pending, and the next one finalises it.
+    """
+
+    def attempt() -> None:
+        pending = _detach_pending(run.conn, month.name)
+        if pending is None:  # an earlier try finished it
+            return
+        how = "FINALIZE" if pending else "CONCURRENTLY"
+        run.execute(
+            sql.SQL("ALTER TABLE {} DETACH PARTITION {} " + how).format(
+                sql.Identifier(EVENTS), sql.Identifier(month.name)
+            )
+        )
+
+    # Marked first: a month detached by someone else (to archive it) is never dropped.
+    run.with_lock_retries(
+        lambda: run.execute(
+            sql.SQL("COMMENT ON TABLE {} IS {}").format(
+                sql.Identifier(month.name), sql.Literal(EXPIRED_MARK)
+            )
+        )
     )
+    run.with_lock_retries(attempt)
+
+
+def _detach_pending(conn: psycopg.Connection[Any], name: str) -> bool | None:
+    """Whether the partition's detach is pending; None if it is no partition any more."""
+    row = (
+        conn.cursor(row_factory=dict_row)
+        .execute(
+            "SELECT i.inhdetachpending AS pending FROM pg_inherits i"
+            " JOIN pg_class c ON c.oid = i.inhrelid"
+            " WHERE c.relname = %s AND c.relnamespace = 'public'::regnamespace",
+            (name,),
+        )
+        .fetchone()
+    )
+    return None if row is None else bool(row["pending"])
 
 
 # A batch of a detached month's events: the blob keys they name, queued for the collector
@@ -384,15 +429,17 @@ def _queue_and_drop(run: _Run, table: str, batch: int) -> None:
 
 
 def _finish_detached(run: _Run, batch: int) -> None:
-    """Drop the months a run killed after their detach left on disk."""
+    """Drop the months a run killed after their detach left on disk (marked by this module
+    before their detach: a table someone else detached stays)."""
     rows = run.conn.execute(
         """
         SELECT relname FROM pg_class
         WHERE relkind = 'r' AND NOT relispartition
           AND relnamespace = 'public'::regnamespace
-          AND relname ~ '^(events|detections)_(before_)?[0-9]{4}_[0-9]{2}$'
-        ORDER BY relname LIKE 'events%', relname
-        """
+          AND obj_description(oid, 'pg_class') = %s
+        ORDER BY relname LIKE 'events%%', relname
+        """,
+        (EXPIRED_MARK,),
     ).fetchall()
     for row in rows:
         name = row["relname"]
@@ -414,6 +461,7 @@ class Maintained:
             "dropped": list(self.dropped.months),
             "events": self.dropped.events,
             "blobs_queued": self.dropped.blobs_queued,
+            "rows_deleted": self.dropped.rows_deleted,
             "max_lock_ms": round(self.dropped.max_lock_ms, 1),
             "months_ahead": self.months_ahead,
             "skipped": self.dropped.skipped,
@@ -450,7 +498,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = current()
     if not settings.database_url:
         parser.error("DATABASE_URL must be set")
-    keep_days = args.keep_days or max(tier_days(settings).values())
+    keep_days = max(tier_days(settings).values()) if args.keep_days is None else args.keep_days
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     with ddl_connection(settings.database_url, args.lock_timeout_ms) as conn:
         done = maintain(conn, keep_days)

@@ -16,16 +16,20 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from psycopg import errors
+from psycopg import errors, sql
 from psycopg_pool import ConnectionPool
 
 from store.blobs import FilesystemBlobs
 from store.db import create_pool
 from store.migrate import MIGRATIONS_DIR, migrate
 from store.partitions import (
+    _DELETE_NAMING,
+    ADVISORY_LOCK_KEY,
     DROP_GRACE,
     MIN_MONTHS_AHEAD,
     MONTHS_AHEAD,
+    _detach,
+    _Run,
     ddl_connection,
     drop_expired_partitions,
     maintain,
@@ -196,6 +200,10 @@ def test_the_migration_keeps_every_row_and_key_of_a_populated_database(
             )
             old = _snapshot(conn)
             newest = conn.execute("SELECT max(created_at) AS t FROM events").fetchone()["t"]
+            # Ids handed out by inserts that rolled back: the sequence is past the last row.
+            burnt = conn.execute(
+                "SELECT max(nextval('events_id_seq')) AS n FROM generate_series(1, 5)"
+            ).fetchone()["n"]
 
         assert migrate(fresh_database) == [PARTITIONING]
 
@@ -241,7 +249,27 @@ def test_the_migration_keeps_every_row_and_key_of_a_populated_database(
                 " created_at) VALUES (%s, %s, 'porch', 'security', 0.5, %s) RETURNING id",
                 (home, camera, first.upper + timedelta(days=3)),
             ).fetchone()["id"]
-            assert later == max(e["id"] for e in old["events"]) + 1
+            assert later == burnt + 1  # ids go on from the sequence, never reused
+            # Each first partition has one index per index of its table, each attached to
+            # it (none built twice), and its foreign keys are its table's.
+            for table in ("events", "detections"):
+                part = partitions(conn, table)[0].name
+                idx = conn.execute(
+                    "SELECT count(*) AS n, count(h.inhparent) AS attached FROM pg_index i"
+                    " LEFT JOIN pg_inherits h ON h.inhrelid = i.indexrelid"
+                    " WHERE i.indrelid = %s::regclass",
+                    (part,),
+                ).fetchone()
+                parent = conn.execute(
+                    "SELECT count(*) AS n FROM pg_index WHERE indrelid = %s::regclass", (table,)
+                ).fetchone()["n"]
+                assert idx == {"n": parent, "attached": parent}, table
+                own_fks = conn.execute(
+                    "SELECT count(*) AS n FROM pg_constraint WHERE conrelid = %s::regclass"
+                    " AND contype = 'f' AND conparentid = 0",
+                    (part,),
+                ).fetchone()["n"]
+                assert own_fks == 0, table
             conn.commit()
         assert table_of(pool, "events", "id", later) == partition_name("events", first.upper)
 
@@ -391,13 +419,75 @@ def test_months_are_made_ahead_and_health_counts_them(fresh_database, fresh_pool
         assert maintain(conn, KEEP_DAYS, now=in_a_year).created == ()
 
 
+@pytest.mark.integration
+def test_partition_bounds_read_the_same_in_any_time_zone(fresh_database, fresh_pool):
+    with ddl_connection(fresh_database) as conn:
+        utc = partitions(conn, "events")
+        conn.execute("SET TimeZone = 'Asia/Kolkata'")  # +05:30: not a whole hour
+        assert partitions(conn, "events") == utc
+        conn.execute("SET TimeZone = 'America/New_York'")
+        assert partitions(conn, "events") == utc
+    assert all(p.upper == month_start(p.upper) for p in utc)
+
+
+@pytest.mark.integration
+def test_a_second_run_at_once_leaves_the_work_to_the_first(fresh_database, fresh_pool, blobs):
+    old_and_young(fresh_pool, blobs)
+    with ddl_connection(fresh_database) as first, ddl_connection(fresh_database) as second:
+        first.execute("SELECT pg_advisory_lock(%s)", (ADVISORY_LOCK_KEY,))
+        assert drop_expired_partitions(second, KEEP_DAYS).skipped
+        first.execute("SELECT pg_advisory_unlock(%s)", (ADVISORY_LOCK_KEY,))
+        assert drop_expired_partitions(second, KEEP_DAYS).months
+
+
+@pytest.mark.integration
+def test_a_month_detached_by_someone_else_is_left_alone(fresh_database, fresh_pool, blobs):
+    events, created, _ = old_and_young(fresh_pool, blobs)
+    with ddl_connection(fresh_database) as conn:
+        oldest = partitions(conn, "events")[0]
+        twin = oldest.name.replace("events", "detections", 1)
+        # An operator archives the oldest month: what names its events, then its
+        # detections, then its events.
+        for table in ("notifications", "event_requests"):
+            conn.execute(f"DELETE FROM {table} WHERE event_created_at < %s", (oldest.upper,))
+        conn.execute(f"ALTER TABLE detections DETACH PARTITION {twin}")
+        conn.execute(f"ALTER TABLE events DETACH PARTITION {oldest.name}")
+        dropped = drop_expired_partitions(conn, KEEP_DAYS)
+    assert oldest.name not in dropped.months and dropped.months  # the other expired ones went
+    assert {oldest.name, twin} <= relations(fresh_pool)  # the archive is still there
+    assert count(fresh_pool, f"SELECT count(*) AS n FROM {oldest.name}") == 2  # 300 and 200
+
+
+@pytest.mark.integration
+def test_a_month_detached_by_a_run_that_died_is_dropped_by_the_next(
+    fresh_database, fresh_pool, blobs
+):
+    events, created, _ = old_and_young(fresh_pool, blobs)
+    now = datetime.now(UTC)
+    doomed = {age for age, e in events.items() if expired(created[e.id], now)}
+    with ddl_connection(fresh_database) as conn:
+        oldest = partitions(conn, "events")[0]
+        run = _Run(conn)  # the steps of a run that died right after its detach
+        for statement in _DELETE_NAMING.values():
+            run.execute(sql.SQL(statement), {"upper": oldest.upper, "batch": 100})
+        conn.execute(f"DROP TABLE {oldest.name.replace('events', 'detections', 1)}")
+        _detach(run, oldest)
+        assert oldest.name not in {p.name for p in partitions(conn, "events")}
+        assert oldest.name in relations(fresh_pool)
+        dropped = drop_expired_partitions(conn, KEEP_DAYS, now)
+    assert oldest.name in dropped.months and oldest.name not in relations(fresh_pool)
+    assert _ids(fresh_pool) == {e.id for age, e in events.items() if age not in doomed}
+    assert queued_keys(fresh_pool) == {events[age].image_key for age in doomed}
+    assert dangling(fresh_pool) == dict.fromkeys(dangling(fresh_pool), 0)
+
+
 # -- killed half-way ------------------------------------------------------------------------
 
 
 def detach_waiting(pool: ConnectionPool) -> list[int]:
     with pool.connection() as conn:
         rows = conn.execute(
-            "SELECT pid FROM pg_stat_activity WHERE query LIKE 'ALTER TABLE%%DETACH PARTITION%%'"
+            "SELECT pid FROM pg_stat_activity WHERE query LIKE 'ALTER TABLE%DETACH PARTITION%'"
             " AND wait_event_type = 'Lock' AND datname = current_database()"
         ).fetchall()
     return [r["pid"] for r in rows]
@@ -435,10 +525,9 @@ def test_a_drop_killed_mid_detach_is_finished_by_the_next_run(fresh_database, fr
             proc.kill()
             proc.wait(timeout=10)
     assert proc.returncode == -signal.SIGKILL
-    # Half-done: some month is still there, waiting; nothing is lost nor dangling.
-    assert doomed & {age for age, e in events.items() if e.id in _ids(fresh_pool)} or (
-        _pending(fresh_pool)
-    )
+    # Half-done: the month's detach is pending (its rows already out of every query);
+    # nothing names what is gone.
+    assert _pending(fresh_pool)
     assert dangling(fresh_pool) == dict.fromkeys(dangling(fresh_pool), 0)
 
     finished = subprocess.run(

@@ -611,7 +611,7 @@ class Settings:
     )
     retention_max_batches: int = var(
         "RETENTION_MAX_BATCHES",
-        100,
+        200,
         "batches per retention run (every 10 minutes); the rest waits for the next run",
         positive_integer,
         group="retention",
