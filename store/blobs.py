@@ -213,19 +213,28 @@ class FilesystemBlobs(_Guarded):
 
     @_unavailable_on_failure
     def get(self, key: str) -> bytes | None:
-        try:
-            return self.path(key).read_bytes()
-        except FileNotFoundError:
-            return None
+        # A blob set aside by a deletion still deciding (or that died deciding) is read
+        # there: until it is gone, it is the blob.
+        for path in (self.path(key), self._aside(key)):
+            try:
+                return path.read_bytes()
+            except FileNotFoundError:
+                continue
+        return None
 
     @_unavailable_on_failure
     def exists(self, key: str) -> bool:
-        return self.path(key).is_file()
+        return self.path(key).is_file() or self._aside(key).is_file()
 
     @_unavailable_on_failure
     def delete(self, key: str) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            self.path(key).unlink()
+        for path in (self.path(key), self._aside(key)):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+
+    def _aside(self, key: str) -> Path:
+        """Where ``delete_if_idle`` sets the blob while it decides."""
+        return self.path(key).with_name(f"{TOMBSTONE_PREFIX}{key}")
 
     @_unavailable_on_failure
     def delete_if_idle(self, key: str, idle_s: float) -> bool:
@@ -233,14 +242,17 @@ class FilesystemBlobs(_Guarded):
         # before the rename shows in that time, and it goes back; a put after it finds no
         # file and writes a new one. Checked in place instead, a put between the check and
         # the unlink would be deleted. Putting back may overwrite a newer put's file: with
-        # the same bytes, since keys are their hash.
-        path = self.path(key)
-        aside = path.with_name(f"{TOMBSTONE_PREFIX}{key}")
-        try:
+        # the same bytes, since keys are their hash. A process that died between the rename
+        # and the decision left the blob aside, where get() still reads it; the next call
+        # decides on it.
+        path, aside = self.path(key), self._aside(key)
+        with contextlib.suppress(FileNotFoundError):
             os.rename(path, aside)
+        try:
+            written = aside.stat().st_mtime
         except FileNotFoundError:
             return True
-        if time.time() - aside.stat().st_mtime < idle_s:
+        if time.time() - written < idle_s:
             os.replace(aside, path)
             return False
         aside.unlink(missing_ok=True)

@@ -26,6 +26,7 @@ import pytest
 import store.blobs as blobs_module
 from store.blobs import (
     S3_PRESIGN_MAX_S,
+    TOMBSTONE_PREFIX,
     BlobKeyError,
     BlobStore,
     BlobStoreUnavailable,
@@ -192,6 +193,22 @@ def test_a_put_while_an_idle_blob_is_being_deleted_keeps_it(tmp_path, monkeypatc
     monkeypatch.undo()
     assert store.get(key) == data  # the new one stayed
     assert [p.name for p in store.path(key).parent.iterdir()] == [key]  # nothing left aside
+
+
+def test_a_blob_left_aside_by_a_deletion_that_died_is_still_read_and_decided_later(tmp_path):
+    store = FilesystemBlobs(tmp_path / "blobs")
+    data = b"\xff\xd8set aside"
+    key = store.put(data)
+    aside = store.path(key).with_name(TOMBSTONE_PREFIX + key)
+    os.rename(store.path(key), aside)  # as a deletion killed before its decision leaves it
+    assert store.get(key) == data and store.exists(key)
+    assert store.delete_if_idle(key, idle_s=60) is False  # written just now: it goes back
+    assert store.path(key).is_file() and not aside.exists()
+    os.rename(store.path(key), aside)
+    long_ago = time.time() - 3600
+    os.utime(aside, (long_ago, long_ago))
+    assert store.delete_if_idle(key, idle_s=60) is True  # idle: the next call deletes it
+    assert store.get(key) is None and not store.exists(key) and not aside.exists()
 
 
 def test_a_blob_put_within_the_grace_goes_back_in_place(tmp_path):
