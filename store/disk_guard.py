@@ -65,13 +65,14 @@ EXPENDABLE = (
 
 _EVICT = """
 WITH picked AS (
-    SELECT e.id, e.{column} AS key FROM events e
+    SELECT e.id, e.created_at, e.{column} AS key FROM events e
     WHERE e.{column} IS NOT NULL AND {condition}
     ORDER BY e.created_at, e.id
     LIMIT %(limit)s
     FOR UPDATE OF e SKIP LOCKED
 ), cleared AS (
-    UPDATE events e SET {column} = NULL FROM picked WHERE e.id = picked.id
+    UPDATE events e SET {column} = NULL FROM picked
+    WHERE e.id = picked.id AND e.created_at = picked.created_at
     RETURNING picked.key
 ), queued AS (
     INSERT INTO blob_garbage (key) SELECT DISTINCT key FROM cleared ORDER BY key

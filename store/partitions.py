@@ -55,6 +55,8 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
 
+from store.purge import queue_keys_of
+
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
@@ -392,21 +394,17 @@ def _detach_pending(conn: psycopg.Connection[Any], name: str) -> bool | None:
 
 # A batch of a detached month's events: the blob keys they name, queued for the collector
 # (which deletes those no event names: a detached month is in no query of events any more).
-_QUEUE_KEYS = """
+_QUEUE_KEYS = (
+    """
 WITH chunk AS (
     SELECT id, image_key, snapshot_key FROM {t} WHERE id > %(after)s ORDER BY id LIMIT %(batch)s
-), keys AS (
-    SELECT image_key AS key FROM chunk WHERE image_key IS NOT NULL
-    UNION
-    SELECT snapshot_key FROM chunk WHERE snapshot_key IS NOT NULL
-), queued AS (
-    INSERT INTO blob_garbage (key) SELECT key FROM keys ORDER BY key
-    ON CONFLICT (key) DO UPDATE SET queued_at = now()
-    RETURNING 1
-)
+), """
+    + queue_keys_of("chunk")
+    + """
 SELECT (SELECT max(id) FROM chunk) AS last, (SELECT count(*) FROM chunk) AS events,
        (SELECT count(*) FROM queued) AS queued
 """
+)
 
 
 def _queue_and_drop(run: _Run, table: str, batch: int) -> None:

@@ -41,7 +41,23 @@ class Purged:
     blobs_queued: int
 
 
-_PURGE = """
+def queue_keys_of(rows: str) -> str:
+    """Two CTEs, ``keys`` and ``queued``, that queue in ``blob_garbage`` (key order, each
+    key once) the frames and snapshots named by the CTE or table ``rows``: how every
+    deletion of events hands their blobs to the collector."""
+    return f"""keys AS (
+    SELECT image_key AS key FROM {rows} WHERE image_key IS NOT NULL
+    UNION
+    SELECT snapshot_key FROM {rows} WHERE snapshot_key IS NOT NULL
+), queued AS (
+    INSERT INTO blob_garbage (key) SELECT key FROM keys ORDER BY key
+    ON CONFLICT (key) DO UPDATE SET queued_at = now()
+    RETURNING key
+)"""
+
+
+_PURGE = (
+    """
 WITH doomed AS (
     SELECT e.id, e.created_at FROM events e {join}
     WHERE {where}
@@ -51,17 +67,12 @@ WITH doomed AS (
 ), gone AS (
     DELETE FROM events e USING doomed WHERE e.id = doomed.id AND e.created_at = doomed.created_at
     RETURNING e.image_key, e.snapshot_key
-), keys AS (
-    SELECT image_key AS key FROM gone WHERE image_key IS NOT NULL
-    UNION
-    SELECT snapshot_key FROM gone WHERE snapshot_key IS NOT NULL
-), queued AS (
-    INSERT INTO blob_garbage (key) SELECT key FROM keys ORDER BY key
-    ON CONFLICT (key) DO UPDATE SET queued_at = now()
-    RETURNING key
-)
+), """
+    + queue_keys_of("gone")
+    + """
 SELECT (SELECT count(*) FROM gone) AS events, (SELECT count(*) FROM queued) AS blobs_queued
 """
+)
 
 
 def purge_events(
