@@ -65,7 +65,7 @@ from psycopg.rows import class_row, scalar_row
 
 from inference.labels import PRESENCE_GROUPS
 from notify.snoozes import add_snooze
-from notify.zones import MAX_ZONES_PER_CAMERA, Point, insert_zone, validate_polygon
+from notify.zones import Point, insert_zone, validate_polygon
 from vigil.vocabulary import NotificationKind, PresenceGroup, PushAction, Role, ZoneKind
 
 TOKEN_PREFIX = "va_"
@@ -108,10 +108,6 @@ class InvalidActionToken(ValueError):
 
 class ExpiredActionToken(ValueError):
     """Signed with this server's key, but past its expiry."""
-
-
-class TooManyZones(Exception):
-    """The camera has its ``MAX_ZONES_PER_CAMERA`` zones already."""
 
 
 @dataclass(frozen=True)
@@ -363,13 +359,6 @@ def mute_object(
     """An ignore zone of the camera for one presence group, named ``muted <group> <n>``
     with the next free ``n``; ``TooManyZones`` when the camera has as many as the zones API
     allows (``MAX_ZONES_PER_CAMERA``)."""
-    (existing,) = (
-        conn.cursor(row_factory=scalar_row)
-        .execute("SELECT count(*) FROM zones WHERE device_id = %s", (camera_id,))
-        .fetchall()
-    )
-    if existing >= MAX_ZONES_PER_CAMERA:
-        raise TooManyZones(f"camera {camera_id} has {existing} zones")
     for _ in range(_NAME_TRIES):
         name = _next_name(conn, camera_id, group)
         try:

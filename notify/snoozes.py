@@ -69,6 +69,14 @@ def covers_sql(home: str, user: str, camera: str, labels: str) -> str:
     )"""
 
 
+# Active snoozes a member may hold in one home: every alert's audience reads them.
+MAX_ACTIVE_SNOOZES = 32
+
+
+class TooManySnoozes(Exception):
+    """The member holds ``MAX_ACTIVE_SNOOZES`` active snoozes in the home already."""
+
+
 def add_snooze(
     conn: psycopg.Connection[Any],
     home_id: int,
@@ -78,7 +86,22 @@ def add_snooze(
     device_id: int | None = None,
     label: PresenceGroup | None = None,
 ) -> int:
-    """A new snooze of ``user_id`` in ``home_id``; its id."""
+    """A new snooze of ``user_id`` in ``home_id``; its id. ``TooManySnoozes`` at the cap,
+    whichever way it is asked (the API, a push action): the member's row is locked, so two
+    snoozes at once take turns for the last place."""
+    (active,) = (
+        conn.cursor(row_factory=scalar_row)
+        .execute(
+            "WITH member AS (SELECT 1 FROM home_members WHERE home_id = %(home)s"
+            " AND user_id = %(user)s FOR NO KEY UPDATE)"
+            " SELECT count(*) FROM snoozes, member"
+            " WHERE home_id = %(home)s AND user_id = %(user)s AND until > now()",
+            {"home": home_id, "user": user_id},
+        )
+        .fetchall()
+    )
+    if active >= MAX_ACTIVE_SNOOZES:
+        raise TooManySnoozes(f"member {user_id} holds {active} snoozes in home {home_id}")
     (snooze_id,) = (
         conn.cursor(row_factory=scalar_row)
         .execute(

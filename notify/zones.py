@@ -270,6 +270,10 @@ def camera_zones(conn: psycopg.Connection[Any], device_id: int) -> list[Zone]:
     return [zone_from_row(row) for row in rows]
 
 
+class TooManyZones(Exception):
+    """The camera has its ``MAX_ZONES_PER_CAMERA`` zones already."""
+
+
 def insert_zone(
     conn: psycopg.Connection[Any],
     device_id: int,
@@ -279,7 +283,20 @@ def insert_zone(
     polygon: Sequence[Point],
     groups: Sequence[PresenceGroup] | None = None,
 ) -> int:
-    """Store a zone whose polygon was already validated; its id."""
+    """Store a zone whose polygon was already validated; its id. ``TooManyZones`` when the
+    camera has its ``MAX_ZONES_PER_CAMERA`` already, whichever way it is asked (the API, a
+    push action): the camera's row is locked, so two at once take turns for the last place."""
+    (existing,) = (
+        conn.cursor(row_factory=scalar_row)
+        .execute(
+            "WITH camera AS (SELECT 1 FROM devices WHERE id = %(device)s FOR NO KEY UPDATE)"
+            " SELECT count(*) FROM zones, camera WHERE device_id = %(device)s",
+            {"device": device_id},
+        )
+        .fetchall()
+    )
+    if existing >= MAX_ZONES_PER_CAMERA:
+        raise TooManyZones(f"camera {device_id} has {existing} zones")
     (zone_id,) = (
         conn.cursor(row_factory=scalar_row)
         .execute(

@@ -13,6 +13,7 @@ from psycopg_pool import ConnectionPool
 
 from notify.digest import digest_events
 from notify.escalation import advance_due, save_chain
+from notify.snoozes import MAX_ACTIVE_SNOOZES, add_snooze
 from notify.zones import MAX_ZONES_PER_CAMERA, camera_zones, insert_zone, zone_verdicts
 from store.db import transaction
 from tests.api_helpers import Owner, bearer, error_code, issue_device_key
@@ -219,6 +220,19 @@ def test_a_camera_with_all_its_zones_takes_no_more(client, app, house, db):
     response = act(client, note, token(app, delivery(db, note, house, "owner")), "mute_object")
     assert response.status_code == 422 and error_code(response) == "too_many_zones"
     assert len(zones(db)) == MAX_ZONES_PER_CAMERA
+
+
+def test_a_member_with_all_their_snoozes_takes_no_more_from_a_push(client, app, house, db):
+    # The cap is the API's too: a push action may not go around it. (Snoozes of the other
+    # camera: the alert of cam1 still reaches the owner.)
+    owner, later = house.users["owner"], dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)
+    with transaction(db) as conn:
+        for _ in range(MAX_ACTIVE_SNOOZES):
+            add_snooze(conn, house.home, owner, later, device_id=house.cam2)
+    note = alert(db, house)
+    response = act(client, note, token(app, delivery(db, note, house, "owner")), "snooze_camera")
+    assert response.status_code == 422 and error_code(response) == "too_many_snoozes"
+    assert count(db, "snoozes") == MAX_ACTIVE_SNOOZES
 
 
 # --- mark_seen and acknowledge: what the routes do ------------------------------------------

@@ -25,6 +25,8 @@ from flask import Blueprint, Response
 
 from notify import actions
 from notify.actions import ActionTarget
+from notify.snoozes import TooManySnoozes
+from notify.zones import TooManyZones
 from store.db import transaction
 from vigil.vocabulary import NotificationKind, PushAction
 from webapp.access import forbidden
@@ -35,6 +37,8 @@ from webapp.notifications import acknowledge_as, read_as
 from webapp.requests import json_body
 from webapp.responses import ActionSnooze, ActionZone, PushActionTaken, respond
 from webapp.schemas import PushActionRequest
+from webapp.snoozes import too_many_snoozes
+from webapp.zones import too_many_zones
 
 bp = Blueprint("actions", __name__)
 
@@ -105,12 +109,8 @@ def _mute(conn: psycopg.Connection[Any], target: ActionTarget) -> ActionZone:
     group, polygon = region
     try:
         muted = actions.mute_object(conn, target.home_id, camera, group, polygon)
-    except actions.TooManyZones:
-        raise ApiError(
-            "too_many_zones",
-            422,
-            "This camera has as many zones as it may have; delete one first.",
-        ) from None
+    except TooManyZones:
+        raise too_many_zones() from None
     return ActionZone(
         id=muted.id,
         device_id=muted.device_id,
@@ -128,7 +128,10 @@ def _act(
     assert user_id is not None  # checked by _target
     effect: dict[str, Any] = {}
     if action is PushAction.SNOOZE_CAMERA:
-        snoozed = actions.snooze_camera(conn, target.home_id, user_id, _camera(target))
+        try:
+            snoozed = actions.snooze_camera(conn, target.home_id, user_id, _camera(target))
+        except TooManySnoozes:
+            raise too_many_snoozes() from None
         effect["snooze"] = ActionSnooze(
             id=snoozed.id, device_id=snoozed.device_id, until=snoozed.until
         )

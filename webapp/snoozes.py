@@ -19,7 +19,14 @@ from flask import Blueprint, Response
 from flask_jwt_extended import jwt_required
 from psycopg.rows import class_row, scalar_row
 
-from notify.snoozes import SNOOZE_COLUMNS, Snooze, active_snoozes, add_snooze
+from notify.snoozes import (
+    MAX_ACTIVE_SNOOZES,
+    SNOOZE_COLUMNS,
+    Snooze,
+    TooManySnoozes,
+    active_snoozes,
+    add_snooze,
+)
 from store.db import transaction
 from webapp.access import member_home, require_cameras_seen
 from webapp.clients import get_pool
@@ -32,8 +39,13 @@ from webapp.tokens import current_user_id
 
 bp = Blueprint("snoozes", __name__, url_prefix="/homes")
 
-# Active snoozes a member may hold in one home: every alert's audience reads them.
-MAX_ACTIVE_SNOOZES = 32
+
+def too_many_snoozes() -> ApiError:
+    return ApiError(
+        "too_many_snoozes",
+        422,
+        f"You have {MAX_ACTIVE_SNOOZES} active snoozes in this home; end one first.",
+    )
 
 
 def snooze_model(row: Snooze) -> SnoozeModel:
@@ -74,23 +86,15 @@ def create_snooze(home_id: int) -> Response:
     user_id = current_user_id()
     with transaction(get_pool()) as conn:
         member_home(conn, user_id, home_id)
-        # The member's own row: two snoozes of one member at once take turns for the cap.
-        conn.execute(
-            "SELECT 1 FROM home_members WHERE home_id = %s AND user_id = %s FOR NO KEY UPDATE",
-            (home_id, user_id),
-        )
         if body.device_id is not None:
             require_cameras_seen(conn, home_id, user_id, [body.device_id], "device_id")
         until = _until(conn, body)
-        if len(active_snoozes(conn, home_id, user_id)) >= MAX_ACTIVE_SNOOZES:
-            raise ApiError(
-                "too_many_snoozes",
-                422,
-                f"You have {MAX_ACTIVE_SNOOZES} active snoozes in this home; end one first.",
+        try:
+            snooze_id = add_snooze(
+                conn, home_id, user_id, until, device_id=body.device_id, label=body.label
             )
-        snooze_id = add_snooze(
-            conn, home_id, user_id, until, device_id=body.device_id, label=body.label
-        )
+        except TooManySnoozes:
+            raise too_many_snoozes() from None
         (row,) = (
             conn.cursor(row_factory=class_row(Snooze))
             .execute(f"SELECT {SNOOZE_COLUMNS} FROM snoozes WHERE id = %s", (snooze_id,))

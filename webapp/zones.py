@@ -16,10 +16,10 @@ from typing import Any
 import psycopg
 from flask import Blueprint, Response
 from flask_jwt_extended import jwt_required
-from psycopg.rows import class_row, scalar_row
+from psycopg.rows import class_row
 from psycopg.types.json import Jsonb
 
-from notify.zones import MAX_ZONES_PER_CAMERA, insert_zone, validate_polygon
+from notify.zones import MAX_ZONES_PER_CAMERA, TooManyZones, insert_zone, validate_polygon
 from store.db import transaction
 from vigil.vocabulary import DeviceKind, PresenceGroup, ZoneKind
 from webapp.clients import get_pool
@@ -127,24 +127,23 @@ def create_zone(device_id: int) -> Response:
     try:
         with transaction(get_pool()) as conn:
             camera = _camera(conn, user_id, device_id, manage=True)
-            (existing,) = (
-                conn.cursor(row_factory=scalar_row)
-                .execute("SELECT count(*) FROM zones WHERE device_id = %s", (device_id,))
-                .fetchall()
-            )
-            if existing >= MAX_ZONES_PER_CAMERA:
-                raise ApiError(
-                    "too_many_zones",
-                    422,
-                    f"A camera has at most {MAX_ZONES_PER_CAMERA} zones; delete one first.",
-                )
             zone_id = insert_zone(
                 conn, device_id, camera.home_id, body.name, body.kind, body.polygon, body.groups
             )
             row = _zone(conn, device_id, zone_id)
     except psycopg.errors.UniqueViolation:
         raise _name_taken(body.name) from None
+    except TooManyZones:
+        raise too_many_zones() from None
     return respond(row.model(), 201)
+
+
+def too_many_zones() -> ApiError:
+    return ApiError(
+        "too_many_zones",
+        422,
+        f"A camera has at most {MAX_ZONES_PER_CAMERA} zones; delete one first.",
+    )
 
 
 @bp.get("/<int:device_id>/zones/<int:zone_id>")
