@@ -8,14 +8,23 @@ from store.blobs import blob_store
 from vigil.settings import current
 
 
-def make_home(conn, arm_mode="away", tz="Europe/Paris", phones=1, email="a@b.c") -> tuple[int, int]:
+def make_home(
+    conn,
+    arm_mode="away",
+    tz="Europe/Paris",
+    phones=1,
+    email="a@b.c",
+    tier="premium",
+    retention_days=None,
+) -> tuple[int, int]:
+    """A home of ``tier`` with a camera and ``phones`` phones of its owner; (home, camera)."""
     user = conn.execute(
         "INSERT INTO users (email, password_hash) VALUES (%s, 'x') RETURNING id", (email,)
     ).fetchone()["id"]
     home = conn.execute(
-        "INSERT INTO homes (owner_id, name, tier, arm_mode, timezone)"
-        " VALUES (%s, 'Home', 'premium', %s, %s) RETURNING id",
-        (user, arm_mode, tz),
+        "INSERT INTO homes (owner_id, name, tier, arm_mode, timezone, retention_days)"
+        " VALUES (%s, 'Home', %s, %s, %s, %s) RETURNING id",
+        (user, tier, arm_mode, tz, retention_days),
     ).fetchone()["id"]
     camera = conn.execute(
         "INSERT INTO devices (home_id, kind, platform, name) VALUES (%s, 'camera', 'camera',"

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from psycopg_pool import ConnectionPool
 
 from store.blobs import FilesystemBlobs
+from tests import factories
 
 # Older than any grace period of the blob collector.
 LONG_AGO_S = 24 * 3600.0
@@ -21,26 +22,9 @@ def make_home(
     """A home of ``tier`` (its owner's choice of days, if any) with a camera and a phone."""
     with pool.connection() as conn:
         n = conn.execute("SELECT count(*) AS n FROM users").fetchone()["n"]
-        user = conn.execute(
-            "INSERT INTO users (email, password_hash) VALUES (%s, 'x') RETURNING id",
-            (f"user{n}@example.com",),
-        ).fetchone()["id"]
-        home = conn.execute(
-            "INSERT INTO homes (owner_id, name, tier, retention_days) VALUES (%s, 'Home', %s, %s)"
-            " RETURNING id",
-            (user, tier, retention_days),
-        ).fetchone()["id"]
-        camera = conn.execute(
-            "INSERT INTO devices (home_id, kind, platform, name)"
-            " VALUES (%s, 'camera', 'camera', 'cam') RETURNING id",
-            (home,),
-        ).fetchone()["id"]
-        conn.execute(
-            "INSERT INTO devices (home_id, user_id, kind, platform, name, push_token)"
-            " VALUES (%s, %s, 'phone', 'android', 'phone', 'fcm-token-0123456789')",
-            (home, user),
+        return factories.make_home(
+            conn, email=f"user{n}@example.com", tier=tier, retention_days=retention_days
         )
-    return home, camera
 
 
 def put_old(blobs: FilesystemBlobs, data: bytes) -> str:
