@@ -51,7 +51,6 @@ INSERT INTO blob_garbage (key)
 SELECT k FROM unnest(%(keys)s::text[]) AS k
 WHERE NOT EXISTS (SELECT 1 FROM events WHERE image_key = k)
   AND NOT EXISTS (SELECT 1 FROM events WHERE snapshot_key = k)
-  AND NOT EXISTS (SELECT 1 FROM blob_garbage g WHERE g.key = k)
 ORDER BY k
 ON CONFLICT (key) DO NOTHING
 RETURNING key

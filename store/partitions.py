@@ -60,10 +60,10 @@ from store.purge import queue_keys_of
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-# Partitioned table → the column it is partitioned by. ``events`` first: its months are the
-# ones made and dropped; ``detections`` follows with the same bounds.
-PARTITIONED = {"events": "created_at", "detections": "event_created_at"}
+# The tables partitioned by month. ``events`` first: its months are the ones made and
+# dropped; ``detections`` follows with the same bounds.
 EVENTS, DETECTIONS = "events", "detections"
+PARTITIONED = (EVENTS, DETECTIONS)
 
 MONTHS_AHEAD = 3
 MIN_MONTHS_AHEAD = 1  # /health: fewer months made ahead than this is degraded

@@ -42,7 +42,7 @@ _TIER_DAYS = (
     " WHEN 'premium' THEN %(days_premium)s::integer"
     " WHEN 'enterprise' THEN %(days_enterprise)s::integer END"
 )
-HOME_DAYS = f"least(coalesce(h.retention_days, {_TIER_DAYS}), {_TIER_DAYS})"
+HOME_DAYS = f"least(h.retention_days, {_TIER_DAYS})"  # least() passes over a NULL
 EXPIRED_EVENT = f"e.created_at < now() - make_interval(days => {HOME_DAYS})"
 
 _PURGE_SUMMARIES = f"""

@@ -78,10 +78,6 @@ class Picture:
     data: bytes | None
     home_id: int = 0
 
-    @property
-    def stored(self) -> bool:
-        return self.key is not None or self.data is not None
-
 
 def decision_json(event: EventRow) -> dict[str, Any] | None:
     """The digest's columns as one object (null until the digest has decided), saying why
@@ -299,14 +295,14 @@ def visible_event_row(conn: psycopg.Connection[Any], user_id: int, event_id: int
     return visible_event(conn, user_id, event_id, EVENT_COLUMNS, class_row(EventRow))
 
 
-def event_detections(conn: psycopg.Connection[Any], event_id: int) -> list[Detection]:
-    """The event's objects, best score first."""
+def event_detections(conn: psycopg.Connection[Any], event: EventRow) -> list[Detection]:
+    """The event's objects, best score first (read in its month's partition only)."""
     return (
         conn.cursor(row_factory=class_row(Detection))
         .execute(
             "SELECT label, score, x1, y1, x2, y2, model, alternatives FROM detections "
-            "WHERE event_id = %s ORDER BY score DESC, id",
-            (event_id,),
+            "WHERE event_id = %s AND event_created_at = %s ORDER BY score DESC, id",
+            (event.id, event.created_at),
         )
         .fetchall()
     )

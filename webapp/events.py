@@ -190,7 +190,7 @@ def _add_candidate(made: Created, fields: EventCreate) -> None:
 def get_event(event_id: int) -> Response:
     with get_pool().connection() as conn:
         event = visible_event_row(conn, current_user_id(), event_id)
-        detections = event_detections(conn, event_id)
+        detections = event_detections(conn, event)
     detail = {**event_json(event), "detections": [dataclasses.asdict(d) for d in detections]}
     return respond(EventDetail.model_validate(detail))
 

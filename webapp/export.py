@@ -108,8 +108,9 @@ def _event_pages(pool: ConnectionPool, home_id: int) -> Iterator[list[dict[str, 
                     .execute(
                         "SELECT event_id, label, score, x1, y1, x2, y2, model, alternatives"
                         " FROM detections WHERE event_id = ANY(%s)"
+                        " AND event_created_at BETWEEN %s AND %s"  # the page's months only
                         " ORDER BY event_id, score DESC, id",
-                        ([row.id for row in rows],),
+                        ([row.id for row in rows], rows[-1].created_at, rows[0].created_at),
                     )
                     .fetchall()
                 )
